@@ -1,0 +1,97 @@
+//! The seam between signaling and the relay.
+//!
+//! Signaling authenticates a connection and then only pumps messages: every decision about rooms,
+//! participants and media is the relay's, reached through [`RoomControl`]. Tests drive the service
+//! with a fake implementation, and the relay can be tested without a WebSocket.
+
+use crate::auth::Grants;
+use crate::protocol::{ClientMessage, ErrorCode, LeaveReason, ServerMessage};
+use std::future::Future;
+use tokio::sync::mpsc;
+
+/// Names one signaling connection of one participant. A resumed participant gets a new key, so
+/// messages from a connection that was replaced are recognised and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub participant: u64,
+    pub connection: u64,
+}
+
+/// An authenticated request to enter a room.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub grants: Grants,
+    /// Set when the client asks to resume an earlier session.
+    pub resume_token: Option<String>,
+}
+
+/// What the relay sends down one connection.
+// Events are moved through a bounded channel once each; boxing the message would add an
+// allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    Message(ServerMessage),
+    /// Send `closed` with this reason, then close the WebSocket.
+    Close(LeaveReason),
+}
+
+/// A join the relay accepted. The first event is always `joined`.
+#[derive(Debug)]
+pub struct Admission {
+    pub session: SessionKey,
+    pub events: mpsc::Receiver<SessionEvent>,
+}
+
+/// A join the relay refused, with a stable code for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// The resume token is unknown or its grace period is over: join afresh.
+    ResumeFailed,
+    RoomFull,
+    /// The relay is draining or overloaded.
+    Unavailable,
+}
+
+impl JoinRefusal {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            JoinRefusal::ResumeFailed => ErrorCode::ResumeFailed,
+            JoinRefusal::RoomFull => ErrorCode::RoomFull,
+            JoinRefusal::Unavailable => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// How a connection ended, as seen by signaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The socket closed or failed without a `leave`: the participant may resume.
+    Dropped,
+    /// The client broke the protocol badly enough that signaling closed it; it may resume.
+    ProtocolViolation,
+}
+
+/// The relay as signaling sees it.
+pub trait RoomControl: Clone + Send + Sync + 'static {
+    fn join(
+        &self,
+        request: JoinRequest,
+    ) -> impl Future<Output = Result<Admission, JoinRefusal>> + Send;
+
+    /// Delivers one client message. Ping is answered by signaling itself and never arrives here.
+    /// Answers, errors included, come back as [`SessionEvent`]s on the admission's channel.
+    fn message(
+        &self,
+        session: SessionKey,
+        message: ClientMessage,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The connection is gone. Must be called exactly once per admission, after the last
+    /// `message`.
+    fn disconnected(&self, session: SessionKey, how: Disconnect)
+    -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,241 @@
+//! The HTTP side of signaling: the `/rtc` WebSocket (token checked before the upgrade), health,
+//! the dev-mode token endpoint and the bundled web client.
+
+use crate::auth::{Grants, KeySet, TokenError, claims_for};
+use crate::control::{JoinRequest, RoomControl};
+use crate::metrics::SignalingMetrics;
+use crate::protocol::PROTOCOL_VERSION;
+use crate::session::{self, SessionLimits};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{Instrument, info, info_span};
+
+/// Dev mode: the relay mints its own tokens for loopback callers.
+#[derive(Debug, Clone)]
+pub struct DevMinting {
+    pub kid: String,
+    pub ttl: Duration,
+}
+
+/// Everything the signaling routes need.
+pub struct Signaling<C> {
+    pub control: C,
+    pub keys: KeySet,
+    pub dev_minting: Option<DevMinting>,
+    pub limits: SessionLimits,
+    pub metrics: Arc<SignalingMetrics>,
+}
+
+impl<C: Clone> Clone for Signaling<C> {
+    fn clone(&self) -> Self {
+        Signaling {
+            control: self.control.clone(),
+            keys: self.keys.clone(),
+            dev_minting: self.dev_minting.clone(),
+            limits: self.limits,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// A JSON error body with a stable code.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            code: code.to_owned(),
+            message: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// The signaling routes. The caller serves them with
+/// `into_make_service_with_connect_info::<SocketAddr>()` (the dev token endpoint needs the peer
+/// address).
+pub fn router<C: RoomControl>(signaling: Signaling<C>) -> Router {
+    Router::new()
+        .route("/rtc", get(rtc::<C>))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/dev/token", get(dev_token::<C>))
+        .route("/", get(web_page))
+        .route("/tern.js", get(web_library))
+        .with_state(signaling)
+}
+
+#[derive(Debug, Deserialize)]
+struct RtcParams {
+    access_token: Option<String>,
+    resume_token: Option<String>,
+    protocol: Option<u32>,
+}
+
+async fn rtc<C: RoomControl>(
+    State(signaling): State<Signaling<C>>,
+    Query(params): Query<RtcParams>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = params.access_token.as_deref().or(bearer).unwrap_or("");
+    let claims = match signaling.keys.verify(token, SystemTime::now()) {
+        Ok(claims) => claims,
+        Err(err) => {
+            signaling.metrics.token_rejected(err);
+            // The token itself is never logged.
+            info!(reason = err.code(), "join refused before upgrade");
+            return error_response(StatusCode::UNAUTHORIZED, err.code(), err.to_string());
+        }
+    };
+    if let Some(version) = params.protocol
+        && version != PROTOCOL_VERSION
+    {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "unsupported_protocol",
+            format!("this relay speaks protocol {PROTOCOL_VERSION}, not {version}"),
+        );
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "websocket_required",
+                format!("/rtc is a WebSocket endpoint: {rejection}"),
+            );
+        }
+    };
+    let request = JoinRequest {
+        room: claims.room,
+        identity: claims.sub,
+        name: claims.name,
+        grants: claims.grants,
+        resume_token: params.resume_token.filter(|t| !t.is_empty()),
+    };
+    let limits = signaling.limits;
+    // Frames up to 4x the message limit are read and refused with `message_too_large`; anything
+    // larger is cut off by the WebSocket layer itself, bounding memory per connection.
+    upgrade
+        .max_message_size(limits.max_message_bytes.saturating_mul(4))
+        .max_frame_size(limits.max_message_bytes.saturating_mul(4))
+        .on_upgrade(move |socket| {
+            let span = info_span!("session", room = %request.room, identity = %request.identity);
+            let (sink, stream) = socket.split();
+            session::run(
+                signaling.control,
+                request,
+                limits,
+                signaling.metrics,
+                sink,
+                stream,
+            )
+            .instrument(span)
+        })
+}
+
+#[derive(Debug, Deserialize)]
+struct DevTokenParams {
+    room: Option<String>,
+    identity: Option<String>,
+    name: Option<String>,
+}
+
+/// The dev token endpoint's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DevToken {
+    pub token: String,
+    pub room: String,
+    pub identity: String,
+}
+
+async fn dev_token<C: RoomControl>(
+    State(signaling): State<Signaling<C>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<DevTokenParams>,
+) -> Response {
+    let Some(dev) = &signaling.dev_minting else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "dev_mode_off",
+            "token minting is only available in dev mode; mint tokens with `tern token`",
+        );
+    };
+    if !peer.ip().is_loopback() && !is_v4_mapped_loopback(&peer) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "loopback_only",
+            "dev tokens are only handed to loopback callers",
+        );
+    }
+    let room = params.room.unwrap_or_else(|| "dev".to_owned());
+    let identity = params
+        .identity
+        .unwrap_or_else(|| format!("guest-{:06x}", rand::random::<u32>() & 0xff_ffff));
+    let name = params.name.unwrap_or_else(|| identity.clone());
+    let claims = claims_for(
+        &room,
+        &identity,
+        &name,
+        Grants::participant(),
+        SystemTime::now(),
+        dev.ttl,
+    );
+    match signaling.keys.mint(&dev.kid, &claims) {
+        Ok(token) => Json(DevToken {
+            token,
+            room,
+            identity,
+        })
+        .into_response(),
+        Err(TokenError::UnknownKey) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "dev_key_missing",
+            "dev key is not configured",
+        ),
+        Err(err) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            err.code(),
+            err.to_string(),
+        ),
+    }
+}
+
+fn is_v4_mapped_loopback(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        std::net::IpAddr::V4(_) => false,
+    }
+}
+
+async fn web_page() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../web/index.html"),
+    )
+}
+
+async fn web_library() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../web/tern.js"),
+    )
+}

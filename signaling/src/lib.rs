@@ -1,0 +1,10 @@
+//! Tern's signaling service: the wire protocol, join tokens, and the WebSocket sessions that pump
+//! messages between clients and the relay. It knows nothing of RTP; the relay plugs in through
+//! [`control::RoomControl`].
+
+pub mod auth;
+pub mod control;
+pub mod http;
+pub mod metrics;
+pub mod protocol;
+pub mod session;

@@ -1,0 +1,88 @@
+//! Signaling metrics. Registered into the relay's registry by the app; label values come only
+//! from closed enums, and every combination is created at start so dashboards see zeros.
+
+use crate::auth::TokenError;
+use crate::protocol::{ClientMessageKind, ErrorCode};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::collections::HashMap;
+
+pub struct SignalingMetrics {
+    pub connections: IntGauge,
+    pub connections_total: IntCounter,
+    messages: HashMap<ClientMessageKind, IntCounter>,
+    errors: HashMap<ErrorCode, IntCounter>,
+    token_rejections: HashMap<&'static str, IntCounter>,
+}
+
+impl SignalingMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let connections = IntGauge::new(
+            "tern_signaling_connections",
+            "Open signaling WebSocket connections.",
+        )?;
+        let connections_total = IntCounter::new(
+            "tern_signaling_connections_total",
+            "Signaling WebSocket connections accepted since start.",
+        )?;
+        let messages_vec = IntCounterVec::new(
+            Opts::new(
+                "tern_signaling_messages_total",
+                "Well-formed client messages received, by message type.",
+            ),
+            &["type"],
+        )?;
+        let errors_vec = IntCounterVec::new(
+            Opts::new(
+                "tern_signaling_errors_total",
+                "Error replies sent to clients, by error code.",
+            ),
+            &["code"],
+        )?;
+        let rejections_vec = IntCounterVec::new(
+            Opts::new(
+                "tern_signaling_token_rejections_total",
+                "Connections refused before the WebSocket upgrade, by token reason code.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(connections_total.clone()))?;
+        registry.register(Box::new(messages_vec.clone()))?;
+        registry.register(Box::new(errors_vec.clone()))?;
+        registry.register(Box::new(rejections_vec.clone()))?;
+        Ok(SignalingMetrics {
+            connections,
+            connections_total,
+            messages: ClientMessageKind::ALL
+                .iter()
+                .map(|k| (*k, messages_vec.with_label_values(&[k.as_str()])))
+                .collect(),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|c| (*c, errors_vec.with_label_values(&[c.as_str()])))
+                .collect(),
+            token_rejections: TokenError::ALL
+                .iter()
+                .map(|e| (e.code(), rejections_vec.with_label_values(&[e.code()])))
+                .collect(),
+        })
+    }
+
+    pub fn message(&self, kind: ClientMessageKind) {
+        if let Some(counter) = self.messages.get(&kind) {
+            counter.inc();
+        }
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(counter) = self.errors.get(&code) {
+            counter.inc();
+        }
+    }
+
+    pub fn token_rejected(&self, reason: TokenError) {
+        if let Some(counter) = self.token_rejections.get(reason.code()) {
+            counter.inc();
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! The signaling wire protocol: versioned JSON messages over one WebSocket.
+//!
+//! Every message is a JSON object whose `type` field names it. The protocol version is chosen
+//! once per connection (`?protocol=1` on the WebSocket URL, echoed in [`ServerMessage::Joined`]),
+//! so individual messages carry no version. PROTOCOL.md documents every message with examples;
+//! keep the two in step.
+
+use serde::{Deserialize, Serialize};
+
+/// The only protocol version this relay speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Which of a participant's two peer connections a message refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leg {
+    /// Client offers, relay answers; carries the participant's own media to the relay.
+    Publish,
+    /// Relay offers, client answers; carries everybody else's media to the participant.
+    Subscribe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// What a published track shows, as declared by its publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+impl TrackSource {
+    /// The kind of media a source produces; a publish offer that pairs a source with an m-line
+    /// of the other kind is refused.
+    pub fn kind(self) -> TrackKind {
+        match self {
+            TrackSource::Microphone => TrackKind::Audio,
+            TrackSource::Camera | TrackSource::Screen => TrackKind::Video,
+        }
+    }
+}
+
+/// A publisher's description of one m-line of its publish offer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackAnnouncement {
+    /// The `a=mid` of the m-line in the accompanying offer.
+    pub mid: String,
+    pub source: TrackSource,
+}
+
+/// A published track as other participants see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub id: String,
+    pub participant_id: String,
+    pub kind: TrackKind,
+    pub source: TrackSource,
+    pub muted: bool,
+    /// Codec MIME type once known, e.g. `video/VP8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
+    /// Only in `subscribe_offer`: the m-line of the subscriber's leg that carries this track.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid: Option<String>,
+    /// Only in `subscribe_offer`: the `a=msid` stream id (one per publishing participant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub identity: String,
+    pub name: String,
+    /// `active`, or `reconnecting` while the participant's signaling connection is being resumed.
+    pub state: ParticipantState,
+    pub tracks: Vec<TrackInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantState {
+    Active,
+    Reconnecting,
+}
+
+/// An ICE server a client may use (STUN/TURN), as in `RTCIceServer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A trickled ICE candidate, as in `RTCIceCandidateInit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, rename = "sdpMid", skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(
+        default,
+        rename = "sdpMLineIndex",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(
+        default,
+        rename = "usernameFragment",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub username_fragment: Option<String>,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Offer (or re-offer) for the publish leg, with the source of every sending m-line.
+    PublishOffer {
+        sdp: String,
+        tracks: Vec<TrackAnnouncement>,
+    },
+    /// Answer to the relay's latest `subscribe_offer`.
+    SubscribeAnswer { sdp: String },
+    /// One ICE candidate of the client for one leg. An empty `candidate` string ends gathering.
+    Trickle { leg: Leg, candidate: IceCandidate },
+    /// Mute or unmute one of the participant's own published tracks.
+    SetMuted { track_id: String, muted: bool },
+    /// Leave the room for good (no resume).
+    Leave {},
+    /// Keepalive; answered with `pong` carrying the same `timestamp`.
+    Ping { timestamp: u64 },
+}
+
+impl ClientMessage {
+    /// The wire name of this message, for error replies.
+    pub fn kind(&self) -> ClientMessageKind {
+        match self {
+            ClientMessage::PublishOffer { .. } => ClientMessageKind::PublishOffer,
+            ClientMessage::SubscribeAnswer { .. } => ClientMessageKind::SubscribeAnswer,
+            ClientMessage::Trickle { .. } => ClientMessageKind::Trickle,
+            ClientMessage::SetMuted { .. } => ClientMessageKind::SetMuted,
+            ClientMessage::Leave {} => ClientMessageKind::Leave,
+            ClientMessage::Ping { .. } => ClientMessageKind::Ping,
+        }
+    }
+}
+
+/// The closed set of client message names: used as a metric label and in error replies, so that
+/// nothing a client writes ever becomes a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientMessageKind {
+    PublishOffer,
+    SubscribeAnswer,
+    Trickle,
+    SetMuted,
+    Leave,
+    Ping,
+}
+
+impl ClientMessageKind {
+    pub const ALL: [ClientMessageKind; 6] = [
+        ClientMessageKind::PublishOffer,
+        ClientMessageKind::SubscribeAnswer,
+        ClientMessageKind::Trickle,
+        ClientMessageKind::SetMuted,
+        ClientMessageKind::Leave,
+        ClientMessageKind::Ping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientMessageKind::PublishOffer => "publish_offer",
+            ClientMessageKind::SubscribeAnswer => "subscribe_answer",
+            ClientMessageKind::Trickle => "trickle",
+            ClientMessageKind::SetMuted => "set_muted",
+            ClientMessageKind::Leave => "leave",
+            ClientMessageKind::Ping => "ping",
+        }
+    }
+}
+
+/// Why a participant left, as told to the others and to the participant itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// The participant sent `leave`.
+    Left,
+    /// The signaling connection dropped and was not resumed within the grace period.
+    Timeout,
+    /// The media transport died (no ICE consent) and did not come back.
+    TransportFailed,
+    /// Another connection joined with the same identity in the same room.
+    Replaced,
+    /// The session could not keep up with the relay's events and was closed.
+    SlowConsumer,
+    /// The relay is shutting down.
+    Shutdown,
+}
+
+/// Messages the relay sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// First message of every connection: the participant is in the room.
+    Joined {
+        protocol: u32,
+        room: String,
+        participant: ParticipantInfo,
+        /// Present this as `resume_token` on a new WebSocket to resume this session.
+        resume_token: String,
+        /// Seconds a dropped connection may take to resume before the participant has left.
+        resume_grace_s: u64,
+        /// `true` when this connection resumed an earlier session of the same participant.
+        resumed: bool,
+        /// Everybody else in the room, with their tracks.
+        participants: Vec<ParticipantInfo>,
+        ice_servers: Vec<IceServer>,
+    },
+    /// The relay's answer on the publish leg, and the ids it gave the announced tracks.
+    PublishAnswer {
+        sdp: String,
+        tracks: Vec<TrackInfo>,
+    },
+    /// A (re)offer for the subscribe leg listing every track it carries.
+    SubscribeOffer {
+        sdp: String,
+        tracks: Vec<TrackInfo>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: String,
+        reason: LeaveReason,
+    },
+    ParticipantReconnecting {
+        participant_id: String,
+    },
+    ParticipantResumed {
+        participant_id: String,
+    },
+    TrackPublished {
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        track_id: String,
+        participant_id: String,
+    },
+    TrackMuted {
+        track_id: String,
+        participant_id: String,
+        muted: bool,
+    },
+    Pong {
+        timestamp: u64,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// The client message this error answers, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<ClientMessageKind>,
+    },
+    /// Sent right before the relay closes the connection for good.
+    Closed {
+        reason: LeaveReason,
+    },
+}
+
+/// Stable error codes. Clients branch on these; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, or a field has the wrong type.
+    MalformedMessage,
+    /// A JSON object whose `type` this relay does not know.
+    UnknownMessageType,
+    /// Larger than the configured message limit; the connection is closed.
+    MessageTooLarge,
+    /// Valid message at the wrong time (an answer with no offer outstanding, trickle before an
+    /// offer).
+    InvalidState,
+    /// The SDP could not be parsed or applied.
+    InvalidSdp,
+    /// No codec of an m-line is one the relay forwards.
+    UnsupportedCodec,
+    /// The join token's grants do not allow this.
+    NotAllowed,
+    /// A track id that is not one of the participant's own tracks.
+    UnknownTrack,
+    /// A limit was reached (tracks per participant, SDP size).
+    LimitExceeded,
+    /// The relay is overloaded; retry later.
+    RelayBusy,
+    /// A bug or internal failure on the relay; the message was not applied.
+    Internal,
+    /// The `resume_token` is unknown or its grace period is over: join afresh without it.
+    ResumeFailed,
+    /// The room has reached its participant limit.
+    RoomFull,
+    /// The relay is draining or overloaded and takes no joins; try another node or later.
+    Unavailable,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::MalformedMessage,
+        ErrorCode::UnknownMessageType,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::InvalidState,
+        ErrorCode::InvalidSdp,
+        ErrorCode::UnsupportedCodec,
+        ErrorCode::NotAllowed,
+        ErrorCode::UnknownTrack,
+        ErrorCode::LimitExceeded,
+        ErrorCode::RelayBusy,
+        ErrorCode::Internal,
+        ErrorCode::ResumeFailed,
+        ErrorCode::RoomFull,
+        ErrorCode::Unavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedMessage => "malformed_message",
+            ErrorCode::UnknownMessageType => "unknown_message_type",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::InvalidState => "invalid_state",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::UnsupportedCodec => "unsupported_codec",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::UnknownTrack => "unknown_track",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::RelayBusy => "relay_busy",
+            ErrorCode::Internal => "internal",
+            ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            request: None,
+        }
+    }
+
+    pub fn error_for(
+        code: ErrorCode,
+        request: ClientMessageKind,
+        message: impl Into<String>,
+    ) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            request: Some(request),
+        }
+    }
+}
+
+/// Why a text frame is not a usable [`ClientMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Parses one client text frame, telling an unknown `type` apart from a malformed message so the
+/// client gets the precise code.
+pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
+    match serde_json::from_str::<ClientMessage>(text) {
+        Ok(message) => Ok(message),
+        Err(err) => {
+            // Second look only on failure: was it an object with a `type` we do not know?
+            let unknown_type = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|value| {
+                    let name = value.get("type")?.as_str()?.to_owned();
+                    let known = ClientMessageKind::ALL.iter().any(|k| k.as_str() == name);
+                    (!known).then_some(name)
+                });
+            Err(match unknown_type {
+                Some(name) => DecodeError {
+                    code: ErrorCode::UnknownMessageType,
+                    message: format!("unknown message type {:?}", truncate(&name, 40)),
+                },
+                None => DecodeError {
+                    code: ErrorCode::MalformedMessage,
+                    message: format!("malformed message: {err}"),
+                },
+            })
+        }
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_round_trip_with_type_tags() {
+        let msg = decode_client_message(
+            r#"{"type":"publish_offer","sdp":"v=0","tracks":[{"mid":"0","source":"camera"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            msg,
+            ClientMessage::PublishOffer {
+                sdp: "v=0".into(),
+                tracks: vec![TrackAnnouncement {
+                    mid: "0".into(),
+                    source: TrackSource::Camera
+                }]
+            }
+        );
+        let leave = decode_client_message(r#"{"type":"leave"}"#).unwrap();
+        assert_eq!(leave, ClientMessage::Leave {});
+        let trickle = decode_client_message(
+            r#"{"type":"trickle","leg":"publish","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            trickle,
+            ClientMessage::Trickle {
+                leg: Leg::Publish,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_type_and_malformed_json_get_distinct_codes() {
+        let unknown = decode_client_message(r#"{"type":"teleport","to":"mars"}"#).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::UnknownMessageType);
+        for bad in [
+            "not json",
+            "[]",
+            "{}",
+            r#"{"type":"ping"}"#,
+            r#"{"type":"ping","timestamp":"soon"}"#,
+            r#"{"type":7}"#,
+        ] {
+            let err = decode_client_message(bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::MalformedMessage, "{bad}");
+        }
+    }
+
+    #[test]
+    fn server_messages_serialize_with_snake_case_tags() {
+        let text = serde_json::to_string(&ServerMessage::error_for(
+            ErrorCode::InvalidState,
+            ClientMessageKind::SubscribeAnswer,
+            "no offer outstanding",
+        ))
+        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"error","code":"invalid_state","message":"no offer outstanding","request":"subscribe_answer"}"#
+        );
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json.as_str(), Some(code.as_str()));
+        }
+        for kind in ClientMessageKind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json.as_str(), Some(kind.as_str()));
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! One participant's WebSocket connection: a pump between the socket and [`RoomControl`].
+//!
+//! The pump is written over a generic sink and stream so that the hostile-input rules (size limit,
+//! decode errors, idle timeout) are the same whatever carries the frames. It owns no room state:
+//! everything but `ping` goes to the relay, and everything the relay says comes back as events.
+
+use crate::control::{Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionEvent};
+use crate::metrics::SignalingMetrics;
+use crate::protocol::{
+    ClientMessage, ErrorCode, LeaveReason, ServerMessage, decode_client_message,
+};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Largest client text message accepted, in bytes; a larger one closes the connection.
+    pub max_message_bytes: usize,
+    /// A connection that sends nothing (not even `ping`) for this long is treated as dropped.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_message_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// WebSocket close code 1008 "policy violation" (RFC 6455 §7.4.1).
+const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code 1009 "message too big".
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_NORMAL: u16 = 1000;
+
+/// Runs one connection to its end: joins, pumps, and reports the disconnect.
+pub async fn run<C, S, R>(
+    control: C,
+    request: JoinRequest,
+    limits: SessionLimits,
+    metrics: Arc<SignalingMetrics>,
+    mut sink: S,
+    mut stream: R,
+) where
+    C: RoomControl,
+    S: Sink<Message> + Unpin + Send,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    let admission = match control.join(request).await {
+        Ok(admission) => admission,
+        Err(refusal) => {
+            refuse(&mut sink, &metrics, refusal).await;
+            return;
+        }
+    };
+    metrics.connections.inc();
+    metrics.connections_total.inc();
+    let session = admission.session;
+    let mut events = admission.events;
+    let mut pump = Pump {
+        sink,
+        metrics: &metrics,
+    };
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+
+    let how = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+                let text = match frame {
+                    None | Some(Err(_)) => break Disconnect::Dropped,
+                    Some(Ok(Message::Close(_))) => break Disconnect::Dropped,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        pump.error(ErrorCode::MalformedMessage, "binary frames are not part of the protocol").await;
+                        continue;
+                    }
+                    Some(Ok(Message::Text(text))) => text,
+                };
+                if text.len() > limits.max_message_bytes {
+                    let message = format!(
+                        "message of {} bytes exceeds the limit of {} bytes",
+                        text.len(),
+                        limits.max_message_bytes
+                    );
+                    pump.error(ErrorCode::MessageTooLarge, &message).await;
+                    pump.close(CLOSE_TOO_BIG, "message too big").await;
+                    break Disconnect::ProtocolViolation;
+                }
+                match decode_client_message(&text) {
+                    Err(err) => pump.error(err.code, &err.message).await,
+                    Ok(ClientMessage::Ping { timestamp }) => {
+                        pump.metrics.message(crate::protocol::ClientMessageKind::Ping);
+                        if !pump.send(&ServerMessage::Pong { timestamp }).await {
+                            break Disconnect::Dropped;
+                        }
+                    }
+                    Ok(message) => {
+                        pump.metrics.message(message.kind());
+                        control.message(session, message).await;
+                    }
+                }
+            }
+            event = events.recv() => match event {
+                Some(SessionEvent::Message(message)) => {
+                    if let ServerMessage::Error { code, .. } = &message {
+                        pump.metrics.error(*code);
+                    }
+                    if !pump.send(&message).await {
+                        break Disconnect::Dropped;
+                    }
+                }
+                Some(SessionEvent::Close(reason)) => {
+                    pump.send(&ServerMessage::Closed { reason }).await;
+                    pump.close(CLOSE_NORMAL, close_text(reason)).await;
+                    break Disconnect::Dropped;
+                }
+                None => {
+                    // The relay let go of this connection (it could not keep up, or it was
+                    // replaced without a reason): end it so the client reconnects.
+                    pump.close(CLOSE_POLICY, "session ended by relay").await;
+                    break Disconnect::Dropped;
+                }
+            },
+            _ = &mut idle => {
+                info!(participant = session.participant, "signaling idle timeout");
+                pump.close(CLOSE_POLICY, "idle timeout").await;
+                break Disconnect::Dropped;
+            }
+        }
+    };
+    metrics.connections.dec();
+    debug!(
+        participant = session.participant,
+        ?how,
+        "signaling connection ended"
+    );
+    control.disconnected(session, how).await;
+}
+
+fn close_text(reason: LeaveReason) -> &'static str {
+    match reason {
+        LeaveReason::Left => "left",
+        LeaveReason::Timeout => "timeout",
+        LeaveReason::TransportFailed => "transport failed",
+        LeaveReason::Replaced => "replaced by a newer connection",
+        LeaveReason::SlowConsumer => "too slow",
+        LeaveReason::Shutdown => "relay shutting down",
+    }
+}
+
+async fn refuse<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    metrics: &SignalingMetrics,
+    refusal: JoinRefusal,
+) {
+    let text = match refusal {
+        JoinRefusal::ResumeFailed => "session cannot be resumed; join again without resume_token",
+        JoinRefusal::RoomFull => "the room is full",
+        JoinRefusal::Unavailable => "the relay takes no joins right now; retry later",
+    };
+    let mut pump = Pump { sink, metrics };
+    pump.error(refusal.code(), text).await;
+    pump.close(CLOSE_POLICY, refusal.code().as_str()).await;
+}
+
+struct Pump<'m, S> {
+    sink: S,
+    metrics: &'m SignalingMetrics,
+}
+
+impl<S: Sink<Message> + Unpin> Pump<'_, S> {
+    /// Returns false once the socket is gone.
+    async fn send(&mut self, message: &ServerMessage) -> bool {
+        let text = match serde_json::to_string(message) {
+            Ok(text) => text,
+            Err(err) => {
+                warn!("cannot encode server message: {err}");
+                return true;
+            }
+        };
+        self.sink
+            .send(Message::Text(Utf8Bytes::from(text)))
+            .await
+            .is_ok()
+    }
+
+    async fn error(&mut self, code: ErrorCode, message: &str) {
+        self.metrics.error(code);
+        self.send(&ServerMessage::error(code, message)).await;
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        };
+        let _ = self.sink.send(Message::Close(Some(frame))).await;
+        let _ = self.sink.close().await;
+    }
+}

@@ -1,0 +1,320 @@
+//! One configuration tree: defaults < TOML file < `TERN_*` environment < command-line flags.
+//!
+//! Every option is listed with its default in deploy/tern.example.toml; keep the two in step.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub media: MediaConfig,
+    pub auth: AuthConfig,
+    pub session: SessionConfig,
+    pub room: RoomConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the HTTP/WebSocket listener (signaling, health, metrics, web client).
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// The one UDP socket every peer connection shares.
+    pub listen: SocketAddr,
+    /// Addresses put in the relay's ICE candidates. Empty: the listen address (which must then
+    /// not be a wildcard such as 0.0.0.0).
+    pub advertised_ips: Vec<IpAddr>,
+    /// Also offer AES_CM_128_HMAC_SHA1_80 for clients without AES-GCM (about 6x the crypto cost).
+    pub allow_srtp_sha1_80: bool,
+    /// Seconds without ICE consent before a leg is `disconnected`.
+    pub ice_disconnected_timeout_s: u64,
+    /// Further seconds before it is `failed` and its participant removed.
+    pub ice_failed_timeout_s: u64,
+    /// Packets of send history kept per forwarded video stream for NACKs.
+    pub nack_history: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Key id -> shared secret for HS256 join tokens. Empty: dev mode (a generated secret, and
+    /// the relay mints tokens for loopback callers at /dev/token).
+    pub keys: BTreeMap<String, String>,
+    /// Lifetime of dev-mode tokens, seconds.
+    pub dev_token_ttl_s: u64,
+    /// Dev mode refuses a non-loopback HTTP address unless this is set.
+    pub allow_dev_mode_on_public_address: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Seconds a participant whose signaling dropped may take to resume.
+    pub resume_grace_s: u64,
+    /// Largest signaling message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// Seconds without any client message (clients ping every 10 s) before a connection is
+    /// treated as dropped.
+    pub idle_timeout_s: u64,
+    /// Events queued for one connection before it counts as too slow and is closed.
+    pub event_queue: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomConfig {
+    /// Seconds an empty room lingers before it is closed.
+    pub empty_timeout_s: u64,
+    pub max_participants: usize,
+    pub max_tracks_per_participant: usize,
+    /// Largest SDP accepted in an offer or answer, bytes.
+    pub max_sdp_bytes: usize,
+    /// Track changes within this many milliseconds share one subscribe offer.
+    pub renegotiation_debounce_ms: u64,
+    /// Minimum milliseconds between keyframe requests to one publisher track.
+    pub keyframe_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` env-filter directives, e.g. `info` or `tern=debug,rtc=warn`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50000)),
+            advertised_ips: Vec::new(),
+            allow_srtp_sha1_80: false,
+            ice_disconnected_timeout_s: 7,
+            ice_failed_timeout_s: 5,
+            nack_history: 512,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            keys: BTreeMap::new(),
+            dev_token_ttl_s: 24 * 3600,
+            allow_dev_mode_on_public_address: false,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            resume_grace_s: 10,
+            max_message_bytes: 64 * 1024,
+            idle_timeout_s: 30,
+            event_queue: 256,
+        }
+    }
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            empty_timeout_s: 20,
+            max_participants: 100,
+            max_tracks_per_participant: 8,
+            max_sdp_bytes: 32 * 1024,
+            renegotiation_debounce_ms: 20,
+            keyframe_interval_ms: 500,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults. Unknown keys are errors naming the key.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn dev_mode(&self) -> bool {
+        self.auth.keys.is_empty()
+    }
+
+    /// Checks what serde cannot: combinations and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.media.listen.ip().is_unspecified() && self.media.advertised_ips.is_empty() {
+            return Err(invalid(
+                "media.advertised_ips",
+                format!(
+                    "media.listen is {} (all interfaces); set media.advertised_ips (or \
+                     --advertise-ip) to the address(es) clients reach this host on",
+                    self.media.listen
+                ),
+            ));
+        }
+        if self.dev_mode()
+            && !self.http.listen.ip().is_loopback()
+            && !self.auth.allow_dev_mode_on_public_address
+        {
+            return Err(invalid(
+                "auth.keys",
+                format!(
+                    "dev mode (no API keys configured) would hand out tokens on {}; configure \
+                     auth.keys (or TERN_API_KEY/TERN_API_SECRET), listen on 127.0.0.1, or set \
+                     auth.allow_dev_mode_on_public_address = true",
+                    self.http.listen
+                ),
+            ));
+        }
+        for (kid, secret) in &self.auth.keys {
+            if kid.is_empty() {
+                return Err(invalid("auth.keys", "a key id is empty"));
+            }
+            if secret.len() < 32 {
+                return Err(invalid(
+                    "auth.keys",
+                    format!("the secret of key {kid:?} is shorter than 32 bytes"),
+                ));
+            }
+        }
+        if self.media.ice_disconnected_timeout_s == 0 || self.media.ice_failed_timeout_s == 0 {
+            return Err(invalid(
+                "media.ice_disconnected_timeout_s",
+                "ICE timeouts must be at least 1 second",
+            ));
+        }
+        if self.session.max_message_bytes < 1024 {
+            return Err(invalid(
+                "session.max_message_bytes",
+                "must be at least 1024 (an SDP offer does not fit otherwise)",
+            ));
+        }
+        if self.session.event_queue == 0 {
+            return Err(invalid("session.event_queue", "must be at least 1"));
+        }
+        if self.room.max_participants == 0 {
+            return Err(invalid("room.max_participants", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_secs(self.session.resume_grace_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_valid_dev_setup_on_loopback() {
+        let config = Config::default();
+        assert!(config.dev_mode());
+        config.validate().unwrap();
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_file_overrides_only_what_it_names() {
+        let config = Config::from_toml("[media]\nlisten = \"127.0.0.1:40000\"\n").unwrap();
+        assert_eq!(config.media.listen.port(), 40000);
+        assert_eq!(config.http, HttpConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = Config::from_toml("[media]\nlissten = \"x\"\n").unwrap_err();
+        assert!(err.contains("lissten"), "{err}");
+        let err = Config::from_toml("[http]\nlisten = \"nope\"\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn wildcard_media_address_needs_advertised_ips() {
+        let mut config = Config::default();
+        config.media.listen = "0.0.0.0:50000".parse().unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("media.advertised_ips"), "{err}");
+        config.media.advertised_ips = vec!["192.0.2.1".parse().unwrap()];
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn dev_mode_refuses_a_public_http_address() {
+        let mut config = Config::default();
+        config.http.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(config.validate().is_err());
+        config
+            .auth
+            .keys
+            .insert("k".into(), "0123456789abcdef0123456789abcdef".into());
+        config.validate().unwrap();
+    }
+}

@@ -1,0 +1,10 @@
+//! Tern: a secure video-call media relay (SFU).
+//!
+//! `media` is the pure forwarding core, `node` the async shell around webrtc-rs's sans-IO `rtc`,
+//! `app` wires them to the signaling service, `config` and `metrics` serve operators.
+
+pub mod app;
+pub mod config;
+pub mod media;
+pub mod metrics;
+pub mod node;

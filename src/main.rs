@@ -1,0 +1,271 @@
+//! The `tern` binary: `tern` (= `tern serve`) runs the relay; `tern token` mints a join token.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+use tern::config::{Config, LogFormat};
+use tern_signaling::auth::{Grants, KeySet, claims_for};
+
+#[derive(Parser)]
+#[command(
+    name = "tern",
+    version,
+    about = "Tern: a secure video-call media relay (SFU) with built-in signaling.",
+    long_about = "Tern: a secure video-call media relay (SFU) with built-in signaling.\n\n\
+        With no arguments it starts in dev mode on 127.0.0.1: signaling and the web client on \
+        http://127.0.0.1:8080, media on UDP 127.0.0.1:50000, and a generated secret so the \
+        bundled page can mint its own tokens.\n\n\
+        Settings come from defaults, then a TOML file (--config), then TERN_* environment \
+        variables, then flags; deploy/tern.example.toml lists every option."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (the default).
+    Serve(ServeArgs),
+    /// Print a join token signed with a configured API key.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(short, long, env = "TERN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address (signaling, web client, /healthz, /metrics).
+    #[arg(long, env = "TERN_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// UDP address of the one media socket all peer connections share.
+    #[arg(long, env = "TERN_MEDIA_LISTEN", value_name = "ADDR")]
+    media_listen: Option<SocketAddr>,
+    /// IP address put in ICE candidates (repeat or comma-separate; needed when --media-listen
+    /// is a wildcard such as 0.0.0.0).
+    #[arg(
+        long = "advertise-ip",
+        env = "TERN_ADVERTISE_IPS",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    advertise_ips: Vec<IpAddr>,
+    /// API key id for join tokens (with --api-secret); turns dev mode off.
+    #[arg(
+        long,
+        env = "TERN_API_KEY",
+        value_name = "KID",
+        requires = "api_secret"
+    )]
+    api_key: Option<String>,
+    /// API secret for --api-key (at least 32 bytes).
+    #[arg(
+        long,
+        env = "TERN_API_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    api_secret: Option<String>,
+    /// Log filter, e.g. `info` or `tern=debug,rtc=warn`.
+    #[arg(long, env = "TERN_LOG", value_name = "FILTER")]
+    log: Option<String>,
+    /// Log format.
+    #[arg(long, env = "TERN_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Room the token admits to.
+    #[arg(long)]
+    room: String,
+    /// Identity of the participant (unique per room).
+    #[arg(long)]
+    identity: String,
+    /// Display name (defaults to the identity).
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime, e.g. 3600, 90m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: Duration,
+    /// Comma-separated grants: publish, subscribe, publish_data, admin.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "publish,subscribe,publish_data"
+    )]
+    grant: Vec<String>,
+    /// Key id to sign with (defaults to the only configured key).
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("bad duration unit in {text:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(addr) = args.http_listen {
+        config.http.listen = addr;
+    }
+    if let Some(addr) = args.media_listen {
+        config.media.listen = addr;
+    }
+    if !args.advertise_ips.is_empty() {
+        config.media.advertised_ips = args.advertise_ips.clone();
+    }
+    if let (Some(kid), Some(secret)) = (&args.api_key, &args.api_secret) {
+        config.auth.keys.insert(kid.clone(), secret.clone());
+    }
+    if let Some(filter) = &args.log {
+        config.log.filter = filter.clone();
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tern: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let mut running = tern::app::start(config).await?;
+        let url = format!("http://{}/", running.http_addr);
+        if running.dev_mode {
+            tracing::info!(
+                "dev mode: open {url}?room=dev&name=alice and {url}?room=dev&name=bob in two tabs"
+            );
+        } else {
+            tracing::info!("serving signaling on {url}rtc; mint join tokens with `tern token`");
+        }
+        tokio::select! {
+            _ = running.wait() => bail!("the relay stopped unexpectedly"),
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; shutting down");
+                Ok(())
+            }
+        }
+    })
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.serve)?;
+    if config.dev_mode() {
+        bail!(
+            "no API key configured: dev-mode secrets are generated per process, so a token \
+             minted here would not verify. Configure auth.keys or TERN_API_KEY/TERN_API_SECRET, \
+             or fetch a dev token from http://127.0.0.1:8080/dev/token"
+        );
+    }
+    let kid = match args.kid {
+        Some(kid) => kid,
+        None if config.auth.keys.len() == 1 => {
+            config.auth.keys.keys().next().cloned().unwrap_or_default()
+        }
+        None => bail!("several keys are configured; choose one with --kid"),
+    };
+    let mut grants = Grants::default();
+    for grant in &args.grant {
+        match grant.trim() {
+            "publish" => grants.publish = true,
+            "subscribe" => grants.subscribe = true,
+            "publish_data" => grants.publish_data = true,
+            "admin" => grants.admin = true,
+            "" => {}
+            other => bail!("unknown grant {other:?} (publish, subscribe, publish_data, admin)"),
+        }
+    }
+    let keys = KeySet::new(
+        config
+            .auth
+            .keys
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone().into_bytes())),
+    );
+    let name = args.name.unwrap_or_else(|| args.identity.clone());
+    let claims = claims_for(
+        &args.room,
+        &args.identity,
+        &name,
+        grants,
+        SystemTime::now(),
+        args.ttl,
+    );
+    let token = keys
+        .mint(&kid, &claims)
+        .map_err(|e| anyhow::anyhow!("cannot sign with key {kid:?}: {e}"))?;
+    println!("{token}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

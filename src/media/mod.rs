@@ -1,0 +1,9 @@
+//! The pure forwarding core: no tokio, no sockets, no clock (time is always an argument).
+//! Everything here is deterministic and unit-tested; `node` is the only IO around it.
+
+pub mod codec;
+pub mod extmap;
+pub mod forwarder;
+pub mod ids;
+pub mod keyframe;
+pub mod room;

@@ -1,0 +1,433 @@
+//! One room: its members, their publications, and who receives what.
+//!
+//! The forwarding table is the set of subscriptions: every publication goes to every other member
+//! allowed to subscribe, never back to its publisher. A subscription exists as soon as it is
+//! wanted; it forwards once the relay has negotiated it on the subscriber's leg and attached a
+//! sink. The room never touches a socket or a clock: inputs are method calls with the time,
+//! outputs are returned or queued for [`Room::poll_output`].
+
+use super::codec::{Codec, MediaKind};
+use super::forwarder::{DropReason, Forwarder, ForwarderConfig, InboundPacket, Verdict};
+use super::ids::{ParticipantId, RoomId, TrackId};
+use super::keyframe::KeyframeRequester;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Where a forwarded packet goes: chosen by the IO shell, opaque to the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SinkId(pub u64);
+
+/// What a publisher says a track shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    pub identity: String,
+    pub name: String,
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    Active,
+    /// Signaling dropped; the member leaves at `deadline` unless it resumes.
+    Reconnecting {
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: ParticipantId,
+    pub info: MemberInfo,
+    pub state: MemberState,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PublicationInfo {
+    pub owner: ParticipantId,
+    pub source: TrackSource,
+    pub codec: Codec,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub subscriber: ParticipantId,
+    sink: Option<SinkId>,
+    forwarder: Option<Forwarder>,
+}
+
+impl Subscription {
+    pub fn sink(&self) -> Option<SinkId> {
+        self.sink
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub id: TrackId,
+    pub info: PublicationInfo,
+    pub muted: bool,
+    keyframes: KeyframeRequester,
+    subscriptions: Vec<Subscription>,
+}
+
+impl Publication {
+    pub fn kind(&self) -> MediaKind {
+        self.info.codec.kind()
+    }
+
+    pub fn subscriptions(&self) -> &[Subscription] {
+        &self.subscriptions
+    }
+}
+
+/// Something the shell must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomOutput {
+    /// Ask the publisher of this track for a keyframe (already throttled).
+    RequestKeyframe(TrackId),
+    /// The set of tracks this member should receive changed: renegotiate its subscribe leg.
+    SubscriptionsChanged(ParticipantId),
+    /// This member did not resume in time and must be removed.
+    GraceExpired(ParticipantId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomError {
+    AlreadyMember,
+    NotMember,
+    NotAllowed,
+    DuplicateTrack,
+    UnknownTrack,
+}
+
+/// How one packet was fanned out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanOut {
+    pub forwarded: u32,
+    pub awaiting_keyframe: u32,
+    pub stale: u32,
+}
+
+pub struct Room {
+    id: RoomId,
+    members: BTreeMap<ParticipantId, Member>,
+    publications: HashMap<TrackId, Publication>,
+    outputs: VecDeque<RoomOutput>,
+    keyframe_interval: Duration,
+}
+
+impl Room {
+    pub fn new(id: RoomId, keyframe_interval: Duration) -> Self {
+        Room {
+            id,
+            members: BTreeMap::new(),
+            publications: HashMap::new(),
+            outputs: VecDeque::new(),
+            keyframe_interval,
+        }
+    }
+
+    pub fn id(&self) -> &RoomId {
+        &self.id
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn member(&self, id: ParticipantId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn publication(&self, id: TrackId) -> Option<&Publication> {
+        self.publications.get(&id)
+    }
+
+    pub fn publications(&self) -> impl Iterator<Item = &Publication> {
+        self.publications.values()
+    }
+
+    pub fn publications_of(&self, owner: ParticipantId) -> impl Iterator<Item = &Publication> {
+        self.publications
+            .values()
+            .filter(move |p| p.info.owner == owner)
+    }
+
+    /// The publications `subscriber` should receive, in a stable order (by track id).
+    pub fn subscribed_tracks(&self, subscriber: ParticipantId) -> Vec<TrackId> {
+        let mut tracks: Vec<TrackId> = self
+            .publications
+            .values()
+            .filter(|p| p.subscriptions.iter().any(|s| s.subscriber == subscriber))
+            .map(|p| p.id)
+            .collect();
+        tracks.sort();
+        tracks
+    }
+
+    pub fn join(&mut self, id: ParticipantId, info: MemberInfo) -> Result<(), RoomError> {
+        if self.members.contains_key(&id) {
+            return Err(RoomError::AlreadyMember);
+        }
+        let can_subscribe = info.can_subscribe;
+        self.members.insert(
+            id,
+            Member {
+                id,
+                info,
+                state: MemberState::Active,
+            },
+        );
+        if can_subscribe {
+            let mut any = false;
+            for publication in self.publications.values_mut() {
+                publication.subscriptions.push(Subscription {
+                    subscriber: id,
+                    sink: None,
+                    forwarder: None,
+                });
+                any = true;
+            }
+            if any {
+                self.outputs.push_back(RoomOutput::SubscriptionsChanged(id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a member with its publications and subscriptions. Returns the tracks that were
+    /// unpublished.
+    pub fn leave(&mut self, id: ParticipantId) -> Result<Vec<TrackId>, RoomError> {
+        if self.members.remove(&id).is_none() {
+            return Err(RoomError::NotMember);
+        }
+        let mut owned: Vec<TrackId> = self.publications_of(id).map(|p| p.id).collect();
+        owned.sort();
+        for track in &owned {
+            self.unpublish(*track)?;
+        }
+        for publication in self.publications.values_mut() {
+            publication.subscriptions.retain(|s| s.subscriber != id);
+        }
+        self.outputs.retain(|o| match o {
+            RoomOutput::SubscriptionsChanged(p) | RoomOutput::GraceExpired(p) => *p != id,
+            RoomOutput::RequestKeyframe(_) => true,
+        });
+        Ok(owned)
+    }
+
+    pub fn set_reconnecting(&mut self, id: ParticipantId, deadline: Instant) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.state = MemberState::Reconnecting { deadline };
+        }
+    }
+
+    pub fn set_active(&mut self, id: ParticipantId) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.state = MemberState::Active;
+        }
+    }
+
+    pub fn publish(&mut self, id: TrackId, info: PublicationInfo) -> Result<(), RoomError> {
+        let owner = self.members.get(&info.owner).ok_or(RoomError::NotMember)?;
+        if !owner.info.can_publish {
+            return Err(RoomError::NotAllowed);
+        }
+        if self.publications.contains_key(&id) {
+            return Err(RoomError::DuplicateTrack);
+        }
+        let mut subscriptions = Vec::new();
+        for member in self.members.values() {
+            if member.id != info.owner && member.info.can_subscribe {
+                subscriptions.push(Subscription {
+                    subscriber: member.id,
+                    sink: None,
+                    forwarder: None,
+                });
+                self.outputs
+                    .push_back(RoomOutput::SubscriptionsChanged(member.id));
+            }
+        }
+        self.publications.insert(
+            id,
+            Publication {
+                id,
+                info,
+                muted: false,
+                keyframes: KeyframeRequester::new(self.keyframe_interval),
+                subscriptions,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn unpublish(&mut self, id: TrackId) -> Result<Publication, RoomError> {
+        let publication = self
+            .publications
+            .remove(&id)
+            .ok_or(RoomError::UnknownTrack)?;
+        for subscription in &publication.subscriptions {
+            self.outputs
+                .push_back(RoomOutput::SubscriptionsChanged(subscription.subscriber));
+        }
+        Ok(publication)
+    }
+
+    pub fn set_muted(&mut self, id: TrackId, muted: bool) -> Result<(), RoomError> {
+        let publication = self
+            .publications
+            .get_mut(&id)
+            .ok_or(RoomError::UnknownTrack)?;
+        publication.muted = muted;
+        Ok(())
+    }
+
+    /// The subscription is negotiated on the subscriber's leg: start forwarding into `sink`,
+    /// beginning at a keyframe (one is requested).
+    pub fn attach(
+        &mut self,
+        track: TrackId,
+        subscriber: ParticipantId,
+        sink: SinkId,
+        initial_sequence_number: u16,
+        initial_timestamp: u32,
+        now: Instant,
+    ) -> Result<(), RoomError> {
+        let publication = self
+            .publications
+            .get_mut(&track)
+            .ok_or(RoomError::UnknownTrack)?;
+        let codec = publication.info.codec;
+        let subscription = publication
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.subscriber == subscriber)
+            .ok_or(RoomError::NotMember)?;
+        subscription.sink = Some(sink);
+        subscription.forwarder = Some(Forwarder::new(ForwarderConfig {
+            clock_rate: codec.clock_rate(),
+            starts_at_keyframe: codec.kind() == MediaKind::Video,
+            initial_sequence_number,
+            initial_timestamp,
+        }));
+        if codec.kind() == MediaKind::Video && publication.keyframes.request(now) {
+            self.outputs.push_back(RoomOutput::RequestKeyframe(track));
+        }
+        Ok(())
+    }
+
+    /// Stops forwarding to a subscriber without removing the subscription (its leg is being
+    /// renegotiated or rebuilt).
+    pub fn detach(&mut self, track: TrackId, subscriber: ParticipantId) {
+        if let Some(publication) = self.publications.get_mut(&track)
+            && let Some(subscription) = publication
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.subscriber == subscriber)
+        {
+            subscription.sink = None;
+            subscription.forwarder = None;
+        }
+    }
+
+    /// Fans one packet out to every attached subscription. `emit` is called with each sink and
+    /// the packet's new sequence number and timestamp for it; nothing is allocated.
+    pub fn forward(
+        &mut self,
+        track: TrackId,
+        packet: &InboundPacket,
+        now: Instant,
+        mut emit: impl FnMut(SinkId, u16, u32),
+    ) -> FanOut {
+        let mut fan_out = FanOut::default();
+        let Some(publication) = self.publications.get_mut(&track) else {
+            return fan_out;
+        };
+        if packet.keyframe_start && publication.kind() == MediaKind::Video {
+            publication.keyframes.keyframe_received();
+        }
+        for subscription in &mut publication.subscriptions {
+            let (Some(sink), Some(forwarder)) = (subscription.sink, &mut subscription.forwarder)
+            else {
+                continue;
+            };
+            match forwarder.forward(packet, now) {
+                Verdict::Forward {
+                    sequence_number,
+                    timestamp,
+                } => {
+                    fan_out.forwarded += 1;
+                    emit(sink, sequence_number, timestamp);
+                }
+                Verdict::Drop(DropReason::AwaitingKeyframe) => fan_out.awaiting_keyframe += 1,
+                Verdict::Drop(DropReason::Stale) => fan_out.stale += 1,
+            }
+        }
+        if fan_out.awaiting_keyframe > 0 && publication.keyframes.request(now) {
+            self.outputs.push_back(RoomOutput::RequestKeyframe(track));
+        }
+        fan_out
+    }
+
+    /// A subscriber lost the picture (PLI/FIR): ask the publisher, throttled.
+    pub fn request_keyframe(&mut self, track: TrackId, now: Instant) {
+        if let Some(publication) = self.publications.get_mut(&track)
+            && publication.kind() == MediaKind::Video
+            && publication.keyframes.request(now)
+        {
+            self.outputs.push_back(RoomOutput::RequestKeyframe(track));
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let members = self.members.values().filter_map(|m| match m.state {
+            MemberState::Reconnecting { deadline } => Some(deadline),
+            MemberState::Active => None,
+        });
+        let keyframes = self
+            .publications
+            .values()
+            .filter_map(|p| p.keyframes.poll_timeout());
+        members.chain(keyframes).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for member in self.members.values() {
+            if let MemberState::Reconnecting { deadline } = member.state
+                && deadline <= now
+                && !self.outputs.contains(&RoomOutput::GraceExpired(member.id))
+            {
+                self.outputs.push_back(RoomOutput::GraceExpired(member.id));
+            }
+        }
+        let mut due: Vec<TrackId> = Vec::new();
+        for publication in self.publications.values_mut() {
+            if publication.keyframes.handle_timeout(now) {
+                due.push(publication.id);
+            }
+        }
+        due.sort();
+        self.outputs
+            .extend(due.into_iter().map(RoomOutput::RequestKeyframe));
+    }
+
+    pub fn poll_output(&mut self) -> Option<RoomOutput> {
+        self.outputs.pop_front()
+    }
+}

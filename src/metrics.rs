@@ -1,0 +1,352 @@
+//! Every metric the relay exports, registered once into the App's registry (no globals).
+//!
+//! Rules (DESIGN.md): label values only from closed enums; every label combination created at
+//! start so dashboards see zeros; labelled children cached (no `with_label_values` per packet);
+//! state gauges (rooms, participants, ...) computed at scrape time from the worker's own state.
+//! README's metric table documents each name; keep them in step.
+
+use crate::media::codec::MediaKind;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::Arc;
+use tern_signaling::metrics::SignalingMetrics;
+
+/// Why a datagram or packet was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not STUN, and from an address no leg has verified.
+    UnknownSource,
+    /// STUN naming no leg of this relay.
+    UnknownUfrag,
+    /// Larger than any datagram a leg accepts.
+    Oversized,
+    /// The WebRTC stack rejected it (bad SRTP, malformed DTLS/RTP/RTCP, replay).
+    Malformed,
+    /// The leg panicked on it and was closed.
+    LegPanic,
+    /// RTP with an SSRC that belongs to no announced track.
+    UnknownStream,
+    /// Video for a subscription still waiting for its first keyframe.
+    AwaitingKeyframe,
+    /// Late packet of a replaced publisher stream.
+    Stale,
+    /// The subscriber leg refused the rewritten packet.
+    SendRefused,
+    /// The socket had no room (send would block).
+    SocketBusy,
+    /// The socket reported an error on send.
+    SendError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 11] = [
+        DropReason::UnknownSource,
+        DropReason::UnknownUfrag,
+        DropReason::Oversized,
+        DropReason::Malformed,
+        DropReason::LegPanic,
+        DropReason::UnknownStream,
+        DropReason::AwaitingKeyframe,
+        DropReason::Stale,
+        DropReason::SendRefused,
+        DropReason::SocketBusy,
+        DropReason::SendError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::UnknownUfrag => "unknown_ufrag",
+            DropReason::Oversized => "oversized",
+            DropReason::Malformed => "malformed",
+            DropReason::LegPanic => "leg_panic",
+            DropReason::UnknownStream => "unknown_stream",
+            DropReason::AwaitingKeyframe => "awaiting_keyframe",
+            DropReason::Stale => "stale",
+            DropReason::SendRefused => "send_refused",
+            DropReason::SocketBusy => "socket_busy",
+            DropReason::SendError => "send_error",
+        }
+    }
+}
+
+/// RTCP feedback the relay receives from subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feedback {
+    Pli,
+    Fir,
+    Nack,
+}
+
+impl Feedback {
+    pub const ALL: [Feedback; 3] = [Feedback::Pli, Feedback::Fir, Feedback::Nack];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feedback::Pli => "pli",
+            Feedback::Fir => "fir",
+            Feedback::Nack => "nack",
+        }
+    }
+}
+
+/// Per-kind counter pair, cached.
+#[derive(Clone)]
+pub struct ByKind {
+    audio: IntCounter,
+    video: IntCounter,
+}
+
+impl ByKind {
+    fn new(vec: &IntCounterVec) -> Self {
+        ByKind {
+            audio: vec.with_label_values(&[MediaKind::Audio.as_str()]),
+            video: vec.with_label_values(&[MediaKind::Video.as_str()]),
+        }
+    }
+
+    pub fn get(&self, kind: MediaKind) -> &IntCounter {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+}
+
+/// Counters the media worker increments on the packet path.
+pub struct MediaMetrics {
+    pub rtp_packets_received: ByKind,
+    pub rtp_packets_sent: ByKind,
+    pub rtp_bytes_received: ByKind,
+    pub rtp_bytes_sent: ByKind,
+    pub udp_bytes_received: IntCounter,
+    pub udp_bytes_sent: IntCounter,
+    drops: Vec<IntCounter>,
+    feedback: Vec<IntCounter>,
+    pub keyframe_requests_sent: IntCounter,
+    pub leg_failures: IntCounter,
+    pub leg_panics: IntCounter,
+}
+
+impl MediaMetrics {
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].inc();
+    }
+
+    pub fn count_drops(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.drops[reason as usize].inc_by(n);
+        }
+    }
+
+    pub fn feedback(&self, kind: Feedback) {
+        self.feedback[kind as usize].inc();
+    }
+}
+
+/// Gauges set at scrape time from a snapshot of the worker's state.
+pub struct StateGauges {
+    pub rooms: IntGauge,
+    pub participants: IntGauge,
+    pub publications: IntGaugeVec,
+    pub subscriptions: IntGaugeVec,
+    pub legs: IntGauge,
+}
+
+/// A snapshot of the worker's state for the gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub rooms: u64,
+    pub participants: u64,
+    pub audio_publications: u64,
+    pub video_publications: u64,
+    pub audio_subscriptions: u64,
+    pub video_subscriptions: u64,
+    pub legs: u64,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub media: Arc<MediaMetrics>,
+    pub signaling: Arc<SignalingMetrics>,
+    pub gauges: StateGauges,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let vec = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("metric registered once");
+    vec
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    for kind in [MediaKind::Audio, MediaKind::Video] {
+        g.with_label_values(&[kind.as_str()]).set(0);
+    }
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let kind = "kind";
+        let rtp_received = counter_vec(
+            &registry,
+            "tern_rtp_packets_received_total",
+            "RTP packets received from publishers (after decryption), by media kind.",
+            kind,
+        );
+        let rtp_sent = counter_vec(
+            &registry,
+            "tern_rtp_packets_sent_total",
+            "Forwarded RTP packets handed to subscriber legs, by media kind (retransmissions excluded).",
+            kind,
+        );
+        let bytes_received = counter_vec(
+            &registry,
+            "tern_rtp_bytes_received_total",
+            "RTP payload bytes received from publishers, by media kind.",
+            kind,
+        );
+        let bytes_sent = counter_vec(
+            &registry,
+            "tern_rtp_bytes_sent_total",
+            "RTP payload bytes forwarded to subscribers, by media kind.",
+            kind,
+        );
+        let drops_vec = counter_vec(
+            &registry,
+            "tern_packets_dropped_total",
+            "Datagrams and packets not forwarded, by reason.",
+            "reason",
+        );
+        let feedback_vec = counter_vec(
+            &registry,
+            "tern_rtcp_feedback_received_total",
+            "RTCP feedback received from subscribers, by type.",
+            "type",
+        );
+        let media = MediaMetrics {
+            rtp_packets_received: ByKind::new(&rtp_received),
+            rtp_packets_sent: ByKind::new(&rtp_sent),
+            rtp_bytes_received: ByKind::new(&bytes_received),
+            rtp_bytes_sent: ByKind::new(&bytes_sent),
+            udp_bytes_received: counter(
+                &registry,
+                "tern_udp_bytes_received_total",
+                "Bytes received on the media UDP socket (all datagrams).",
+            ),
+            udp_bytes_sent: counter(
+                &registry,
+                "tern_udp_bytes_sent_total",
+                "Bytes sent on the media UDP socket (all datagrams).",
+            ),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| drops_vec.with_label_values(&[r.as_str()]))
+                .collect(),
+            feedback: Feedback::ALL
+                .iter()
+                .map(|f| feedback_vec.with_label_values(&[f.as_str()]))
+                .collect(),
+            keyframe_requests_sent: counter(
+                &registry,
+                "tern_keyframe_requests_sent_total",
+                "PLIs sent to publishers (after throttling).",
+            ),
+            leg_failures: counter(
+                &registry,
+                "tern_leg_failures_total",
+                "Peer connections that failed (ICE consent lost or DTLS failure).",
+            ),
+            leg_panics: counter(
+                &registry,
+                "tern_leg_panics_total",
+                "Peer connections closed because the WebRTC stack panicked on their input.",
+            ),
+        };
+        let gauges = StateGauges {
+            rooms: gauge(&registry, "tern_rooms", "Open rooms."),
+            participants: gauge(
+                &registry,
+                "tern_participants",
+                "Participants in rooms (including those resuming).",
+            ),
+            publications: gauge_vec(
+                &registry,
+                "tern_publications",
+                "Published tracks, by media kind.",
+                kind,
+            ),
+            subscriptions: gauge_vec(
+                &registry,
+                "tern_subscriptions",
+                "Track subscriptions (one track delivered to one participant), by media kind.",
+                kind,
+            ),
+            legs: gauge(
+                &registry,
+                "tern_peer_connections",
+                "Open peer connections (legs).",
+            ),
+        };
+        let signaling =
+            SignalingMetrics::register(&registry).expect("signaling metrics registered once");
+        Metrics {
+            registry,
+            media: Arc::new(media),
+            signaling: Arc::new(signaling),
+            gauges,
+        }
+    }
+
+    /// Sets the state gauges from a snapshot and renders the text exposition format.
+    pub fn render(&self, stats: NodeStats) -> String {
+        let g = &self.gauges;
+        g.rooms.set(stats.rooms as i64);
+        g.participants.set(stats.participants as i64);
+        g.legs.set(stats.legs as i64);
+        g.publications
+            .with_label_values(&["audio"])
+            .set(stats.audio_publications as i64);
+        g.publications
+            .with_label_values(&["video"])
+            .set(stats.video_publications as i64);
+        g.subscriptions
+            .with_label_values(&["audio"])
+            .set(stats.audio_subscriptions as i64);
+        g.subscriptions
+            .with_label_values(&["video"])
+            .set(stats.video_subscriptions as i64);
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|err| format!("# encoding failed: {err}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

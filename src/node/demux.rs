@@ -1,0 +1,291 @@
+//! Which leg a datagram on the shared UDP socket belongs to.
+//!
+//! STUN requests name their leg: the relay chose every leg's ICE ufrag, and a binding request's
+//! USERNAME is `<relay ufrag>:<client ufrag>`. Everything else (DTLS, SRTP, SRTCP) is routed by
+//! the sender's address, learned only after the leg accepted an integrity-checked request from it,
+//! so a spoofed STUN packet cannot steer anybody's media. Tables are bounded per leg and per
+//! source IP.
+
+use rustc_hash::FxHashMap;
+use std::collections::hash_map::Entry;
+use std::net::{IpAddr, SocketAddr};
+
+/// A leg, as the worker numbers them. Never reused, so a stale key cannot alias a new leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegKey(pub u64);
+
+/// Where one datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// From a learned address.
+    Leg(LegKey),
+    /// A STUN request naming this leg's ufrag; learn the address if the leg accepts it.
+    Stun(LegKey),
+    /// A STUN message naming no leg of ours.
+    UnknownUfrag,
+    /// Not STUN and from an address no leg has verified.
+    UnknownSource,
+}
+
+/// How many client addresses one leg may be reached from at once (NAT rebinding, ICE restart).
+const MAX_ADDRS_PER_LEG: usize = 4;
+/// How many learned addresses one source IP may hold across all legs.
+const MAX_ADDRS_PER_IP: u32 = 256;
+
+#[derive(Default)]
+pub struct Demux {
+    by_ufrag: FxHashMap<String, LegKey>,
+    by_addr: FxHashMap<SocketAddr, LegKey>,
+    addrs_of_leg: FxHashMap<LegKey, Vec<SocketAddr>>,
+    per_ip: FxHashMap<IpAddr, u32>,
+}
+
+/// v4-mapped IPv6 addresses (from a dual-stack socket) are the IPv4 address they carry.
+pub fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+impl Demux {
+    pub fn route(&self, from: SocketAddr, datagram: &[u8]) -> Route {
+        if let Some(Stun::Request(ufrag)) = classify_stun(datagram) {
+            return match ufrag.and_then(|ufrag| self.by_ufrag.get(ufrag)) {
+                Some(&key) => Route::Stun(key),
+                None => Route::UnknownUfrag,
+            };
+        }
+        match self.by_addr.get(&from) {
+            Some(&key) => Route::Leg(key),
+            None => Route::UnknownSource,
+        }
+    }
+
+    pub fn add_ufrag(&mut self, ufrag: &str, key: LegKey) {
+        self.by_ufrag.insert(ufrag.to_owned(), key);
+    }
+
+    pub fn remove_ufrag(&mut self, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+    }
+
+    /// Binds `from` to `key` after the leg answered an integrity-checked request from it.
+    /// Returns false when a bound refused it.
+    pub fn learn(&mut self, key: LegKey, from: SocketAddr) -> bool {
+        if self.by_addr.get(&from) == Some(&key) {
+            return true;
+        }
+        let count = self.per_ip.get(&from.ip()).copied().unwrap_or(0);
+        if count >= MAX_ADDRS_PER_IP {
+            return false;
+        }
+        // The address now belongs to this leg (a client reusing a port for a new leg).
+        if let Some(previous) = self.by_addr.insert(from, key) {
+            self.forget_addr_of(previous, from);
+        }
+        *self.per_ip.entry(from.ip()).or_default() += 1;
+        let addrs = self.addrs_of_leg.entry(key).or_default();
+        addrs.push(from);
+        if addrs.len() > MAX_ADDRS_PER_LEG {
+            let oldest = addrs.remove(0);
+            self.by_addr.remove(&oldest);
+            self.release_ip(oldest.ip());
+        }
+        true
+    }
+
+    /// Forgets everything about a closed leg.
+    pub fn remove_leg(&mut self, key: LegKey) {
+        self.by_ufrag.retain(|_, k| *k != key);
+        if let Some(addrs) = self.addrs_of_leg.remove(&key) {
+            for addr in addrs {
+                if self.by_addr.get(&addr) == Some(&key) {
+                    self.by_addr.remove(&addr);
+                }
+                self.release_ip(addr.ip());
+            }
+        }
+    }
+
+    pub fn learned_addrs(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    fn forget_addr_of(&mut self, key: LegKey, addr: SocketAddr) {
+        if let Some(addrs) = self.addrs_of_leg.get_mut(&key) {
+            addrs.retain(|a| *a != addr);
+        }
+        self.release_ip(addr.ip());
+    }
+
+    fn release_ip(&mut self, ip: IpAddr) {
+        if let Entry::Occupied(mut e) = self.per_ip.entry(ip) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
+const STUN_HEADER_LEN: usize = 20;
+const STUN_ATTR_USERNAME: u16 = 0x0006;
+const STUN_BINDING_REQUEST: u16 = 0x0001;
+const STUN_BINDING_SUCCESS: u16 = 0x0101;
+
+/// Is this a STUN message (RFC 5389 §6: top two bits zero, magic cookie, length fits)?
+fn stun_header(datagram: &[u8]) -> Option<(u16, usize)> {
+    if datagram.len() < STUN_HEADER_LEN || datagram[0] & 0xC0 != 0 {
+        return None;
+    }
+    if datagram[4..8] != STUN_MAGIC_COOKIE {
+        return None;
+    }
+    let message_type = u16::from_be_bytes([datagram[0], datagram[1]]);
+    let length = usize::from(u16::from_be_bytes([datagram[2], datagram[3]]));
+    if STUN_HEADER_LEN + length > datagram.len() || length % 4 != 0 {
+        return None;
+    }
+    Some((message_type, length))
+}
+
+enum Stun<'a> {
+    /// A binding request and the relay-side ufrag its USERNAME names, if it has a usable one.
+    Request(Option<&'a str>),
+    /// Responses and indications: they carry no USERNAME.
+    Other,
+}
+
+/// `None` when the datagram is not STUN at all.
+fn classify_stun(datagram: &[u8]) -> Option<Stun<'_>> {
+    let (message_type, length) = stun_header(datagram)?;
+    if message_type != STUN_BINDING_REQUEST {
+        return Some(Stun::Other);
+    }
+    let end = STUN_HEADER_LEN + length;
+    let mut at = STUN_HEADER_LEN;
+    while at + 4 <= end {
+        let attr = u16::from_be_bytes([datagram[at], datagram[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([datagram[at + 2], datagram[at + 3]]));
+        let value_end = at + 4 + len;
+        if value_end > end {
+            return Some(Stun::Request(None));
+        }
+        if attr == STUN_ATTR_USERNAME {
+            let username = std::str::from_utf8(&datagram[at + 4..value_end]).ok();
+            return Some(Stun::Request(username.and_then(|u| u.split(':').next())));
+        }
+        at = value_end + (4 - len % 4) % 4;
+    }
+    Some(Stun::Request(None))
+}
+
+/// Is this datagram a STUN binding success response (what a leg sends only after checking a
+/// request's MESSAGE-INTEGRITY)?
+pub fn is_binding_success(datagram: &[u8]) -> bool {
+    matches!(stun_header(datagram), Some((STUN_BINDING_SUCCESS, _)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun(message_type: u16, attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (typ, value) in attrs {
+            body.extend_from_slice(&typ.to_be_bytes());
+            body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            body.extend_from_slice(value);
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+        }
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&message_type.to_be_bytes());
+        msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&STUN_MAGIC_COOKIE);
+        msg.extend_from_slice(&[7u8; 12]);
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn stun_requests_route_by_ufrag_everything_else_by_learned_address() {
+        let mut demux = Demux::default();
+        demux.add_ufrag("relayufrag", LegKey(1));
+        let request = stun(
+            0x0001,
+            &[(0x0024, b"\0\0\0\x01"), (0x0006, b"relayufrag:client")],
+        );
+        assert_eq!(demux.route(addr(5000), &request), Route::Stun(LegKey(1)));
+        let foreign = stun(0x0001, &[(0x0006, b"other:client")]);
+        assert_eq!(demux.route(addr(5000), &foreign), Route::UnknownUfrag);
+        let srtp = [0x80u8, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(demux.route(addr(5000), &srtp), Route::UnknownSource);
+        assert!(demux.learn(LegKey(1), addr(5000)));
+        assert_eq!(demux.route(addr(5000), &srtp), Route::Leg(LegKey(1)));
+        assert_eq!(demux.route(addr(5001), &srtp), Route::UnknownSource);
+    }
+
+    #[test]
+    fn malformed_stun_never_routes_by_ufrag() {
+        let mut demux = Demux::default();
+        demux.add_ufrag("u", LegKey(1));
+        // USERNAME length runs past the message end.
+        let mut bad = stun(0x0001, &[(0x0006, b"u:c")]);
+        bad[22..24].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(demux.route(addr(1), &bad), Route::UnknownUfrag);
+        // Declared length longer than the datagram: not STUN at all.
+        let mut truncated = stun(0x0001, &[(0x0006, b"u:c")]);
+        truncated.truncate(24);
+        assert_eq!(demux.route(addr(1), &truncated), Route::UnknownSource);
+        // Responses are routed by learned address only.
+        let response = stun(0x0101, &[(0x0006, b"u:c")]);
+        assert_eq!(demux.route(addr(1), &response), Route::UnknownSource);
+        assert!(demux.learn(LegKey(1), addr(1)));
+        assert_eq!(demux.route(addr(1), &response), Route::Leg(LegKey(1)));
+        assert!(is_binding_success(&response));
+        assert!(!is_binding_success(&bad));
+    }
+
+    #[test]
+    fn bounds_per_leg_evict_the_oldest_address() {
+        let mut demux = Demux::default();
+        for port in 0..6 {
+            assert!(demux.learn(LegKey(1), addr(6000 + port)));
+        }
+        assert_eq!(demux.learned_addrs(), MAX_ADDRS_PER_LEG);
+        assert_eq!(demux.route(addr(6000), &[0x80; 12]), Route::UnknownSource);
+        assert_eq!(demux.route(addr(6005), &[0x80; 12]), Route::Leg(LegKey(1)));
+    }
+
+    #[test]
+    fn an_address_moves_to_the_leg_that_verified_it_last() {
+        let mut demux = Demux::default();
+        assert!(demux.learn(LegKey(1), addr(7000)));
+        assert!(demux.learn(LegKey(2), addr(7000)));
+        assert_eq!(demux.route(addr(7000), &[0x80; 12]), Route::Leg(LegKey(2)));
+        demux.remove_leg(LegKey(1));
+        assert_eq!(demux.route(addr(7000), &[0x80; 12]), Route::Leg(LegKey(2)));
+        demux.remove_leg(LegKey(2));
+        assert_eq!(demux.learned_addrs(), 0);
+        assert!(demux.per_ip.is_empty());
+    }
+
+    #[test]
+    fn v4_mapped_addresses_are_normalized() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:9".parse().unwrap();
+        assert_eq!(normalize(mapped), addr(9));
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(normalize(v6), v6);
+    }
+}

@@ -1,0 +1,208 @@
+//! One peer connection of one participant, and what the relay remembers about its media.
+//!
+//! A publish leg maps the publisher's SSRCs to tracks; a subscribe leg holds one outbound slot
+//! per forwarded track (its sender, SSRC, negotiated payload type, extension ids and mid). The
+//! slot index is part of the [`SinkId`] the room forwards into, so the packet path finds the
+//! sender without a lookup by name.
+
+use super::demux::LegKey;
+use super::engine::LegRole;
+use crate::media::codec::Codec;
+use crate::media::extmap::{ExtensionIds, ExtensionTranslator, HeaderExtension};
+use crate::media::ids::{ParticipantId, TrackId};
+use crate::media::room::SinkId;
+use bytes::Bytes;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rustc_hash::FxHashMap;
+use std::time::Instant;
+
+/// A publisher stream the relay has seen RTP from.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundStream {
+    pub track: TrackId,
+    pub codec: Codec,
+    pub receiver: RTCRtpReceiverId,
+}
+
+/// A track announced on the publish leg, by mid.
+#[derive(Debug, Clone)]
+pub struct PublishedMid {
+    pub mid: String,
+    pub track: TrackId,
+    pub codec: Codec,
+}
+
+#[derive(Default)]
+pub struct PublishState {
+    pub streams: FxHashMap<u32, InboundStream>,
+    pub mids: Vec<PublishedMid>,
+    pub extensions: ExtensionIds,
+}
+
+impl PublishState {
+    pub fn track_of_mid(&self, mid: &str) -> Option<&PublishedMid> {
+        self.mids.iter().find(|m| m.mid == mid)
+    }
+
+    /// The SSRC and receiver of a track, for keyframe requests.
+    pub fn stream_of_track(&self, track: TrackId) -> Option<(u32, RTCRtpReceiverId)> {
+        self.streams
+            .iter()
+            .find(|(_, s)| s.track == track)
+            .map(|(ssrc, s)| (*ssrc, s.receiver))
+    }
+}
+
+/// One forwarded track on a subscribe leg.
+#[derive(Debug, Clone)]
+pub struct OutboundSlot {
+    pub track: TrackId,
+    pub publisher: ParticipantId,
+    pub codec: Codec,
+    pub sender: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub mid: Option<String>,
+    /// Set once the subscriber's answer fixed them.
+    pub negotiated: Option<Negotiated>,
+    /// Whether the room forwards into this slot.
+    pub attached: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    pub payload_type: u8,
+    /// The `mid` header extension id and value, when negotiated.
+    pub mid_extension: Option<(u8, Bytes)>,
+    pub extensions: ExtensionTranslator,
+}
+
+#[derive(Default)]
+pub struct SubscribeState {
+    /// Slot index = low 16 bits of the sink id; freed slots are `None` and reused.
+    pub slots: Vec<Option<OutboundSlot>>,
+    pub offer_in_flight: bool,
+}
+
+impl SubscribeState {
+    pub fn tracks(&self) -> impl Iterator<Item = &OutboundSlot> {
+        self.slots.iter().flatten()
+    }
+
+    pub fn slot_of_track(&self, track: TrackId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.track == track))
+    }
+
+    /// Stores a slot in the first free place; `None` when the leg holds the maximum.
+    pub fn insert(&mut self, slot: OutboundSlot) -> Option<usize> {
+        if let Some(free) = self.slots.iter().position(Option::is_none) {
+            self.slots[free] = Some(slot);
+            return Some(free);
+        }
+        if self.slots.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        self.slots.push(Some(slot));
+        Some(self.slots.len() - 1)
+    }
+}
+
+// One per leg, never moved on the packet path: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+pub enum LegMedia {
+    Publish(PublishState),
+    Subscribe(SubscribeState),
+}
+
+pub struct Leg {
+    pub key: LegKey,
+    pub role: LegRole,
+    pub participant: ParticipantId,
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+    pub state: RTCPeerConnectionState,
+    pub media: LegMedia,
+    /// The deadline currently queued in the worker's timer heap for this leg.
+    pub armed: Option<Instant>,
+}
+
+impl Leg {
+    pub fn new(
+        key: LegKey,
+        role: LegRole,
+        participant: ParticipantId,
+        pc: RTCPeerConnection,
+        ufrag: String,
+    ) -> Self {
+        let media = match role {
+            LegRole::Publish => LegMedia::Publish(PublishState::default()),
+            LegRole::Subscribe => LegMedia::Subscribe(SubscribeState::default()),
+        };
+        Leg {
+            key,
+            role,
+            participant,
+            pc,
+            ufrag,
+            state: RTCPeerConnectionState::New,
+            media,
+            armed: None,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == RTCPeerConnectionState::Connected
+    }
+
+    pub fn publish(&mut self) -> Option<&mut PublishState> {
+        match &mut self.media {
+            LegMedia::Publish(state) => Some(state),
+            LegMedia::Subscribe(_) => None,
+        }
+    }
+
+    pub fn subscribe(&mut self) -> Option<&mut SubscribeState> {
+        match &mut self.media {
+            LegMedia::Subscribe(state) => Some(state),
+            LegMedia::Publish(_) => None,
+        }
+    }
+}
+
+/// A sink names a slot of a subscribe leg: leg key in the high 48 bits, slot in the low 16.
+pub fn sink_id(leg: LegKey, slot: usize) -> SinkId {
+    SinkId((leg.0 << 16) | (slot as u64 & 0xffff))
+}
+
+pub fn sink_parts(sink: SinkId) -> (LegKey, usize) {
+    (LegKey(sink.0 >> 16), (sink.0 & 0xffff) as usize)
+}
+
+/// Builds a leg's extension table from what was negotiated on it.
+pub fn negotiated_extensions<'a>(pairs: impl IntoIterator<Item = (u16, &'a str)>) -> ExtensionIds {
+    ExtensionIds::from_negotiated(pairs)
+}
+
+/// The `mid` extension for a subscriber slot, when the leg negotiated it.
+pub fn mid_extension(ids: &ExtensionIds, mid: Option<&str>) -> Option<(u8, Bytes)> {
+    let id = ids.id(HeaderExtension::Mid)?;
+    let mid = mid?;
+    if mid.is_empty() || mid.len() > 16 || id > 14 {
+        return None;
+    }
+    Some((id, Bytes::copy_from_slice(mid.as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_ids_carry_leg_and_slot() {
+        let sink = sink_id(LegKey(0x1234_5678), 513);
+        assert_eq!(sink_parts(sink), (LegKey(0x1234_5678), 513));
+    }
+}

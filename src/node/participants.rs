@@ -1,0 +1,534 @@
+//! Participants and their signaling sessions, as the worker keeps them.
+//!
+//! Sessions follow DESIGN.md "Sessions": a dropped connection leaves the participant in the room
+//! as `reconnecting` for the grace period; a new connection presenting the resume token takes it
+//! back with the same participant id; a join with an identity already in the room replaces the
+//! old participant, whose session is told why.
+
+use super::control::Command;
+use super::demux::LegKey;
+use super::engine::random_token;
+use super::worker::Worker;
+use crate::media::codec::MediaKind;
+use crate::media::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::room::{MemberInfo, MemberState, Room, TrackSource};
+use crate::metrics::NodeStats;
+use std::time::Instant;
+use tern_signaling::auth::Grants;
+use tern_signaling::control::{
+    Admission, Disconnect, JoinRefusal, JoinRequest, SessionEvent, SessionKey,
+};
+use tern_signaling::protocol::{
+    ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ParticipantState,
+    ServerMessage, TrackInfo, TrackKind,
+};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub struct RoomEntry {
+    pub room: Room,
+    pub empty_since: Option<Instant>,
+}
+
+/// The live signaling connection of a participant.
+pub struct SessionLink {
+    pub key: SessionKey,
+    pub events: mpsc::Sender<SessionEvent>,
+}
+
+pub struct Participant {
+    pub id: ParticipantId,
+    pub room: RoomId,
+    pub identity: String,
+    pub name: String,
+    pub grants: Grants,
+    pub session: Option<SessionLink>,
+    pub resume_token: String,
+    pub publish_leg: Option<LegKey>,
+    pub subscribe_leg: Option<LegKey>,
+    /// When the subscribe leg should next be renegotiated (debounced).
+    pub renegotiate_at: Option<Instant>,
+}
+
+pub fn track_kind(kind: MediaKind) -> TrackKind {
+    match kind {
+        MediaKind::Audio => TrackKind::Audio,
+        MediaKind::Video => TrackKind::Video,
+    }
+}
+
+pub fn wire_source(source: TrackSource) -> tern_signaling::protocol::TrackSource {
+    use tern_signaling::protocol::TrackSource as Wire;
+    match source {
+        TrackSource::Camera => Wire::Camera,
+        TrackSource::Microphone => Wire::Microphone,
+        TrackSource::Screen => Wire::Screen,
+    }
+}
+
+pub fn room_source(source: tern_signaling::protocol::TrackSource) -> TrackSource {
+    use tern_signaling::protocol::TrackSource as Wire;
+    match source {
+        Wire::Camera => TrackSource::Camera,
+        Wire::Microphone => TrackSource::Microphone,
+        Wire::Screen => TrackSource::Screen,
+    }
+}
+
+impl Worker {
+    pub(super) fn handle_command(&mut self, command: Command, now: Instant) {
+        match command {
+            Command::Join { request, reply } => {
+                let result = self.join(request, now);
+                if let Err(Ok(admission)) = reply.send(result) {
+                    // The session gave up waiting: treat it as an immediate drop.
+                    self.disconnected(admission.session, Disconnect::Dropped, now);
+                }
+            }
+            Command::Message { session, message } => self.message(session, message, now),
+            Command::Disconnected { session, how } => self.disconnected(session, how, now),
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        let mut stats = NodeStats {
+            rooms: self.rooms.len() as u64,
+            participants: self.participants.len() as u64,
+            legs: self.legs.len() as u64,
+            ..NodeStats::default()
+        };
+        for entry in self.rooms.values() {
+            for publication in entry.room.publications() {
+                let subs = publication.subscriptions().len() as u64;
+                match publication.kind() {
+                    MediaKind::Audio => {
+                        stats.audio_publications += 1;
+                        stats.audio_subscriptions += subs;
+                    }
+                    MediaKind::Video => {
+                        stats.video_publications += 1;
+                        stats.video_subscriptions += subs;
+                    }
+                }
+            }
+        }
+        stats
+    }
+
+    fn join(&mut self, request: JoinRequest, now: Instant) -> Result<Admission, JoinRefusal> {
+        let room_id = RoomId(request.room.clone());
+        if let Some(token) = &request.resume_token {
+            return self.resume(token, &room_id, &request, now);
+        }
+        // A second join with the same identity replaces the first.
+        let existing = self
+            .participants
+            .values()
+            .find(|p| p.room == room_id && p.identity == request.identity)
+            .map(|p| p.id);
+        if let Some(old) = existing {
+            info!(identity = %request.identity, room = %room_id, "identity joined again; replacing");
+            self.remove_participant(old, LeaveReason::Replaced, now);
+        }
+        let entry = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| RoomEntry {
+                room: Room::new(room_id.clone(), self.config.keyframe_interval),
+                empty_since: None,
+            });
+        if entry.room.member_count() >= self.config.max_participants_per_room {
+            return Err(JoinRefusal::RoomFull);
+        }
+        let id = loop {
+            let candidate = ParticipantId(rand::random::<u64>() >> 1);
+            if !self.participants.contains_key(&candidate) {
+                break candidate;
+            }
+        };
+        entry
+            .room
+            .join(
+                id,
+                MemberInfo {
+                    identity: request.identity.clone(),
+                    name: request.name.clone(),
+                    can_publish: request.grants.publish,
+                    can_subscribe: request.grants.subscribe,
+                },
+            )
+            .map_err(|_| JoinRefusal::Unavailable)?;
+        entry.empty_since = None;
+        let resume_token = random_token(32);
+        let (events_tx, events) = mpsc::channel(self.config.session_queue);
+        let key = self.new_session_key(id);
+        self.resume_tokens.insert(resume_token.clone(), id);
+        self.participants.insert(
+            id,
+            Participant {
+                id,
+                room: room_id.clone(),
+                identity: request.identity.clone(),
+                name: request.name.clone(),
+                grants: request.grants,
+                session: Some(super::participants::SessionLink {
+                    key,
+                    events: events_tx,
+                }),
+                resume_token,
+                publish_leg: None,
+                subscribe_leg: None,
+                renegotiate_at: None,
+            },
+        );
+        info!(participant = %id, identity = %request.identity, room = %room_id, "joined");
+        self.send_joined(id, false);
+        let info = self.participant_info(id);
+        if let Some(info) = info {
+            self.broadcast(
+                &room_id,
+                Some(id),
+                ServerMessage::ParticipantJoined { participant: info },
+            );
+        }
+        self.process_room_outputs(&room_id, now);
+        Ok(Admission {
+            session: key,
+            events,
+        })
+    }
+
+    fn resume(
+        &mut self,
+        token: &str,
+        room_id: &RoomId,
+        request: &JoinRequest,
+        now: Instant,
+    ) -> Result<Admission, JoinRefusal> {
+        let id = *self
+            .resume_tokens
+            .get(token)
+            .ok_or(JoinRefusal::ResumeFailed)?;
+        let participant = self
+            .participants
+            .get(&id)
+            .ok_or(JoinRefusal::ResumeFailed)?;
+        // The token proves identity and room; the resume token only picks the session.
+        if participant.room != *room_id || participant.identity != request.identity {
+            return Err(JoinRefusal::ResumeFailed);
+        }
+        let key = self.new_session_key(id);
+        let (events_tx, events) = mpsc::channel(self.config.session_queue);
+        let participant = self.participants.get_mut(&id).expect("checked above");
+        if let Some(old) = participant.session.take() {
+            let _ = old
+                .events
+                .try_send(SessionEvent::Close(LeaveReason::Replaced));
+        }
+        participant.session = Some(SessionLink {
+            key,
+            events: events_tx,
+        });
+        let was_reconnecting = self
+            .rooms
+            .get(room_id)
+            .and_then(|e| e.room.member(id))
+            .is_some_and(|m| matches!(m.state, MemberState::Reconnecting { .. }));
+        if let Some(entry) = self.rooms.get_mut(room_id) {
+            entry.room.set_active(id);
+        }
+        info!(participant = %id, "session resumed");
+        self.send_joined(id, true);
+        if was_reconnecting {
+            self.broadcast(
+                room_id,
+                Some(id),
+                ServerMessage::ParticipantResumed {
+                    participant_id: id.to_string(),
+                },
+            );
+        }
+        self.resend_pending_subscribe_offer(id);
+        self.process_room_outputs(room_id, now);
+        Ok(Admission {
+            session: key,
+            events,
+        })
+    }
+
+    fn new_session_key(&mut self, id: ParticipantId) -> SessionKey {
+        let connection = self.next_connection;
+        self.next_connection += 1;
+        SessionKey {
+            participant: id.0,
+            connection,
+        }
+    }
+
+    /// The participant this session currently speaks for, if it is still the live one.
+    fn current(&self, session: SessionKey) -> Option<ParticipantId> {
+        let id = ParticipantId(session.participant);
+        let p = self.participants.get(&id)?;
+        (p.session.as_ref()?.key == session).then_some(id)
+    }
+
+    fn message(&mut self, session: SessionKey, message: ClientMessage, now: Instant) {
+        let Some(id) = self.current(session) else {
+            return; // a replaced or closed connection: ignore
+        };
+        let kind = message.kind();
+        let result = match message {
+            ClientMessage::PublishOffer { sdp, tracks } => self.publish_offer(id, sdp, tracks, now),
+            ClientMessage::SubscribeAnswer { sdp } => self.subscribe_answer(id, sdp, now),
+            ClientMessage::Trickle { leg, candidate } => self.trickle(id, leg, candidate),
+            ClientMessage::SetMuted { track_id, muted } => self.set_muted(id, &track_id, muted),
+            ClientMessage::Leave {} => {
+                self.remove_participant(id, LeaveReason::Left, now);
+                Ok(())
+            }
+            ClientMessage::Ping { timestamp } => {
+                self.notify(id, ServerMessage::Pong { timestamp });
+                Ok(())
+            }
+        };
+        if let Err((code, text)) = result {
+            self.notify(id, ServerMessage::error_for(code, kind, text));
+        }
+    }
+
+    fn set_muted(
+        &mut self,
+        id: ParticipantId,
+        track_id: &str,
+        muted: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let unknown = || {
+            (
+                ErrorCode::UnknownTrack,
+                format!("{track_id:.40} is not one of your tracks"),
+            )
+        };
+        let track = TrackId::parse(track_id).ok_or_else(unknown)?;
+        let room_id = self
+            .participants
+            .get(&id)
+            .map(|p| p.room.clone())
+            .ok_or_else(unknown)?;
+        let entry = self.rooms.get_mut(&room_id).ok_or_else(unknown)?;
+        let owner = entry.room.publication(track).map(|p| p.info.owner);
+        if owner != Some(id) {
+            return Err(unknown());
+        }
+        entry.room.set_muted(track, muted).map_err(|_| unknown())?;
+        self.broadcast(
+            &room_id,
+            None,
+            ServerMessage::TrackMuted {
+                track_id: track.to_string(),
+                participant_id: id.to_string(),
+                muted,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn disconnected(&mut self, session: SessionKey, how: Disconnect, now: Instant) {
+        let Some(id) = self.current(session) else {
+            return;
+        };
+        let grace = self.config.resume_grace;
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        p.session = None;
+        let room_id = p.room.clone();
+        info!(participant = %id, ?how, "signaling dropped; waiting for resume");
+        if let Some(entry) = self.rooms.get_mut(&room_id) {
+            entry.room.set_reconnecting(id, now + grace);
+        }
+        self.broadcast(
+            &room_id,
+            Some(id),
+            ServerMessage::ParticipantReconnecting {
+                participant_id: id.to_string(),
+            },
+        );
+    }
+
+    /// Removes a participant for good: its tracks, legs and session; everybody else is told.
+    pub(super) fn remove_participant(
+        &mut self,
+        id: ParticipantId,
+        reason: LeaveReason,
+        now: Instant,
+    ) {
+        let Some(participant) = self.participants.remove(&id) else {
+            return;
+        };
+        info!(participant = %id, identity = %participant.identity, ?reason, "left");
+        self.resume_tokens.remove(&participant.resume_token);
+        for leg in [participant.publish_leg, participant.subscribe_leg]
+            .into_iter()
+            .flatten()
+        {
+            self.close_leg(leg);
+        }
+        if let Some(session) = &participant.session {
+            let _ = session.events.try_send(SessionEvent::Close(reason));
+        }
+        let room_id = participant.room.clone();
+        let unpublished = match self.rooms.get_mut(&room_id) {
+            Some(entry) => {
+                let tracks = entry.room.leave(id).unwrap_or_default();
+                if entry.room.is_empty() {
+                    entry.empty_since = Some(now);
+                }
+                tracks
+            }
+            None => Vec::new(),
+        };
+        for track in unpublished {
+            self.broadcast(
+                &room_id,
+                None,
+                ServerMessage::TrackUnpublished {
+                    track_id: track.to_string(),
+                    participant_id: id.to_string(),
+                },
+            );
+        }
+        self.broadcast(
+            &room_id,
+            None,
+            ServerMessage::ParticipantLeft {
+                participant_id: id.to_string(),
+                reason,
+            },
+        );
+        self.process_room_outputs(&room_id, now);
+    }
+
+    pub(super) fn close_empty_rooms(&mut self, now: Instant) {
+        let timeout = self.config.empty_room_timeout;
+        self.rooms.retain(|id, entry| {
+            let expired = entry.room.is_empty()
+                && entry
+                    .empty_since
+                    .is_some_and(|since| now >= since + timeout);
+            if expired {
+                info!(room = %id, "closing empty room");
+            }
+            !expired
+        });
+    }
+
+    /// Sends one event to one participant. A session that cannot keep up is closed (state
+    /// events are never dropped): the client resumes and gets the full state again.
+    pub(super) fn notify(&mut self, id: ParticipantId, message: ServerMessage) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        let Some(session) = &p.session else {
+            return;
+        };
+        if session
+            .events
+            .try_send(SessionEvent::Message(message))
+            .is_err()
+        {
+            warn!(participant = %id, "session too slow for its events; closing it");
+            p.session = None;
+            let room = p.room.clone();
+            let deadline = Instant::now() + self.config.resume_grace;
+            if let Some(entry) = self.rooms.get_mut(&room) {
+                entry.room.set_reconnecting(id, deadline);
+            }
+        }
+    }
+
+    /// Sends one event to every participant of a room (but `except`).
+    pub(super) fn broadcast(
+        &mut self,
+        room: &RoomId,
+        except: Option<ParticipantId>,
+        message: ServerMessage,
+    ) {
+        let targets: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.room == *room && Some(p.id) != except)
+            .map(|p| p.id)
+            .collect();
+        for id in targets {
+            self.notify(id, message.clone());
+        }
+    }
+
+    pub(super) fn track_info(&self, room: &RoomId, track: TrackId) -> Option<TrackInfo> {
+        let publication = self.rooms.get(room)?.room.publication(track)?;
+        Some(TrackInfo {
+            id: track.to_string(),
+            participant_id: publication.info.owner.to_string(),
+            kind: track_kind(publication.kind()),
+            source: wire_source(publication.info.source),
+            muted: publication.muted,
+            codec: Some(publication.info.codec.mime_type().to_owned()),
+            mid: None,
+            stream_id: None,
+        })
+    }
+
+    pub(super) fn participant_info(&self, id: ParticipantId) -> Option<ParticipantInfo> {
+        let p = self.participants.get(&id)?;
+        let entry = self.rooms.get(&p.room)?;
+        let member = entry.room.member(id)?;
+        let mut tracks: Vec<TrackInfo> = entry
+            .room
+            .publications_of(id)
+            .filter_map(|publication| self.track_info(&p.room, publication.id))
+            .collect();
+        tracks.sort_by(|a, b| a.id.cmp(&b.id));
+        Some(ParticipantInfo {
+            id: id.to_string(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            state: match member.state {
+                MemberState::Active => ParticipantState::Active,
+                MemberState::Reconnecting { .. } => ParticipantState::Reconnecting,
+            },
+            tracks,
+        })
+    }
+
+    fn send_joined(&mut self, id: ParticipantId, resumed: bool) {
+        let Some(me) = self.participant_info(id) else {
+            return;
+        };
+        let Some(p) = self.participants.get(&id) else {
+            return;
+        };
+        let room = p.room.clone();
+        let resume_token = p.resume_token.clone();
+        let mut others: Vec<ParticipantInfo> = self
+            .participants
+            .values()
+            .filter(|o| o.room == room && o.id != id)
+            .filter_map(|o| self.participant_info(o.id))
+            .collect();
+        others.sort_by(|a, b| a.id.cmp(&b.id));
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            room: room.0.clone(),
+            participant: me,
+            resume_token,
+            resume_grace_s: self.config.resume_grace.as_secs(),
+            resumed,
+            participants: others,
+            ice_servers: self.config.ice_servers.clone(),
+        };
+        self.notify(id, joined);
+    }
+}

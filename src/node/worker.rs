@@ -1,0 +1,715 @@
+//! The media worker: one task that owns the UDP socket, the demux table, every leg and every
+//! room placed on it. Nothing on the packet path takes a lock or waits: datagrams go socket ->
+//! demux -> leg (SRTP) -> room (decide) -> legs (rewrite + SRTP) -> socket in one pass.
+//!
+//! Signaling reaches the worker through [`Command`]s and hears back on per-session channels; the
+//! control-plane logic lives in `participants.rs` and `negotiation.rs` as further `impl Worker`
+//! blocks.
+
+use super::control::Command;
+use super::demux::{Demux, LegKey, Route, is_binding_success, normalize};
+use super::engine::{EngineSettings, LegRole};
+use super::leg::{Leg, LegMedia, sink_parts};
+use super::participants::{Participant, RoomEntry};
+use crate::media::codec::Codec;
+use crate::media::forwarder::InboundPacket;
+use crate::media::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::room::{RoomOutput, SinkId};
+use crate::metrics::{DropReason, Feedback, MediaMetrics};
+use bytes::BytesMut;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, Extension, Header};
+use rtc::rtp::packet::Packet;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_signaling::protocol::IceServer;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Larger than any datagram a WebRTC peer sends (MTU-sized); bigger ones are dropped unread.
+pub const MAX_DATAGRAM_BYTES: usize = 1_600;
+const RECV_BUFFER_BYTES: usize = 4_096;
+/// Datagrams read per wake-up before the worker looks at commands and timers again.
+const RECV_BATCH: usize = 64;
+/// Housekeeping (room timers, debounced renegotiation) runs at least this often.
+const HOUSEKEEPING: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub engine: EngineSettings,
+    /// Host candidates the relay puts in its SDP (the socket's public addresses).
+    pub advertised: Vec<SocketAddr>,
+    pub ice_servers: Vec<IceServer>,
+    /// How long a participant whose signaling dropped stays in the room to resume.
+    pub resume_grace: Duration,
+    /// How long an empty room lingers before it is closed.
+    pub empty_room_timeout: Duration,
+    /// Track changes within this window are folded into one subscribe offer.
+    pub renegotiation_debounce: Duration,
+    /// Minimum spacing of keyframe requests to one publisher track.
+    pub keyframe_interval: Duration,
+    pub max_tracks_per_participant: usize,
+    pub max_participants_per_room: usize,
+    pub max_sdp_bytes: usize,
+    /// Events a session may have queued before it counts as too slow and is closed.
+    pub session_queue: usize,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            engine: EngineSettings::default(),
+            advertised: Vec::new(),
+            ice_servers: Vec::new(),
+            resume_grace: Duration::from_secs(10),
+            empty_room_timeout: Duration::from_secs(20),
+            renegotiation_debounce: Duration::from_millis(20),
+            keyframe_interval: Duration::from_millis(500),
+            max_tracks_per_participant: 8,
+            max_participants_per_room: 100,
+            max_sdp_bytes: 32 * 1024,
+            session_queue: 256,
+        }
+    }
+}
+
+/// A packet received from a publisher, waiting to be fanned out.
+pub(super) struct Inbound {
+    pub room: RoomId,
+    pub track: TrackId,
+    pub codec: Codec,
+    pub packet: Packet,
+}
+
+/// What draining a leg turned up that needs more than the leg itself.
+#[derive(Default)]
+pub(super) struct LegFindings {
+    pub state: Option<RTCPeerConnectionState>,
+    pub keyframe_requests: Vec<TrackId>,
+    pub panicked: bool,
+}
+
+pub struct Worker {
+    pub(super) config: WorkerConfig,
+    pub(super) socket: Arc<UdpSocket>,
+    pub(super) local_addr: SocketAddr,
+    pub(super) demux: Demux,
+    pub(super) legs: FxHashMap<LegKey, Leg>,
+    pub(super) next_leg: u64,
+    timers: BinaryHeap<Reverse<(Instant, LegKey)>>,
+    pub(super) participants: FxHashMap<ParticipantId, Participant>,
+    pub(super) rooms: HashMap<RoomId, RoomEntry>,
+    pub(super) resume_tokens: HashMap<String, ParticipantId>,
+    pub(super) next_connection: u64,
+    pub(super) metrics: Arc<MediaMetrics>,
+    commands: mpsc::Receiver<Command>,
+    inbound: Vec<Inbound>,
+    fan_out: Vec<(SinkId, u16, u32)>,
+}
+
+impl Worker {
+    pub fn new(
+        config: WorkerConfig,
+        socket: UdpSocket,
+        commands: mpsc::Receiver<Command>,
+        metrics: Arc<MediaMetrics>,
+    ) -> std::io::Result<Self> {
+        let local_addr = socket.local_addr()?;
+        Ok(Worker {
+            config,
+            socket: Arc::new(socket),
+            local_addr,
+            demux: Demux::default(),
+            legs: FxHashMap::default(),
+            next_leg: 1,
+            timers: BinaryHeap::new(),
+            participants: FxHashMap::default(),
+            rooms: HashMap::new(),
+            resume_tokens: HashMap::new(),
+            next_connection: 1,
+            metrics,
+            commands,
+            inbound: Vec::new(),
+            fan_out: Vec::new(),
+        })
+    }
+
+    /// Runs until every command sender is gone.
+    pub async fn run(mut self) {
+        info!(addr = %self.local_addr, "media worker running");
+        let socket = self.socket.clone();
+        let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+        let mut next_housekeeping = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                next_housekeeping = now + HOUSEKEEPING;
+            }
+            self.run_leg_timers(now);
+            let wake = self
+                .timers
+                .peek()
+                .map(|Reverse((at, _))| *at)
+                .unwrap_or(next_housekeeping)
+                .min(next_housekeeping);
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle_command(command, Instant::now()),
+                    None => break,
+                },
+                ready = socket.readable() => {
+                    if ready.is_ok() {
+                        self.receive_batch(&socket, &mut buf);
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        info!("media worker stopped");
+    }
+
+    fn receive_batch(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
+        for _ in 0..RECV_BATCH {
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    self.metrics.udp_bytes_received.inc_by(n as u64);
+                    self.handle_datagram(normalize(from), &buf[..n], now);
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    // ICMP errors surface here on Linux (a peer went away); nothing to do.
+                    debug!("udp receive error: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Everything that arrives on the media socket starts here.
+    pub(super) fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
+        if datagram.len() > MAX_DATAGRAM_BYTES {
+            self.metrics.count_drop(DropReason::Oversized);
+            return;
+        }
+        let (key, learn_from) = match self.demux.route(from, datagram) {
+            Route::Leg(key) => (key, None),
+            Route::Stun(key) => (key, Some(from)),
+            Route::UnknownUfrag => {
+                self.metrics.count_drop(DropReason::UnknownUfrag);
+                return;
+            }
+            Route::UnknownSource => {
+                self.metrics.count_drop(DropReason::UnknownSource);
+                return;
+            }
+        };
+        let message = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(datagram),
+        };
+        self.leg_input(key, Some(message), learn_from, now);
+    }
+
+    /// Feeds one input (a datagram, or a timeout when `message` is `None`) to a leg, drains what
+    /// it produced, and acts on it.
+    pub(super) fn leg_input(
+        &mut self,
+        key: LegKey,
+        message: Option<TaggedBytesMut>,
+        learn_from: Option<SocketAddr>,
+        now: Instant,
+    ) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let metrics = &self.metrics;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let result = match message {
+                Some(message) => leg.pc.handle_read(message),
+                None => leg.pc.handle_timeout(now),
+            };
+            if result.is_err() {
+                metrics.count_drop(DropReason::Malformed);
+            }
+        }));
+        if outcome.is_err() {
+            self.leg_panicked(key, now);
+            return;
+        }
+        self.drain_leg(key, learn_from, now);
+    }
+
+    /// Drains a leg's events, reads and writes, then forwards what it received.
+    pub(super) fn drain_leg(&mut self, key: LegKey, learn_from: Option<SocketAddr>, now: Instant) {
+        let mut findings = LegFindings::default();
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let room = self
+            .participants
+            .get(&leg.participant)
+            .map(|p| p.room.clone());
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            collect_leg_output(leg, room, &mut self.inbound, &mut findings, &self.metrics);
+            flush_leg(
+                leg,
+                &self.socket,
+                &self.metrics,
+                learn_from.map(|from| (from, &mut self.demux)),
+            );
+        }));
+        if outcome.is_err() {
+            findings.panicked = true;
+        }
+        self.arm_timer(key);
+        if findings.panicked {
+            self.leg_panicked(key, now);
+            return;
+        }
+        if let Some(state) = findings.state {
+            self.leg_state_changed(key, state, now);
+        }
+        if !self.inbound.is_empty() {
+            self.forward_inbound(now);
+        }
+        if !findings.keyframe_requests.is_empty() {
+            let participant = self.legs.get(&key).map(|l| l.participant);
+            if let Some(room) = participant
+                .and_then(|p| self.participants.get(&p))
+                .map(|p| p.room.clone())
+                && let Some(entry) = self.rooms.get_mut(&room)
+            {
+                for track in findings.keyframe_requests {
+                    entry.room.request_keyframe(track, now);
+                }
+                self.process_room_outputs(&room, now);
+            }
+        }
+    }
+
+    /// Fans out everything publishers sent in the last drain.
+    fn forward_inbound(&mut self, now: Instant) {
+        let mut inbound = std::mem::take(&mut self.inbound);
+        let mut rooms_touched: Vec<RoomId> = Vec::new();
+        for Inbound {
+            room,
+            track,
+            codec,
+            packet,
+        } in inbound.drain(..)
+        {
+            let kind = codec.kind();
+            self.metrics.rtp_packets_received.get(kind).inc();
+            self.metrics
+                .rtp_bytes_received
+                .get(kind)
+                .inc_by(packet.payload.len() as u64);
+            let Some(entry) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            let meta = InboundPacket {
+                ssrc: packet.header.ssrc,
+                sequence_number: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                keyframe_start: codec.is_keyframe_start(&packet.payload),
+            };
+            let fan_out = &mut self.fan_out;
+            fan_out.clear();
+            let summary = entry.room.forward(track, &meta, now, |sink, seq, ts| {
+                fan_out.push((sink, seq, ts))
+            });
+            self.metrics.count_drops(
+                DropReason::AwaitingKeyframe,
+                u64::from(summary.awaiting_keyframe),
+            );
+            self.metrics
+                .count_drops(DropReason::Stale, u64::from(summary.stale));
+            if summary.awaiting_keyframe > 0 && !rooms_touched.contains(&room) {
+                rooms_touched.push(room.clone());
+            }
+            for i in 0..self.fan_out.len() {
+                let (sink, seq, ts) = self.fan_out[i];
+                self.send_forwarded(sink, &packet, kind, seq, ts, now);
+            }
+        }
+        self.inbound = inbound;
+        for room in rooms_touched {
+            self.process_room_outputs(&room, now);
+        }
+    }
+
+    /// Rewrites one packet for one subscriber slot and sends it.
+    fn send_forwarded(
+        &mut self,
+        sink: SinkId,
+        packet: &Packet,
+        kind: crate::media::codec::MediaKind,
+        sequence_number: u16,
+        timestamp: u32,
+        now: Instant,
+    ) {
+        let (leg_key, slot_index) = sink_parts(sink);
+        let Some(leg) = self.legs.get_mut(&leg_key) else {
+            self.metrics.count_drop(DropReason::SendRefused);
+            return;
+        };
+        let LegMedia::Subscribe(state) = &leg.media else {
+            return;
+        };
+        let Some(Some(slot)) = state.slots.get(slot_index) else {
+            self.metrics.count_drop(DropReason::SendRefused);
+            return;
+        };
+        let Some(negotiated) = &slot.negotiated else {
+            self.metrics.count_drop(DropReason::SendRefused);
+            return;
+        };
+        let mut extensions = Vec::new();
+        for ext in &packet.header.extensions {
+            if let Some(id) = negotiated.extensions.translate(ext.id, ext.payload.len()) {
+                extensions.push(Extension {
+                    id,
+                    payload: ext.payload.clone(),
+                });
+            }
+        }
+        if let Some((id, mid)) = &negotiated.mid_extension {
+            extensions.push(Extension {
+                id: *id,
+                payload: mid.clone(),
+            });
+        }
+        let out = Packet {
+            header: Header {
+                version: 2,
+                padding: false,
+                extension: !extensions.is_empty(),
+                marker: packet.header.marker,
+                payload_type: negotiated.payload_type,
+                sequence_number,
+                timestamp,
+                ssrc: slot.ssrc,
+                csrc: Vec::new(),
+                extension_profile: EXTENSION_PROFILE_ONE_BYTE,
+                extensions,
+                extensions_padding: 0,
+            },
+            payload: packet.payload.clone(),
+        };
+        let sender = slot.sender;
+        let payload_len = out.payload.len() as u64;
+        let metrics = &self.metrics;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let written = leg
+                .pc
+                .rtp_sender(sender)
+                .map(|mut s| s.write_rtp(now, out).is_ok())
+                .unwrap_or(false);
+            if written {
+                metrics.rtp_packets_sent.get(kind).inc();
+                metrics.rtp_bytes_sent.get(kind).inc_by(payload_len);
+            } else {
+                metrics.count_drop(DropReason::SendRefused);
+            }
+            flush_leg(leg, &self.socket, metrics, None);
+        }));
+        if outcome.is_err() {
+            self.leg_panicked(leg_key, now);
+        }
+    }
+
+    /// Acts on what a room queued: keyframe requests, renegotiations, expired members.
+    pub(super) fn process_room_outputs(&mut self, room: &RoomId, now: Instant) {
+        loop {
+            let Some(output) = self.rooms.get_mut(room).and_then(|e| e.room.poll_output()) else {
+                return;
+            };
+            match output {
+                RoomOutput::RequestKeyframe(track) => self.send_keyframe_request(room, track, now),
+                RoomOutput::SubscriptionsChanged(participant) => {
+                    if let Some(p) = self.participants.get_mut(&participant) {
+                        let due = now + self.config.renegotiation_debounce;
+                        p.renegotiate_at = Some(p.renegotiate_at.map_or(due, |at| at.min(due)));
+                    }
+                }
+                RoomOutput::GraceExpired(participant) => {
+                    self.remove_participant(
+                        participant,
+                        tern_signaling::protocol::LeaveReason::Timeout,
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    fn send_keyframe_request(&mut self, room: &RoomId, track: TrackId, now: Instant) {
+        let Some(owner) = self
+            .rooms
+            .get(room)
+            .and_then(|e| e.room.publication(track))
+            .map(|p| p.info.owner)
+        else {
+            return;
+        };
+        let Some(leg_key) = self.participants.get(&owner).and_then(|p| p.publish_leg) else {
+            return;
+        };
+        let Some(leg) = self.legs.get_mut(&leg_key) else {
+            return;
+        };
+        let Some((ssrc, receiver)) = leg.publish().and_then(|s| s.stream_of_track(track)) else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: ssrc,
+        };
+        let sent = leg
+            .pc
+            .rtp_receiver(receiver)
+            .map(|mut r| r.write_rtcp(now, vec![Box::new(pli)]).is_ok())
+            .unwrap_or(false);
+        if sent {
+            self.metrics.keyframe_requests_sent.inc();
+            flush_leg(leg, &self.socket, &self.metrics, None);
+        }
+    }
+
+    /// Queues a leg's next protocol deadline.
+    pub(super) fn arm_timer(&mut self, key: LegKey) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let next = leg.pc.poll_timeout();
+        if let Some(at) = next
+            && leg.armed.is_none_or(|armed| at < armed)
+        {
+            leg.armed = Some(at);
+            self.timers.push(Reverse((at, key)));
+        }
+    }
+
+    fn run_leg_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(leg) = self.legs.get_mut(&key) else {
+                continue;
+            };
+            if leg.armed != Some(at) {
+                continue; // superseded by an earlier deadline that already ran
+            }
+            leg.armed = None;
+            self.leg_input(key, None, None, now);
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room in &rooms {
+            if let Some(entry) = self.rooms.get_mut(room)
+                && entry.room.poll_timeout().is_some_and(|at| at <= now)
+            {
+                entry.room.handle_timeout(now);
+            }
+            self.process_room_outputs(room, now);
+        }
+        let due: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.renegotiate_at.is_some_and(|at| at <= now))
+            .map(|p| p.id)
+            .collect();
+        for participant in due {
+            self.renegotiate_subscriber(participant, now);
+        }
+        self.close_empty_rooms(now);
+    }
+
+    fn leg_panicked(&mut self, key: LegKey, now: Instant) {
+        self.metrics.leg_panics.inc();
+        self.metrics.count_drop(DropReason::LegPanic);
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
+        warn!(leg = key.0, participant = %leg.participant, role = leg.role.as_str(),
+            "WebRTC stack panicked on this leg's input; closing the leg");
+        let participant = leg.participant;
+        // The leg's state cannot be trusted; drop it without driving it further.
+        if let Some(leg) = self.legs.remove(&key) {
+            self.demux.remove_leg(key);
+            drop(leg);
+        }
+        self.remove_participant(
+            participant,
+            tern_signaling::protocol::LeaveReason::TransportFailed,
+            now,
+        );
+    }
+
+    fn leg_state_changed(&mut self, key: LegKey, state: RTCPeerConnectionState, now: Instant) {
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
+        let participant = leg.participant;
+        let role = leg.role;
+        debug!(leg = key.0, %participant, role = role.as_str(), %state, "leg state");
+        match state {
+            RTCPeerConnectionState::Connected if role == LegRole::Subscribe => {
+                self.attach_ready_slots(key, now);
+            }
+            RTCPeerConnectionState::Failed => {
+                self.metrics.leg_failures.inc();
+                info!(%participant, role = role.as_str(), "media transport failed");
+                self.remove_participant(
+                    participant,
+                    tern_signaling::protocol::LeaveReason::TransportFailed,
+                    now,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes a leg: tells the peer (DTLS close_notify) and forgets it.
+    pub(super) fn close_leg(&mut self, key: LegKey) {
+        if let Some(mut leg) = self.legs.remove(&key) {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                let _ = leg.pc.close();
+                flush_leg(&mut leg, &self.socket, &self.metrics, None);
+            }));
+            self.demux.remove_leg(key);
+        }
+    }
+}
+
+/// Moves a leg's events and reads into the worker's scratch space.
+fn collect_leg_output(
+    leg: &mut Leg,
+    room: Option<RoomId>,
+    inbound: &mut Vec<Inbound>,
+    findings: &mut LegFindings,
+    metrics: &MediaMetrics,
+) {
+    while let Some(event) = leg.pc.poll_event() {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                leg.state = state;
+                findings.state = Some(state);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                let transceiver = rtc::rtp_transceiver::RTCRtpTransceiverId::from(init.receiver_id);
+                let mid = leg
+                    .pc
+                    .rtp_transceiver(transceiver)
+                    .and_then(|t| t.mid().clone());
+                if let (Some(mid), LegMedia::Publish(state)) = (mid, &mut leg.media)
+                    && let Some(published) = state.track_of_mid(&mid).cloned()
+                {
+                    state.streams.insert(
+                        init.ssrc,
+                        super::leg::InboundStream {
+                            track: published.track,
+                            codec: published.codec,
+                            receiver: init.receiver_id,
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    while let Some(message) = leg.pc.poll_read() {
+        match message.message {
+            RTCMessage::RtpPacket(_, packet) => {
+                let LegMedia::Publish(state) = &leg.media else {
+                    continue;
+                };
+                match (state.streams.get(&packet.header.ssrc), &room) {
+                    (Some(stream), Some(room)) => inbound.push(Inbound {
+                        room: room.clone(),
+                        track: stream.track,
+                        codec: stream.codec,
+                        packet,
+                    }),
+                    _ => metrics.count_drop(DropReason::UnknownStream),
+                }
+            }
+            RTCMessage::RtcpPacket(track_id, packets) => {
+                if leg.role != LegRole::Subscribe {
+                    continue;
+                }
+                for packet in &packets {
+                    let any = packet.as_any();
+                    if any.is::<PictureLossIndication>() {
+                        metrics.feedback(Feedback::Pli);
+                    } else if any.is::<FullIntraRequest>() {
+                        metrics.feedback(Feedback::Fir);
+                    } else {
+                        if any.is::<TransportLayerNack>() {
+                            metrics.feedback(Feedback::Nack);
+                        }
+                        continue;
+                    }
+                    if let Some(track) = TrackId::parse(&track_id)
+                        && !findings.keyframe_requests.contains(&track)
+                    {
+                        findings.keyframe_requests.push(track);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Sends everything a leg queued. When `learn` is given, a binding success response to that
+/// address proves the leg checked the request's integrity, and the address is learned.
+pub(super) fn flush_leg(
+    leg: &mut Leg,
+    socket: &UdpSocket,
+    metrics: &MediaMetrics,
+    mut learn: Option<(SocketAddr, &mut Demux)>,
+) {
+    while let Some(out) = leg.pc.poll_write() {
+        let to = out.transport.peer_addr;
+        if let Some((from, demux)) = learn.as_mut()
+            && *from == to
+            && is_binding_success(&out.message)
+        {
+            demux.learn(leg.key, to);
+        }
+        match socket.try_send_to(&out.message, to) {
+            Ok(n) => metrics.udp_bytes_sent.inc_by(n as u64),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                metrics.count_drop(DropReason::SocketBusy)
+            }
+            Err(_) => metrics.count_drop(DropReason::SendError),
+        }
+    }
+}
