@@ -8,19 +8,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tern_signaling::protocol::{LeaveReason, ServerMessage};
 
-/// Packets `subscriber` received from `publisher`'s `kind` track, by tag, in arrival order.
-fn received_from<'a>(subscriber: &'a Client, publisher: &str, kind: &str) -> Vec<&'a Received> {
-    let prefix = format!("{publisher}/{kind}/");
-    subscriber
-        .rtp()
-        .filter(|r| tag(&r.payload).starts_with(&prefix))
-        .collect()
-}
-
-fn number(r: &Received) -> u32 {
-    tag(&r.payload).rsplit('/').next().unwrap().parse().unwrap()
-}
-
 /// Checks one subscriber's view of one publisher track: numbers `from..to` arrived exactly once,
 /// in order, with identical payloads, continuous rewritten sequence numbers and timestamps.
 fn assert_complete(
@@ -281,4 +268,108 @@ async fn three_peers_exchange_media_then_one_leaves_and_a_late_joiner_starts_at_
         "the first video packet of each stream a late joiner receives is a keyframe"
     );
     assert!(metric(&relay, "tern_keyframe_requests_sent_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_transport_is_removed_within_fifteen_seconds_and_empty_rooms_close() {
+    // Default ICE timeouts (7 s disconnected + 5 s failed): the budget under test.
+    let relay = start_relay(|c| c.room.empty_timeout_s = 1).await;
+    let alice = Client::connect(&relay, "lifecycle", "alice").await;
+    alice.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
+    let mut bob = Client::connect(&relay, "lifecycle", "bob").await;
+    let pump = MediaPump::start(&alice);
+    wait_more(&mut bob, "alice", "audio", 5).await;
+
+    // Alice's network dies; her signaling connection stays up.
+    alice.send(Command::FreezeMedia);
+    drop(pump);
+    let frozen_at = std::time::Instant::now();
+    let alice_id = alice.participant_id.clone().unwrap();
+    let reason = bob
+        .wait_for("alice removed", |e| match e {
+            Event::Signal(ServerMessage::ParticipantLeft {
+                participant_id,
+                reason,
+            }) if *participant_id == alice_id => Some(*reason),
+            _ => None,
+        })
+        .await;
+    let took = frozen_at.elapsed();
+    assert_eq!(reason, LeaveReason::TransportFailed);
+    assert!(took <= Duration::from_secs(16), "removed after {took:?}");
+    assert!(metric(&relay, "tern_leg_failures_total").await >= 1.0);
+
+    // Bob leaves too; the empty room closes after its timeout.
+    bob.send(Command::Leave);
+    let mut rooms = 1.0;
+    for _ in 0..300 {
+        rooms = metric(&relay, "tern_rooms").await;
+        if rooms == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rooms, 0.0, "empty room closed");
+    assert_eq!(
+        metric(&relay, "tern_peer_connections").await,
+        0.0,
+        "every leg closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renegotiation_reuses_m_lines_so_the_sdp_stays_bounded() {
+    let relay = start_relay(|_| {}).await;
+    let mut watcher = Client::connect(&relay, "churn", "watcher").await;
+    for round in 0..5 {
+        let name = format!("guest{round}");
+        let guest = Client::connect(&relay, "churn", &name).await;
+        guest.send(Command::Publish {
+            audio: true,
+            video: true,
+        });
+        watcher
+            .wait_until("a subscribe offer with the guest's two tracks", |log| {
+                log.iter()
+                    .filter_map(|e| match e {
+                        Event::Signal(ServerMessage::SubscribeOffer { tracks, .. }) => {
+                            Some(tracks.len())
+                        }
+                        _ => None,
+                    })
+                    .last()
+                    == Some(2)
+            })
+            .await;
+        guest.send(Command::Leave);
+        watcher
+            .wait_until("a subscribe offer without tracks", |log| {
+                log.iter()
+                    .filter_map(|e| match e {
+                        Event::Signal(ServerMessage::SubscribeOffer { tracks, .. }) => {
+                            Some(tracks.len())
+                        }
+                        _ => None,
+                    })
+                    .last()
+                    == Some(0)
+            })
+            .await;
+        drop(guest);
+    }
+    let m_lines: Vec<usize> = watcher
+        .signals()
+        .filter_map(|s| match s {
+            ServerMessage::SubscribeOffer { sdp, .. } => Some(sdp.matches("\r\nm=").count()),
+            _ => None,
+        })
+        .collect();
+    assert!(m_lines.len() >= 10, "one offer per change: {m_lines:?}");
+    assert!(
+        m_lines.iter().all(|n| *n <= 2),
+        "m-lines are reused, never accumulate: {m_lines:?}"
+    );
 }

@@ -6,4 +6,5 @@ pub mod extmap;
 pub mod forwarder;
 pub mod ids;
 pub mod keyframe;
+pub mod rewrite;
 pub mod room;

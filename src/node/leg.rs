@@ -8,8 +8,9 @@
 use super::demux::LegKey;
 use super::engine::LegRole;
 use crate::media::codec::Codec;
-use crate::media::extmap::{ExtensionIds, ExtensionTranslator, HeaderExtension};
+use crate::media::extmap::{ExtensionIds, HeaderExtension};
 use crate::media::ids::{ParticipantId, TrackId};
+use crate::media::rewrite::RewriteTarget;
 use crate::media::room::SinkId;
 use bytes::Bytes;
 use rtc::peer_connection::RTCPeerConnection;
@@ -64,18 +65,10 @@ pub struct OutboundSlot {
     pub sender: RTCRtpSenderId,
     pub ssrc: u32,
     pub mid: Option<String>,
-    /// Set once the subscriber's answer fixed them.
-    pub negotiated: Option<Negotiated>,
+    /// Set once the subscriber's answer fixed the payload type and extension ids.
+    pub rewrite: Option<RewriteTarget>,
     /// Whether the room forwards into this slot.
     pub attached: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Negotiated {
-    pub payload_type: u8,
-    /// The `mid` header extension id and value, when negotiated.
-    pub mid_extension: Option<(u8, Bytes)>,
-    pub extensions: ExtensionTranslator,
 }
 
 #[derive(Default)]

@@ -9,8 +9,7 @@
 use super::demux::LegKey;
 use super::engine::{IceCredentials, LegRole, host_candidate, new_peer_connection};
 use super::leg::{
-    Leg, LegMedia, Negotiated, OutboundSlot, PublishedMid, mid_extension, negotiated_extensions,
-    sink_id,
+    Leg, LegMedia, OutboundSlot, PublishedMid, mid_extension, negotiated_extensions, sink_id,
 };
 use super::participants::{room_source, track_kind};
 use super::sdp::{self, Section};
@@ -18,6 +17,7 @@ use super::worker::{Worker, flush_leg};
 use crate::media::codec::{Codec, MediaKind};
 use crate::media::extmap::{ExtensionIds, ExtensionTranslator};
 use crate::media::ids::{ParticipantId, TrackId};
+use crate::media::rewrite::RewriteTarget;
 use crate::media::room::{PublicationInfo, RoomError};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -519,7 +519,7 @@ impl Worker {
                 sender,
                 ssrc,
                 mid: None,
-                negotiated: None,
+                rewrite: None,
                 attached: false,
             })
             .ok_or("subscribe leg is full")?;
@@ -726,13 +726,14 @@ impl Worker {
                 let Some(Some(slot)) = state.slots.get_mut(index) else {
                     continue;
                 };
-                slot.negotiated = pt.map(|payload_type| {
+                slot.rewrite = pt.map(|payload_type| {
                     let publisher = publisher_extensions
                         .iter()
                         .find(|(t, _)| *t == slot.track)
                         .map(|(_, ids)| ids.clone())
                         .unwrap_or_default();
-                    Negotiated {
+                    RewriteTarget {
+                        ssrc: slot.ssrc,
                         payload_type,
                         mid_extension: mid_extension(&ids, slot.mid.as_deref()),
                         extensions: ExtensionTranslator::new(&publisher, &ids),
@@ -781,7 +782,7 @@ impl Worker {
         let mut ready: Vec<(usize, TrackId)> = Vec::new();
         for (index, slot) in state.slots.iter_mut().enumerate() {
             if let Some(slot) = slot
-                && slot.negotiated.is_some()
+                && slot.rewrite.is_some()
                 && !slot.attached
             {
                 slot.attached = true;

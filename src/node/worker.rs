@@ -14,6 +14,7 @@ use super::participants::{Participant, RoomEntry};
 use crate::media::codec::Codec;
 use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::rewrite::rewrite;
 use crate::media::room::{RoomOutput, SinkId};
 use crate::metrics::{DropReason, Feedback, MediaMetrics};
 use bytes::BytesMut;
@@ -23,7 +24,6 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, Extension, Header};
 use rtc::rtp::packet::Packet;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -382,42 +382,11 @@ impl Worker {
             self.metrics.count_drop(DropReason::SendRefused);
             return;
         };
-        let Some(negotiated) = &slot.negotiated else {
+        let Some(target) = &slot.rewrite else {
             self.metrics.count_drop(DropReason::SendRefused);
             return;
         };
-        let mut extensions = Vec::new();
-        for ext in &packet.header.extensions {
-            if let Some(id) = negotiated.extensions.translate(ext.id, ext.payload.len()) {
-                extensions.push(Extension {
-                    id,
-                    payload: ext.payload.clone(),
-                });
-            }
-        }
-        if let Some((id, mid)) = &negotiated.mid_extension {
-            extensions.push(Extension {
-                id: *id,
-                payload: mid.clone(),
-            });
-        }
-        let out = Packet {
-            header: Header {
-                version: 2,
-                padding: false,
-                extension: !extensions.is_empty(),
-                marker: packet.header.marker,
-                payload_type: negotiated.payload_type,
-                sequence_number,
-                timestamp,
-                ssrc: slot.ssrc,
-                csrc: Vec::new(),
-                extension_profile: EXTENSION_PROFILE_ONE_BYTE,
-                extensions,
-                extensions_padding: 0,
-            },
-            payload: packet.payload.clone(),
-        };
+        let out = rewrite(packet, target, sequence_number, timestamp);
         let sender = slot.sender;
         let payload_len = out.payload.len() as u64;
         let metrics = &self.metrics;

@@ -99,34 +99,79 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     .await
 }
 
+/// Sends a raw HTTP/1.1 request and reads one response; returns (status, body). Handles
+/// content-length and chunked bodies, and does not wait for the server to close.
 pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    // Chunked bodies: good enough for our small JSON/text responses.
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.lines()
-            .collect::<Vec<_>>()
-            .chunks(2)
-            .filter_map(|c| c.get(1).copied())
-            .collect::<Vec<_>>()
-            .join("\n")
-    } else {
-        body
-    };
-    (status, body)
+    let mut chunk = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&response).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_ascii_lowercase();
+            let body = &text[end + 4..];
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if let Some(len) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                if body.len() >= len {
+                    return (status, body[..len].to_string());
+                }
+            } else if head.contains("transfer-encoding: chunked") {
+                if body.contains("\r\n0\r\n\r\n") || body.starts_with("0\r\n") {
+                    return (status, dechunk(body));
+                }
+            } else if status == 101 || status == 204 || status == 304 {
+                return (status, String::new());
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => {
+                let text = String::from_utf8_lossy(&response).to_string();
+                let status = text
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+                return (status, body);
+            }
+            Ok(Ok(n)) => response.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some(line_end) = body.find("\r\n") {
+        let size = usize::from_str_radix(body[..line_end].trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.push_str(&body[start..(start + size).min(body.len())]);
+        body = &body[(start + size + 2).min(body.len())..];
+    }
+    out
+}
+
+/// The WebSocket upgrade request for `/rtc` with the given query.
+pub async fn upgrade_request(relay: &Running, query: &str, extra_headers: &str) -> (u16, String) {
+    let request = format!(
+        "GET /rtc{query} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra_headers}\r\n"
+    );
+    http_request(relay.http_addr, &request).await
 }
 
 /// One RTP packet as a test client received it.
@@ -167,8 +212,15 @@ pub enum Command {
     },
     Raw(ClientMessage),
     RawText(String),
-    /// Sends an offer whose SDP is replaced by `sdp` (for hostile-input tests).
+    Binary(Vec<u8>),
     Leave,
+    /// Cuts the WebSocket without a close frame; media keeps flowing.
+    DropSignaling,
+    /// Opens a new WebSocket (e.g. with `resume_token`).
+    Reconnect(String),
+    /// Stops all UDP and timers, as if the client's network died (signaling stays).
+    FreezeMedia,
+    /// Ends the client: socket and media gone at once, like a killed process.
     Close,
 }
 
@@ -226,6 +278,11 @@ impl Client {
             .await;
         client.participant_id = Some(joined);
         client
+    }
+
+    /// A handle for sending commands from another task (e.g. a media pump).
+    pub fn sender(&self) -> mpsc::UnboundedSender<Command> {
+        self.commands.clone()
     }
 
     pub fn send(&self, command: Command) {
@@ -315,6 +372,17 @@ impl Client {
         lines.join("\n")
     }
 
+    /// The resume token of the latest `joined`.
+    pub fn resume_token(&self) -> String {
+        self.signals()
+            .filter_map(|s| match s {
+                ServerMessage::Joined { resume_token, .. } => Some(resume_token.clone()),
+                _ => None,
+            })
+            .last()
+            .expect("joined")
+    }
+
     pub fn rtp(&self) -> impl Iterator<Item = &Received> {
         self.log.iter().filter_map(|e| match e {
             Event::Rtp(r) => Some(r),
@@ -391,6 +459,20 @@ impl Peer {
     }
 }
 
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type WsTx = futures_util::stream::SplitSink<Ws, Message>;
+type WsRx = futures_util::stream::SplitStream<Ws>;
+
+async fn next_frame(
+    rx: &mut Option<WsRx>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match rx.as_mut() {
+        Some(rx) => rx.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The client's own task: one WebSocket, a publish and a subscribe peer connection, each on its
 /// own UDP socket (a 4-tuple belongs to one leg).
 struct Driver {
@@ -453,24 +535,28 @@ impl Driver {
         }
     }
 
-    async fn run(
-        mut self,
-        ws: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-    ) {
-        let (mut ws_tx, mut ws_rx) = ws.split();
+    async fn run(self, ws: Ws, commands: mpsc::UnboundedReceiver<Command>) {
+        let name = self.name.clone();
+        // A panic in the driver would otherwise go unnoticed until a test times out.
+        if let Err(panic) = tokio::spawn(self.run_inner(ws, commands)).await {
+            eprintln!("{name}: test client driver failed: {panic}");
+        }
+    }
+
+    async fn run_inner(mut self, ws: Ws, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = ws.split();
+        let mut ws_tx = Some(tx);
+        let mut ws_rx = Some(rx);
         let mut buf_pub = vec![0u8; 2048];
         let mut buf_sub = vec![0u8; 2048];
+        let mut media_frozen = false;
         loop {
-            self.drain().await;
+            if !media_frozen {
+                self.drain().await;
+            }
             for message in std::mem::take(&mut self.outgoing) {
                 let text = serde_json::to_string(&message).unwrap();
-                if ws_tx.send(Message::Text(text.into())).await.is_err() {
-                    let _ = self.events.send(Event::Closed);
-                    return;
-                }
+                self.send_text(&mut ws_tx, &mut ws_rx, text).await;
             }
             let now = Instant::now();
             let next = [
@@ -483,7 +569,7 @@ impl Driver {
             .unwrap_or(now + Duration::from_millis(100))
             .max(now);
             tokio::select! {
-                frame = ws_rx.next() => match frame {
+                frame = next_frame(&mut ws_rx) => match frame {
                     Some(Ok(Message::Text(text))) => {
                         match serde_json::from_str::<ServerMessage>(&text) {
                             Ok(message) => self.on_signal(message),
@@ -491,8 +577,9 @@ impl Driver {
                         }
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                        ws_tx = None;
+                        ws_rx = None;
                         let _ = self.events.send(Event::Closed);
-                        return;
                     }
                     _ => {}
                 },
@@ -501,30 +588,62 @@ impl Driver {
                     Some(Command::Publish { audio, video }) => self.publish_tracks(audio, video),
                     Some(Command::SendMedia { keyframe }) => self.send_media(keyframe),
                     Some(Command::Raw(message)) => self.outgoing.push(message),
-                    Some(Command::RawText(text)) => {
-                        if ws_tx.send(Message::Text(text.into())).await.is_err() {
-                            let _ = self.events.send(Event::Closed);
-                            return;
+                    Some(Command::RawText(text)) => self.send_text(&mut ws_tx, &mut ws_rx, text).await,
+                    Some(Command::Binary(bytes)) => {
+                        if let Some(tx) = ws_tx.as_mut() {
+                            let _ = tx.send(Message::Binary(bytes.into())).await;
                         }
                     }
                     Some(Command::Leave) => self.outgoing.push(ClientMessage::Leave {}),
+                    Some(Command::DropSignaling) => {
+                        // No close frame: the TCP connection just goes away, as on a network cut.
+                        ws_tx = None;
+                        ws_rx = None;
+                    }
+                    Some(Command::Reconnect(url)) => {
+                        match tokio_tungstenite::connect_async(url.as_str()).await {
+                            Ok((ws, _)) => {
+                                let (tx, rx) = ws.split();
+                                ws_tx = Some(tx);
+                                ws_rx = Some(rx);
+                            }
+                            Err(err) => panic!("{}: reconnect failed: {err}", self.name),
+                        }
+                    }
+                    Some(Command::FreezeMedia) => media_frozen = true,
                 },
-                r = self.publish.socket.recv_from(&mut buf_pub) => {
+                r = self.publish.socket.recv_from(&mut buf_pub), if !media_frozen => {
                     if let Ok((n, from)) = r {
                         let _ = self.publish.pc.handle_read(datagram(Instant::now(), from, self.publish.addr, &buf_pub[..n]));
                     }
                 }
-                r = self.subscribe.socket.recv_from(&mut buf_sub) => {
+                r = self.subscribe.socket.recv_from(&mut buf_sub), if !media_frozen => {
                     if let Ok((n, from)) = r {
                         let _ = self.subscribe.pc.handle_read(datagram(Instant::now(), from, self.subscribe.addr, &buf_sub[..n]));
                     }
                 }
-                _ = tokio::time::sleep_until(next.into()) => {
+                _ = tokio::time::sleep_until(next.into()), if !media_frozen => {
                     let now = Instant::now();
                     let _ = self.publish.pc.handle_timeout(now);
                     let _ = self.subscribe.pc.handle_timeout(now);
                 }
             }
+        }
+    }
+
+    async fn send_text(
+        &mut self,
+        ws_tx: &mut Option<WsTx>,
+        ws_rx: &mut Option<WsRx>,
+        text: String,
+    ) {
+        let Some(tx) = ws_tx.as_mut() else {
+            return; // signaling is down; the test decided so
+        };
+        if tx.send(Message::Text(text.into())).await.is_err() {
+            *ws_tx = None;
+            *ws_rx = None;
+            let _ = self.events.send(Event::Closed);
         }
     }
 
@@ -747,4 +866,102 @@ impl Driver {
 /// Whether a received video payload is the start of a keyframe (as the test client writes them).
 pub fn is_keyframe(payload: &[u8]) -> bool {
     payload.len() >= 2 && payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0
+}
+
+/// Sends media from `client` every 10 ms (a keyframe every 30 rounds) until dropped.
+pub struct MediaPump {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl MediaPump {
+    pub fn start(client: &Client) -> MediaPump {
+        let tx = client.sender();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut i = 0u32;
+            loop {
+                if tx
+                    .send(Command::SendMedia {
+                        keyframe: i % 30 == 0,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                i += 1;
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        });
+        MediaPump { stop: Some(stop) }
+    }
+}
+
+impl Drop for MediaPump {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Packets `subscriber` received from `publisher`'s `kind` track, in arrival order.
+pub fn received_from<'a>(subscriber: &'a Client, publisher: &str, kind: &str) -> Vec<&'a Received> {
+    let prefix = format!("{publisher}/{kind}/");
+    subscriber
+        .rtp()
+        .filter(|r| tag(&r.payload).starts_with(&prefix))
+        .collect()
+}
+
+/// The number a synthetic packet carries in its tag.
+pub fn number(r: &Received) -> u32 {
+    tag(&r.payload).rsplit('/').next().unwrap().parse().unwrap()
+}
+
+/// Asserts that `subscriber` got `publisher`'s `kind` stream without a single gap since its
+/// first packet (consecutive tags and rewritten sequence numbers), and at least `min` packets.
+pub fn assert_no_gap(subscriber: &Client, publisher: &str, kind: &str, min: usize) {
+    let got = received_from(subscriber, publisher, kind);
+    assert!(
+        got.len() >= min,
+        "{}: only {} {kind} packets from {publisher}, expected at least {min}",
+        subscriber.name,
+        got.len()
+    );
+    for pair in got.windows(2) {
+        assert_eq!(
+            number(pair[1]),
+            number(pair[0]) + 1,
+            "{}: gap in {publisher}'s {kind} stream",
+            subscriber.name
+        );
+        assert_eq!(
+            pair[1].sequence_number,
+            pair[0].sequence_number.wrapping_add(1),
+            "{}: sequence gap in {publisher}'s {kind} stream",
+            subscriber.name
+        );
+    }
+}
+
+/// Waits until `subscriber` has received at least `count` more packets of `publisher`'s `kind`
+/// than it had when called.
+pub async fn wait_more(subscriber: &mut Client, publisher: &str, kind: &str, count: usize) {
+    subscriber.pump();
+    let have = received_from(subscriber, publisher, kind).len();
+    let prefix = format!("{publisher}/{kind}/");
+    subscriber
+        .wait_until(
+            &format!("{count} more {kind} packets from {publisher}"),
+            |log| {
+                log.iter()
+                    .filter(|e| matches!(e, Event::Rtp(r) if tag(&r.payload).starts_with(&prefix)))
+                    .count()
+                    >= have + count
+            },
+        )
+        .await;
 }

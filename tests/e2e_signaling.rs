@@ -1,0 +1,514 @@
+//! Signaling over the real WebSocket: tokens checked before the upgrade, every kind of hostile
+//! message answered with its stable code while a healthy call in the same room shows no gap,
+//! and the session rules (resume, grace expiry, replacement).
+
+mod common;
+
+use common::*;
+use std::time::{Duration, SystemTime};
+use tern_signaling::auth::{Grants, KeySet, claims_for};
+use tern_signaling::protocol::{ClientMessage, IceCandidate, LeaveReason, Leg, ServerMessage};
+
+/// Alice publishes, Bob receives; returns once Bob gets Alice's media.
+async fn healthy_call(relay: &tern::app::Running, room: &str) -> (Client, Client, MediaPump) {
+    let alice = Client::connect(relay, room, "alice").await;
+    alice.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
+    let mut bob = Client::connect(relay, room, "bob").await;
+    let pump = MediaPump::start(&alice);
+    wait_more(&mut bob, "alice", "video", 5).await;
+    wait_more(&mut bob, "alice", "audio", 5).await;
+    (alice, bob, pump)
+}
+
+async fn expect_error(client: &mut Client, code: &str) {
+    let code = code.to_owned();
+    client
+        .wait_for(&format!("error {code}"), |e| match e {
+            Event::Signal(ServerMessage::Error { code: c, .. }) if c.as_str() == code => Some(()),
+            _ => None,
+        })
+        .await;
+}
+
+/// The session still answers: a ping gets its pong.
+async fn expect_usable(client: &mut Client, stamp: u64) {
+    client.send(Command::Raw(ClientMessage::Ping { timestamp: stamp }));
+    client
+        .wait_for("pong", |e| match e {
+            Event::Signal(ServerMessage::Pong { timestamp }) if *timestamp == stamp => Some(()),
+            _ => None,
+        })
+        .await;
+}
+
+const H264_ONLY_OFFER: &str = "v=0\r\n\
+o=- 1 1 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=ice-ufrag:abcd\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:102 H264/90000\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_get_stable_codes_and_never_disturb_the_call() {
+    let relay = start_relay(|c| c.session.max_message_bytes = 4096).await;
+    let (_alice, mut bob, _pump) = healthy_call(&relay, "hostile").await;
+    let mut mallory = Client::connect(&relay, "hostile", "mallory").await;
+
+    mallory.send(Command::RawText("{not json".into()));
+    expect_error(&mut mallory, "malformed_message").await;
+    expect_usable(&mut mallory, 1).await;
+
+    mallory.send(Command::RawText(
+        r#"{"type":"launch_missiles","target":"moon"}"#.into(),
+    ));
+    expect_error(&mut mallory, "unknown_message_type").await;
+    expect_usable(&mut mallory, 2).await;
+
+    mallory.send(Command::RawText(
+        r#"{"type":"publish_offer","sdp":7}"#.into(),
+    ));
+    mallory
+        .wait_until("two malformed_message errors", |log| {
+            log.iter()
+                .filter(|e| matches!(e, Event::Signal(ServerMessage::Error { code, .. }) if code.as_str() == "malformed_message"))
+                .count()
+                >= 2
+        })
+        .await;
+
+    mallory.send(Command::Binary(vec![0, 1, 2, 3]));
+    mallory
+        .wait_until("three malformed_message errors", |log| {
+            log.iter()
+                .filter(|e| matches!(e, Event::Signal(ServerMessage::Error { code, .. }) if code.as_str() == "malformed_message"))
+                .count()
+                >= 3
+        })
+        .await;
+
+    // Out of order: an answer with no offer outstanding, trickle before any offer.
+    mallory.send(Command::Raw(ClientMessage::SubscribeAnswer {
+        sdp: "v=0\r\n".into(),
+    }));
+    expect_error(&mut mallory, "invalid_state").await;
+    mallory.send(Command::Raw(ClientMessage::Trickle {
+        leg: Leg::Publish,
+        candidate: IceCandidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+            username_fragment: None,
+        },
+    }));
+    mallory
+        .wait_until("two invalid_state errors", |log| {
+            log.iter()
+                .filter(|e| matches!(e, Event::Signal(ServerMessage::Error { code, .. }) if code.as_str() == "invalid_state"))
+                .count()
+                >= 2
+        })
+        .await;
+    expect_usable(&mut mallory, 3).await;
+
+    // Invalid SDP and an unsupported codec.
+    mallory.send(Command::Raw(ClientMessage::PublishOffer {
+        sdp: "this is not sdp".into(),
+        tracks: vec![],
+    }));
+    expect_error(&mut mallory, "invalid_sdp").await;
+    mallory.send(Command::Raw(ClientMessage::PublishOffer {
+        sdp: H264_ONLY_OFFER.into(),
+        tracks: vec![],
+    }));
+    expect_error(&mut mallory, "unsupported_codec").await;
+    // A track id that is not hers.
+    mallory.send(Command::Raw(ClientMessage::SetMuted {
+        track_id: "TR_1".into(),
+        muted: true,
+    }));
+    expect_error(&mut mallory, "unknown_track").await;
+    expect_usable(&mut mallory, 4).await;
+
+    // Oversized: refused with its code, then the connection is closed.
+    mallory.send(Command::RawText(format!(
+        r#"{{"type":"ping","timestamp":1,"pad":"{}"}}"#,
+        "x".repeat(8000)
+    )));
+    expect_error(&mut mallory, "message_too_large").await;
+    mallory
+        .wait_for("connection closed", |e| {
+            matches!(e, Event::Closed).then_some(())
+        })
+        .await;
+
+    // Through all of it, Bob's stream from Alice had no gap, and it keeps flowing.
+    wait_more(&mut bob, "alice", "video", 20).await;
+    wait_more(&mut bob, "alice", "audio", 20).await;
+    assert_no_gap(&bob, "alice", "video", 40);
+    assert_no_gap(&bob, "alice", "audio", 40);
+    assert!(
+        bob.errors().is_empty(),
+        "bob saw errors: {:?}",
+        bob.errors()
+    );
+    assert!(
+        metric(
+            &relay,
+            "tern_signaling_errors_total{code=\"malformed_message\"}"
+        )
+        .await
+            >= 3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_before_the_upgrade_with_a_reason_code() {
+    let relay = start_relay(|_| {}).await;
+    let now = SystemTime::now();
+    let good = token(&relay, "r", "alice", Grants::participant());
+    let foreign = KeySet::new([("dev".to_owned(), b"some other secret entirely".to_vec())])
+        .mint(
+            "dev",
+            &claims_for(
+                "r",
+                "a",
+                "a",
+                Grants::participant(),
+                now,
+                Duration::from_secs(60),
+            ),
+        )
+        .unwrap();
+    let unknown_kid = KeySet::new([("nope".to_owned(), b"x".to_vec())])
+        .mint(
+            "nope",
+            &claims_for(
+                "r",
+                "a",
+                "a",
+                Grants::participant(),
+                now,
+                Duration::from_secs(60),
+            ),
+        )
+        .unwrap();
+    let expired = relay
+        .keys
+        .mint(
+            "dev",
+            &claims_for(
+                "r",
+                "a",
+                "a",
+                Grants::participant(),
+                now - Duration::from_secs(7200),
+                Duration::from_secs(60),
+            ),
+        )
+        .unwrap();
+    let mut future = claims_for(
+        "r",
+        "a",
+        "a",
+        Grants::participant(),
+        now,
+        Duration::from_secs(7200),
+    );
+    future.nbf += 3600;
+    let not_yet = relay.keys.mint("dev", &future).unwrap();
+    let cases = [
+        ("", "token_missing"),
+        ("?access_token=", "token_missing"),
+        ("?access_token=garbage", "token_malformed"),
+        (&*format!("?access_token={foreign}"), "token_bad_signature"),
+        (
+            &*format!("?access_token={unknown_kid}"),
+            "token_unknown_key",
+        ),
+        (&*format!("?access_token={expired}"), "token_expired"),
+        (&*format!("?access_token={not_yet}"), "token_not_yet_valid"),
+    ];
+    for (query, code) in cases {
+        let (status, body) = upgrade_request(&relay, query, "").await;
+        assert_eq!(status, 401, "{query}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["code"], code, "{query}");
+        assert!(!body.contains(&good), "never echo tokens");
+    }
+    // The same token as a Bearer header is accepted.
+    let (status, _) =
+        upgrade_request(&relay, "", &format!("Authorization: Bearer {good}\r\n")).await;
+    assert_eq!(status, 101);
+    let (status, _) = upgrade_request(&relay, &format!("?access_token={good}"), "").await;
+    assert_eq!(status, 101);
+    let (status, body) =
+        upgrade_request(&relay, &format!("?access_token={good}&protocol=9"), "").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("unsupported_protocol"));
+    // A plain GET with a good token is told to upgrade.
+    let (status, body) = http_get(relay.http_addr, &format!("/rtc?access_token={good}")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        metric(
+            &relay,
+            "tern_signaling_token_rejections_total{reason=\"token_expired\"}"
+        )
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_dev_tokens() {
+    let relay = start_relay(|_| {}).await;
+    let (status, body) = http_get(relay.http_addr, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, body) = http_get(relay.http_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "tern_rooms ",
+        "tern_participants ",
+        "tern_publications{kind=\"audio\"}",
+        "tern_subscriptions{kind=\"video\"}",
+        "tern_rtp_packets_received_total{kind=\"audio\"}",
+        "tern_rtp_packets_sent_total{kind=\"video\"}",
+        "tern_udp_bytes_received_total ",
+        "tern_udp_bytes_sent_total ",
+        "tern_packets_dropped_total{reason=\"unknown_source\"}",
+    ] {
+        assert!(body.contains(name), "/metrics lacks {name}");
+    }
+    let (status, body) = http_get(
+        relay.http_addr,
+        "/dev/token?room=lobby&identity=zed&name=Zed",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let claims = relay
+        .keys
+        .verify(json["token"].as_str().unwrap(), SystemTime::now())
+        .unwrap();
+    assert_eq!(
+        (
+            claims.room.as_str(),
+            claims.sub.as_str(),
+            claims.name.as_str()
+        ),
+        ("lobby", "zed", "Zed")
+    );
+    assert!(claims.grants.publish && claims.grants.subscribe && !claims.grants.admin);
+
+    // With API keys configured there is no dev endpoint.
+    let keyed = start_relay(|c| {
+        c.auth
+            .keys
+            .insert("k1".into(), "0123456789abcdef0123456789abcdef".into());
+    })
+    .await;
+    let (status, body) = http_get(keyed.http_addr, "/dev/token").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("dev_mode_off"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_resumes_with_the_same_participant_id() {
+    let relay = start_relay(|c| c.session.resume_grace_s = 10).await;
+    let (mut alice, mut bob, _pump) = healthy_call(&relay, "resume").await;
+    let alice_id = alice.participant_id.clone().unwrap();
+    let resume = alice.resume_token();
+
+    alice.send(Command::DropSignaling);
+    let id = alice_id.clone();
+    bob.wait_for("alice reconnecting", |e| match e {
+        Event::Signal(ServerMessage::ParticipantReconnecting { participant_id })
+            if *participant_id == id =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    // Media is unaffected while signaling is down.
+    wait_more(&mut bob, "alice", "video", 10).await;
+
+    let url = format!(
+        "{}&resume_token={resume}",
+        ws_url(
+            &relay,
+            &token(&relay, "resume", "alice", Grants::participant())
+        )
+    );
+    alice.send(Command::Reconnect(url));
+    let resumed = alice
+        .wait_for("joined again", |e| match e {
+            Event::Signal(ServerMessage::Joined {
+                participant,
+                resumed,
+                participants,
+                ..
+            }) if *resumed => Some((participant.id.clone(), participants.len())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        resumed,
+        (alice_id.clone(), 1),
+        "same participant id, bob still there"
+    );
+    let id = alice_id.clone();
+    bob.wait_for("alice resumed", |e| match e {
+        Event::Signal(ServerMessage::ParticipantResumed { participant_id })
+            if *participant_id == id =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    wait_more(&mut bob, "alice", "video", 10).await;
+    assert_no_gap(&bob, "alice", "video", 20);
+    assert!(
+        !bob.signals().any(|s| matches!(
+            s,
+            ServerMessage::ParticipantLeft { .. } | ServerMessage::ParticipantJoined { .. }
+        )),
+        "bob never saw alice leave or join"
+    );
+    // The resumed session is fully usable.
+    expect_usable(&mut alice, 77).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_resume_the_participant_leaves_after_the_grace_period() {
+    let relay = start_relay(|c| c.session.resume_grace_s = 1).await;
+    let (mut alice, mut bob, _pump) = healthy_call(&relay, "grace").await;
+    let alice_id = alice.participant_id.clone().unwrap();
+    let resume = alice.resume_token();
+    alice.send(Command::DropSignaling);
+    let id = alice_id.clone();
+    let reason = bob
+        .wait_for("alice left", |e| match e {
+            Event::Signal(ServerMessage::ParticipantLeft {
+                participant_id,
+                reason,
+            }) if *participant_id == id => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, LeaveReason::Timeout);
+    bob.wait_until("alice's tracks gone from the subscribe offer", |log| {
+        log.iter()
+            .filter_map(|e| match e {
+                Event::Signal(ServerMessage::SubscribeOffer { tracks, .. }) => Some(tracks.len()),
+                _ => None,
+            })
+            .last()
+            == Some(0)
+    })
+    .await;
+    // Too late to resume.
+    let url = format!(
+        "{}&resume_token={resume}",
+        ws_url(
+            &relay,
+            &token(&relay, "grace", "alice", Grants::participant())
+        )
+    );
+    alice.send(Command::Reconnect(url));
+    expect_error(&mut alice, "resume_failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_join_with_the_same_identity_replaces_the_first() {
+    let relay = start_relay(|_| {}).await;
+    let (mut alice, mut bob, _pump) = healthy_call(&relay, "dup").await;
+    let old_id = alice.participant_id.clone().unwrap();
+    let alice2 = Client::connect(&relay, "dup", "alice").await;
+    let new_id = alice2.participant_id.clone().unwrap();
+    assert_ne!(old_id, new_id);
+    alice
+        .wait_for("closed as replaced", |e| match e {
+            Event::Signal(ServerMessage::Closed {
+                reason: LeaveReason::Replaced,
+            }) => Some(()),
+            _ => None,
+        })
+        .await;
+    let id = old_id.clone();
+    bob.wait_for("old alice left as replaced", |e| match e {
+        Event::Signal(ServerMessage::ParticipantLeft {
+            participant_id,
+            reason: LeaveReason::Replaced,
+        }) if *participant_id == id => Some(()),
+        _ => None,
+    })
+    .await;
+    let id = new_id.clone();
+    bob.wait_for("new alice joined", |e| match e {
+        Event::Signal(ServerMessage::ParticipantJoined { participant }) if participant.id == id => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(metric(&relay, "tern_participants").await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_is_announced_and_listeners_without_media_still_receive() {
+    let relay = start_relay(|_| {}).await;
+    let (alice, mut bob, _pump) = healthy_call(&relay, "mute").await;
+    // A listener: no camera, no microphone, no publish grant at all.
+    let listener_grants = Grants {
+        publish: false,
+        ..Grants::participant()
+    };
+    let mut carol = Client::connect_with(&relay, "mute", "carol", listener_grants).await;
+    wait_more(&mut carol, "alice", "video", 5).await;
+    carol.send(Command::Publish {
+        audio: true,
+        video: false,
+    });
+    expect_error(&mut carol, "not_allowed").await;
+
+    let video_track = bob
+        .signals()
+        .find_map(|s| match s {
+            ServerMessage::SubscribeOffer { tracks, .. } => tracks
+                .iter()
+                .find(|t| t.source == tern_signaling::protocol::TrackSource::Camera)
+                .map(|t| t.id.clone()),
+            _ => None,
+        })
+        .unwrap();
+    alice.send(Command::Raw(ClientMessage::SetMuted {
+        track_id: video_track.clone(),
+        muted: true,
+    }));
+    for client in [&mut bob, &mut carol] {
+        let id = video_track.clone();
+        client
+            .wait_for("track muted", |e| match e {
+                Event::Signal(ServerMessage::TrackMuted {
+                    track_id,
+                    muted: true,
+                    ..
+                }) if *track_id == id => Some(()),
+                _ => None,
+            })
+            .await;
+    }
+}

@@ -1,0 +1,256 @@
+//! The pure room on a virtual clock: who receives what as members join, publish, leave and
+//! resume; fan-out numbering; keyframe requests.
+
+use std::time::{Duration, Instant};
+use tern::media::codec::Codec;
+use tern::media::forwarder::InboundPacket;
+use tern::media::ids::{ParticipantId, RoomId, TrackId};
+use tern::media::room::{
+    MemberInfo, MemberState, PublicationInfo, Room, RoomError, RoomOutput, SinkId, TrackSource,
+};
+
+const A: ParticipantId = ParticipantId(1);
+const B: ParticipantId = ParticipantId(2);
+const C: ParticipantId = ParticipantId(3);
+
+fn member(name: &str) -> MemberInfo {
+    MemberInfo {
+        identity: name.into(),
+        name: name.into(),
+        can_publish: true,
+        can_subscribe: true,
+    }
+}
+
+fn room() -> Room {
+    Room::new(RoomId("r".into()), Duration::from_millis(500))
+}
+
+fn outputs(room: &mut Room) -> Vec<RoomOutput> {
+    std::iter::from_fn(|| room.poll_output()).collect()
+}
+
+fn camera(owner: ParticipantId) -> PublicationInfo {
+    PublicationInfo {
+        owner,
+        source: TrackSource::Camera,
+        codec: Codec::Vp8,
+    }
+}
+
+fn microphone(owner: ParticipantId) -> PublicationInfo {
+    PublicationInfo {
+        owner,
+        source: TrackSource::Microphone,
+        codec: Codec::Opus,
+    }
+}
+
+fn packet(seq: u16, key: bool) -> InboundPacket {
+    InboundPacket {
+        ssrc: 7,
+        sequence_number: seq,
+        timestamp: u32::from(seq) * 3000,
+        keyframe_start: key,
+    }
+}
+
+#[test]
+fn a_publication_goes_to_every_other_member_never_back() {
+    let mut r = room();
+    r.join(A, member("a")).unwrap();
+    r.join(B, member("b")).unwrap();
+    r.join(C, member("c")).unwrap();
+    assert!(outputs(&mut r).is_empty(), "nothing published yet");
+    r.publish(TrackId(10), camera(A)).unwrap();
+    assert_eq!(
+        outputs(&mut r),
+        vec![
+            RoomOutput::SubscriptionsChanged(B),
+            RoomOutput::SubscriptionsChanged(C)
+        ]
+    );
+    assert_eq!(r.subscribed_tracks(B), vec![TrackId(10)]);
+    assert_eq!(r.subscribed_tracks(C), vec![TrackId(10)]);
+    assert!(
+        r.subscribed_tracks(A).is_empty(),
+        "never back to its publisher"
+    );
+}
+
+#[test]
+fn a_late_joiner_subscribes_to_everything_already_published() {
+    let mut r = room();
+    r.join(A, member("a")).unwrap();
+    r.publish(TrackId(10), camera(A)).unwrap();
+    r.publish(TrackId(11), microphone(A)).unwrap();
+    outputs(&mut r);
+    r.join(B, member("b")).unwrap();
+    assert_eq!(outputs(&mut r), vec![RoomOutput::SubscriptionsChanged(B)]);
+    assert_eq!(r.subscribed_tracks(B), vec![TrackId(10), TrackId(11)]);
+}
+
+#[test]
+fn leaving_removes_publications_and_subscriptions_and_tells_subscribers() {
+    let mut r = room();
+    for (id, name) in [(A, "a"), (B, "b"), (C, "c")] {
+        r.join(id, member(name)).unwrap();
+    }
+    r.publish(TrackId(10), camera(A)).unwrap();
+    r.publish(TrackId(20), camera(B)).unwrap();
+    outputs(&mut r);
+    assert_eq!(r.leave(A).unwrap(), vec![TrackId(10)]);
+    assert_eq!(
+        outputs(&mut r),
+        vec![
+            RoomOutput::SubscriptionsChanged(B),
+            RoomOutput::SubscriptionsChanged(C)
+        ],
+        "both subscribers of A's track renegotiate"
+    );
+    assert!(r.publication(TrackId(10)).is_none());
+    assert_eq!(r.subscribed_tracks(C), vec![TrackId(20)]);
+    // A's subscription to B's track went with A.
+    let subscribers: Vec<ParticipantId> = r
+        .publication(TrackId(20))
+        .unwrap()
+        .subscriptions()
+        .iter()
+        .map(|s| s.subscriber)
+        .collect();
+    assert_eq!(subscribers, vec![C]);
+    assert_eq!(r.leave(A), Err(RoomError::NotMember));
+}
+
+#[test]
+fn grants_are_respected() {
+    let mut r = room();
+    r.join(A, member("a")).unwrap();
+    let listener = MemberInfo {
+        can_publish: false,
+        can_subscribe: true,
+        ..member("l")
+    };
+    let recorder_off = MemberInfo {
+        can_publish: true,
+        can_subscribe: false,
+        ..member("p")
+    };
+    r.join(B, listener).unwrap();
+    r.join(C, recorder_off).unwrap();
+    assert_eq!(r.publish(TrackId(1), camera(B)), Err(RoomError::NotAllowed));
+    r.publish(TrackId(2), camera(A)).unwrap();
+    assert_eq!(r.subscribed_tracks(B), vec![TrackId(2)]);
+    assert!(
+        r.subscribed_tracks(C).is_empty(),
+        "no subscribe grant, no subscription"
+    );
+    assert_eq!(
+        r.publish(TrackId(2), camera(A)),
+        Err(RoomError::DuplicateTrack)
+    );
+}
+
+#[test]
+fn attached_subscriptions_start_at_a_keyframe_with_their_own_numbering() {
+    let t0 = Instant::now();
+    let mut r = room();
+    r.join(A, member("a")).unwrap();
+    r.join(B, member("b")).unwrap();
+    r.join(C, member("c")).unwrap();
+    r.publish(TrackId(10), camera(A)).unwrap();
+    outputs(&mut r);
+    // Not attached yet: nothing forwarded.
+    let mut sent = Vec::new();
+    r.forward(TrackId(10), &packet(1, true), t0, |s, q, t| {
+        sent.push((s, q, t))
+    });
+    assert!(sent.is_empty());
+
+    r.attach(TrackId(10), B, SinkId(100), 1000, 50, t0).unwrap();
+    assert_eq!(
+        outputs(&mut r),
+        vec![RoomOutput::RequestKeyframe(TrackId(10))]
+    );
+    r.attach(TrackId(10), C, SinkId(200), 7, 9, t0).unwrap();
+    assert!(
+        outputs(&mut r).is_empty(),
+        "keyframe requests are throttled per track"
+    );
+
+    let fan = r.forward(TrackId(10), &packet(2, false), t0, |s, q, t| {
+        sent.push((s, q, t))
+    });
+    assert_eq!(fan.awaiting_keyframe, 2);
+    assert!(sent.is_empty());
+    let fan = r.forward(TrackId(10), &packet(3, true), t0, |s, q, t| {
+        sent.push((s, q, t))
+    });
+    assert_eq!(fan.forwarded, 2);
+    r.forward(TrackId(10), &packet(4, false), t0, |s, q, t| {
+        sent.push((s, q, t))
+    });
+    assert_eq!(
+        sent,
+        vec![
+            (SinkId(100), 1000, 50),
+            (SinkId(200), 7, 9),
+            (SinkId(100), 1001, 3050),
+            (SinkId(200), 8, 3009),
+        ]
+    );
+    r.detach(TrackId(10), C);
+    sent.clear();
+    r.forward(TrackId(10), &packet(5, false), t0, |s, q, t| {
+        sent.push((s, q, t))
+    });
+    assert_eq!(sent, vec![(SinkId(100), 1002, 6050)]);
+}
+
+#[test]
+fn keyframe_requests_from_subscribers_are_throttled_and_only_for_video() {
+    let t0 = Instant::now();
+    let mut r = room();
+    r.join(A, member("a")).unwrap();
+    r.join(B, member("b")).unwrap();
+    r.publish(TrackId(10), camera(A)).unwrap();
+    r.publish(TrackId(11), microphone(A)).unwrap();
+    outputs(&mut r);
+    let mut requests = 0;
+    for i in 0..10u64 {
+        let now = t0 + Duration::from_millis(i * 100);
+        r.request_keyframe(TrackId(10), now);
+        r.request_keyframe(TrackId(11), now);
+        r.handle_timeout(now);
+        requests += outputs(&mut r)
+            .iter()
+            .filter(|o| matches!(o, RoomOutput::RequestKeyframe(_)))
+            .count();
+    }
+    assert_eq!(
+        requests, 2,
+        "ten PLIs in a second reach the publisher at most twice"
+    );
+}
+
+#[test]
+fn a_member_who_does_not_resume_in_time_expires() {
+    let t0 = Instant::now();
+    let mut r = room();
+    r.join(A, member("a")).unwrap();
+    r.join(B, member("b")).unwrap();
+    r.set_reconnecting(A, t0 + Duration::from_secs(10));
+    r.set_reconnecting(B, t0 + Duration::from_secs(10));
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    r.set_active(B);
+    assert_eq!(r.member(B).unwrap().state, MemberState::Active);
+    r.handle_timeout(t0 + Duration::from_secs(9));
+    assert!(outputs(&mut r).is_empty());
+    r.handle_timeout(t0 + Duration::from_secs(10));
+    r.handle_timeout(t0 + Duration::from_secs(11));
+    assert_eq!(
+        outputs(&mut r),
+        vec![RoomOutput::GraceExpired(A)],
+        "reported once"
+    );
+}
