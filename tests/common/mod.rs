@@ -882,7 +882,7 @@ impl MediaPump {
             loop {
                 if tx
                     .send(Command::SendMedia {
-                        keyframe: i % 30 == 0,
+                        keyframe: i.is_multiple_of(30),
                     })
                     .is_err()
                 {
