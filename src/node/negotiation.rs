@@ -177,7 +177,7 @@ impl Worker {
                 ),
             ));
         }
-        let room_id = participant.room.clone();
+        let room_id = participant.room;
         let existing_leg = participant.publish_leg;
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
@@ -295,7 +295,7 @@ impl Worker {
 
         let tracks: Vec<TrackInfo> = mids
             .iter()
-            .filter_map(|m| self.track_info(&room_id, m.track))
+            .filter_map(|m| self.track_info(room_id, m.track))
             .collect();
         self.notify(
             id,
@@ -306,7 +306,7 @@ impl Worker {
         );
         for track in removed {
             self.broadcast(
-                &room_id,
+                room_id,
                 Some(id),
                 ServerMessage::TrackUnpublished {
                     track_id: track.to_string(),
@@ -315,15 +315,15 @@ impl Worker {
             );
         }
         for track in added {
-            if let Some(info) = self.track_info(&room_id, track) {
+            if let Some(info) = self.track_info(room_id, track) {
                 self.broadcast(
-                    &room_id,
+                    room_id,
                     Some(id),
                     ServerMessage::TrackPublished { track: info },
                 );
             }
         }
-        self.process_room_outputs(&room_id, now);
+        self.process_room_outputs(room_id, now);
         Ok(())
     }
 
@@ -388,7 +388,7 @@ impl Worker {
         if !participant.grants.subscribe {
             return;
         }
-        let room_id = participant.room.clone();
+        let room_id = participant.room;
         let existing = participant.subscribe_leg;
         if let Some(leg) = existing.and_then(|k| self.legs.get_mut(&k))
             && leg.subscribe().is_some_and(|s| s.offer_in_flight)
@@ -578,7 +578,7 @@ impl Worker {
     }
 
     fn subscribed_track_infos(&mut self, id: ParticipantId, key: LegKey) -> Vec<TrackInfo> {
-        let Some(room) = self.participants.get(&id).map(|p| p.room.clone()) else {
+        let Some(room) = self.participants.get(&id).map(|p| p.room) else {
             return Vec::new();
         };
         let slots: Vec<(TrackId, ParticipantId, Option<String>)> = self
@@ -594,7 +594,7 @@ impl Worker {
         slots
             .into_iter()
             .filter_map(|(track, publisher, mid)| {
-                let mut info = self.track_info(&room, track)?;
+                let mut info = self.track_info(room, track)?;
                 info.mid = mid;
                 info.stream_id = Some(publisher.to_string());
                 Some(info)
@@ -789,7 +789,7 @@ impl Worker {
                 ready.push((index, slot.track));
             }
         }
-        let Some(room) = self.participants.get(&subscriber).map(|p| p.room.clone()) else {
+        let Some(room) = self.participants.get(&subscriber).map(|p| p.room) else {
             return;
         };
         let Some(entry) = self.rooms.get_mut(&room) else {
@@ -805,7 +805,7 @@ impl Worker {
                 now,
             );
         }
-        self.process_room_outputs(&room, now);
+        self.process_room_outputs(room, now);
     }
 
     pub(super) fn trickle(

@@ -8,7 +8,7 @@
 use super::control::Command;
 use super::demux::LegKey;
 use super::engine::random_token;
-use super::worker::Worker;
+use super::worker::{RoomKey, Worker};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::{MemberInfo, MemberState, Room, TrackSource};
@@ -38,7 +38,7 @@ pub struct SessionLink {
 
 pub struct Participant {
     pub id: ParticipantId,
-    pub room: RoomId,
+    pub room: RoomKey,
     pub identity: String,
     pub name: String,
     pub grants: Grants,
@@ -119,27 +119,42 @@ impl Worker {
     }
 
     fn join(&mut self, request: JoinRequest, now: Instant) -> Result<Admission, JoinRefusal> {
-        let room_id = RoomId(request.room.clone());
+        let room_name = RoomId(request.room.clone());
         if let Some(token) = &request.resume_token {
-            return self.resume(token, &room_id, &request, now);
+            return self.resume(token, &room_name, &request, now);
         }
         // A second join with the same identity replaces the first.
+        let existing_room = self.room_keys.get(&room_name).copied();
         let existing = self
             .participants
             .values()
-            .find(|p| p.room == room_id && p.identity == request.identity)
+            .find(|p| Some(p.room) == existing_room && p.identity == request.identity)
             .map(|p| p.id);
         if let Some(old) = existing {
-            info!(identity = %request.identity, room = %room_id, "identity joined again; replacing");
+            info!(identity = %request.identity, room = %room_name, "identity joined again; replacing");
             self.remove_participant(old, LeaveReason::Replaced, now);
         }
+        let room_id = match self.room_keys.get(&room_name) {
+            Some(key) => *key,
+            None => {
+                let key = RoomKey(self.next_room);
+                self.next_room += 1;
+                self.room_keys.insert(room_name.clone(), key);
+                self.rooms.insert(
+                    key,
+                    RoomEntry {
+                        room: Room::new(room_name.clone(), self.config.keyframe_interval),
+                        empty_since: None,
+                    },
+                );
+                info!(room = %room_name, "room created");
+                key
+            }
+        };
         let entry = self
             .rooms
-            .entry(room_id.clone())
-            .or_insert_with(|| RoomEntry {
-                room: Room::new(room_id.clone(), self.config.keyframe_interval),
-                empty_since: None,
-            });
+            .get_mut(&room_id)
+            .expect("room entry just ensured");
         if entry.room.member_count() >= self.config.max_participants_per_room {
             return Err(JoinRefusal::RoomFull);
         }
@@ -170,7 +185,7 @@ impl Worker {
             id,
             Participant {
                 id,
-                room: room_id.clone(),
+                room: room_id,
                 identity: request.identity.clone(),
                 name: request.name.clone(),
                 grants: request.grants,
@@ -184,17 +199,17 @@ impl Worker {
                 renegotiate_at: None,
             },
         );
-        info!(participant = %id, identity = %request.identity, room = %room_id, "joined");
+        info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
         self.send_joined(id, false);
         let info = self.participant_info(id);
         if let Some(info) = info {
             self.broadcast(
-                &room_id,
+                room_id,
                 Some(id),
                 ServerMessage::ParticipantJoined { participant: info },
             );
         }
-        self.process_room_outputs(&room_id, now);
+        self.process_room_outputs(room_id, now);
         Ok(Admission {
             session: key,
             events,
@@ -204,7 +219,7 @@ impl Worker {
     fn resume(
         &mut self,
         token: &str,
-        room_id: &RoomId,
+        room_name: &RoomId,
         request: &JoinRequest,
         now: Instant,
     ) -> Result<Admission, JoinRefusal> {
@@ -217,7 +232,10 @@ impl Worker {
             .get(&id)
             .ok_or(JoinRefusal::ResumeFailed)?;
         // The token proves identity and room; the resume token only picks the session.
-        if participant.room != *room_id || participant.identity != request.identity {
+        let room_id = participant.room;
+        if self.room_keys.get(room_name) != Some(&room_id)
+            || participant.identity != request.identity
+        {
             return Err(JoinRefusal::ResumeFailed);
         }
         let key = self.new_session_key(id);
@@ -234,10 +252,10 @@ impl Worker {
         });
         let was_reconnecting = self
             .rooms
-            .get(room_id)
+            .get(&room_id)
             .and_then(|e| e.room.member(id))
             .is_some_and(|m| matches!(m.state, MemberState::Reconnecting { .. }));
-        if let Some(entry) = self.rooms.get_mut(room_id) {
+        if let Some(entry) = self.rooms.get_mut(&room_id) {
             entry.room.set_active(id);
         }
         info!(participant = %id, "session resumed");
@@ -324,7 +342,7 @@ impl Worker {
         }
         entry.room.set_muted(track, muted).map_err(|_| unknown())?;
         self.broadcast(
-            &room_id,
+            room_id,
             None,
             ServerMessage::TrackMuted {
                 track_id: track.to_string(),
@@ -344,13 +362,13 @@ impl Worker {
             return;
         };
         p.session = None;
-        let room_id = p.room.clone();
+        let room_id = p.room;
         info!(participant = %id, ?how, "signaling dropped; waiting for resume");
         if let Some(entry) = self.rooms.get_mut(&room_id) {
             entry.room.set_reconnecting(id, now + grace);
         }
         self.broadcast(
-            &room_id,
+            room_id,
             Some(id),
             ServerMessage::ParticipantReconnecting {
                 participant_id: id.to_string(),
@@ -379,7 +397,7 @@ impl Worker {
         if let Some(session) = &participant.session {
             let _ = session.events.try_send(SessionEvent::Close(reason));
         }
-        let room_id = participant.room.clone();
+        let room_id = participant.room;
         let unpublished = match self.rooms.get_mut(&room_id) {
             Some(entry) => {
                 let tracks = entry.room.leave(id).unwrap_or_default();
@@ -392,7 +410,7 @@ impl Worker {
         };
         for track in unpublished {
             self.broadcast(
-                &room_id,
+                room_id,
                 None,
                 ServerMessage::TrackUnpublished {
                     track_id: track.to_string(),
@@ -401,25 +419,27 @@ impl Worker {
             );
         }
         self.broadcast(
-            &room_id,
+            room_id,
             None,
             ServerMessage::ParticipantLeft {
                 participant_id: id.to_string(),
                 reason,
             },
         );
-        self.process_room_outputs(&room_id, now);
+        self.process_room_outputs(room_id, now);
     }
 
     pub(super) fn close_empty_rooms(&mut self, now: Instant) {
         let timeout = self.config.empty_room_timeout;
-        self.rooms.retain(|id, entry| {
+        let room_keys = &mut self.room_keys;
+        self.rooms.retain(|_, entry| {
             let expired = entry.room.is_empty()
                 && entry
                     .empty_since
                     .is_some_and(|since| now >= since + timeout);
             if expired {
-                info!(room = %id, "closing empty room");
+                info!(room = %entry.room.id(), "closing empty room");
+                room_keys.remove(entry.room.id());
             }
             !expired
         });
@@ -441,7 +461,7 @@ impl Worker {
         {
             warn!(participant = %id, "session too slow for its events; closing it");
             p.session = None;
-            let room = p.room.clone();
+            let room = p.room;
             let deadline = Instant::now() + self.config.resume_grace;
             if let Some(entry) = self.rooms.get_mut(&room) {
                 entry.room.set_reconnecting(id, deadline);
@@ -452,14 +472,14 @@ impl Worker {
     /// Sends one event to every participant of a room (but `except`).
     pub(super) fn broadcast(
         &mut self,
-        room: &RoomId,
+        room: RoomKey,
         except: Option<ParticipantId>,
         message: ServerMessage,
     ) {
         let targets: Vec<ParticipantId> = self
             .participants
             .values()
-            .filter(|p| p.room == *room && Some(p.id) != except)
+            .filter(|p| p.room == room && Some(p.id) != except)
             .map(|p| p.id)
             .collect();
         for id in targets {
@@ -467,8 +487,8 @@ impl Worker {
         }
     }
 
-    pub(super) fn track_info(&self, room: &RoomId, track: TrackId) -> Option<TrackInfo> {
-        let publication = self.rooms.get(room)?.room.publication(track)?;
+    pub(super) fn track_info(&self, room: RoomKey, track: TrackId) -> Option<TrackInfo> {
+        let publication = self.rooms.get(&room)?.room.publication(track)?;
         Some(TrackInfo {
             id: track.to_string(),
             participant_id: publication.info.owner.to_string(),
@@ -488,7 +508,7 @@ impl Worker {
         let mut tracks: Vec<TrackInfo> = entry
             .room
             .publications_of(id)
-            .filter_map(|publication| self.track_info(&p.room, publication.id))
+            .filter_map(|publication| self.track_info(p.room, publication.id))
             .collect();
         tracks.sort_by(|a, b| a.id.cmp(&b.id));
         Some(ParticipantInfo {
@@ -510,7 +530,7 @@ impl Worker {
         let Some(p) = self.participants.get(&id) else {
             return;
         };
-        let room = p.room.clone();
+        let room = p.room;
         let resume_token = p.resume_token.clone();
         let mut others: Vec<ParticipantInfo> = self
             .participants
@@ -519,9 +539,14 @@ impl Worker {
             .filter_map(|o| self.participant_info(o.id))
             .collect();
         others.sort_by(|a, b| a.id.cmp(&b.id));
+        let room_name = self
+            .rooms
+            .get(&room)
+            .map(|e| e.room.id().0.clone())
+            .unwrap_or_default();
         let joined = ServerMessage::Joined {
             protocol: PROTOCOL_VERSION,
-            room: room.0.clone(),
+            room: room_name,
             participant: me,
             resume_token,
             resume_grace_s: self.config.resume_grace.as_secs(),

@@ -13,7 +13,7 @@ use super::leg::{Leg, LegMedia, sink_parts};
 use super::participants::{Participant, RoomEntry};
 use crate::media::codec::Codec;
 use crate::media::forwarder::InboundPacket;
-use crate::media::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::rewrite;
 use crate::media::room::{RoomOutput, SinkId};
 use crate::metrics::{DropReason, Feedback, MediaMetrics};
@@ -42,7 +42,11 @@ use tracing::{debug, info, warn};
 
 /// Larger than any datagram a WebRTC peer sends (MTU-sized); bigger ones are dropped unread.
 pub const MAX_DATAGRAM_BYTES: usize = 1_600;
+/// Free space kept for the next datagram; larger ones are cut here and then dropped as oversized.
 const RECV_BUFFER_BYTES: usize = 4_096;
+/// Datagrams are received into slices of one arena, so handing each to its leg (which takes an
+/// owned buffer) costs no allocation of its own.
+const RECV_ARENA_BYTES: usize = 256 * 1024;
 /// Datagrams read per wake-up before the worker looks at commands and timers again.
 const RECV_BATCH: usize = 64;
 /// Housekeeping (room timers, debounced renegotiation) runs at least this often.
@@ -87,9 +91,14 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The worker's number for a room (its name is in the room itself); cheap to copy on the packet
+/// path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RoomKey(pub u64);
+
 /// A packet received from a publisher, waiting to be fanned out.
 pub(super) struct Inbound {
-    pub room: RoomId,
+    pub room: RoomKey,
     pub track: TrackId,
     pub codec: Codec,
     pub packet: Packet,
@@ -112,13 +121,16 @@ pub struct Worker {
     pub(super) next_leg: u64,
     timers: BinaryHeap<Reverse<(Instant, LegKey)>>,
     pub(super) participants: FxHashMap<ParticipantId, Participant>,
-    pub(super) rooms: HashMap<RoomId, RoomEntry>,
+    pub(super) rooms: FxHashMap<RoomKey, RoomEntry>,
+    pub(super) room_keys: HashMap<crate::media::ids::RoomId, RoomKey>,
+    pub(super) next_room: u64,
     pub(super) resume_tokens: HashMap<String, ParticipantId>,
     pub(super) next_connection: u64,
     pub(super) metrics: Arc<MediaMetrics>,
     commands: mpsc::Receiver<Command>,
     inbound: Vec<Inbound>,
     fan_out: Vec<(SinkId, u16, u32)>,
+    recv_arena: BytesMut,
 }
 
 impl Worker {
@@ -138,13 +150,16 @@ impl Worker {
             next_leg: 1,
             timers: BinaryHeap::new(),
             participants: FxHashMap::default(),
-            rooms: HashMap::new(),
+            rooms: FxHashMap::default(),
+            room_keys: HashMap::new(),
+            next_room: 1,
             resume_tokens: HashMap::new(),
             next_connection: 1,
             metrics,
             commands,
             inbound: Vec::new(),
             fan_out: Vec::new(),
+            recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
         })
     }
 
@@ -152,7 +167,6 @@ impl Worker {
     pub async fn run(mut self) {
         info!(addr = %self.local_addr, "media worker running");
         let socket = self.socket.clone();
-        let mut buf = vec![0u8; RECV_BUFFER_BYTES];
         let mut next_housekeeping = Instant::now();
         loop {
             let now = Instant::now();
@@ -174,7 +188,7 @@ impl Worker {
                 },
                 ready = socket.readable() => {
                     if ready.is_ok() {
-                        self.receive_batch(&socket, &mut buf);
+                        self.receive_batch(&socket);
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -183,13 +197,17 @@ impl Worker {
         info!("media worker stopped");
     }
 
-    fn receive_batch(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
+    fn receive_batch(&mut self, socket: &UdpSocket) {
         for _ in 0..RECV_BATCH {
-            match socket.try_recv_from(buf) {
+            if self.recv_arena.capacity() - self.recv_arena.len() < RECV_BUFFER_BYTES {
+                self.recv_arena.reserve(RECV_ARENA_BYTES);
+            }
+            match socket.try_recv_buf_from(&mut self.recv_arena) {
                 Ok((n, from)) => {
                     let now = Instant::now();
                     self.metrics.udp_bytes_received.inc_by(n as u64);
-                    self.handle_datagram(normalize(from), &buf[..n], now);
+                    let datagram = self.recv_arena.split();
+                    self.handle_datagram(normalize(from), datagram, now);
                 }
                 Err(err) if err.kind() == ErrorKind::WouldBlock => return,
                 Err(err) => {
@@ -202,12 +220,12 @@ impl Worker {
     }
 
     /// Everything that arrives on the media socket starts here.
-    pub(super) fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8], now: Instant) {
+    pub(super) fn handle_datagram(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
         if datagram.len() > MAX_DATAGRAM_BYTES {
             self.metrics.count_drop(DropReason::Oversized);
             return;
         }
-        let (key, learn_from) = match self.demux.route(from, datagram) {
+        let (key, learn_from) = match self.demux.route(from, &datagram) {
             Route::Leg(key) => (key, None),
             Route::Stun(key) => (key, Some(from)),
             Route::UnknownUfrag => {
@@ -227,7 +245,7 @@ impl Worker {
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: BytesMut::from(datagram),
+            message: datagram,
         };
         self.leg_input(key, Some(message), learn_from, now);
     }
@@ -267,10 +285,7 @@ impl Worker {
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
         };
-        let room = self
-            .participants
-            .get(&leg.participant)
-            .map(|p| p.room.clone());
+        let room = self.participants.get(&leg.participant).map(|p| p.room);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             collect_leg_output(leg, room, &mut self.inbound, &mut findings, &self.metrics);
             flush_leg(
@@ -298,13 +313,13 @@ impl Worker {
             let participant = self.legs.get(&key).map(|l| l.participant);
             if let Some(room) = participant
                 .and_then(|p| self.participants.get(&p))
-                .map(|p| p.room.clone())
+                .map(|p| p.room)
                 && let Some(entry) = self.rooms.get_mut(&room)
             {
                 for track in findings.keyframe_requests {
                     entry.room.request_keyframe(track, now);
                 }
-                self.process_room_outputs(&room, now);
+                self.process_room_outputs(room, now);
             }
         }
     }
@@ -312,7 +327,7 @@ impl Worker {
     /// Fans out everything publishers sent in the last drain.
     fn forward_inbound(&mut self, now: Instant) {
         let mut inbound = std::mem::take(&mut self.inbound);
-        let mut rooms_touched: Vec<RoomId> = Vec::new();
+        let mut rooms_touched: Vec<RoomKey> = Vec::new();
         for Inbound {
             room,
             track,
@@ -347,7 +362,7 @@ impl Worker {
             self.metrics
                 .count_drops(DropReason::Stale, u64::from(summary.stale));
             if summary.awaiting_keyframe > 0 && !rooms_touched.contains(&room) {
-                rooms_touched.push(room.clone());
+                rooms_touched.push(room);
             }
             for i in 0..self.fan_out.len() {
                 let (sink, seq, ts) = self.fan_out[i];
@@ -356,7 +371,7 @@ impl Worker {
         }
         self.inbound = inbound;
         for room in rooms_touched {
-            self.process_room_outputs(&room, now);
+            self.process_room_outputs(room, now);
         }
     }
 
@@ -410,9 +425,9 @@ impl Worker {
     }
 
     /// Acts on what a room queued: keyframe requests, renegotiations, expired members.
-    pub(super) fn process_room_outputs(&mut self, room: &RoomId, now: Instant) {
+    pub(super) fn process_room_outputs(&mut self, room: RoomKey, now: Instant) {
         loop {
-            let Some(output) = self.rooms.get_mut(room).and_then(|e| e.room.poll_output()) else {
+            let Some(output) = self.rooms.get_mut(&room).and_then(|e| e.room.poll_output()) else {
                 return;
             };
             match output {
@@ -434,10 +449,10 @@ impl Worker {
         }
     }
 
-    fn send_keyframe_request(&mut self, room: &RoomId, track: TrackId, now: Instant) {
+    fn send_keyframe_request(&mut self, room: RoomKey, track: TrackId, now: Instant) {
         let Some(owner) = self
             .rooms
-            .get(room)
+            .get(&room)
             .and_then(|e| e.room.publication(track))
             .map(|p| p.info.owner)
         else {
@@ -499,9 +514,9 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
-        let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
-        for room in &rooms {
-            if let Some(entry) = self.rooms.get_mut(room)
+        let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
+        for room in rooms {
+            if let Some(entry) = self.rooms.get_mut(&room)
                 && entry.room.poll_timeout().is_some_and(|at| at <= now)
             {
                 entry.room.handle_timeout(now);
@@ -580,7 +595,7 @@ impl Worker {
 /// Moves a leg's events and reads into the worker's scratch space.
 fn collect_leg_output(
     leg: &mut Leg,
-    room: Option<RoomId>,
+    room: Option<RoomKey>,
     inbound: &mut Vec<Inbound>,
     findings: &mut LegFindings,
     metrics: &MediaMetrics,
@@ -621,7 +636,7 @@ fn collect_leg_output(
                 };
                 match (state.streams.get(&packet.header.ssrc), &room) {
                     (Some(stream), Some(room)) => inbound.push(Inbound {
-                        room: room.clone(),
+                        room: *room,
                         track: stream.track,
                         codec: stream.codec,
                         packet,

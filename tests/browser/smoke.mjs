@@ -1,0 +1,69 @@
+// Chromium smoke test: two pages of the bundled client join one room through the real relay
+// binary, exchange fake-camera video and fake-microphone audio, and each decodes the other over
+// SRTP_AEAD_AES_128_GCM on both legs.
+//
+// Run: node tests/browser/smoke.mjs   (after `cargo build`; inside `unshare -n` in CI)
+
+import { startRelay, launchBrowser, until, inbound, log } from './lib.mjs';
+
+const GCM = 'SRTP_AEAD_AES_128_GCM';
+let relay;
+let browser;
+let failed = false;
+
+try {
+  relay = await startRelay();
+  log(`relay on ${relay.base}, media UDP ${relay.mediaPort}`);
+  browser = await launchBrowser();
+  log(`chromium ${browser.version()}`);
+  const pages = [];
+  for (const name of ['alice', 'bob']) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') log(`[${name} console]`, m.text()); });
+    page.on('pageerror', (e) => log(`[${name} pageerror]`, e.message));
+    await page.goto(`${relay.base}/?room=smoke&name=${name}`);
+    pages.push({ name, page });
+  }
+  for (const { name, page } of pages) {
+    await until(`${name} joined and published`, () => page.evaluate(() => window.ternJoined.then(() => true)), 30000);
+  }
+
+  // Each page decodes the other's video and receives its audio.
+  const first = [];
+  for (const { name, page } of pages) {
+    const s = await until(`${name} decodes remote video`, async () => {
+      const s = await inbound(page);
+      return s.videoStreams === 1 && s.audioStreams === 1 && s.framesDecoded > 0 && s.minFrameWidth > 0 && s.audioPackets > 0 && s;
+    }, 30000);
+    log(`${name}: first frames decoded=${s.framesDecoded} width=${s.minFrameWidth} audio packets=${s.audioPackets}`);
+    first.push(s);
+  }
+  await new Promise((r) => setTimeout(r, 3000));
+  for (const [i, { name, page }] of pages.entries()) {
+    const s = await inbound(page);
+    const frames = s.framesDecoded - first[i].framesDecoded;
+    const audio = s.audioPackets - first[i].audioPackets;
+    log(`${name}: +${frames} frames, +${audio} audio packets in 3 s; ciphers ${s.ciphers.join(', ')}`);
+    if (frames < 20) throw new Error(`${name}: only ${frames} frames decoded in 3 s`);
+    if (audio < 50) throw new Error(`${name}: only ${audio} audio packets in 3 s`);
+    if (s.ciphers.length !== 2 || !s.ciphers.every((c) => c.endsWith(GCM))) {
+      throw new Error(`${name}: legs not on ${GCM}: ${s.ciphers.join(', ')}`);
+    }
+    const tiles = await page.evaluate(() => [...document.querySelectorAll('.tile video')].map((v) => v.videoWidth));
+    if (!(tiles.length === 2 && tiles.every((w) => w > 0))) throw new Error(`${name}: video elements ${JSON.stringify(tiles)}`);
+  }
+  const metrics = await (await fetch(`${relay.base}/metrics`)).text();
+  const sent = Number((metrics.match(/^tern_rtp_packets_sent_total\{kind="video"\} (\d+)/m) || [])[1] || 0);
+  log(`relay forwarded ${sent} video packets`);
+  if (sent < 100) throw new Error('relay metrics do not show forwarded video');
+  log('PASS chromium smoke');
+} catch (err) {
+  failed = true;
+  log('FAIL', err && err.stack ? err.stack : err);
+  if (relay) log('relay output (tail):\n' + relay.output().split('\n').slice(-60).join('\n'));
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  if (relay) await relay.stop();
+}
+process.exit(failed ? 1 : 0);
