@@ -333,7 +333,7 @@ impl Worker {
         let room_id = self
             .participants
             .get(&id)
-            .map(|p| p.room.clone())
+            .map(|p| p.room)
             .ok_or_else(unknown)?;
         let entry = self.rooms.get_mut(&room_id).ok_or_else(unknown)?;
         let owner = entry.room.publication(track).map(|p| p.info.owner);
