@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Tern's one test command (see README): installs what the tests need on a fresh Debian machine,
+# builds, checks formatting and lints, and runs every test. Media and browser tests run inside a
+# private network namespace that has only loopback, so nothing leaves the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+started=$(date +%s)
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+step "system packages (chromium for browser tests; iproute2/util-linux for the private network)"
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+chromium --version 2>/dev/null | grep -v 'unexpected operator' || true
+
+step "npm packages for the browser tests"
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+step "build (debug, all targets)"
+cargo fetch --locked
+cargo build --locked --workspace --all-targets
+
+step "format and lints"
+if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
+  cargo fmt --all -- --check
+  cargo clippy --locked --workspace --all-targets --offline -- -D warnings
+else
+  echo "(rustfmt/clippy not installed with this toolchain: skipping format and lint checks)"
+fi
+
+# Runs a command in a fresh network namespace with only `lo` up (root or user namespaces
+# needed); falls back to the host network, loudly, where that is not allowed.
+isolated() {
+  if unshare -n true 2>/dev/null; then
+    unshare -n bash -c 'ip link set lo up && exec "$@"' isolated "$@"
+  else
+    echo "(unshare -n not permitted here: running on the host network)"
+    "$@"
+  fi
+}
+
+step "unit, simulation and end-to-end tests (real WebRTC peers on loopback)"
+isolated cargo test --locked --offline --workspace
+
+step "headless Chromium: two pages call each other through the relay"
+isolated node tests/browser/smoke.mjs
+
+step "all tests passed in $(( $(date +%s) - started )) s"
