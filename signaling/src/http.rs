@@ -75,6 +75,7 @@ pub fn router<C: RoomControl>(signaling: Signaling<C>) -> Router {
         .route("/dev/token", get(dev_token::<C>))
         .route("/", get(web_page))
         .route("/tern.js", get(web_library))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .with_state(signaling)
 }
 
