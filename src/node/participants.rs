@@ -357,13 +357,19 @@ impl Worker {
         let Some(id) = self.current(session) else {
             return;
         };
+        info!(participant = %id, ?how, "signaling dropped; waiting for resume");
+        self.session_lost(id, now);
+    }
+
+    /// The participant's signaling connection is gone: it stays in the room, reconnecting, until
+    /// it resumes or the grace period ends.
+    pub(super) fn session_lost(&mut self, id: ParticipantId, now: Instant) {
         let grace = self.config.resume_grace;
         let Some(p) = self.participants.get_mut(&id) else {
             return;
         };
         p.session = None;
         let room_id = p.room;
-        info!(participant = %id, ?how, "signaling dropped; waiting for resume");
         if let Some(entry) = self.rooms.get_mut(&room_id) {
             entry.room.set_reconnecting(id, now + grace);
         }
@@ -460,12 +466,10 @@ impl Worker {
             .is_err()
         {
             warn!(participant = %id, "session too slow for its events; closing it");
+            // Dropping the sender ends the connection. The others hear about it from
+            // housekeeping, not from inside whatever broadcast is running now.
             p.session = None;
-            let room = p.room;
-            let deadline = Instant::now() + self.config.resume_grace;
-            if let Some(entry) = self.rooms.get_mut(&room) {
-                entry.room.set_reconnecting(id, deadline);
-            }
+            self.lost_sessions.push(id);
         }
     }
 

@@ -126,6 +126,8 @@ pub struct Worker {
     pub(super) next_room: u64,
     pub(super) resume_tokens: HashMap<String, ParticipantId>,
     pub(super) next_connection: u64,
+    /// Participants whose session was closed for being too slow, to be announced.
+    pub(super) lost_sessions: Vec<ParticipantId>,
     pub(super) metrics: Arc<MediaMetrics>,
     commands: mpsc::Receiver<Command>,
     inbound: Vec<Inbound>,
@@ -155,6 +157,7 @@ impl Worker {
             next_room: 1,
             resume_tokens: HashMap::new(),
             next_connection: 1,
+            lost_sessions: Vec::new(),
             metrics,
             commands,
             inbound: Vec::new(),
@@ -514,6 +517,9 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        for id in std::mem::take(&mut self.lost_sessions) {
+            self.session_lost(id, now);
+        }
         let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
         for room in rooms {
             if let Some(entry) = self.rooms.get_mut(&room)

@@ -220,6 +220,8 @@ pub enum Command {
     Reconnect(String),
     /// Stops all UDP and timers, as if the client's network died (signaling stays).
     FreezeMedia,
+    /// Pads synthetic payloads to about this many bytes (for load runs).
+    PayloadSize(usize),
     /// Ends the client: socket and media gone at once, like a killed process.
     Close,
 }
@@ -485,6 +487,7 @@ struct Driver {
     audio_n: u32,
     video_n: u32,
     pli_pending: bool,
+    payload_bytes: usize,
     outgoing: Vec<ClientMessage>,
 }
 
@@ -531,6 +534,7 @@ impl Driver {
             audio_n: 0,
             video_n: 0,
             pli_pending: false,
+            payload_bytes: 0,
             outgoing: Vec::new(),
         }
     }
@@ -611,6 +615,7 @@ impl Driver {
                         }
                     }
                     Some(Command::FreezeMedia) => media_frozen = true,
+                    Some(Command::PayloadSize(n)) => self.payload_bytes = n,
                 },
                 r = self.publish.socket.recv_from(&mut buf_pub), if !media_frozen => {
                     if let Ok((n, from)) = r {
@@ -813,7 +818,9 @@ impl Driver {
             let pt = self.payload_type(sender, "audio/opus");
             let n = self.audio_n;
             self.audio_n += 1;
-            let payload = format!("\u{fc}#{}/audio/{n}", self.name).into_bytes();
+            let mut payload = vec![0xfc];
+            payload.resize(self.payload_bytes.saturating_sub(32).max(1), 0xaa);
+            payload.extend_from_slice(format!("#{}/audio/{n}", self.name).as_bytes());
             let packet = Packet {
                 header: Header {
                     version: 2,
@@ -840,6 +847,7 @@ impl Driver {
             self.pli_pending = false;
             // VP8 descriptor S=1 PID=0, then the payload header: P=0 keyframe, P=1 delta.
             let mut payload = vec![0x10, if key { 0x00 } else { 0x01 }];
+            payload.resize(self.payload_bytes.saturating_sub(32).max(2), 0xaa);
             payload.extend_from_slice(format!("#{}/video/{n}", self.name).as_bytes());
             let packet = Packet {
                 header: Header {
