@@ -25,7 +25,12 @@ impl Drop for Relay {
 
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     // After the command name: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
@@ -42,20 +47,33 @@ async fn metric(addr: SocketAddr, series: &str) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("numbers")).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers"))
+        .collect();
     let subscribers = args.first().copied().unwrap_or(10);
     let rate = args.get(1).copied().unwrap_or(200) as u64;
     let seconds = args.get(2).copied().unwrap_or(10) as u64;
     let payload = args.get(3).copied().unwrap_or(1000);
 
-    let http = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let media = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let bin = std::env::var("TERN_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/tern").to_owned()
-    });
+    let http = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let media = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let bin = std::env::var("TERN_BIN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/tern").to_owned());
     let relay = Relay(
         std::process::Command::new(&bin)
-            .args(["--http-listen", &http.to_string(), "--media-listen", &media.to_string()])
+            .args([
+                "--http-listen",
+                &http.to_string(),
+                "--media-listen",
+                &media.to_string(),
+            ])
             .env("TERN_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -63,22 +81,35 @@ async fn main() {
     );
     let pid = relay.0.id();
     let start = Instant::now();
-    while tokio::net::TcpStream::connect(http).await.is_err() || http_get(http, "/healthz").await.0 != 200 {
-        assert!(start.elapsed() < Duration::from_secs(10), "relay did not start");
+    while tokio::net::TcpStream::connect(http).await.is_err()
+        || http_get(http, "/healthz").await.0 != 200
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "relay did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let url = |name: &str| {
         let name = name.to_owned();
         async move {
-            let body = http_get(http, &format!("/dev/token?room=load&identity={name}")).await.1;
+            let body = http_get(http, &format!("/dev/token?room=load&identity={name}"))
+                .await
+                .1;
             let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-            format!("ws://{http}/rtc?access_token={}", json["token"].as_str().unwrap())
+            format!(
+                "ws://{http}/rtc?access_token={}",
+                json["token"].as_str().unwrap()
+            )
         }
     };
 
     let publisher = Client::connect_url(&url("pub").await, "pub").await;
     publisher.send(Command::PayloadSize(payload));
-    publisher.send(Command::Publish { audio: true, video: true });
+    publisher.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
     let mut subs = Vec::new();
     for i in 0..subscribers {
         let name = format!("sub{i}");
@@ -92,14 +123,20 @@ async fn main() {
         let mut all = true;
         for s in subs.iter_mut() {
             s.pump();
-            let video = s.log.iter().any(|e| matches!(e, Event::Rtp(r) if common::tag(&r.payload).contains("/video/")));
+            let video = s
+                .log
+                .iter()
+                .any(|e| matches!(e, Event::Rtp(r) if common::tag(&r.payload).contains("/video/")));
             all &= video;
             s.log.clear();
         }
         if all {
             break;
         }
-        assert!(primed.elapsed() < Duration::from_secs(30), "media did not start");
+        assert!(
+            primed.elapsed() < Duration::from_secs(30),
+            "media did not start"
+        );
     }
 
     let sent_before = metric(http, "tern_rtp_packets_sent_total{kind=\"video\"}").await
@@ -110,7 +147,9 @@ async fn main() {
     let mut rounds = 0u64;
     while began.elapsed() < Duration::from_secs(seconds) {
         ticker.tick().await;
-        publisher.send(Command::SendMedia { keyframe: rounds % 300 == 0 });
+        publisher.send(Command::SendMedia {
+            keyframe: rounds % 300 == 0,
+        });
         rounds += 1;
         if rounds % 50 == 0 {
             for s in subs.iter_mut() {

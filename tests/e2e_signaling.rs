@@ -82,7 +82,9 @@ async fn hostile_case(messages: Vec<Command>, code: &str, then: Then) {
         Then::Usable => expect_usable(&mut mallory, 42).await,
         Then::Closed => {
             mallory
-                .wait_for("connection closed", |e| matches!(e, Event::Closed).then_some(()))
+                .wait_for("connection closed", |e| {
+                    matches!(e, Event::Closed).then_some(())
+                })
                 .await
         }
     }
@@ -90,42 +92,80 @@ async fn hostile_case(messages: Vec<Command>, code: &str, then: Then) {
     wait_more(&mut bob, "alice", "audio", 20).await;
     assert_no_gap(&bob, "alice", "video", 25);
     assert_no_gap(&bob, "alice", "audio", 25);
-    assert!(bob.errors().is_empty(), "bob saw errors: {:?}", bob.errors());
-    let counted = metric(&relay, &format!("tern_signaling_errors_total{{code=\"{code}\"}}")).await;
+    assert!(
+        bob.errors().is_empty(),
+        "bob saw errors: {:?}",
+        bob.errors()
+    );
+    let counted = metric(
+        &relay,
+        &format!("tern_signaling_errors_total{{code=\"{code}\"}}"),
+    )
+    .await;
     assert!(counted >= 1.0, "error {code} counted in metrics");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_malformed_json() {
-    hostile_case(vec![Command::RawText("{not json".into())], "malformed_message", Then::Usable).await;
+    hostile_case(
+        vec![Command::RawText("{not json".into())],
+        "malformed_message",
+        Then::Usable,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_wrongly_typed_field() {
     let text = r#"{"type":"publish_offer","sdp":7}"#.to_owned();
-    hostile_case(vec![Command::RawText(text)], "malformed_message", Then::Usable).await;
+    hostile_case(
+        vec![Command::RawText(text)],
+        "malformed_message",
+        Then::Usable,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_binary_frame() {
-    hostile_case(vec![Command::Binary(vec![0, 1, 2, 3])], "malformed_message", Then::Usable).await;
+    hostile_case(
+        vec![Command::Binary(vec![0, 1, 2, 3])],
+        "malformed_message",
+        Then::Usable,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_unknown_message_type() {
     let text = r#"{"type":"launch_missiles","target":"moon"}"#.to_owned();
-    hostile_case(vec![Command::RawText(text)], "unknown_message_type", Then::Usable).await;
+    hostile_case(
+        vec![Command::RawText(text)],
+        "unknown_message_type",
+        Then::Usable,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_oversized_message_closes_only_that_connection() {
-    let text = format!(r#"{{"type":"ping","timestamp":1,"pad":"{}"}}"#, "x".repeat(8000));
-    hostile_case(vec![Command::RawText(text)], "message_too_large", Then::Closed).await;
+    let text = format!(
+        r#"{{"type":"ping","timestamp":1,"pad":"{}"}}"#,
+        "x".repeat(8000)
+    );
+    hostile_case(
+        vec![Command::RawText(text)],
+        "message_too_large",
+        Then::Closed,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_answer_before_any_offer() {
-    let answer = ClientMessage::SubscribeAnswer { sdp: "v=0\r\n".into() };
+    let answer = ClientMessage::SubscribeAnswer {
+        sdp: "v=0\r\n".into(),
+    };
     hostile_case(vec![Command::Raw(answer)], "invalid_state", Then::Usable).await;
 }
 
