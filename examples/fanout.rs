@@ -148,10 +148,10 @@ async fn main() {
     while began.elapsed() < Duration::from_secs(seconds) {
         ticker.tick().await;
         publisher.send(Command::SendMedia {
-            keyframe: rounds % 300 == 0,
+            keyframe: rounds.is_multiple_of(300),
         });
         rounds += 1;
-        if rounds % 50 == 0 {
+        if rounds.is_multiple_of(50) {
             for s in subs.iter_mut() {
                 s.pump();
                 s.log.clear();
