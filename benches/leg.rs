@@ -22,9 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tern::node::engine::{
-    EngineSettings, IceCredentials, LegRole, host_candidate, new_peer_connection,
-};
+use tern::node::engine::{EngineSettings, LegRole, host_candidate, new_peer_connection};
 use tern::node::pair::{End, Pair, client_peer_connection, datagram};
 
 const PAYLOAD: usize = 1_200;
@@ -92,13 +90,8 @@ fn connect(mut offerer: End, mut answerer: End, now: Instant) -> Pair {
 }
 
 fn relay_leg(role: LegRole, now: Instant) -> End {
-    let mut pc = new_peer_connection(
-        role,
-        &EngineSettings::default(),
-        &IceCredentials::random(),
-        now,
-    )
-    .unwrap();
+    let metrics = tern::metrics::Metrics::new().media.clone();
+    let mut pc = new_peer_connection(role, &EngineSettings::default(), metrics, now).unwrap();
     pc.add_local_candidate(host_candidate(addr(3478)).unwrap())
         .unwrap();
     End::new(pc, addr(3478))

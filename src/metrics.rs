@@ -123,6 +123,8 @@ pub struct MediaMetrics {
     drops: Vec<IntCounter>,
     feedback: Vec<IntCounter>,
     pub keyframe_requests_sent: IntCounter,
+    pub nacks_sent: IntCounter,
+    pub retransmissions_sent: IntCounter,
     pub leg_failures: IntCounter,
     pub leg_panics: IntCounter,
 }
@@ -273,6 +275,16 @@ impl Metrics {
                 &registry,
                 "tern_keyframe_requests_sent_total",
                 "PLIs sent to publishers (after throttling).",
+            ),
+            nacks_sent: counter(
+                &registry,
+                "tern_nacks_sent_total",
+                "NACK packets the relay sent to publishers for packets it missed.",
+            ),
+            retransmissions_sent: counter(
+                &registry,
+                "tern_retransmissions_sent_total",
+                "Packets the relay retransmitted to subscribers from its own send history.",
             ),
             leg_failures: counter(
                 &registry,

@@ -44,7 +44,7 @@ async fn expect_usable(client: &mut Client, stamp: u64) {
         .await;
 }
 
-const H264_ONLY_OFFER: &str = "v=0\r\n\
+const AV1_ONLY_OFFER: &str = "v=0\r\n\
 o=- 1 1 IN IP4 127.0.0.1\r\n\
 s=-\r\n\
 t=0 0\r\n\
@@ -58,7 +58,7 @@ a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
 a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
 a=setup:actpass\r\n\
 a=rtcp-mux\r\n\
-a=rtpmap:102 H264/90000\r\n";
+a=rtpmap:102 AV1/90000\r\n";
 
 /// After the hostile message, the session is still usable or was closed cleanly.
 #[derive(Clone, Copy, PartialEq)]
@@ -195,7 +195,7 @@ async fn hostile_invalid_sdp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_unsupported_codec() {
     let offer = ClientMessage::PublishOffer {
-        sdp: H264_ONLY_OFFER.into(),
+        sdp: AV1_ONLY_OFFER.into(),
         tracks: vec![],
     };
     hostile_case(vec![Command::Raw(offer)], "unsupported_codec", Then::Usable).await;
@@ -204,7 +204,7 @@ async fn hostile_unsupported_codec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_announcement_that_does_not_match_the_offer() {
     let offer = ClientMessage::PublishOffer {
-        sdp: H264_ONLY_OFFER.replace("H264", "VP8"),
+        sdp: AV1_ONLY_OFFER.replace("AV1", "VP8"),
         tracks: vec![tern_signaling::protocol::TrackAnnouncement {
             mid: "0".into(),
             source: tern_signaling::protocol::TrackSource::Microphone,

@@ -272,6 +272,9 @@ pub enum ServerMessage {
         /// The client message this error answers, when there is one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<ClientMessageKind>,
+        /// The track the error is about, when there is one (e.g. `codec_not_receivable`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        track_id: Option<String>,
     },
     /// Sent right before the relay closes the connection for good.
     Closed {
@@ -312,10 +315,12 @@ pub enum ErrorCode {
     RoomFull,
     /// The relay is draining or overloaded and takes no joins; try another node or later.
     Unavailable,
+    /// Your subscribe answer cannot receive this track's codec; it is not forwarded to you.
+    CodecNotReceivable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownMessageType,
         ErrorCode::MessageTooLarge,
@@ -330,6 +335,7 @@ impl ErrorCode {
         ErrorCode::ResumeFailed,
         ErrorCode::RoomFull,
         ErrorCode::Unavailable,
+        ErrorCode::CodecNotReceivable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -348,6 +354,7 @@ impl ErrorCode {
             ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::RoomFull => "room_full",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::CodecNotReceivable => "codec_not_receivable",
         }
     }
 }
@@ -358,6 +365,7 @@ impl ServerMessage {
             code,
             message: message.into(),
             request: None,
+            track_id: None,
         }
     }
 
@@ -370,6 +378,7 @@ impl ServerMessage {
             code,
             message: message.into(),
             request: Some(request),
+            track_id: None,
         }
     }
 }

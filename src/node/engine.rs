@@ -6,13 +6,13 @@
 //! NACKs, receiver reports and transport-cc feedback for the publisher; the subscribe leg keeps a
 //! bounded send history for video NACKs and sends sender reports.
 
-use crate::media::codec::Codec;
+use super::formats;
 use crate::media::extmap::HeaderExtension;
+use crate::metrics::MediaMetrics;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
     Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet,
-    ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket,
-    TwccReceiverBuilder,
+    ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder,
 };
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -21,12 +21,12 @@ use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::shared::error::Error as RtcError;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which way media flows on a leg, from the relay's point of view.
@@ -72,61 +72,6 @@ impl Default for EngineSettings {
     }
 }
 
-/// The payload types the relay offers on subscribe legs (publish legs take the publisher's).
-pub fn default_payload_type(codec: Codec) -> u8 {
-    match codec {
-        Codec::Opus => 111,
-        Codec::Vp8 => 96,
-    }
-}
-
-fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
-    RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    }
-}
-
-fn codec_parameters(codec: Codec, role: LegRole) -> RTCRtpCodecParameters {
-    let (channels, fmtp, rtcp_feedback) = match codec {
-        Codec::Opus => {
-            let fb = match role {
-                LegRole::Publish => vec![feedback("transport-cc", "")],
-                LegRole::Subscribe => vec![],
-            };
-            (2, "minptime=10;useinbandfec=1", fb)
-        }
-        Codec::Vp8 => {
-            let mut fb = vec![
-                feedback("nack", ""),
-                feedback("nack", "pli"),
-                feedback("ccm", "fir"),
-            ];
-            if role == LegRole::Publish {
-                fb.push(feedback("transport-cc", ""));
-            }
-            (0, "", fb)
-        }
-    };
-    RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: codec.mime_type().to_owned(),
-            clock_rate: codec.clock_rate(),
-            channels,
-            sdp_fmtp_line: fmtp.to_owned(),
-            rtcp_feedback,
-        },
-        payload_type: default_payload_type(codec),
-    }
-}
-
-fn rtp_kind(codec: Codec) -> RtpCodecKind {
-    match codec.kind() {
-        crate::media::codec::MediaKind::Audio => RtpCodecKind::Audio,
-        crate::media::codec::MediaKind::Video => RtpCodecKind::Video,
-    }
-}
-
 /// Header extensions negotiated per role and media kind.
 fn header_extensions(role: LegRole) -> Vec<(HeaderExtension, RtpCodecKind)> {
     use HeaderExtension as E;
@@ -151,9 +96,7 @@ fn header_extensions(role: LegRole) -> Vec<(HeaderExtension, RtpCodecKind)> {
 
 fn media_engine(role: LegRole) -> Result<MediaEngine, RtcError> {
     let mut engine = MediaEngine::default();
-    for codec in Codec::ALL {
-        engine.register_codec(codec_parameters(codec, role), rtp_kind(codec))?;
-    }
+    formats::register(&mut engine, role)?;
     for (ext, kind) in header_extensions(role) {
         engine.register_header_extension(
             RTCRtpHeaderExtensionCapability {
@@ -166,39 +109,31 @@ fn media_engine(role: LegRole) -> Result<MediaEngine, RtcError> {
     Ok(engine)
 }
 
-fn interceptors(role: LegRole, settings: &EngineSettings) -> Registry {
-    let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
+fn interceptors(role: LegRole, settings: &EngineSettings, metrics: Arc<MediaMetrics>) -> Registry {
+    let registry = Registry::new()
+        .with(Slot::from(14_000), DeliverRtcp::default())
+        // Below the NACK responder and generator on the way out, so it sees what they produce.
+        .with(
+            Slot::from(2_500),
+            CountRepairs {
+                metrics,
+                reads: VecDeque::new(),
+                writes: VecDeque::new(),
+            },
+        );
     match role {
         LegRole::Publish => registry
             .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
             .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
-        LegRole::Subscribe => registry
-            .with(
-                Slot::NackResponder,
-                NackResponderBuilder::new()
-                    .with_size(settings.nack_history)
-                    .build(),
-            )
-            .with(Slot::SenderReport, SenderReportBuilder::new().build()),
-    }
-}
-
-/// ICE credentials chosen by the relay. The ufrag is the demux key of the shared socket.
-#[derive(Debug, Clone)]
-pub struct IceCredentials {
-    pub ufrag: String,
-    pub pwd: String,
-}
-
-impl IceCredentials {
-    /// Fresh random credentials: 16 characters of ufrag (>= 24 bits of entropy required by
-    /// RFC 8445 §5.3) and 32 of password (>= 128 bits).
-    pub fn random() -> Self {
-        IceCredentials {
-            ufrag: random_token(16),
-            pwd: random_token(32),
-        }
+        // No sender-report interceptor: the relay derives each forwarded stream's reports from
+        // the publisher's, so receivers keep audio and video in sync.
+        LegRole::Subscribe => registry.with(
+            Slot::NackResponder,
+            NackResponderBuilder::new()
+                .with_size(settings.nack_history)
+                .build(),
+        ),
     }
 }
 
@@ -213,17 +148,17 @@ pub fn random_token(len: usize) -> String {
         .collect()
 }
 
-/// Builds one leg's peer connection.
+/// Builds one leg's peer connection. Its ICE credentials are random and change on every ICE
+/// restart; the caller reads the ufrag from each local description (it is the demux key).
 pub fn new_peer_connection(
     role: LegRole,
     settings: &EngineSettings,
-    credentials: &IceCredentials,
+    metrics: Arc<MediaMetrics>,
     now: Instant,
 ) -> Result<RTCPeerConnection, RtcError> {
     let engine = media_engine(role)?;
-    let registry = interceptors(role, settings);
+    let registry = interceptors(role, settings, metrics);
     let setting_engine = SettingEngineBuilder::new()
-        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
         .with_lite(true)
         .with_srtp_protection_profiles(settings.srtp_profiles.clone())
         .with_ice_timeouts(
@@ -302,6 +237,70 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
 }
 
 impl Interceptor for DeliverRtcp {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Counts what the loss-recovery interceptors send: retransmissions to subscribers and NACKs to
+/// publishers (`rtc` keeps these to itself otherwise).
+struct CountRepairs {
+    metrics: Arc<MediaMetrics>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for CountRepairs {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        match &msg.message.packet {
+            Packet::Rtp(_) if msg.message.has(&Attribute::Retransmission) => {
+                self.metrics.retransmissions_sent.inc();
+            }
+            Packet::Rtcp(packets) => {
+                let nacks = packets
+                    .iter()
+                    .filter(|p| p.as_any().is::<TransportLayerNack>())
+                    .count();
+                if nacks > 0 {
+                    self.metrics.nacks_sent.inc_by(nacks as u64);
+                }
+            }
+            _ => {}
+        }
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), RtcError> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for CountRepairs {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -7,6 +7,7 @@
 
 use super::demux::LegKey;
 use super::engine::LegRole;
+use super::sdp::Format;
 use crate::media::codec::Codec;
 use crate::media::extmap::{ExtensionIds, HeaderExtension};
 use crate::media::ids::{ParticipantId, TrackId};
@@ -32,7 +33,8 @@ pub struct InboundStream {
 pub struct PublishedMid {
     pub mid: String,
     pub track: TrackId,
-    pub codec: Codec,
+    /// The one format this m-line was answered with; it never changes mid-call.
+    pub format: Format,
 }
 
 #[derive(Default)]
@@ -62,6 +64,8 @@ pub struct OutboundSlot {
     pub track: TrackId,
     pub publisher: ParticipantId,
     pub codec: Codec,
+    /// The payload type this slot's format has in the subscribe leg's catalogue.
+    pub payload_type: u8,
     pub sender: RTCRtpSenderId,
     pub ssrc: u32,
     pub mid: Option<String>,

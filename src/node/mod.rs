@@ -3,9 +3,11 @@
 pub mod control;
 pub mod demux;
 pub mod engine;
+pub mod formats;
 pub mod leg;
-mod negotiation;
 pub mod pair;
 mod participants;
+mod publish;
 pub mod sdp;
+mod subscribe;
 pub mod worker;

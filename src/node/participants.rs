@@ -48,6 +48,10 @@ pub struct Participant {
     pub subscribe_leg: Option<LegKey>,
     /// When the subscribe leg should next be renegotiated (debounced).
     pub renegotiate_at: Option<Instant>,
+    /// Tracks this participant's subscribe leg cannot receive (codec); it was told once.
+    pub unreceivable: std::collections::HashSet<TrackId>,
+    /// The next subscribe offer restarts ICE (the participant resumed, maybe from elsewhere).
+    pub restart_subscribe_ice: bool,
 }
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
@@ -197,6 +201,8 @@ impl Worker {
                 publish_leg: None,
                 subscribe_leg: None,
                 renegotiate_at: None,
+                unreceivable: Default::default(),
+                restart_subscribe_ice: false,
             },
         );
         info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
@@ -269,7 +275,21 @@ impl Worker {
                 },
             );
         }
-        self.resend_pending_subscribe_offer(id);
+        // The client may have resumed from another network: the relay restarts ICE on the
+        // subscribe leg (the client restarts its publish leg itself). An offer still in flight
+        // is sent again first; the restart follows its answer.
+        let has_subscribe_leg = self
+            .participants
+            .get(&id)
+            .is_some_and(|p| p.subscribe_leg.is_some());
+        if has_subscribe_leg {
+            if let Some(p) = self.participants.get_mut(&id) {
+                p.restart_subscribe_ice = true;
+            }
+            if !self.resend_pending_subscribe_offer(id) {
+                self.renegotiate_subscriber(id, now);
+            }
+        }
         self.process_room_outputs(room_id, now);
         Ok(Admission {
             session: key,

@@ -1,7 +1,9 @@
-//! Reading the parts of a client's SDP the relay decides on: which m-lines send what.
+//! Reading the parts of a client's SDP the relay decides on (which m-lines send which codec), and
+//! comparing codec formats the way RTP payload formats define them.
 
 use crate::media::codec::{Codec, MediaKind};
 use rtc::sdp::description::session::SessionDescription;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -18,6 +20,17 @@ impl Direction {
     }
 }
 
+/// One codec format of an m-line: what the relay needs to forward it and to offer it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub clock_rate: u32,
+    pub channels: u16,
+    /// `a=fmtp` parameters; for Opus in canonical form (see [`canonical_opus_fmtp`]).
+    pub fmtp: String,
+}
+
 /// One m-line of an SDP.
 #[derive(Debug, Clone)]
 pub struct Section {
@@ -25,17 +38,17 @@ pub struct Section {
     /// `None` for data channels and media kinds the relay does not forward.
     pub kind: Option<MediaKind>,
     pub direction: Direction,
-    /// Codecs the relay forwards, in the client's order of preference.
-    pub codecs: Vec<Codec>,
+    /// Formats of codecs the relay forwards, in the client's order of preference.
+    pub formats: Vec<Format>,
     /// Port 0: the m-line is rejected or removed.
     pub rejected: bool,
 }
 
 impl Section {
-    /// The codec the relay will receive on this m-line: the client's first choice among the
-    /// ones it forwards.
-    pub fn codec(&self) -> Option<Codec> {
-        self.codecs.first().copied()
+    /// The format the relay will receive on this m-line: the client's first choice among the
+    /// ones it forwards and that `accepts` (the relay's own capabilities).
+    pub fn first_format(&self, accepts: impl Fn(&Format) -> bool) -> Option<&Format> {
+        self.formats.iter().find(|f| accepts(f))
     }
 }
 
@@ -59,7 +72,7 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                 Direction::SendRecv
             };
             let by_pt = media.codecs();
-            let codecs = media
+            let formats = media
                 .media_name
                 .formats
                 .iter()
@@ -70,14 +83,20 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                         MediaKind::Audio => "audio/",
                         MediaKind::Video => "video/",
                     };
-                    Codec::from_mime_type(&format!("{prefix}{}", c.name))
+                    let codec = Codec::from_mime_type(&format!("{prefix}{}", c.name))?;
+                    let fmtp = match codec {
+                        Codec::Opus => canonical_opus_fmtp(&c.fmtp),
+                        _ => c.fmtp.clone(),
+                    };
+                    Some(Format {
+                        codec,
+                        payload_type: c.payload_type,
+                        clock_rate: c.clock_rate,
+                        channels: c.encoding_parameters.parse().unwrap_or(0),
+                        fmtp,
+                    })
                 })
-                .fold(Vec::new(), |mut list, codec| {
-                    if !list.contains(&codec) {
-                        list.push(codec);
-                    }
-                    list
-                });
+                .collect();
             Section {
                 mid: media
                     .attribute("mid")
@@ -86,11 +105,81 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                     .to_owned(),
                 kind,
                 direction,
-                codecs,
+                formats,
                 rejected: media.media_name.port.value == 0,
             }
         })
         .collect()
+}
+
+/// Parses `a=fmtp` parameters (`k=v;k=v`), keys lower-cased.
+pub fn fmtp_parameters(fmtp: &str) -> BTreeMap<String, String> {
+    fmtp.split(';')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Opus parameters in one canonical form that names every property the relay carries from a
+/// publisher to its subscribers (RFC 7587 §6.1): stereo (from `stereo` or `sprop-stereo`),
+/// in-band FEC and DTX, each explicitly 0 or 1. Explicit values let the relay's formats be told
+/// apart exactly (a missing key would match any value).
+pub fn canonical_opus_fmtp(fmtp: &str) -> String {
+    let p = fmtp_parameters(fmtp);
+    let on = |k: &str| p.get(k).is_some_and(|v| v == "1");
+    let stereo = on("stereo") || on("sprop-stereo");
+    let fec = on("useinbandfec");
+    let dtx = on("usedtx");
+    opus_fmtp(stereo, fec, dtx)
+}
+
+pub fn opus_fmtp(stereo: bool, fec: bool, dtx: bool) -> String {
+    format!(
+        "minptime=10;stereo={};useinbandfec={};usedtx={}",
+        u8::from(stereo),
+        u8::from(fec),
+        u8::from(dtx)
+    )
+}
+
+/// Whether two formats of the same codec are the same media format configuration: H.264
+/// profile (not level) and packetization mode (RFC 6184 §8.2.2), VP9 profile (RFC 9628 §6),
+/// Opus properties as canonicalised above. Other parameters do not change the stream.
+pub fn same_format(codec: Codec, a_fmtp: &str, b_fmtp: &str) -> bool {
+    let a = fmtp_parameters(a_fmtp);
+    let b = fmtp_parameters(b_fmtp);
+    match codec {
+        Codec::H264 => {
+            let mode = |p: &BTreeMap<String, String>| {
+                p.get("packetization-mode")
+                    .cloned()
+                    .unwrap_or_else(|| "0".into())
+            };
+            let profile = |p: &BTreeMap<String, String>| {
+                p.get("profile-level-id")
+                    .map(|id| id.to_ascii_lowercase().chars().take(4).collect::<String>())
+                    .unwrap_or_else(|| "4200".into())
+            };
+            mode(&a) == mode(&b) && profile(&a) == profile(&b)
+        }
+        Codec::Vp9 => {
+            let profile = |p: &BTreeMap<String, String>| {
+                p.get("profile-id").cloned().unwrap_or_else(|| "0".into())
+            };
+            profile(&a) == profile(&b)
+        }
+        Codec::Opus => canonical_opus_fmtp(a_fmtp) == canonical_opus_fmtp(b_fmtp),
+        Codec::Vp8 => true,
+    }
+}
+
+/// The relay's ICE ufrag in a local description (`a=ice-ufrag:`).
+pub fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
 }
 
 #[cfg(test)]
@@ -106,34 +195,78 @@ a=group:BUNDLE 0 1 2\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\n\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:0\r\n\
+a=ice-ufrag:abcd\r\n\
 a=sendonly\r\n\
 a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1;sprop-stereo=1\r\n\
 a=rtpmap:0 PCMU/8000\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\n\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:1\r\n\
 a=sendrecv\r\n\
 a=rtpmap:102 H264/90000\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
 a=rtpmap:96 VP8/90000\r\n\
-m=video 0 UDP/TLS/RTP/SAVPF 102\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 98\r\n\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:2\r\n\
 a=inactive\r\n\
-a=rtpmap:102 H264/90000\r\n";
+a=rtpmap:98 AV1/90000\r\n";
 
     #[test]
-    fn sections_report_mid_direction_and_forwardable_codecs() {
+    fn sections_report_mid_direction_and_forwardable_formats() {
         let parsed = SessionDescription::unmarshal(&mut Cursor::new(OFFER.as_bytes())).unwrap();
         let s = sections(&parsed);
         assert_eq!(s.len(), 3);
         assert_eq!(s[0].mid, "0");
         assert_eq!(s[0].kind, Some(MediaKind::Audio));
         assert_eq!(s[0].direction, Direction::SendOnly);
-        assert_eq!(s[0].codec(), Some(Codec::Opus));
+        let opus = &s[0].formats[0];
+        assert_eq!(
+            (opus.codec, opus.payload_type, opus.channels),
+            (Codec::Opus, 111, 2)
+        );
+        assert_eq!(opus.fmtp, "minptime=10;stereo=1;useinbandfec=1;usedtx=0");
+        assert_eq!(s[0].formats.len(), 1, "PCMU is not forwarded");
         assert_eq!(s[1].direction, Direction::SendRecv);
-        assert_eq!(s[1].codecs, vec![Codec::Vp8], "H264 is not forwarded (yet)");
+        let codecs: Vec<Codec> = s[1].formats.iter().map(|f| f.codec).collect();
+        assert_eq!(codecs, vec![Codec::H264, Codec::Vp8], "client order kept");
         assert!(s[2].rejected);
-        assert_eq!(s[2].codec(), None);
+        assert!(s[2].formats.is_empty(), "AV1 is not forwarded (yet)");
         assert!(!s[2].direction.client_sends());
+        assert_eq!(ice_ufrag(OFFER), Some("abcd"));
+    }
+
+    #[test]
+    fn formats_compare_by_what_defines_the_stream() {
+        let base = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+        assert!(same_format(
+            Codec::H264,
+            base,
+            "packetization-mode=1;profile-level-id=42e034"
+        ));
+        assert!(!same_format(
+            Codec::H264,
+            base,
+            "packetization-mode=0;profile-level-id=42e01f"
+        ));
+        assert!(!same_format(
+            Codec::H264,
+            base,
+            "packetization-mode=1;profile-level-id=64001f"
+        ));
+        assert!(same_format(Codec::Vp9, "", "profile-id=0"));
+        assert!(!same_format(Codec::Vp9, "profile-id=2", "profile-id=0"));
+        assert!(same_format(
+            Codec::Opus,
+            "minptime=10;useinbandfec=1",
+            "useinbandfec=1"
+        ));
+        assert!(!same_format(
+            Codec::Opus,
+            "useinbandfec=1;stereo=1",
+            "useinbandfec=1"
+        ));
+        assert!(same_format(Codec::Opus, "sprop-stereo=1", "stereo=1"));
     }
 }

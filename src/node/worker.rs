@@ -625,7 +625,7 @@ fn collect_leg_output(
                         init.ssrc,
                         super::leg::InboundStream {
                             track: published.track,
-                            codec: published.codec,
+                            codec: published.format.codec,
                             receiver: init.receiver_id,
                         },
                     );

@@ -1,6 +1,8 @@
 //! The codecs the relay forwards, and what it must know of each payload (keyframes).
 
+mod h264;
 mod vp8;
+mod vp9;
 
 /// Audio or video; the two kinds the relay forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,15 +24,19 @@ impl MediaKind {
 pub enum Codec {
     Opus,
     Vp8,
+    Vp9,
+    H264,
 }
 
 impl Codec {
-    pub const ALL: [Codec; 2] = [Codec::Opus, Codec::Vp8];
+    pub const ALL: [Codec; 4] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264];
 
     pub fn mime_type(self) -> &'static str {
         match self {
             Codec::Opus => "audio/opus",
             Codec::Vp8 => "video/VP8",
+            Codec::Vp9 => "video/VP9",
+            Codec::H264 => "video/H264",
         }
     }
 
@@ -44,14 +50,14 @@ impl Codec {
     pub fn kind(self) -> MediaKind {
         match self {
             Codec::Opus => MediaKind::Audio,
-            Codec::Vp8 => MediaKind::Video,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 => MediaKind::Video,
         }
     }
 
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
-            Codec::Vp8 => 90_000,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 => 90_000,
         }
     }
 
@@ -61,6 +67,8 @@ impl Codec {
         match self {
             Codec::Opus => true,
             Codec::Vp8 => vp8::is_keyframe_start(payload),
+            Codec::Vp9 => vp9::is_keyframe_start(payload),
+            Codec::H264 => h264::is_keyframe_start(payload),
         }
     }
 }
@@ -73,6 +81,7 @@ mod tests {
     fn mime_types_match_case_insensitively() {
         assert_eq!(Codec::from_mime_type("video/vp8"), Some(Codec::Vp8));
         assert_eq!(Codec::from_mime_type("AUDIO/OPUS"), Some(Codec::Opus));
-        assert_eq!(Codec::from_mime_type("video/H264"), None);
+        assert_eq!(Codec::from_mime_type("video/h264"), Some(Codec::H264));
+        assert_eq!(Codec::from_mime_type("video/AV1"), None);
     }
 }

@@ -1,0 +1,501 @@
+//! The publish leg: the client offers, the relay answers, and every sending m-line becomes (or
+//! stays) a published track with exactly one codec format, which never changes mid-call.
+
+use super::demux::LegKey;
+use super::engine::{LegRole, host_candidate, new_peer_connection};
+use super::formats;
+use super::leg::{Leg, PublishedMid, negotiated_extensions};
+use super::participants::{room_source, track_kind};
+use super::sdp::{self, Format, Section};
+use super::worker::{Worker, flush_leg};
+use crate::media::codec::MediaKind;
+use crate::media::ids::{ParticipantId, TrackId};
+use crate::media::room::{PublicationInfo, RoomError, TrackSource};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+use tern_signaling::protocol::{
+    ErrorCode, IceCandidate, Leg as WireLeg, ServerMessage, TrackAnnouncement, TrackInfo,
+};
+
+pub(super) type Refusal = (ErrorCode, String);
+
+pub(super) fn refuse(code: ErrorCode, text: impl Into<String>) -> Refusal {
+    (code, text.into())
+}
+
+/// What each sending m-line of an offer will carry.
+struct PublishPlan {
+    sending: Vec<(String, TrackSource, Format)>,
+}
+
+fn plan_publish(
+    sections: &[Section],
+    announcements: &[TrackAnnouncement],
+) -> Result<PublishPlan, Refusal> {
+    for (i, a) in announcements.iter().enumerate() {
+        if announcements[..i].iter().any(|b| b.mid == a.mid) {
+            return Err(refuse(
+                ErrorCode::MalformedMessage,
+                format!("mid {:.16} announced twice", a.mid),
+            ));
+        }
+        if !sections
+            .iter()
+            .any(|s| s.mid == a.mid && s.direction.client_sends() && !s.rejected)
+        {
+            return Err(refuse(
+                ErrorCode::InvalidSdp,
+                format!(
+                    "announced mid {:.16} is not a sending m-line of the offer",
+                    a.mid
+                ),
+            ));
+        }
+    }
+    let mut sending = Vec::new();
+    for section in sections {
+        if section.rejected || !section.direction.client_sends() {
+            continue;
+        }
+        let Some(kind) = section.kind else {
+            continue; // data channels are not media tracks
+        };
+        let accepted = |f: &Format| formats::find(LegRole::Publish, f.codec, &f.fmtp).is_some();
+        let Some(format) = section.first_format(accepted) else {
+            return Err(refuse(
+                ErrorCode::UnsupportedCodec,
+                format!(
+                    "m-line {:.16} offers no codec this relay forwards (Opus; VP8, VP9 profile 0, \
+                     H.264 constrained baseline/baseline/main/high)",
+                    section.mid
+                ),
+            ));
+        };
+        let source = match announcements.iter().find(|a| a.mid == section.mid) {
+            Some(a) if track_kind(kind) != a.source.kind() => {
+                return Err(refuse(
+                    ErrorCode::InvalidSdp,
+                    format!(
+                        "mid {:.16} is {} but announced as {:?}",
+                        section.mid,
+                        kind.as_str(),
+                        a.source
+                    ),
+                ));
+            }
+            Some(a) => room_source(a.source),
+            None => match kind {
+                MediaKind::Audio => TrackSource::Microphone,
+                MediaKind::Video => TrackSource::Camera,
+            },
+        };
+        sending.push((section.mid.clone(), source, format.clone()));
+    }
+    Ok(PublishPlan { sending })
+}
+
+impl Worker {
+    /// Creates a leg for a participant. It joins the demux table once its first local
+    /// description names its ufrag ([`Worker::sync_ufrag`]).
+    pub(super) fn new_leg(
+        &mut self,
+        participant: ParticipantId,
+        role: LegRole,
+        now: Instant,
+    ) -> Result<LegKey, Refusal> {
+        let mut pc = new_peer_connection(role, &self.config.engine, self.metrics.clone(), now)
+            .map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("cannot create peer connection: {e}"),
+                )
+            })?;
+        for addr in &self.config.advertised {
+            let candidate = host_candidate(*addr)
+                .map_err(|e| refuse(ErrorCode::Internal, format!("bad advertised address: {e}")))?;
+            pc.add_local_candidate(candidate)
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+        }
+        // End of candidates: the relay has no others to trickle.
+        pc.add_local_candidate(RTCIceCandidateInit::default())
+            .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+        let key = LegKey(self.next_leg);
+        self.next_leg += 1;
+        self.legs
+            .insert(key, Leg::new(key, role, participant, pc, String::new()));
+        Ok(key)
+    }
+
+    /// Keeps the demux table on the leg's current ICE ufrag (new after every ICE restart).
+    pub(super) fn sync_ufrag(&mut self, key: LegKey) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let Some(ufrag) = leg
+            .pc
+            .local_description()
+            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
+        else {
+            return;
+        };
+        if ufrag != leg.ufrag {
+            if !leg.ufrag.is_empty() {
+                self.demux.remove_ufrag(&leg.ufrag);
+            }
+            self.demux.add_ufrag(&ufrag, key);
+            leg.ufrag = ufrag;
+        }
+    }
+
+    pub(super) fn publish_offer(
+        &mut self,
+        id: ParticipantId,
+        sdp: String,
+        announcements: Vec<TrackAnnouncement>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let participant = self
+            .participants
+            .get(&id)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "no participant"))?;
+        if !participant.grants.publish {
+            return Err(refuse(
+                ErrorCode::NotAllowed,
+                "your token does not grant publish",
+            ));
+        }
+        if sdp.len() > self.config.max_sdp_bytes {
+            return Err(refuse(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "SDP of {} bytes exceeds the limit of {}",
+                    sdp.len(),
+                    self.config.max_sdp_bytes
+                ),
+            ));
+        }
+        let room_id = participant.room;
+        let existing_leg = participant.publish_leg;
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
+        let parsed = offer
+            .unmarshal()
+            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
+        let sections = sdp::sections(&parsed);
+        let mut plan = plan_publish(&sections, &announcements)?;
+
+        // Which published mids stay, which are new, which went away.
+        let current: Vec<PublishedMid> = existing_leg
+            .and_then(|k| self.legs.get_mut(&k))
+            .and_then(|l| l.publish().map(|s| s.mids.clone()))
+            .unwrap_or_default();
+        let sending_mids: Vec<String> = plan.sending.iter().map(|(m, _, _)| m.clone()).collect();
+        let stays = |mid: &str| sending_mids.iter().any(|m| m == mid);
+        let kept = current.iter().filter(|c| stays(&c.mid)).count();
+        let added = plan
+            .sending
+            .iter()
+            .filter(|(mid, _, _)| !current.iter().any(|c| &c.mid == mid))
+            .count();
+        if kept + added > self.config.max_tracks_per_participant {
+            return Err(refuse(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "at most {} tracks per participant",
+                    self.config.max_tracks_per_participant
+                ),
+            ));
+        }
+        // A published m-line keeps its format: the subscribers' legs were negotiated for it.
+        for (mid, _, format) in plan.sending.iter_mut() {
+            let Some(c) = current.iter().find(|c| &c.mid == mid) else {
+                continue;
+            };
+            let same = |f: &Format| {
+                f.codec == c.format.codec && sdp::same_format(f.codec, &f.fmtp, &c.format.fmtp)
+            };
+            if same(format) {
+                continue;
+            }
+            // Still offered, just not first: keep the published format.
+            let offered = sections
+                .iter()
+                .find(|s| &s.mid == mid)
+                .and_then(|s| s.formats.iter().find(|f| same(f)));
+            match offered {
+                Some(f) => *format = f.clone(),
+                None => {
+                    return Err(refuse(
+                        ErrorCode::UnsupportedCodec,
+                        format!(
+                            "mid {mid:.16} cannot change codec from {} mid-call",
+                            c.format.codec.mime_type()
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let key = match existing_leg {
+            Some(key) => key,
+            None => self.new_leg(id, LegRole::Publish, now)?,
+        };
+        let answer_sdp = match self.apply_publish_offer(key, offer, &plan, now) {
+            Ok(sdp) => sdp,
+            Err(refusal) => {
+                if existing_leg.is_none() {
+                    self.close_leg(key);
+                }
+                return Err(refusal);
+            }
+        };
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.publish_leg = Some(key);
+        }
+
+        // Tracks: keep, add, remove.
+        let mut mids: Vec<PublishedMid> = Vec::new();
+        let mut new_tracks: Vec<TrackId> = Vec::new();
+        let removed: Vec<TrackId> = current
+            .iter()
+            .filter(|c| !stays(&c.mid))
+            .map(|c| c.track)
+            .collect();
+        for (mid, source, format) in &plan.sending {
+            if let Some(c) = current.iter().find(|c| &c.mid == mid) {
+                mids.push(c.clone());
+                continue;
+            }
+            let track = TrackId(rand::random::<u64>() >> 1);
+            let entry = self
+                .rooms
+                .get_mut(&room_id)
+                .ok_or_else(|| refuse(ErrorCode::Internal, "room gone"))?;
+            let info = PublicationInfo {
+                owner: id,
+                source: *source,
+                codec: format.codec,
+            };
+            match entry.room.publish(track, info) {
+                Ok(()) => {}
+                Err(RoomError::NotAllowed) => {
+                    return Err(refuse(ErrorCode::NotAllowed, "publish not granted"));
+                }
+                Err(err) => return Err(refuse(ErrorCode::Internal, format!("{err:?}"))),
+            }
+            mids.push(PublishedMid {
+                mid: mid.clone(),
+                track,
+                format: format.clone(),
+            });
+            new_tracks.push(track);
+        }
+        for track in &removed {
+            if let Some(entry) = self.rooms.get_mut(&room_id) {
+                let _ = entry.room.unpublish(*track);
+            }
+        }
+        if let Some(leg) = self.legs.get_mut(&key)
+            && let Some(state) = leg.publish()
+        {
+            state.mids = mids.clone();
+            state.streams.retain(|_, s| !removed.contains(&s.track));
+        }
+
+        let tracks: Vec<TrackInfo> = mids
+            .iter()
+            .filter_map(|m| self.track_info(room_id, m.track))
+            .collect();
+        self.notify(
+            id,
+            ServerMessage::PublishAnswer {
+                sdp: answer_sdp,
+                tracks,
+            },
+        );
+        for track in removed {
+            self.broadcast(
+                room_id,
+                Some(id),
+                ServerMessage::TrackUnpublished {
+                    track_id: track.to_string(),
+                    participant_id: id.to_string(),
+                },
+            );
+        }
+        for track in new_tracks {
+            if let Some(info) = self.track_info(room_id, track) {
+                self.broadcast(
+                    room_id,
+                    Some(id),
+                    ServerMessage::TrackPublished { track: info },
+                );
+            }
+        }
+        self.process_room_outputs(room_id, now);
+        Ok(())
+    }
+
+    /// Applies an offer to the publish leg, restricting every sending m-line to its planned
+    /// format (plus its RTX), and returns the answer's SDP.
+    fn apply_publish_offer(
+        &mut self,
+        key: LegKey,
+        offer: RTCSessionDescription,
+        plan: &PublishPlan,
+        now: Instant,
+    ) -> Result<String, Refusal> {
+        let leg = self
+            .legs
+            .get_mut(&key)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "leg gone"))?;
+        let pc = &mut leg.pc;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            pc.set_remote_description(now, offer)
+                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("offer refused: {e}")))?;
+            let transceivers: Vec<_> = pc.get_transceivers().collect();
+            for id in transceivers {
+                let Some(transceiver) = pc.rtp_transceiver(id) else {
+                    continue;
+                };
+                let Some(mid) = transceiver.mid().clone() else {
+                    continue;
+                };
+                let Some((_, _, format)) = plan.sending.iter().find(|(m, _, _)| *m == mid) else {
+                    continue;
+                };
+                let Some(receiver) = transceiver.receiver() else {
+                    continue;
+                };
+                let negotiated = pc
+                    .rtp_receiver(receiver)
+                    .map(|mut r| r.get_parameters().rtp_parameters.codecs.clone())
+                    .unwrap_or_default();
+                let chosen = one_format(&negotiated, format.payload_type);
+                if chosen.is_empty() {
+                    continue;
+                }
+                if let Some(mut transceiver) = pc.rtp_transceiver(id) {
+                    transceiver.set_codec_preferences(chosen).map_err(|e| {
+                        refuse(ErrorCode::InvalidSdp, format!("cannot choose codec: {e}"))
+                    })?;
+                }
+            }
+            let answer = pc
+                .create_answer(None)
+                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot answer: {e}")))?;
+            pc.set_local_description(now, answer)
+                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}")))?;
+            pc.local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| refuse(ErrorCode::Internal, "no local description"))
+        }))
+        .unwrap_or_else(|_| {
+            Err(refuse(
+                ErrorCode::InvalidSdp,
+                "the offer could not be processed",
+            ))
+        });
+        let sdp = result?;
+        // The publisher's extension ids, for translating to each subscriber.
+        let mut pairs: Vec<(u16, String)> = Vec::new();
+        let receivers: Vec<_> = leg.pc.get_receivers().collect();
+        for receiver in receivers {
+            if let Some(mut r) = leg.pc.rtp_receiver(receiver) {
+                for ext in &r.get_parameters().rtp_parameters.header_extensions {
+                    pairs.push((ext.id, ext.uri.clone()));
+                }
+            }
+        }
+        if let Some(state) = leg.publish() {
+            state.extensions =
+                negotiated_extensions(pairs.iter().map(|(id, uri)| (*id, uri.as_str())));
+        }
+        flush_leg(leg, &self.socket, &self.metrics, None);
+        self.sync_ufrag(key);
+        self.arm_timer(key);
+        Ok(sdp)
+    }
+
+    pub(super) fn trickle(
+        &mut self,
+        id: ParticipantId,
+        leg: WireLeg,
+        candidate: IceCandidate,
+    ) -> Result<(), Refusal> {
+        let participant = self
+            .participants
+            .get(&id)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "no participant"))?;
+        let key = match leg {
+            WireLeg::Publish => participant.publish_leg,
+            WireLeg::Subscribe => participant.subscribe_leg,
+        }
+        .ok_or_else(|| refuse(ErrorCode::InvalidState, "trickle before the leg's offer"))?;
+        if candidate.candidate.len() > 1024 {
+            return Err(refuse(ErrorCode::LimitExceeded, "candidate too long"));
+        }
+        let leg = self
+            .legs
+            .get_mut(&key)
+            .ok_or_else(|| refuse(ErrorCode::InvalidState, "leg gone"))?;
+        if leg.pc.remote_description().is_none() {
+            return Err(refuse(
+                ErrorCode::InvalidState,
+                "trickle before the leg's offer/answer",
+            ));
+        }
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+            username_fragment: candidate.username_fragment,
+            ..Default::default()
+        };
+        let pc = &mut leg.pc;
+        catch_unwind(AssertUnwindSafe(|| pc.add_remote_candidate(init)))
+            .unwrap_or_else(|_| Err(rtc::shared::error::Error::Other("panic".into())))
+            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("bad candidate: {e}")))
+    }
+
+    /// The format a published track was answered with.
+    pub(super) fn publication_format(
+        &self,
+        publisher: ParticipantId,
+        track: TrackId,
+    ) -> Option<Format> {
+        let leg = self.participants.get(&publisher)?.publish_leg?;
+        match &self.legs.get(&leg)?.media {
+            super::leg::LegMedia::Publish(state) => state
+                .mids
+                .iter()
+                .find(|m| m.track == track)
+                .map(|m| m.format.clone()),
+            super::leg::LegMedia::Subscribe(_) => None,
+        }
+    }
+}
+
+/// From an m-line's negotiated codecs (the offer's payload types), the primary format with
+/// `payload_type` and the RTX that repairs it: the answer then carries exactly that codec.
+fn one_format(
+    negotiated: &[RTCRtpCodecParameters],
+    payload_type: u8,
+) -> Vec<RTCRtpCodecParameters> {
+    let apt = format!("apt={payload_type}");
+    negotiated
+        .iter()
+        .filter(|c| {
+            c.payload_type == payload_type
+                || (c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx")
+                    && c.rtp_codec
+                        .sdp_fmtp_line
+                        .split(';')
+                        .any(|p| p.trim() == apt))
+        })
+        .cloned()
+        .collect()
+}

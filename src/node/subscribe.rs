@@ -1,0 +1,540 @@
+//! The subscribe leg: the relay offers whenever the tracks a participant should receive change,
+//! debounced, with at most one offer in flight. A removed track leaves its m-line inactive and a
+//! later track of the same kind reuses it, so the SDP does not grow without bound. A track whose
+//! format the subscriber cannot receive is not forwarded, and the subscriber is told.
+
+use super::demux::LegKey;
+use super::engine::LegRole;
+use super::formats::{self, rtp_kind};
+use super::leg::{LegMedia, OutboundSlot, mid_extension, negotiated_extensions, sink_id};
+use super::publish::{Refusal, refuse};
+use super::worker::{Worker, flush_leg};
+use crate::media::extmap::{ExtensionIds, ExtensionTranslator};
+use crate::media::ids::{ParticipantId, TrackId};
+use crate::media::rewrite::RewriteTarget;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtp_transceiver::RTCRtpTransceiverId;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+use tern_signaling::protocol::{ErrorCode, ServerMessage, TrackInfo};
+use tracing::{debug, warn};
+
+impl Worker {
+    /// Brings the subscribe leg in line with the tracks the participant should receive and
+    /// sends a new offer if anything changed. Does nothing while an offer is in flight (the
+    /// answer triggers the next round).
+    /// A pending ICE restart (after a resume) goes with the next offer, with fresh credentials.
+    pub(super) fn renegotiate_subscriber(&mut self, id: ParticipantId, now: Instant) {
+        let Some(participant) = self.participants.get_mut(&id) else {
+            return;
+        };
+        participant.renegotiate_at = None;
+        if !participant.grants.subscribe {
+            return;
+        }
+        let room_id = participant.room;
+        let existing = participant.subscribe_leg;
+        if let Some(leg) = existing.and_then(|k| self.legs.get_mut(&k))
+            && leg.subscribe().is_some_and(|s| s.offer_in_flight)
+        {
+            return;
+        }
+        let restart_ice =
+            std::mem::take(&mut participant.restart_subscribe_ice) && existing.is_some();
+        let unreceivable = self
+            .participants
+            .get(&id)
+            .map(|p| p.unreceivable.clone())
+            .unwrap_or_default();
+        let desired: Vec<TrackId> = self
+            .rooms
+            .get(&room_id)
+            .map(|e| e.room.subscribed_tracks(id))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !unreceivable.contains(t))
+            .collect();
+        if existing.is_none() && desired.is_empty() {
+            return;
+        }
+        let key = match existing {
+            Some(key) => key,
+            None => match self.new_leg(id, LegRole::Subscribe, now) {
+                Ok(key) => {
+                    if let Some(p) = self.participants.get_mut(&id) {
+                        p.subscribe_leg = Some(key);
+                    }
+                    key
+                }
+                Err((_, text)) => {
+                    warn!(participant = %id, "cannot create subscribe leg: {text}");
+                    return;
+                }
+            },
+        };
+        // Remove what is no longer wanted.
+        let on_leg: Vec<(usize, TrackId)> = self
+            .legs
+            .get_mut(&key)
+            .and_then(|l| l.subscribe())
+            .map(|s| {
+                s.slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.track)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut changed = existing.is_none() || restart_ice;
+        for (index, track) in &on_leg {
+            if desired.contains(track) {
+                continue;
+            }
+            changed = true;
+            if let Some(entry) = self.rooms.get_mut(&room_id) {
+                entry.room.detach(*track, id);
+            }
+            if let Some(leg) = self.legs.get_mut(&key) {
+                let sender = leg
+                    .subscribe()
+                    .and_then(|s| s.slots[*index].take())
+                    .map(|s| s.sender);
+                if let Some(sender) = sender
+                    && let Err(e) = leg.pc.remove_track(sender)
+                {
+                    debug!("remove_track: {e}");
+                }
+            }
+        }
+        // Add what is new.
+        for track in &desired {
+            if on_leg.iter().any(|(_, t)| t == track) {
+                continue;
+            }
+            let Some(publisher) = self
+                .rooms
+                .get(&room_id)
+                .and_then(|e| e.room.publication(*track))
+                .map(|p| p.info.owner)
+            else {
+                continue;
+            };
+            changed = true;
+            if let Err((code, text)) = self.add_outbound_slot(key, *track, publisher) {
+                self.codec_not_receivable(id, *track, code, text);
+            }
+        }
+        if !changed {
+            return;
+        }
+        if restart_ice && let Some(leg) = self.legs.get_mut(&key) {
+            leg.pc.restart_ice();
+        }
+        self.send_subscribe_offer(id, key, now);
+    }
+
+    fn codec_not_receivable(
+        &mut self,
+        id: ParticipantId,
+        track: TrackId,
+        code: ErrorCode,
+        text: String,
+    ) {
+        debug!(participant = %id, %track, "{text}");
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.unreceivable.insert(track);
+        }
+        self.notify(
+            id,
+            ServerMessage::Error {
+                code,
+                message: text,
+                request: None,
+                track_id: Some(track.to_string()),
+            },
+        );
+    }
+
+    fn add_outbound_slot(
+        &mut self,
+        key: LegKey,
+        track: TrackId,
+        publisher: ParticipantId,
+    ) -> Result<(), Refusal> {
+        let published = self
+            .publication_format(publisher, track)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "publication has no format"))?;
+        let format = formats::find(LegRole::Subscribe, published.codec, &published.fmtp)
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::CodecNotReceivable,
+                    format!(
+                        "{} ({}) cannot be offered",
+                        published.codec.mime_type(),
+                        published.fmtp
+                    ),
+                )
+            })?;
+        let codec = formats::parameters(&format, LegRole::Subscribe).rtp_codec;
+        let leg = self
+            .legs
+            .get_mut(&key)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "leg gone"))?;
+        let ssrc = rand::random::<u32>();
+        let media_track = MediaStreamTrack::new(
+            // One msid stream per publishing participant keeps its audio and video in sync.
+            publisher.to_string(),
+            track.to_string(),
+            track.to_string(),
+            rtp_kind(format.codec.kind()),
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        let sender = leg.pc.add_track(media_track).map_err(|e| {
+            refuse(
+                ErrorCode::CodecNotReceivable,
+                format!(
+                    "your subscribe leg cannot receive {} ({}): {e}",
+                    format.codec.mime_type(),
+                    format.fmtp
+                ),
+            )
+        })?;
+        // Offer every format of the kind, this one first: the subscriber's first answer fixes
+        // what the leg can carry later. Fails harmlessly once that list is fixed.
+        if let Some(mut transceiver) = leg.pc.rtp_transceiver(RTCRtpTransceiverId::from(sender))
+            && let Err(e) =
+                transceiver.set_codec_preferences(formats::subscribe_preferences(&format))
+        {
+            debug!("codec preferences: {e}");
+        }
+        let state = leg
+            .subscribe()
+            .ok_or_else(|| refuse(ErrorCode::Internal, "not a subscribe leg"))?;
+        state
+            .insert(OutboundSlot {
+                track,
+                publisher,
+                codec: format.codec,
+                payload_type: format.payload_type,
+                sender,
+                ssrc,
+                mid: None,
+                rewrite: None,
+                attached: false,
+            })
+            .ok_or_else(|| refuse(ErrorCode::LimitExceeded, "subscribe leg is full"))?;
+        Ok(())
+    }
+
+    fn send_subscribe_offer(&mut self, id: ParticipantId, key: LegKey, now: Instant) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let pc = &mut leg.pc;
+        let offered = catch_unwind(AssertUnwindSafe(|| {
+            let offer = pc.create_offer(None)?;
+            pc.set_local_description(now, offer)?;
+            Ok::<_, rtc::shared::error::Error>(pc.local_description().map(|d| d.sdp))
+        }));
+        let sdp = match offered {
+            Ok(Ok(Some(sdp))) => sdp,
+            other => {
+                warn!(participant = %id, "cannot create subscribe offer: {:?}",
+                    other.map(|r| r.err().map(|e| e.to_string())));
+                return;
+            }
+        };
+        // Mids are fixed once the offer is created.
+        let senders: Vec<(usize, rtc::rtp_transceiver::RTCRtpSenderId)> = leg
+            .subscribe()
+            .map(|s| {
+                s.slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.sender)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mids: Vec<(usize, Option<String>)> = senders
+            .into_iter()
+            .map(|(i, sender)| {
+                let mid = leg
+                    .pc
+                    .rtp_transceiver(RTCRtpTransceiverId::from(sender))
+                    .and_then(|t| t.mid().clone());
+                (i, mid)
+            })
+            .collect();
+        if let Some(state) = leg.subscribe() {
+            for (i, mid) in mids {
+                if let Some(Some(slot)) = state.slots.get_mut(i) {
+                    slot.mid = mid;
+                }
+            }
+            state.offer_in_flight = true;
+        }
+        flush_leg(leg, &self.socket, &self.metrics, None);
+        self.sync_ufrag(key);
+        self.arm_timer(key);
+        let tracks = self.subscribed_track_infos(id, key);
+        self.notify(id, ServerMessage::SubscribeOffer { sdp, tracks });
+    }
+
+    fn subscribed_track_infos(&mut self, id: ParticipantId, key: LegKey) -> Vec<TrackInfo> {
+        let Some(room) = self.participants.get(&id).map(|p| p.room) else {
+            return Vec::new();
+        };
+        let slots: Vec<(TrackId, ParticipantId, Option<String>)> = self
+            .legs
+            .get_mut(&key)
+            .and_then(|l| l.subscribe())
+            .map(|s| {
+                s.tracks()
+                    .map(|t| (t.track, t.publisher, t.mid.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        slots
+            .into_iter()
+            .filter_map(|(track, publisher, mid)| {
+                let mut info = self.track_info(room, track)?;
+                info.mid = mid;
+                info.stream_id = Some(publisher.to_string());
+                Some(info)
+            })
+            .collect()
+    }
+
+    /// On resume: the client may have missed the offer in flight, so send it again.
+    pub(super) fn resend_pending_subscribe_offer(&mut self, id: ParticipantId) -> bool {
+        let Some(key) = self.participants.get(&id).and_then(|p| p.subscribe_leg) else {
+            return false;
+        };
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return false;
+        };
+        if !leg.subscribe().is_some_and(|s| s.offer_in_flight) {
+            return false;
+        }
+        let Some(sdp) = leg.pc.pending_local_description().map(|d| d.sdp) else {
+            return false;
+        };
+        let tracks = self.subscribed_track_infos(id, key);
+        self.notify(id, ServerMessage::SubscribeOffer { sdp, tracks });
+        true
+    }
+
+    pub(super) fn subscribe_answer(
+        &mut self,
+        id: ParticipantId,
+        sdp: String,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let key = self
+            .participants
+            .get(&id)
+            .and_then(|p| p.subscribe_leg)
+            .ok_or_else(|| refuse(ErrorCode::InvalidState, "no subscribe offer is outstanding"))?;
+        if sdp.len() > self.config.max_sdp_bytes {
+            return Err(refuse(ErrorCode::LimitExceeded, "SDP too large"));
+        }
+        let leg = self
+            .legs
+            .get_mut(&key)
+            .ok_or_else(|| refuse(ErrorCode::InvalidState, "no subscribe leg"))?;
+        if !leg.subscribe().is_some_and(|s| s.offer_in_flight) {
+            return Err(refuse(
+                ErrorCode::InvalidState,
+                "no subscribe offer is outstanding",
+            ));
+        }
+        let answer = RTCSessionDescription::answer(sdp)
+            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse answer: {e}")))?;
+        let pc = &mut leg.pc;
+        let applied = catch_unwind(AssertUnwindSafe(|| pc.set_remote_description(now, answer)))
+            .unwrap_or_else(|_| Err(rtc::shared::error::Error::Other("panic".into())));
+        if let Err(e) = applied {
+            return Err(refuse(
+                ErrorCode::InvalidSdp,
+                format!("answer refused: {e}"),
+            ));
+        }
+        self.apply_subscribe_answer(id, key);
+        if let Some(leg) = self.legs.get_mut(&key) {
+            flush_leg(leg, &self.socket, &self.metrics, None);
+        }
+        self.arm_timer(key);
+        self.attach_ready_slots(key, now);
+        // Changes that arrived while the offer was in flight.
+        let pending = self
+            .participants
+            .get(&id)
+            .and_then(|p| self.rooms.get(&p.room))
+            .map(|e| e.room.subscribed_tracks(id))
+            .unwrap_or_default();
+        let unreceivable = self
+            .participants
+            .get(&id)
+            .map(|p| p.unreceivable.clone())
+            .unwrap_or_default();
+        let mut on_leg: Vec<TrackId> = self
+            .legs
+            .get_mut(&key)
+            .and_then(|l| l.subscribe())
+            .map(|s| s.tracks().map(|t| t.track).collect())
+            .unwrap_or_default();
+        on_leg.sort();
+        let wanted: Vec<TrackId> = pending
+            .into_iter()
+            .filter(|t| !unreceivable.contains(t))
+            .collect();
+        if let Some(p) = self.participants.get_mut(&id)
+            && (on_leg != wanted || p.restart_subscribe_ice)
+        {
+            p.renegotiate_at = Some(now + self.config.renegotiation_debounce);
+        }
+        Ok(())
+    }
+
+    /// Caches what each slot needs per packet (payload type, extension ids, mid) from the
+    /// applied answer, and tells the subscriber about tracks it cannot receive.
+    fn apply_subscribe_answer(&mut self, id: ParticipantId, key: LegKey) {
+        let tracks: Vec<(TrackId, ParticipantId)> = self
+            .legs
+            .get_mut(&key)
+            .and_then(|l| l.subscribe())
+            .map(|s| s.tracks().map(|t| (t.track, t.publisher)).collect())
+            .unwrap_or_default();
+        let publisher_extensions: Vec<(TrackId, ExtensionIds)> = tracks
+            .into_iter()
+            .map(|(track, publisher)| {
+                let ids = self
+                    .participants
+                    .get(&publisher)
+                    .and_then(|p| p.publish_leg)
+                    .and_then(|k| self.legs.get_mut(&k))
+                    .and_then(|l| l.publish().map(|s| s.extensions.clone()))
+                    .unwrap_or_default();
+                (track, ids)
+            })
+            .collect();
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let senders: Vec<(usize, rtc::rtp_transceiver::RTCRtpSenderId, u8)> = leg
+            .subscribe()
+            .map(|s| {
+                s.slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.sender, s.payload_type)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Extension ids are read per sender: a leg may negotiate an extension for one kind only.
+        let mut negotiated: Vec<(usize, bool, ExtensionIds)> = Vec::new();
+        for (index, sender, payload_type) in &senders {
+            let Some(mut s) = leg.pc.rtp_sender(*sender) else {
+                negotiated.push((*index, false, ExtensionIds::default()));
+                continue;
+            };
+            let params = s.get_parameters();
+            let receivable = params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .any(|c| c.payload_type == *payload_type);
+            let ids = negotiated_extensions(
+                params
+                    .rtp_parameters
+                    .header_extensions
+                    .iter()
+                    .map(|e| (e.id, e.uri.as_str())),
+            );
+            negotiated.push((*index, receivable, ids));
+        }
+        let mut refused: Vec<(TrackId, String)> = Vec::new();
+        if let Some(state) = leg.subscribe() {
+            state.offer_in_flight = false;
+            for (index, receivable, ids) in negotiated {
+                let Some(Some(slot)) = state.slots.get_mut(index) else {
+                    continue;
+                };
+                if !receivable {
+                    slot.rewrite = None;
+                    refused.push((slot.track, slot.codec.mime_type().to_owned()));
+                    continue;
+                }
+                let publisher = publisher_extensions
+                    .iter()
+                    .find(|(t, _)| *t == slot.track)
+                    .map(|(_, ids)| ids.clone())
+                    .unwrap_or_default();
+                slot.rewrite = Some(RewriteTarget {
+                    ssrc: slot.ssrc,
+                    payload_type: slot.payload_type,
+                    mid_extension: mid_extension(&ids, slot.mid.as_deref()),
+                    extensions: ExtensionTranslator::new(&publisher, &ids),
+                });
+            }
+        }
+        for (track, mime) in refused {
+            self.codec_not_receivable(
+                id,
+                track,
+                ErrorCode::CodecNotReceivable,
+                format!("your answer does not accept {mime} for track {track}; it is not forwarded to you"),
+            );
+        }
+    }
+
+    /// Starts forwarding into every negotiated slot of a connected subscribe leg.
+    pub(super) fn attach_ready_slots(&mut self, key: LegKey, now: Instant) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        if !leg.is_connected() {
+            return;
+        }
+        let subscriber = leg.participant;
+        let LegMedia::Subscribe(state) = &mut leg.media else {
+            return;
+        };
+        let mut ready: Vec<(usize, TrackId)> = Vec::new();
+        for (index, slot) in state.slots.iter_mut().enumerate() {
+            if let Some(slot) = slot
+                && slot.rewrite.is_some()
+                && !slot.attached
+            {
+                slot.attached = true;
+                ready.push((index, slot.track));
+            }
+        }
+        let Some(room) = self.participants.get(&subscriber).map(|p| p.room) else {
+            return;
+        };
+        let Some(entry) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        for (index, track) in ready {
+            let _ = entry.room.attach(
+                track,
+                subscriber,
+                sink_id(key, index),
+                rand::random(),
+                rand::random(),
+                now,
+            );
+        }
+        self.process_room_outputs(room, now);
+    }
+}
