@@ -42,6 +42,9 @@ pub struct MediaConfig {
     pub ice_failed_timeout_s: u64,
     /// Packets of send history kept per forwarded video stream for NACKs.
     pub nack_history: u16,
+    /// Datagrams per second one peer connection may send the relay (bursts of half that);
+    /// more are dropped as a flood. A 1080p screen share needs under 1,000.
+    pub max_packets_per_second_per_leg: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -117,6 +120,7 @@ impl Default for MediaConfig {
             ice_disconnected_timeout_s: 7,
             ice_failed_timeout_s: 5,
             nack_history: 512,
+            max_packets_per_second_per_leg: 5_000,
         }
     }
 }
@@ -253,6 +257,12 @@ impl Config {
             return Err(invalid(
                 "session.max_message_bytes",
                 "must be at least 1024 (an SDP offer does not fit otherwise)",
+            ));
+        }
+        if self.media.max_packets_per_second_per_leg < 100 {
+            return Err(invalid(
+                "media.max_packets_per_second_per_leg",
+                "must be at least 100 (audio alone needs 50)",
             ));
         }
         if self.session.event_queue == 0 {

@@ -35,10 +35,15 @@ pub enum DropReason {
     SocketBusy,
     /// The socket reported an error on send.
     SendError,
+    /// Over the per-leg packet rate (a flood from one source).
+    Flood,
+    /// SRTP/SRTCP the WebRTC stack produced nothing from: failed authentication, a replay,
+    /// malformed content after decryption, or an SSRC nobody announced.
+    SrtpRejected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Oversized,
@@ -50,6 +55,8 @@ impl DropReason {
         DropReason::SendRefused,
         DropReason::SocketBusy,
         DropReason::SendError,
+        DropReason::Flood,
+        DropReason::SrtpRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +72,8 @@ impl DropReason {
             DropReason::SendRefused => "send_refused",
             DropReason::SocketBusy => "socket_busy",
             DropReason::SendError => "send_error",
+            DropReason::Flood => "flood",
+            DropReason::SrtpRejected => "srtp_rejected",
         }
     }
 }

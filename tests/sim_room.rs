@@ -254,3 +254,28 @@ fn a_member_who_does_not_resume_in_time_expires() {
         "reported once"
     );
 }
+
+#[test]
+fn sender_reports_are_translated_with_each_subscriptions_offset() {
+    let t0 = Instant::now();
+    let mut r = room();
+    for (id, name) in [(A, "a"), (B, "b"), (C, "c")] {
+        r.join(id, member(name)).unwrap();
+    }
+    r.publish(TrackId(10), microphone(A)).unwrap();
+    r.attach(TrackId(10), B, SinkId(1), 0, 5_000, t0).unwrap();
+    r.attach(TrackId(10), C, SinkId(2), 0, 90_000, t0).unwrap();
+    let audio = InboundPacket {
+        ssrc: 7,
+        sequence_number: 1,
+        timestamp: 1_000,
+        keyframe_start: true,
+    };
+    r.forward(TrackId(10), &audio, t0, |_, _, _| {});
+    let mut reports = Vec::new();
+    r.sender_report(TrackId(10), 7, 1_960, |sink, rtp| reports.push((sink, rtp)));
+    assert_eq!(reports, vec![(SinkId(1), 5_960), (SinkId(2), 90_960)]);
+    reports.clear();
+    r.sender_report(TrackId(10), 8, 1_960, |sink, rtp| reports.push((sink, rtp)));
+    assert!(reports.is_empty(), "a report about another SSRC is not this stream's");
+}

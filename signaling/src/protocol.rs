@@ -237,6 +237,10 @@ pub enum ServerMessage {
     SubscribeOffer {
         sdp: String,
         tracks: Vec<TrackInfo>,
+        /// The first offer of a new subscribe connection: answer it on a new peer connection
+        /// (closing any previous subscribe connection).
+        #[serde(default, skip_serializing_if = "is_false")]
+        new_connection: bool,
     },
     ParticipantJoined {
         participant: ParticipantInfo,
@@ -280,6 +284,10 @@ pub enum ServerMessage {
     Closed {
         reason: LeaveReason,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Stable error codes. Clients branch on these; never rename one.

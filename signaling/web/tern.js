@@ -169,6 +169,11 @@ export class Room extends EventTarget {
   }
 
   async _answerSubscribe(message) {
+    if (message.new_connection && this.subscribePc) {
+      // The relay rebuilt our subscribe leg: answer on a fresh peer connection.
+      this.subscribePc.close();
+      this.subscribePc = null;
+    }
     if (!this.subscribePc) {
       const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
       pc.onicecandidate = (e) => this._trickle('subscribe', e.candidate);

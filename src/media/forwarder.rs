@@ -126,6 +126,14 @@ impl Forwarder {
         self.emit(source, packet, now)
     }
 
+    /// The offset this forwarder adds to timestamps of `ssrc`, if that is the stream it is
+    /// forwarding now (used to translate the publisher's sender reports).
+    pub fn timestamp_offset(&self, ssrc: u32) -> Option<u32> {
+        self.source
+            .filter(|s| s.ssrc == ssrc)
+            .map(|s| s.timestamp_offset)
+    }
+
     /// Forgets the current input so the next packet starts a new mapping (for example when the
     /// publisher's track is replaced). Output stays continuous.
     pub fn reset_source(&mut self) {
@@ -350,6 +358,16 @@ mod tests {
         let mut f = audio(0, 0);
         f.forward(&pkt(1, 1, 0, false), t0);
         assert_eq!(f.forward(&pkt(2, 1, 0, false), t0), fwd(1, 1));
+    }
+
+    #[test]
+    fn the_timestamp_offset_is_known_for_the_current_source_only() {
+        let t0 = Instant::now();
+        let mut f = audio(0, 1000);
+        assert_eq!(f.timestamp_offset(1), None);
+        f.forward(&pkt(1, 5, 400, false), t0);
+        assert_eq!(f.timestamp_offset(1), Some(600));
+        assert_eq!(f.timestamp_offset(2), None);
     }
 
     #[test]

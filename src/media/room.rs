@@ -385,6 +385,28 @@ impl Room {
         fan_out
     }
 
+    /// Translates a publisher's sender report (RFC 3550 §6.4.1) for every subscription that is
+    /// forwarding that stream: same NTP time, RTP time moved by the subscription's timestamp
+    /// offset. Receivers then map all of a participant's streams to one clock (lip sync).
+    pub fn sender_report(
+        &self,
+        track: TrackId,
+        ssrc: u32,
+        rtp_time: u32,
+        mut emit: impl FnMut(SinkId, u32),
+    ) {
+        let Some(publication) = self.publications.get(&track) else {
+            return;
+        };
+        for subscription in &publication.subscriptions {
+            if let (Some(sink), Some(forwarder)) = (subscription.sink, &subscription.forwarder)
+                && let Some(offset) = forwarder.timestamp_offset(ssrc)
+            {
+                emit(sink, rtp_time.wrapping_add(offset));
+            }
+        }
+    }
+
     /// A subscriber lost the picture (PLI/FIR): ask the publisher, throttled.
     pub fn request_keyframe(&mut self, track: TrackId, now: Instant) {
         if let Some(publication) = self.publications.get_mut(&track)

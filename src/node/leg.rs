@@ -7,6 +7,7 @@
 
 use super::demux::LegKey;
 use super::engine::LegRole;
+use super::guard::RateLimit;
 use super::sdp::Format;
 use crate::media::codec::Codec;
 use crate::media::extmap::{ExtensionIds, HeaderExtension};
@@ -71,6 +72,9 @@ pub struct OutboundSlot {
     pub mid: Option<String>,
     /// Set once the subscriber's answer fixed the payload type and extension ids.
     pub rewrite: Option<RewriteTarget>,
+    /// Forwarded so far, for this stream's sender reports.
+    pub packets_sent: u32,
+    pub octets_sent: u32,
     /// Whether the room forwards into this slot.
     pub attached: bool,
 }
@@ -80,6 +84,8 @@ pub struct SubscribeState {
     /// Slot index = low 16 bits of the sink id; freed slots are `None` and reused.
     pub slots: Vec<Option<OutboundSlot>>,
     pub offer_in_flight: bool,
+    /// Whether the client ever answered on this leg (until then, offers say `new_connection`).
+    pub answered: bool,
 }
 
 impl SubscribeState {
@@ -124,6 +130,8 @@ pub struct Leg {
     pub media: LegMedia,
     /// The deadline currently queued in the worker's timer heap for this leg.
     pub armed: Option<Instant>,
+    /// Packets per second this leg may send the relay.
+    pub rate_limit: RateLimit,
 }
 
 impl Leg {
@@ -133,6 +141,7 @@ impl Leg {
         participant: ParticipantId,
         pc: RTCPeerConnection,
         ufrag: String,
+        rate_limit: RateLimit,
     ) -> Self {
         let media = match role {
             LegRole::Publish => LegMedia::Publish(PublishState::default()),
@@ -147,6 +156,7 @@ impl Leg {
             state: RTCPeerConnectionState::New,
             media,
             armed: None,
+            rate_limit,
         }
     }
 

@@ -4,6 +4,7 @@ pub mod control;
 pub mod demux;
 pub mod engine;
 pub mod formats;
+pub mod guard;
 pub mod leg;
 pub mod pair;
 mod participants;

@@ -34,6 +34,52 @@ pub fn client_peer_connection(now: Instant) -> Result<RTCPeerConnection, RtcErro
         .build(now)
 }
 
+/// A test client that supports only some codecs: Opus with `opus_fmtp`, and the relay's own
+/// publish formats of the given video MIME types (with RTX). For tests of codec negotiation.
+pub fn client_peer_connection_with(
+    now: Instant,
+    video_mime_types: &[&str],
+    opus_fmtp: &str,
+) -> Result<RTCPeerConnection, RtcError> {
+    use super::engine::LegRole;
+    use super::formats;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: opus_fmtp.into(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    for format in formats::catalogue(LegRole::Publish) {
+        if !video_mime_types
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(format.codec.mime_type()))
+        {
+            continue;
+        }
+        engine.register_codec(formats::parameters(&format, LegRole::Subscribe), RtpCodecKind::Video)?;
+        if let Some(rtx) = formats::rtx_parameters(&format) {
+            engine.register_codec(rtx, RtpCodecKind::Video)?;
+        }
+    }
+    let registry = register_default_interceptors(
+        Registry::new().with(Slot::from(14_000), DeliverRtcp::default()),
+        &mut engine,
+    )?;
+    RTCPeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+}
+
 /// One side of a [`Pair`].
 pub struct End {
     pub pc: RTCPeerConnection,

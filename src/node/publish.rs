@@ -4,6 +4,7 @@
 use super::demux::LegKey;
 use super::engine::{LegRole, host_candidate, new_peer_connection};
 use super::formats;
+use super::guard::RateLimit;
 use super::leg::{Leg, PublishedMid, negotiated_extensions};
 use super::participants::{room_source, track_kind};
 use super::sdp::{self, Format, Section};
@@ -124,8 +125,9 @@ impl Worker {
             .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
         let key = LegKey(self.next_leg);
         self.next_leg += 1;
+        let limit = RateLimit::new(self.config.max_packets_per_leg_per_s, self.config.max_packets_per_leg_per_s / 2);
         self.legs
-            .insert(key, Leg::new(key, role, participant, pc, String::new()));
+            .insert(key, Leg::new(key, role, participant, pc, String::new(), limit));
         Ok(key)
     }
 

@@ -229,6 +229,8 @@ impl Worker {
                 ssrc,
                 mid: None,
                 rewrite: None,
+                packets_sent: 0,
+                octets_sent: 0,
                 attached: false,
             })
             .ok_or_else(|| refuse(ErrorCode::LimitExceeded, "subscribe leg is full"))?;
@@ -285,8 +287,24 @@ impl Worker {
         flush_leg(leg, &self.socket, &self.metrics, None);
         self.sync_ufrag(key);
         self.arm_timer(key);
+        self.send_offer_message(id, key, sdp);
+    }
+
+    fn send_offer_message(&mut self, id: ParticipantId, key: LegKey, sdp: String) {
+        let new_connection = !self
+            .legs
+            .get_mut(&key)
+            .and_then(|l| l.subscribe())
+            .is_some_and(|s| s.answered);
         let tracks = self.subscribed_track_infos(id, key);
-        self.notify(id, ServerMessage::SubscribeOffer { sdp, tracks });
+        self.notify(
+            id,
+            ServerMessage::SubscribeOffer {
+                sdp,
+                tracks,
+                new_connection,
+            },
+        );
     }
 
     fn subscribed_track_infos(&mut self, id: ParticipantId, key: LegKey) -> Vec<TrackInfo> {
@@ -328,8 +346,7 @@ impl Worker {
         let Some(sdp) = leg.pc.pending_local_description().map(|d| d.sdp) else {
             return false;
         };
-        let tracks = self.subscribed_track_infos(id, key);
-        self.notify(id, ServerMessage::SubscribeOffer { sdp, tracks });
+        self.send_offer_message(id, key, sdp);
         true
     }
 
@@ -465,6 +482,7 @@ impl Worker {
         let mut refused: Vec<(TrackId, String)> = Vec::new();
         if let Some(state) = leg.subscribe() {
             state.offer_in_flight = false;
+            state.answered = true;
             for (index, receivable, ids) in negotiated {
                 let Some(Some(slot)) = state.slots.get_mut(index) else {
                     continue;

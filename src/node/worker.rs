@@ -9,6 +9,7 @@
 use super::control::Command;
 use super::demux::{Demux, LegKey, Route, is_binding_success, normalize};
 use super::engine::{EngineSettings, LegRole};
+use super::guard::{self, Class};
 use super::leg::{Leg, LegMedia, sink_parts};
 use super::participants::{Participant, RoomEntry};
 use crate::media::codec::Codec;
@@ -23,6 +24,7 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp::packet::Packet;
 use rtc::sansio::Protocol;
@@ -39,6 +41,9 @@ use tern_signaling::protocol::IceServer;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+/// With the `fault-injection` feature, a datagram starting with this makes its leg panic.
+const FAULT_PANIC: &[u8] = b"TERN-FAULT-PANIC";
 
 /// Larger than any datagram a WebRTC peer sends (MTU-sized); bigger ones are dropped unread.
 pub const MAX_DATAGRAM_BYTES: usize = 1_600;
@@ -71,6 +76,8 @@ pub struct WorkerConfig {
     pub max_sdp_bytes: usize,
     /// Events a session may have queued before it counts as too slow and is closed.
     pub session_queue: usize,
+    /// Datagrams per second one leg may send (bursts of half that); more is a flood.
+    pub max_packets_per_leg_per_s: u32,
 }
 
 impl Default for WorkerConfig {
@@ -87,6 +94,7 @@ impl Default for WorkerConfig {
             max_participants_per_room: 100,
             max_sdp_bytes: 32 * 1024,
             session_queue: 256,
+            max_packets_per_leg_per_s: 5_000,
         }
     }
 }
@@ -109,12 +117,15 @@ pub(super) struct Inbound {
 pub(super) struct LegFindings {
     pub state: Option<RTCPeerConnectionState>,
     pub keyframe_requests: Vec<TrackId>,
+    pub sender_reports: Vec<SenderReport>,
+    /// RTP packets and RTCP compounds the leg delivered.
+    pub media_messages: usize,
     pub panicked: bool,
 }
 
 pub struct Worker {
     pub(super) config: WorkerConfig,
-    pub(super) socket: Arc<UdpSocket>,
+    pub(super) socket: Arc<MediaSocket>,
     pub(super) local_addr: SocketAddr,
     pub(super) demux: Demux,
     pub(super) legs: FxHashMap<LegKey, Leg>,
@@ -145,7 +156,7 @@ impl Worker {
         let local_addr = socket.local_addr()?;
         Ok(Worker {
             config,
-            socket: Arc::new(socket),
+            socket: Arc::new(MediaSocket::new(socket)?),
             local_addr,
             demux: Demux::default(),
             legs: FxHashMap::default(),
@@ -189,9 +200,9 @@ impl Worker {
                     Some(command) => self.handle_command(command, Instant::now()),
                     None => break,
                 },
-                ready = socket.readable() => {
+                ready = socket.socket.readable() => {
                     if ready.is_ok() {
-                        self.receive_batch(&socket);
+                        self.receive_batch(&socket.socket);
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -240,6 +251,25 @@ impl Worker {
                 return;
             }
         };
+        let class = guard::classify(&datagram);
+        let well_formed = match class {
+            Class::Stun | Class::Dtls => true,
+            Class::Rtp => guard::rtp_header_fits(&datagram),
+            Class::Rtcp => guard::rtcp_header_fits(&datagram),
+            Class::Other => cfg!(feature = "fault-injection") && datagram.starts_with(FAULT_PANIC),
+        };
+        if !well_formed {
+            self.metrics.count_drop(DropReason::Malformed);
+            return;
+        }
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        if !leg.rate_limit.allow(now) {
+            self.metrics.count_drop(DropReason::Flood);
+            return;
+        }
+        let expects_media = matches!(class, Class::Rtp | Class::Rtcp);
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -250,23 +280,33 @@ impl Worker {
             },
             message: datagram,
         };
-        self.leg_input(key, Some(message), learn_from, now);
+        let produced = self.leg_input(key, Some(message), learn_from, now);
+        if expects_media && produced == 0 {
+            self.metrics.count_drop(DropReason::SrtpRejected);
+        }
     }
 
     /// Feeds one input (a datagram, or a timeout when `message` is `None`) to a leg, drains what
-    /// it produced, and acts on it.
+    /// it produced, and acts on it. Returns how many RTP/RTCP messages the leg produced.
     pub(super) fn leg_input(
         &mut self,
         key: LegKey,
         message: Option<TaggedBytesMut>,
         learn_from: Option<SocketAddr>,
         now: Instant,
-    ) {
+    ) -> usize {
         let Some(leg) = self.legs.get_mut(&key) else {
-            return;
+            return 0;
         };
         let metrics = &self.metrics;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(feature = "fault-injection")]
+            if message
+                .as_ref()
+                .is_some_and(|m| m.message.starts_with(FAULT_PANIC))
+            {
+                panic!("injected fault: a leg panics on hostile input");
+            }
             let result = match message {
                 Some(message) => leg.pc.handle_read(message),
                 None => leg.pc.handle_timeout(now),
@@ -277,16 +317,22 @@ impl Worker {
         }));
         if outcome.is_err() {
             self.leg_panicked(key, now);
-            return;
+            return 0;
         }
-        self.drain_leg(key, learn_from, now);
+        self.drain_leg(key, learn_from, now)
     }
 
-    /// Drains a leg's events, reads and writes, then forwards what it received.
-    pub(super) fn drain_leg(&mut self, key: LegKey, learn_from: Option<SocketAddr>, now: Instant) {
+    /// Drains a leg's events, reads and writes, then forwards what it received. Returns how
+    /// many RTP/RTCP messages the leg produced.
+    pub(super) fn drain_leg(
+        &mut self,
+        key: LegKey,
+        learn_from: Option<SocketAddr>,
+        now: Instant,
+    ) -> usize {
         let mut findings = LegFindings::default();
         let Some(leg) = self.legs.get_mut(&key) else {
-            return;
+            return 0;
         };
         let room = self.participants.get(&leg.participant).map(|p| p.room);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -304,7 +350,7 @@ impl Worker {
         self.arm_timer(key);
         if findings.panicked {
             self.leg_panicked(key, now);
-            return;
+            return 0;
         }
         if let Some(state) = findings.state {
             self.leg_state_changed(key, state, now);
@@ -323,6 +369,63 @@ impl Worker {
                     entry.room.request_keyframe(track, now);
                 }
                 self.process_room_outputs(room, now);
+            }
+        }
+        for report in std::mem::take(&mut findings.sender_reports) {
+            self.forward_sender_report(key, report, now);
+        }
+        findings.media_messages
+    }
+
+    /// Sends each subscriber a sender report for its copy of the reported stream, derived from
+    /// the publisher's (same NTP time, RTP time in the subscriber's timestamp space).
+    fn forward_sender_report(&mut self, publish_leg: LegKey, report: SenderReport, now: Instant) {
+        let Some(leg) = self.legs.get(&publish_leg) else {
+            return;
+        };
+        let LegMedia::Publish(state) = &leg.media else {
+            return;
+        };
+        let Some(track) = state.streams.get(&report.ssrc).map(|s| s.track) else {
+            return;
+        };
+        let Some(room) = self.participants.get(&leg.participant).map(|p| p.room) else {
+            return;
+        };
+        let Some(entry) = self.rooms.get(&room) else {
+            return;
+        };
+        let mut targets: Vec<(SinkId, u32)> = Vec::new();
+        entry
+            .room
+            .sender_report(track, report.ssrc, report.rtp_time, |sink, rtp| targets.push((sink, rtp)));
+        for (sink, rtp_time) in targets {
+            let (leg_key, slot_index) = sink_parts(sink);
+            let Some(leg) = self.legs.get_mut(&leg_key) else {
+                continue;
+            };
+            let LegMedia::Subscribe(state) = &leg.media else {
+                continue;
+            };
+            let Some(Some(slot)) = state.slots.get(slot_index) else {
+                continue;
+            };
+            let translated = SenderReport {
+                ssrc: slot.ssrc,
+                ntp_time: report.ntp_time,
+                rtp_time,
+                packet_count: slot.packets_sent,
+                octet_count: slot.octets_sent,
+                ..Default::default()
+            };
+            let sender = slot.sender;
+            let sent = leg
+                .pc
+                .rtp_sender(sender)
+                .map(|mut s| s.write_rtcp(now, vec![Box::new(translated)]).is_ok())
+                .unwrap_or(false);
+            if sent {
+                flush_leg(leg, &self.socket, &self.metrics, None);
             }
         }
     }
@@ -393,13 +496,15 @@ impl Worker {
             self.metrics.count_drop(DropReason::SendRefused);
             return;
         };
-        let LegMedia::Subscribe(state) = &leg.media else {
+        let LegMedia::Subscribe(state) = &mut leg.media else {
             return;
         };
-        let Some(Some(slot)) = state.slots.get(slot_index) else {
+        let Some(Some(slot)) = state.slots.get_mut(slot_index) else {
             self.metrics.count_drop(DropReason::SendRefused);
             return;
         };
+        slot.packets_sent = slot.packets_sent.wrapping_add(1);
+        slot.octets_sent = slot.octets_sent.wrapping_add(packet.payload.len() as u32);
         let Some(target) = &slot.rewrite else {
             self.metrics.count_drop(DropReason::SendRefused);
             return;
@@ -541,25 +646,71 @@ impl Worker {
         self.close_empty_rooms(now);
     }
 
+    /// A panic inside the WebRTC stack closes that leg only: the participant stays, a lost
+    /// publish leg unpublishes its tracks (the client is told and may publish again), a lost
+    /// subscribe leg is rebuilt with a fresh offer.
     fn leg_panicked(&mut self, key: LegKey, now: Instant) {
         self.metrics.leg_panics.inc();
         self.metrics.count_drop(DropReason::LegPanic);
-        let Some(leg) = self.legs.get(&key) else {
+        // The leg's state cannot be trusted: drop it without driving it further.
+        let Some(leg) = self.legs.remove(&key) else {
             return;
         };
-        warn!(leg = key.0, participant = %leg.participant, role = leg.role.as_str(),
-            "WebRTC stack panicked on this leg's input; closing the leg");
-        let participant = leg.participant;
-        // The leg's state cannot be trusted; drop it without driving it further.
-        if let Some(leg) = self.legs.remove(&key) {
-            self.demux.remove_leg(key);
-            drop(leg);
+        self.demux.remove_leg(key);
+        let (participant, role) = (leg.participant, leg.role);
+        drop(leg);
+        warn!(leg = key.0, %participant, role = role.as_str(),
+            "WebRTC stack panicked on this leg's input; closed the leg");
+        let Some(p) = self.participants.get_mut(&participant) else {
+            return;
+        };
+        let room = p.room;
+        match role {
+            LegRole::Publish if p.publish_leg == Some(key) => {
+                p.publish_leg = None;
+                let tracks: Vec<TrackId> = self
+                    .rooms
+                    .get(&room)
+                    .map(|e| e.room.publications_of(participant).map(|p| p.id).collect())
+                    .unwrap_or_default();
+                for track in tracks {
+                    if let Some(entry) = self.rooms.get_mut(&room) {
+                        let _ = entry.room.unpublish(track);
+                    }
+                    self.broadcast(
+                        room,
+                        None,
+                        tern_signaling::protocol::ServerMessage::TrackUnpublished {
+                            track_id: track.to_string(),
+                            participant_id: participant.to_string(),
+                        },
+                    );
+                }
+                self.notify(
+                    participant,
+                    tern_signaling::protocol::ServerMessage::error(
+                        tern_signaling::protocol::ErrorCode::Internal,
+                        "your publish connection failed inside the relay and was closed; publish again",
+                    ),
+                );
+            }
+            LegRole::Subscribe if p.subscribe_leg == Some(key) => {
+                p.subscribe_leg = None;
+                p.renegotiate_at = Some(now);
+                let tracks = self
+                    .rooms
+                    .get(&room)
+                    .map(|e| e.room.subscribed_tracks(participant))
+                    .unwrap_or_default();
+                if let Some(entry) = self.rooms.get_mut(&room) {
+                    for track in tracks {
+                        entry.room.detach(track, participant);
+                    }
+                }
+            }
+            _ => {}
         }
-        self.remove_participant(
-            participant,
-            tern_signaling::protocol::LeaveReason::TransportFailed,
-            now,
-        );
+        self.process_room_outputs(room, now);
     }
 
     fn leg_state_changed(&mut self, key: LegKey, state: RTCPeerConnectionState, now: Instant) {
@@ -637,6 +788,7 @@ fn collect_leg_output(
     while let Some(message) = leg.pc.poll_read() {
         match message.message {
             RTCMessage::RtpPacket(_, packet) => {
+                findings.media_messages += 1;
                 let LegMedia::Publish(state) = &leg.media else {
                     continue;
                 };
@@ -651,7 +803,13 @@ fn collect_leg_output(
                 }
             }
             RTCMessage::RtcpPacket(track_id, packets) => {
-                if leg.role != LegRole::Subscribe {
+                findings.media_messages += 1;
+                if leg.role == LegRole::Publish {
+                    for packet in &packets {
+                        if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
+                            findings.sender_reports.push(sr.clone());
+                        }
+                    }
                     continue;
                 }
                 for packet in &packets {
@@ -682,7 +840,7 @@ fn collect_leg_output(
 /// address proves the leg checked the request's integrity, and the address is learned.
 pub(super) fn flush_leg(
     leg: &mut Leg,
-    socket: &UdpSocket,
+    socket: &MediaSocket,
     metrics: &MediaMetrics,
     mut learn: Option<(SocketAddr, &mut Demux)>,
 ) {
@@ -701,5 +859,29 @@ pub(super) fn flush_leg(
             }
             Err(_) => metrics.count_drop(DropReason::SendError),
         }
+    }
+}
+
+/// The media socket. A dual-stack (IPv6) socket sends to IPv4 peers through their v4-mapped
+/// address; the rest of the relay sees plain IPv4 ([`normalize`]).
+pub struct MediaSocket {
+    pub socket: UdpSocket,
+    dual_stack: bool,
+}
+
+impl MediaSocket {
+    pub fn new(socket: UdpSocket) -> std::io::Result<Self> {
+        let dual_stack = socket.local_addr()?.is_ipv6();
+        Ok(MediaSocket { socket, dual_stack })
+    }
+
+    fn try_send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        let to = match to {
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            other => other,
+        };
+        self.socket.try_send_to(bytes, to)
     }
 }

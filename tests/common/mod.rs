@@ -198,6 +198,8 @@ pub enum Event {
     Pli,
     /// The WebSocket closed.
     Closed,
+    /// The relay started a new subscribe connection; the client replaced its peer connection.
+    NewSubscribeConnection,
 }
 
 pub enum Command {
@@ -256,12 +258,27 @@ impl Client {
     }
 
     pub async fn connect_url(url: &str, name: &str) -> Client {
+        Self::connect_url_with(url, name, &ClientCodecs::default()).await
+    }
+
+    /// A client restricted to some codecs (see [`ClientCodecs`]).
+    pub async fn connect_codecs(
+        relay: &Running,
+        room: &str,
+        name: &str,
+        codecs: &ClientCodecs,
+    ) -> Client {
+        let url = ws_url(relay, &token(relay, room, name, Grants::participant()));
+        Self::connect_url_with(&url, name, codecs).await
+    }
+
+    pub async fn connect_url_with(url: &str, name: &str, codecs: &ClientCodecs) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
-        let driver = Driver::new(name.to_owned(), events_tx).await;
+        let driver = Driver::new(name.to_owned(), events_tx, codecs).await;
         tokio::spawn(driver.run(ws, commands_rx));
         let mut client = Client {
             name: name.to_owned(),
@@ -444,6 +461,16 @@ impl Drop for Client {
     }
 }
 
+/// Which codecs a test client supports. Default: everything webrtc-rs registers by default.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCodecs {
+    /// Only these video MIME types (and Opus with `opus_fmtp`).
+    pub video: Option<Vec<&'static str>>,
+    pub opus_fmtp: String,
+    /// The video codec the client publishes (default VP8).
+    pub publish_video: Option<&'static str>,
+}
+
 struct Peer {
     pc: RTCPeerConnection,
     socket: UdpSocket,
@@ -451,10 +478,15 @@ struct Peer {
 }
 
 impl Peer {
-    async fn new() -> Peer {
+    async fn new(codecs: &ClientCodecs) -> Peer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        let mut pc = client_peer_connection(Instant::now()).unwrap();
+        let mut pc = match &codecs.video {
+            Some(video) => {
+                tern::node::pair::client_peer_connection_with(Instant::now(), video, &codecs.opus_fmtp).unwrap()
+            }
+            None => client_peer_connection(Instant::now()).unwrap(),
+        };
         pc.add_local_candidate(host_candidate(addr).unwrap())
             .unwrap();
         Peer { pc, socket, addr }
@@ -487,6 +519,8 @@ struct Driver {
     audio_n: u32,
     video_n: u32,
     pli_pending: bool,
+    codecs: ClientCodecs,
+    video_mime: &'static str,
     payload_bytes: usize,
     outgoing: Vec<ClientMessage>,
 }
@@ -523,12 +557,14 @@ fn track(
 }
 
 impl Driver {
-    async fn new(name: String, events: mpsc::UnboundedSender<Event>) -> Driver {
+    async fn new(name: String, events: mpsc::UnboundedSender<Event>, codecs: &ClientCodecs) -> Driver {
         Driver {
             name,
             events,
-            publish: Peer::new().await,
-            subscribe: Peer::new().await,
+            publish: Peer::new(codecs).await,
+            subscribe: Peer::new(codecs).await,
+            video_mime: codecs.publish_video.unwrap_or("video/VP8"),
+            codecs: codecs.clone(),
             audio: None,
             video: None,
             audio_n: 0,
@@ -576,7 +612,7 @@ impl Driver {
                 frame = next_frame(&mut ws_rx) => match frame {
                     Some(Ok(Message::Text(text))) => {
                         match serde_json::from_str::<ServerMessage>(&text) {
-                            Ok(message) => self.on_signal(message),
+                            Ok(message) => self.on_signal(message).await,
                             Err(err) => panic!("{}: relay sent undecodable message {text}: {err}", self.name),
                         }
                     }
@@ -706,7 +742,7 @@ impl Driver {
         }
     }
 
-    fn on_signal(&mut self, message: ServerMessage) {
+    async fn on_signal(&mut self, message: ServerMessage) {
         match &message {
             ServerMessage::PublishAnswer { sdp, .. } => {
                 let answer = RTCSessionDescription::answer(sdp.clone()).unwrap();
@@ -715,7 +751,15 @@ impl Driver {
                     .set_remote_description(Instant::now(), answer)
                     .unwrap();
             }
-            ServerMessage::SubscribeOffer { sdp, .. } => {
+            ServerMessage::SubscribeOffer {
+                sdp,
+                new_connection,
+                ..
+            } => {
+                if *new_connection && self.subscribe.pc.remote_description().is_some() {
+                    let _ = self.events.send(Event::NewSubscribeConnection);
+                    self.subscribe = Peer::new(&self.codecs).await;
+                }
                 let offer = RTCSessionDescription::offer(sdp.clone()).unwrap();
                 let now = Instant::now();
                 self.subscribe
@@ -766,7 +810,7 @@ impl Driver {
             let sender = self
                 .publish
                 .pc
-                .add_track(track(RtpCodecKind::Video, ssrc, "video/VP8", 90_000, 0))
+                .add_track(track(RtpCodecKind::Video, ssrc, self.video_mime, 90_000, 0))
                 .unwrap();
             self.video = Some((sender, ssrc));
         }
@@ -840,7 +884,7 @@ impl Driver {
                 .write_rtp(now, packet);
         }
         if let Some((sender, ssrc)) = self.video {
-            let pt = self.payload_type(sender, "video/VP8");
+            let pt = self.payload_type(sender, self.video_mime);
             let n = self.video_n;
             self.video_n += 1;
             let key = keyframe || self.pli_pending;
