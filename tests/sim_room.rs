@@ -277,5 +277,8 @@ fn sender_reports_are_translated_with_each_subscriptions_offset() {
     assert_eq!(reports, vec![(SinkId(1), 5_960), (SinkId(2), 90_960)]);
     reports.clear();
     r.sender_report(TrackId(10), 8, 1_960, |sink, rtp| reports.push((sink, rtp)));
-    assert!(reports.is_empty(), "a report about another SSRC is not this stream's");
+    assert!(
+        reports.is_empty(),
+        "a report about another SSRC is not this stream's"
+    );
 }

@@ -3,7 +3,9 @@
 //! Many subscribers can lose the picture at once (a burst of loss, several joins); the encoder
 //! needs to hear it once. At most one request per interval goes out; a request that arrives
 //! inside the interval is remembered and sent when the interval ends, unless a keyframe arrived
-//! in the meantime.
+//! in the meantime. A subscriber's PLI/FIR that arrives within the interval after a keyframe went
+//! by is answered by that keyframe (the subscriber asked before it arrived) and is not repeated
+//! to the encoder; a new subscription's need is never answered by a keyframe it did not get.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 pub struct KeyframeRequester {
     min_interval: Duration,
     last_sent: Option<Instant>,
+    last_keyframe: Option<Instant>,
     pending: bool,
 }
 
@@ -19,6 +22,7 @@ impl KeyframeRequester {
         KeyframeRequester {
             min_interval,
             last_sent: None,
+            last_keyframe: None,
             pending: false,
         }
     }
@@ -38,9 +42,22 @@ impl KeyframeRequester {
         }
     }
 
+    /// A subscriber reported picture loss (PLI/FIR). Returns true when a request should be sent
+    /// now.
+    pub fn request_from_subscriber(&mut self, now: Instant) -> bool {
+        let recent_keyframe = self
+            .last_keyframe
+            .is_some_and(|at| now < at + self.min_interval);
+        if recent_keyframe {
+            return false;
+        }
+        self.request(now)
+    }
+
     /// A keyframe arrived: whoever was waiting has it.
-    pub fn keyframe_received(&mut self) {
+    pub fn keyframe_received(&mut self, now: Instant) {
         self.pending = false;
+        self.last_keyframe = Some(now);
     }
 
     /// When a deferred request falls due.
@@ -68,7 +85,28 @@ mod tests {
     const INTERVAL: Duration = Duration::from_millis(500);
 
     #[test]
-    fn ten_requests_in_a_second_send_at_most_two() {
+    fn ten_subscriber_requests_in_a_second_send_at_most_two() {
+        // The encoder answers each request with a keyframe 10 ms later.
+        let t0 = Instant::now();
+        let mut k = KeyframeRequester::new(INTERVAL);
+        let mut sent = Vec::new();
+        let mut keyframe_due = None;
+        for ms in 0..1300u64 {
+            let now = t0 + Duration::from_millis(ms);
+            if keyframe_due == Some(ms) {
+                k.keyframe_received(now);
+            }
+            let asked = ms % 95 == 0 && ms < 950 && k.request_from_subscriber(now);
+            if asked || k.handle_timeout(now) {
+                sent.push(ms);
+                keyframe_due = Some(ms + 10);
+            }
+        }
+        assert_eq!(sent.len(), 2, "sent at {sent:?}");
+    }
+
+    #[test]
+    fn without_keyframes_requests_are_spaced_by_the_interval() {
         let t0 = Instant::now();
         let mut k = KeyframeRequester::new(INTERVAL);
         let mut sent = 0;
@@ -85,6 +123,18 @@ mod tests {
     }
 
     #[test]
+    fn a_new_subscription_is_not_answered_by_a_past_keyframe() {
+        let t0 = Instant::now();
+        let mut k = KeyframeRequester::new(INTERVAL);
+        k.keyframe_received(t0);
+        assert!(
+            k.request(t0 + Duration::from_millis(50)),
+            "joining after it went by"
+        );
+        assert!(!k.request_from_subscriber(t0 + Duration::from_millis(60)));
+    }
+
+    #[test]
     fn a_deferred_request_is_sent_when_due_unless_a_keyframe_came() {
         let t0 = Instant::now();
         let mut k = KeyframeRequester::new(INTERVAL);
@@ -98,7 +148,7 @@ mod tests {
         let t1 = t0 + Duration::from_secs(5);
         assert!(k.request(t1));
         assert!(!k.request(t1 + Duration::from_millis(1)));
-        k.keyframe_received();
+        k.keyframe_received(t1 + Duration::from_millis(2));
         assert_eq!(k.poll_timeout(), None);
         assert!(!k.handle_timeout(t1 + INTERVAL));
     }

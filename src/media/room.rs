@@ -360,7 +360,7 @@ impl Room {
             return fan_out;
         };
         if packet.keyframe_start && publication.kind() == MediaKind::Video {
-            publication.keyframes.keyframe_received();
+            publication.keyframes.keyframe_received(now);
         }
         for subscription in &mut publication.subscriptions {
             let (Some(sink), Some(forwarder)) = (subscription.sink, &mut subscription.forwarder)
@@ -411,7 +411,7 @@ impl Room {
     pub fn request_keyframe(&mut self, track: TrackId, now: Instant) {
         if let Some(publication) = self.publications.get_mut(&track)
             && publication.kind() == MediaKind::Video
-            && publication.keyframes.request(now)
+            && publication.keyframes.request_from_subscriber(now)
         {
             self.outputs.push_back(RoomOutput::RequestKeyframe(track));
         }

@@ -9,7 +9,6 @@ use bytes::BytesMut;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -22,58 +21,66 @@ use std::time::{Duration, Instant};
 /// A browser-like peer connection: full ICE, the default codecs and interceptors, and inbound
 /// RTCP delivered to the application (so a test publisher sees the relay's PLIs).
 pub fn client_peer_connection(now: Instant) -> Result<RTCPeerConnection, RtcError> {
-    let mut engine = MediaEngine::default();
-    engine.register_default_codecs()?;
-    let registry = register_default_interceptors(
-        Registry::new().with(Slot::from(14_000), DeliverRtcp::default()),
-        &mut engine,
-    )?;
-    RTCPeerConnectionBuilder::new()
-        .with_media_engine(engine)
-        .with_interceptor_registry(registry)
-        .build(now)
+    client_peer_connection_with(now, None, "minptime=10;useinbandfec=1", true)
 }
 
-/// A test client that supports only some codecs: Opus with `opus_fmtp`, and the relay's own
-/// publish formats of the given video MIME types (with RTX). For tests of codec negotiation.
+/// A test client with chosen capabilities: only the relay's publish formats of the given
+/// video MIME types (with RTX) when `video_mime_types` is given, Opus with `opus_fmtp`, and
+/// no NACK generator when `nack` is false (so it never asks for retransmissions itself).
 pub fn client_peer_connection_with(
     now: Instant,
-    video_mime_types: &[&str],
+    video_mime_types: Option<&[&str]>,
     opus_fmtp: &str,
+    nack: bool,
 ) -> Result<RTCPeerConnection, RtcError> {
     use super::engine::LegRole;
     use super::formats;
+    use rtc::peer_connection::configuration::interceptor_registry::{
+        configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+        configure_twcc_receiver_only,
+    };
     use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
     let mut engine = MediaEngine::default();
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: RTCRtpCodec {
-                mime_type: "audio/opus".into(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: opus_fmtp.into(),
-                rtcp_feedback: vec![],
-            },
-            payload_type: 111,
-        },
-        RtpCodecKind::Audio,
-    )?;
-    for format in formats::catalogue(LegRole::Publish) {
-        if !video_mime_types
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case(format.codec.mime_type()))
-        {
-            continue;
-        }
-        engine.register_codec(formats::parameters(&format, LegRole::Subscribe), RtpCodecKind::Video)?;
-        if let Some(rtx) = formats::rtx_parameters(&format) {
-            engine.register_codec(rtx, RtpCodecKind::Video)?;
+    match video_mime_types {
+        None => engine.register_default_codecs()?,
+        Some(video) => {
+            engine.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: "audio/opus".into(),
+                        clock_rate: 48_000,
+                        channels: 2,
+                        sdp_fmtp_line: opus_fmtp.into(),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: 111,
+                },
+                RtpCodecKind::Audio,
+            )?;
+            for format in formats::catalogue(LegRole::Publish) {
+                if !video
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(format.codec.mime_type()))
+                {
+                    continue;
+                }
+                engine.register_codec(
+                    formats::parameters(&format, LegRole::Subscribe),
+                    RtpCodecKind::Video,
+                )?;
+                if let Some(rtx) = formats::rtx_parameters(&format) {
+                    engine.register_codec(rtx, RtpCodecKind::Video)?;
+                }
+            }
         }
     }
-    let registry = register_default_interceptors(
-        Registry::new().with(Slot::from(14_000), DeliverRtcp::default()),
-        &mut engine,
-    )?;
+    let mut registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
+    if nack {
+        registry = configure_nack(registry, &mut engine);
+    }
+    configure_simulcast_extension_headers(&mut engine)?;
+    registry = configure_twcc_receiver_only(registry, &mut engine)?;
+    registry = configure_rtcp_reports(registry);
     RTCPeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)

@@ -125,9 +125,14 @@ impl Worker {
             .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
         let key = LegKey(self.next_leg);
         self.next_leg += 1;
-        let limit = RateLimit::new(self.config.max_packets_per_leg_per_s, self.config.max_packets_per_leg_per_s / 2);
-        self.legs
-            .insert(key, Leg::new(key, role, participant, pc, String::new(), limit));
+        let limit = RateLimit::new(
+            self.config.max_packets_per_leg_per_s,
+            self.config.max_packets_per_leg_per_s / 2,
+        );
+        self.legs.insert(
+            key,
+            Leg::new(key, role, participant, pc, String::new(), limit),
+        );
         Ok(key)
     }
 

@@ -398,7 +398,9 @@ impl Worker {
         let mut targets: Vec<(SinkId, u32)> = Vec::new();
         entry
             .room
-            .sender_report(track, report.ssrc, report.rtp_time, |sink, rtp| targets.push((sink, rtp)));
+            .sender_report(track, report.ssrc, report.rtp_time, |sink, rtp| {
+                targets.push((sink, rtp))
+            });
         for (sink, rtp_time) in targets {
             let (leg_key, slot_index) = sink_parts(sink);
             let Some(leg) = self.legs.get_mut(&leg_key) else {

@@ -15,6 +15,8 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tern::app::{DEV_KID, Running};
 use tern::config::Config;
 use tern::node::engine::host_candidate;
-use tern::node::pair::{client_peer_connection, datagram};
+use tern::node::pair::datagram;
 use tern_signaling::auth::{Grants, claims_for};
 use tern_signaling::protocol::{
     ClientMessage, IceCandidate, Leg, ServerMessage, TrackAnnouncement, TrackSource,
@@ -196,6 +198,14 @@ pub enum Event {
     SubscribeState(RTCPeerConnectionState),
     /// The relay asked this client (as publisher) for a keyframe.
     Pli,
+    /// The relay NACKed these (publisher) sequence numbers.
+    Nack(Vec<u16>),
+    /// A sender report arrived on the subscribe leg.
+    SenderReport {
+        ssrc: u32,
+        ntp_time: u64,
+        rtp_time: u32,
+    },
     /// The WebSocket closed.
     Closed,
     /// The relay started a new subscribe connection; the client replaced its peer connection.
@@ -224,6 +234,24 @@ pub enum Command {
     FreezeMedia,
     /// Pads synthetic payloads to about this many bytes (for load runs).
     PayloadSize(usize),
+    /// Keeps the next video packet back until the relay NACKs it, then sends it.
+    WithholdNextVideo,
+    /// Drops the packet with this tag when it arrives and NACKs it on the subscribe leg.
+    DiscardAndNack(String),
+    /// Sends a PLI for this (relay) track id on the subscribe leg.
+    SendPli(String),
+    /// Sends these bytes as one datagram from the publish (or subscribe) leg's socket to `to`.
+    RawUdp {
+        subscribe_leg: bool,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// Sends an SRTCP packet whose content is not valid RTCP once decrypted.
+    GarbageRtcp,
+    /// Gives the video track a new SSRC and numbering and renegotiates, like a restarted sender.
+    RestartVideoSsrc,
+    /// Restarts ICE on the publish leg (new credentials in a new offer).
+    RestartPublishIce,
     /// Ends the client: socket and media gone at once, like a killed process.
     Close,
 }
@@ -469,6 +497,8 @@ pub struct ClientCodecs {
     pub opus_fmtp: String,
     /// The video codec the client publishes (default VP8).
     pub publish_video: Option<&'static str>,
+    /// Never NACK (so retransmissions it gets are the relay's own doing).
+    pub no_nack: bool,
 }
 
 struct Peer {
@@ -481,12 +511,18 @@ impl Peer {
     async fn new(codecs: &ClientCodecs) -> Peer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        let mut pc = match &codecs.video {
-            Some(video) => {
-                tern::node::pair::client_peer_connection_with(Instant::now(), video, &codecs.opus_fmtp).unwrap()
-            }
-            None => client_peer_connection(Instant::now()).unwrap(),
+        let opus_fmtp = if codecs.opus_fmtp.is_empty() {
+            "minptime=10;useinbandfec=1"
+        } else {
+            &codecs.opus_fmtp
         };
+        let mut pc = tern::node::pair::client_peer_connection_with(
+            Instant::now(),
+            codecs.video.as_deref(),
+            opus_fmtp,
+            !codecs.no_nack,
+        )
+        .unwrap();
         pc.add_local_candidate(host_candidate(addr).unwrap())
             .unwrap();
         Peer { pc, socket, addr }
@@ -519,6 +555,11 @@ struct Driver {
     audio_n: u32,
     video_n: u32,
     pli_pending: bool,
+    withhold_next_video: bool,
+    withheld: Option<Packet>,
+    discard: Option<String>,
+    video_seq_base: u16,
+    video_ts_base: u32,
     codecs: ClientCodecs,
     video_mime: &'static str,
     payload_bytes: usize,
@@ -557,7 +598,11 @@ fn track(
 }
 
 impl Driver {
-    async fn new(name: String, events: mpsc::UnboundedSender<Event>, codecs: &ClientCodecs) -> Driver {
+    async fn new(
+        name: String,
+        events: mpsc::UnboundedSender<Event>,
+        codecs: &ClientCodecs,
+    ) -> Driver {
         Driver {
             name,
             events,
@@ -570,6 +615,11 @@ impl Driver {
             audio_n: 0,
             video_n: 0,
             pli_pending: false,
+            withhold_next_video: false,
+            withheld: None,
+            discard: None,
+            video_seq_base: 65_500,
+            video_ts_base: 0,
             payload_bytes: 0,
             outgoing: Vec::new(),
         }
@@ -652,6 +702,19 @@ impl Driver {
                     }
                     Some(Command::FreezeMedia) => media_frozen = true,
                     Some(Command::PayloadSize(n)) => self.payload_bytes = n,
+                    Some(Command::WithholdNextVideo) => self.withhold_next_video = true,
+                    Some(Command::DiscardAndNack(tag)) => self.discard = Some(tag),
+                    Some(Command::SendPli(track)) => self.send_pli(&track),
+                    Some(Command::RawUdp { subscribe_leg, to, bytes }) => {
+                        let socket = if subscribe_leg { &self.subscribe.socket } else { &self.publish.socket };
+                        let _ = socket.send_to(&bytes, to).await;
+                    }
+                    Some(Command::GarbageRtcp) => self.send_garbage_rtcp(),
+                    Some(Command::RestartVideoSsrc) => self.restart_video_ssrc(),
+                    Some(Command::RestartPublishIce) => {
+                        self.publish.pc.restart_ice();
+                        self.send_publish_offer();
+                    }
                 },
                 r = self.publish.socket.recv_from(&mut buf_pub), if !media_frozen => {
                     if let Ok((n, from)) = r {
@@ -711,6 +774,31 @@ impl Driver {
             while let Some(message) = peer.pc.poll_read() {
                 match message.message {
                     RTCMessage::RtpPacket(track, packet) if !publish => {
+                        if self
+                            .discard
+                            .as_deref()
+                            .is_some_and(|t| tag(&packet.payload) == t)
+                        {
+                            self.discard = None;
+                            let nack = TransportLayerNack {
+                                sender_ssrc: 0,
+                                media_ssrc: packet.header.ssrc,
+                                nacks: vec![NackPair {
+                                    packet_id: packet.header.sequence_number,
+                                    lost_packets: 0,
+                                }],
+                            };
+                            let receivers: Vec<_> = peer.pc.get_receivers().collect();
+                            for id in receivers {
+                                if let Some(mut r) = peer.pc.rtp_receiver(id)
+                                    && r.track().ssrcs().any(|s| s == packet.header.ssrc)
+                                {
+                                    let _ =
+                                        r.write_rtcp(Instant::now(), vec![Box::new(nack.clone())]);
+                                }
+                            }
+                            continue;
+                        }
                         let _ = self.events.send(Event::Rtp(Received {
                             track,
                             ssrc: packet.header.ssrc,
@@ -721,14 +809,50 @@ impl Driver {
                             payload: packet.payload,
                         }));
                     }
-                    RTCMessage::RtcpPacket(_, packets)
-                        if publish
-                            && packets
-                                .iter()
-                                .any(|p| p.as_any().is::<PictureLossIndication>()) =>
-                    {
-                        self.pli_pending = true;
-                        let _ = self.events.send(Event::Pli);
+                    RTCMessage::RtcpPacket(_, packets) if publish => {
+                        for p in &packets {
+                            if p.as_any().is::<PictureLossIndication>() {
+                                self.pli_pending = true;
+                                let _ = self.events.send(Event::Pli);
+                            }
+                            if let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() {
+                                let lost: Vec<u16> = nack
+                                    .nacks
+                                    .iter()
+                                    .flat_map(|pair| {
+                                        let mut seqs = vec![pair.packet_id];
+                                        for bit in 0..16u16 {
+                                            if pair.lost_packets & (1 << bit) != 0 {
+                                                seqs.push(pair.packet_id.wrapping_add(bit + 1));
+                                            }
+                                        }
+                                        seqs
+                                    })
+                                    .collect();
+                                if let Some(withheld) = &self.withheld
+                                    && lost.contains(&withheld.header.sequence_number)
+                                    && let Some((sender, _)) = self.video
+                                    && let Some(packet) = self.withheld.take()
+                                {
+                                    let _ = peer
+                                        .pc
+                                        .rtp_sender(sender)
+                                        .map(|mut s| s.write_rtp(Instant::now(), packet));
+                                }
+                                let _ = self.events.send(Event::Nack(lost));
+                            }
+                        }
+                    }
+                    RTCMessage::RtcpPacket(_, packets) if !publish => {
+                        for p in &packets {
+                            if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                                let _ = self.events.send(Event::SenderReport {
+                                    ssrc: sr.ssrc,
+                                    ntp_time: sr.ntp_time,
+                                    rtp_time: sr.rtp_time,
+                                });
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -814,6 +938,10 @@ impl Driver {
                 .unwrap();
             self.video = Some((sender, ssrc));
         }
+        self.send_publish_offer();
+    }
+
+    fn send_publish_offer(&mut self) {
         let now = Instant::now();
         let offer = self.publish.pc.create_offer(None).unwrap();
         self.publish
@@ -889,22 +1017,35 @@ impl Driver {
             self.video_n += 1;
             let key = keyframe || self.pli_pending;
             self.pli_pending = false;
-            // VP8 descriptor S=1 PID=0, then the payload header: P=0 keyframe, P=1 delta.
-            let mut payload = vec![0x10, if key { 0x00 } else { 0x01 }];
-            payload.resize(self.payload_bytes.saturating_sub(32).max(2), 0xaa);
+            let mut payload = match self.video_mime {
+                // VP9 descriptor: B=1, P=0 on keyframes, P=1 otherwise.
+                "video/VP9" => vec![if key { 0x08 } else { 0x48 }],
+                // H.264: an SPS NAL unit starts a keyframe, a non-IDR slice otherwise.
+                "video/H264" => vec![if key { 0x67 } else { 0x41 }],
+                // VP8 descriptor S=1 PID=0, then the payload header: P=0 keyframe, P=1 delta.
+                _ => vec![0x10, if key { 0x00 } else { 0x01 }],
+            };
+            payload.resize(
+                self.payload_bytes.saturating_sub(32).max(payload.len()),
+                0xaa,
+            );
             payload.extend_from_slice(format!("#{}/video/{n}", self.name).as_bytes());
             let packet = Packet {
                 header: Header {
                     version: 2,
                     marker: true,
                     payload_type: pt,
-                    sequence_number: (n as u16).wrapping_add(65_500),
-                    timestamp: n.wrapping_mul(3000),
+                    sequence_number: (n as u16).wrapping_add(self.video_seq_base),
+                    timestamp: n.wrapping_mul(3000).wrapping_add(self.video_ts_base),
                     ssrc,
                     ..Default::default()
                 },
                 payload: Bytes::from(payload),
             };
+            if std::mem::take(&mut self.withhold_next_video) {
+                self.withheld = Some(packet);
+                return;
+            }
             let _ = self
                 .publish
                 .pc
@@ -913,11 +1054,80 @@ impl Driver {
                 .write_rtp(now, packet);
         }
     }
+
+    fn send_pli(&mut self, track: &str) {
+        let receivers: Vec<_> = self.subscribe.pc.get_receivers().collect();
+        for id in receivers {
+            let Some(mut r) = self.subscribe.pc.rtp_receiver(id) else {
+                continue;
+            };
+            let ssrc = r.track().ssrcs().next();
+            if r.track().track_id() == track
+                && let Some(ssrc) = ssrc
+            {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: ssrc,
+                };
+                let _ = r.write_rtcp(Instant::now(), vec![Box::new(pli)]);
+            }
+        }
+    }
+
+    fn send_garbage_rtcp(&mut self) {
+        let Some((sender, ssrc)) = self.video else {
+            return;
+        };
+        // A receiver report header (cleartext in SRTCP and consistent), then a second packet
+        // claiming 256 KiB: only decryption reveals it is garbage.
+        let mut bytes = vec![0x80, 201, 0x00, 0x01];
+        bytes.extend_from_slice(&ssrc.to_be_bytes());
+        bytes.extend_from_slice(&[0x80, 205, 0xff, 0xff, 1, 2, 3, 4]);
+        let raw = rtc::rtcp::raw_packet::RawPacket(Bytes::from(bytes));
+        let _ = self
+            .publish
+            .pc
+            .rtp_sender(sender)
+            .map(|mut s| s.write_rtcp(Instant::now(), vec![Box::new(raw)]));
+    }
+
+    fn restart_video_ssrc(&mut self) {
+        let Some((sender, ssrc)) = self.video else {
+            return;
+        };
+        let new_ssrc = ssrc.wrapping_add(0x100);
+        // A new sender on the same m-line (the transceiver is reused): same mid, new SSRC.
+        self.publish.pc.remove_track(sender).unwrap();
+        let sender = self
+            .publish
+            .pc
+            .add_track(track(
+                RtpCodecKind::Video,
+                new_ssrc,
+                self.video_mime,
+                90_000,
+                0,
+            ))
+            .unwrap();
+        self.video = Some((sender, new_ssrc));
+        self.video_seq_base = self.video_seq_base.wrapping_add(20_000);
+        self.video_ts_base = self.video_ts_base.wrapping_add(0x4000_0000);
+        self.send_publish_offer();
+    }
 }
 
-/// Whether a received video payload is the start of a keyframe (as the test client writes them).
+/// Whether a received VP8 payload is the start of a keyframe (as the test client writes them).
 pub fn is_keyframe(payload: &[u8]) -> bool {
     payload.len() >= 2 && payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0
+}
+
+/// The same for any video codec the test client publishes.
+pub fn is_keyframe_of(mime: &str, payload: &[u8]) -> bool {
+    match mime {
+        "video/VP9" => payload.first() == Some(&0x08),
+        "video/H264" => payload.first() == Some(&0x67),
+        _ => is_keyframe(payload),
+    }
 }
 
 /// Sends media from `client` every 10 ms (a keyframe every 30 rounds) until dropped.
@@ -927,17 +1137,18 @@ pub struct MediaPump {
 
 impl MediaPump {
     pub fn start(client: &Client) -> MediaPump {
+        Self::start_with(client, Some(30))
+    }
+
+    /// A keyframe every `keyframe_every` rounds, or only when the relay asks (PLI) with `None`.
+    pub fn start_with(client: &Client, keyframe_every: Option<u32>) -> MediaPump {
         let tx = client.sender();
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let mut i = 0u32;
             loop {
-                if tx
-                    .send(Command::SendMedia {
-                        keyframe: i.is_multiple_of(30),
-                    })
-                    .is_err()
-                {
+                let keyframe = keyframe_every.is_some_and(|k| i.is_multiple_of(k));
+                if tx.send(Command::SendMedia { keyframe }).is_err() {
                     return;
                 }
                 i += 1;
