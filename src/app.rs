@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::node::control::RelayControl;
 use crate::node::engine::{EngineSettings, random_token};
+use crate::node::socket::bind_media_socket;
 use crate::node::worker::{Worker, WorkerConfig};
 use anyhow::Context;
 use axum::Router;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use tern_signaling::auth::KeySet;
 use tern_signaling::http::{DevMinting, Signaling, router};
 use tern_signaling::session::SessionLimits;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -100,8 +101,7 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
 /// result.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
-    let socket = UdpSocket::bind(config.media.listen)
-        .await
+    let socket = bind_media_socket(config.media.listen, config.media.socket_buffer_bytes)
         .with_context(|| format!("cannot bind media UDP socket on {}", config.media.listen))?;
     let media_addr = socket.local_addr()?;
     let listener = TcpListener::bind(config.http.listen)

@@ -45,6 +45,10 @@ pub struct MediaConfig {
     /// Datagrams per second one peer connection may send the relay (bursts of half that);
     /// more are dropped as a flood. A 1080p screen share needs under 1,000.
     pub max_packets_per_second_per_leg: u32,
+    /// Kernel receive and send buffer of the media socket, bytes. Large, so that bursts and
+    /// floods are dropped by the relay (per leg) rather than by the kernel (for everyone).
+    /// Capped by net.core.rmem_max/wmem_max unless the relay has CAP_NET_ADMIN.
+    pub socket_buffer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -121,6 +125,7 @@ impl Default for MediaConfig {
             ice_failed_timeout_s: 5,
             nack_history: 512,
             max_packets_per_second_per_leg: 5_000,
+            socket_buffer_bytes: 8 * 1024 * 1024,
         }
     }
 }

@@ -616,3 +616,51 @@ async fn ice_restarts_change_the_ufrag_and_media_keeps_flowing() {
         "nobody's transport failed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_socket_serves_ipv4_and_ipv6_clients_together() {
+    let relay = start_relay(|c| {
+        c.media.listen = "[::]:0".parse().unwrap();
+        c.media.advertised_ips = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    })
+    .await;
+    let v6 = ClientCodecs {
+        ipv6: true,
+        ..Default::default()
+    };
+    let alice = Client::connect(&relay, "dual", "alice").await; // IPv4
+    alice.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
+    let bob = Client::connect_codecs(&relay, "dual", "bob", &v6).await; // IPv6
+    bob.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
+    let mut alice = alice;
+    let mut bob = bob;
+    let _p1 = MediaPump::start(&alice);
+    let _p2 = MediaPump::start(&bob);
+    wait_more(&mut alice, "bob", "video", 20).await;
+    wait_more(&mut bob, "alice", "video", 20).await;
+    assert_no_gap(&alice, "bob", "audio", 10);
+    assert_no_gap(&bob, "alice", "audio", 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_media_address_serves_the_advertised_one() {
+    let relay = start_relay(|c| {
+        c.media.listen = "0.0.0.0:0".parse().unwrap();
+        c.media.advertised_ips = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let alice = Client::connect(&relay, "wild", "alice").await;
+    alice.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
+    let mut bob = Client::connect(&relay, "wild", "bob").await;
+    let _pump = MediaPump::start(&alice);
+    wait_more(&mut bob, "alice", "video", 20).await;
+}

@@ -10,5 +10,6 @@ pub mod pair;
 mod participants;
 mod publish;
 pub mod sdp;
+pub mod socket;
 mod subscribe;
 pub mod worker;

@@ -273,7 +273,7 @@ impl Worker {
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr: self.candidate_for(from),
                 peer_addr: from,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
@@ -284,6 +284,18 @@ impl Worker {
         if expects_media && produced == 0 {
             self.metrics.count_drop(DropReason::SrtpRejected);
         }
+    }
+
+    /// The relay candidate a datagram from `from` reached: the first advertised address of the
+    /// same family. (With a wildcard bind the socket cannot tell which of its addresses was
+    /// hit; ICE matches the candidate by address, so it must be the advertised one.)
+    fn candidate_for(&self, from: SocketAddr) -> SocketAddr {
+        self.config
+            .advertised
+            .iter()
+            .find(|a| a.is_ipv4() == from.is_ipv4())
+            .copied()
+            .unwrap_or(self.local_addr)
     }
 
     /// Feeds one input (a datagram, or a timeout when `message` is `None`) to a leg, drains what

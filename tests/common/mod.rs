@@ -499,6 +499,8 @@ pub struct ClientCodecs {
     pub publish_video: Option<&'static str>,
     /// Never NACK (so retransmissions it gets are the relay's own doing).
     pub no_nack: bool,
+    /// Use IPv6 loopback (::1) for media.
+    pub ipv6: bool,
 }
 
 struct Peer {
@@ -509,7 +511,12 @@ struct Peer {
 
 impl Peer {
     async fn new(codecs: &ClientCodecs) -> Peer {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let bind = if codecs.ipv6 {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let socket = UdpSocket::bind(bind).await.unwrap();
         let addr = socket.local_addr().unwrap();
         let opus_fmtp = if codecs.opus_fmtp.is_empty() {
             "minptime=10;useinbandfec=1"

@@ -1,0 +1,63 @@
+//! Binding the media socket: large kernel buffers (a burst or a flood must not overflow the
+//! receive queue and cost other participants their packets) and dual-stack for IPv6.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use tokio::net::UdpSocket;
+use tracing::{info, warn};
+
+/// Binds the media UDP socket at `addr` with receive and send buffers of `buffer_bytes`.
+/// An IPv6 wildcard address also accepts IPv4 (v4-mapped).
+pub fn bind_media_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    set_buffers(&socket, buffer_bytes);
+    UdpSocket::from_std(socket.into())
+}
+
+fn set_buffers(socket: &Socket, bytes: usize) {
+    let _ = socket.set_recv_buffer_size(bytes);
+    let _ = socket.set_send_buffer_size(bytes);
+    // The kernel caps SO_RCVBUF at net.core.rmem_max; with CAP_NET_ADMIN it can be forced.
+    if socket.recv_buffer_size().unwrap_or(0) < bytes {
+        force_buffer(socket, libc::SO_RCVBUFFORCE, bytes);
+    }
+    if socket.send_buffer_size().unwrap_or(0) < bytes {
+        force_buffer(socket, libc::SO_SNDBUFFORCE, bytes);
+    }
+    let (recv, send) = (
+        socket.recv_buffer_size().unwrap_or(0),
+        socket.send_buffer_size().unwrap_or(0),
+    );
+    // Linux reports double the requested size (bookkeeping overhead).
+    if recv < bytes {
+        warn!(
+            recv,
+            wanted = bytes,
+            "media socket receive buffer is smaller than configured; raise net.core.rmem_max \
+             (sysctl) so bursts and floods do not overflow it"
+        );
+    } else {
+        info!(recv, send, "media socket buffers");
+    }
+}
+
+fn force_buffer(socket: &Socket, option: libc::c_int, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(socket);
+    // SAFETY: `fd` is a valid socket owned by `socket` for the duration of the call, and the
+    // option value points to a c_int of the size passed.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
