@@ -5,6 +5,8 @@
 
 pub mod app;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod metrics;
 pub mod node;

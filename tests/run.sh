@@ -13,10 +13,11 @@ as_root() {
     echo "need root to run: $*" >&2; return 1; fi
 }
 
-step "system packages (chromium for browser tests; iproute2/util-linux for the private network)"
+step "system packages (chromium for browser tests; iproute2, nftables, util-linux for test networks)"
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v nft >/dev/null || missing+=(nftables)
 command -v unshare >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
@@ -55,5 +56,8 @@ isolated cargo test --locked --offline --workspace
 
 step "headless Chromium: two pages call each other through the relay"
 isolated node tests/browser/smoke.mjs
+
+step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser"
+isolated node tests/browser/media.mjs
 
 step "all tests passed in $(( $(date +%s) - started )) s"

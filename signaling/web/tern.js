@@ -139,9 +139,11 @@ export class Room extends EventTarget {
 
   /**
    * Publishes the tracks of a MediaStream. `sources` maps a track to 'camera', 'microphone' or
-   * 'screen' (default: by kind). Resolves with the relay's TrackInfo list for this leg.
+   * 'screen' (default: by kind). `videoCodec` (e.g. 'video/VP9') puts that codec first in the
+   * offer; the relay answers one codec per track, the first it supports. Resolves with the
+   * relay's TrackInfo list for this leg.
    */
-  async publish(stream, sources = new Map()) {
+  async publish(stream, sources = new Map(), { videoCodec } = {}) {
     if (!this.publishPc) {
       this.publishPc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
       this.publishPc.onicecandidate = (e) => this._trickle('publish', e.candidate);
@@ -150,6 +152,11 @@ export class Room extends EventTarget {
     const added = [];
     for (const track of stream.getTracks()) {
       const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      if (videoCodec && track.kind === 'video' && RTCRtpSender.getCapabilities) {
+        const codecs = RTCRtpSender.getCapabilities('video').codecs;
+        const wanted = (c) => c.mimeType.toLowerCase() === videoCodec.toLowerCase();
+        transceiver.setCodecPreferences([...codecs.filter(wanted), ...codecs.filter((c) => !wanted(c))]);
+      }
       added.push({ transceiver, source: sources.get(track) || (track.kind === 'audio' ? 'microphone' : 'camera') });
     }
     this._publishSources = (this._publishSources || []).concat(added);

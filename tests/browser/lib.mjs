@@ -2,6 +2,8 @@
 // Debian's chromium with fake devices, poll page state with deadlines.
 
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import dgram from 'node:dgram';
 import path from 'node:path';
@@ -45,12 +47,15 @@ async function freeUdpPort() {
   });
 }
 
-/** Starts `tern` (TERN_BIN or target/debug/tern) on free loopback ports; resolves when healthy. */
-export async function startRelay(extraArgs = []) {
+/**
+ * Starts `tern` (TERN_BIN or target/debug/tern) on free ports of `host`; resolves when healthy.
+ * `extraArgs` are appended to the command line.
+ */
+export async function startRelay(extraArgs = [], host = '127.0.0.1') {
   const bin = process.env.TERN_BIN || path.join(repo, 'target', 'debug', 'tern');
   const httpPort = await freeTcpPort();
   const mediaPort = await freeUdpPort();
-  const args = ['--http-listen', `127.0.0.1:${httpPort}`, '--media-listen', `127.0.0.1:${mediaPort}`, ...extraArgs];
+  const args = ['--http-listen', `${host}:${httpPort}`, '--media-listen', `${host}:${mediaPort}`, ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TERN_LOG: process.env.TERN_LOG || 'info' } });
   const output = [];
   const keep = (d) => { output.push(d.toString()); if (output.length > 2000) output.shift(); };
@@ -72,12 +77,53 @@ export async function startRelay(extraArgs = []) {
   };
 }
 
-export async function launchBrowser() {
+/** Launches headless Chromium (through `executablePath`, e.g. a network-namespace wrapper). */
+export async function launchBrowser(executablePath = process.env.CHROMIUM || '/usr/bin/chromium', extraArgs = []) {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath,
     headless: true,
-    args: CHROMIUM_FLAGS,
+    args: [...CHROMIUM_FLAGS, ...extraArgs],
   });
+}
+
+/**
+ * Spawns Chromium as our own child process (so a test can kill it) and connects over CDP.
+ * Returns { browser, proc }.
+ */
+export async function spawnBrowser() {
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-chromium-'));
+  const proc = spawn(process.env.CHROMIUM || '/usr/bin/chromium', [
+    '--headless', ...CHROMIUM_FLAGS, `--user-data-dir=${userDataDir}`, '--remote-debugging-port=0', 'about:blank',
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const url = await new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`no DevTools URL: ${buf}`)), 30000);
+    proc.stderr.on('data', (d) => {
+      buf += d;
+      const m = buf.match(/DevTools listening on (ws:\/\/\S+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+  const browser = await chromium.connectOverCDP(url);
+  return { browser, proc, userDataDir };
+}
+
+/** Opens a page of the bundled client and waits until it joined and published. */
+export async function openParticipant(browser, url, name) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('console', (m) => { if (m.type() === 'error') log(`[${name} console]`, m.text()); });
+  page.on('pageerror', (e) => log(`[${name} pageerror]`, e.message));
+  await page.goto(url);
+  await until(`${name} joined and published`, () => page.evaluate(() => window.ternJoined.then(() => true)), 30000);
+  return page;
+}
+
+/** Reads a counter from the relay's /metrics. */
+export async function metric(base, series) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.split(' ').pop()) : NaN;
 }
 
 /** Polls `check` until it returns a truthy value; throws `what` after `ms`. */

@@ -1,0 +1,113 @@
+// Chromium media robustness through the relay binary:
+//  1. a VP9 publisher reaches a VP9-capable subscriber, which decodes it;
+//  2. participants in their own network namespaces with 5 % random UDP loss on their links keep
+//     decoding while the relay's retransmission and NACK counters move;
+//  3. a killed browser process disappears for the others within 15 s.
+//
+// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|loss|kill]...
+
+import { startRelay, launchBrowser, spawnBrowser, openParticipant, until, inbound, metric, log } from './lib.mjs';
+import { createHosts, addLoss, mintToken, RELAY_IP } from './netns.mjs';
+
+const wanted = process.argv.slice(2);
+const run = (name) => wanted.length === 0 || wanted.includes(name);
+let failed = false;
+
+async function scenario(name, body) {
+  if (!run(name)) return;
+  log(`--- ${name}`);
+  const cleanups = [];
+  try {
+    await body(cleanups);
+    log(`PASS ${name}`);
+  } catch (err) {
+    failed = true;
+    log(`FAIL ${name}:`, err && err.stack ? err.stack : err);
+  } finally {
+    for (const c of cleanups.reverse()) {
+      try { await c(); } catch (err) { log('cleanup:', err.message); }
+    }
+  }
+}
+
+/** framesDecoded of the page's remote video grows by at least `frames` within `ms`. */
+async function decodes(page, name, frames, ms) {
+  const before = await inbound(page);
+  await new Promise((r) => setTimeout(r, ms));
+  const after = await inbound(page);
+  const grew = after.framesDecoded - before.framesDecoded;
+  log(`${name}: +${grew} frames in ${ms} ms (${after.minFrameWidth} px wide, codecs ${after.stats.inbound.filter((s) => s.kind === 'video').map((s) => s.codec).join(',')})`);
+  if (grew < frames) throw new Error(`${name}: only ${grew} frames decoded in ${ms} ms`);
+  return after;
+}
+
+await scenario('vp9', async (cleanups) => {
+  const relay = await startRelay();
+  cleanups.push(() => relay.stop());
+  const browser = await launchBrowser();
+  cleanups.push(() => browser.close());
+  const alice = await openParticipant(browser, `${relay.base}/?room=vp9&name=alice&codec=video/VP9`, 'alice');
+  const bob = await openParticipant(browser, `${relay.base}/?room=vp9&name=bob`, 'bob');
+  await until('bob receives alice as VP9', async () => {
+    const s = await inbound(bob);
+    return s.stats.inbound.some((x) => x.kind === 'video' && x.codec === 'video/VP9' && x.framesDecoded > 0);
+  }, 30000);
+  await decodes(bob, 'bob (VP9 from alice)', 20, 3000);
+  await decodes(alice, 'alice (VP8 from bob)', 20, 3000);
+});
+
+await scenario('loss', async (cleanups) => {
+  const hosts = createHosts(2);
+  cleanups.push(() => hosts.cleanup());
+  const secret = 'loss-test-secret-0123456789abcdef0123';
+  const relay = await startRelay(['--advertise-ip', RELAY_IP, '--api-key', 'loss', '--api-secret', secret], '0.0.0.0');
+  cleanups.push(() => relay.stop());
+  const origin = `http://${RELAY_IP}:${relay.httpPort}`;
+  const pages = [];
+  for (const [i, name] of ['alice', 'bob'].entries()) {
+    const browser = await launchBrowser(hosts.clients[i].wrapper, [`--unsafely-treat-insecure-origin-as-secure=${origin}`]);
+    cleanups.push(() => browser.close());
+    const token = mintToken({ kid: 'loss', secret, room: 'loss', identity: name });
+    pages.push(await openParticipant(browser, `${origin}/?room=loss&name=${name}&token=${token}`, name));
+  }
+  for (const [i, page] of pages.entries()) {
+    await until(`${i} decodes before loss`, async () => (await inbound(page)).framesDecoded > 10, 30000);
+  }
+  addLoss(hosts, 5);
+  log('5 % random UDP loss on both links, both directions');
+  const nacks0 = await metric(relay.base, 'tern_nacks_sent_total');
+  const rtx0 = await metric(relay.base, 'tern_retransmissions_sent_total');
+  for (const [i, page] of pages.entries()) {
+    await decodes(page, ['alice', 'bob'][i], 40, 5000);
+  }
+  const nacks = (await metric(relay.base, 'tern_nacks_sent_total')) - nacks0;
+  const rtx = (await metric(relay.base, 'tern_retransmissions_sent_total')) - rtx0;
+  log(`relay under loss: ${nacks} NACKs sent to publishers, ${rtx} retransmissions to subscribers`);
+  if (!(nacks > 0)) throw new Error('the relay did not NACK lost packets');
+  if (!(rtx > 0)) throw new Error('the relay did not retransmit lost packets');
+});
+
+await scenario('kill', async (cleanups) => {
+  const relay = await startRelay();
+  cleanups.push(() => relay.stop());
+  const stayer = await launchBrowser();
+  cleanups.push(() => stayer.close());
+  const { browser: victim, proc } = await spawnBrowser();
+  cleanups.push(() => { try { proc.kill('SIGKILL'); } catch {} });
+  const alice = await openParticipant(stayer, `${relay.base}/?room=kill&name=alice`, 'alice');
+  await openParticipant(victim, `${relay.base}/?room=kill&name=bob`, 'bob');
+  await until('alice decodes bob', async () => (await inbound(alice)).framesDecoded > 10, 30000);
+  const tiles = () => alice.evaluate(() => document.querySelectorAll('.tile').length);
+  const before = await tiles();
+  const killedAt = Date.now();
+  proc.kill('SIGKILL');
+  await until('bob gone for alice', async () => {
+    const left = await alice.evaluate(() => window.ternLog.some((e) => e.type === 'participant_left'));
+    return left && (await tiles()) === before - 1;
+  }, 20000, 100);
+  const took = (Date.now() - killedAt) / 1000;
+  log(`bob's tile gone ${took.toFixed(1)} s after his browser was killed`);
+  if (took > 15) throw new Error(`took ${took} s`);
+});
+
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,85 @@
+// Test hosts in network namespaces: a bridge in the current namespace (the relay's side) and one
+// namespace per browser, joined by veth pairs, with optional random loss from nftables (this
+// kernel has no netem). Needs root (CI runs as root inside `unshare -n`).
+
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+
+const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+const ip = (...args) => sh('ip', args);
+const nft = (ns, ...args) => (ns ? sh('ip', ['netns', 'exec', ns, 'nft', ...args]) : sh('nft', args));
+
+export const RELAY_IP = '10.77.0.1';
+
+/** Creates the bridge and `count` client namespaces; returns { clients, cleanup }. */
+export function createHosts(count) {
+  const tag = `${process.pid % 10000}`;
+  const bridge = `tbr${tag}`;
+  const clients = [];
+  const cleanup = () => {
+    for (const c of clients) {
+      try { ip('netns', 'del', c.ns); } catch {}
+    }
+    try { ip('link', 'del', bridge); } catch {}
+    try { nft(null, 'delete', 'table', 'inet', `tern${tag}`); } catch {}
+  };
+  try {
+    ip('link', 'add', bridge, 'type', 'bridge');
+    ip('addr', 'add', `${RELAY_IP}/24`, 'dev', bridge);
+    ip('link', 'set', bridge, 'up');
+    for (let i = 0; i < count; i++) {
+      const ns = `tern${tag}c${i}`;
+      const veth = `tv${tag}c${i}`;
+      const address = `10.77.0.${11 + i}`;
+      ip('netns', 'add', ns);
+      clients.push({ ns, veth, address, wrapper: chromiumWrapper(ns) });
+      ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+      ip('link', 'set', veth, 'master', bridge);
+      ip('link', 'set', veth, 'up');
+      ip('netns', 'exec', ns, 'ip', 'addr', 'add', `${address}/24`, 'dev', 'eth0');
+      ip('netns', 'exec', ns, 'ip', 'link', 'set', 'eth0', 'up');
+      ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+    }
+  } catch (err) {
+    cleanup();
+    throw err;
+  }
+  return { clients, cleanup, tag };
+}
+
+/** Drops `percent` % of the UDP each client receives, and of the UDP the relay receives from it. */
+export function addLoss(hosts, percent) {
+  const table = `tern${hosts.tag}`;
+  nft(null, 'add', 'table', 'inet', table);
+  nft(null, 'add', 'chain', 'inet', table, 'inp', '{ type filter hook input priority 0; }');
+  for (const c of hosts.clients) {
+    nft(c.ns, 'add', 'table', 'inet', 'loss');
+    nft(c.ns, 'add', 'chain', 'inet', 'loss', 'inp', '{ type filter hook input priority 0; }');
+    nft(c.ns, 'add', 'rule', 'inet', 'loss', 'inp', 'meta', 'l4proto', 'udp', 'numgen', 'random', 'mod', '100', '<', String(percent), 'drop');
+    nft(null, 'add', 'rule', 'inet', table, 'inp', 'ip', 'saddr', c.address, 'meta', 'l4proto', 'udp', 'numgen', 'random', 'mod', '100', '<', String(percent), 'drop');
+  }
+}
+
+/** A script that starts chromium inside `ns`, for playwright's executablePath. */
+function chromiumWrapper(ns) {
+  const file = path.join(os.tmpdir(), `chromium-${ns}.sh`);
+  fs.writeFileSync(file, `#!/bin/sh\nexec ip netns exec ${ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`, { mode: 0o755 });
+  return file;
+}
+
+const b64url = (data) => Buffer.from(data).toString('base64url');
+
+/** An HS256 join token, as `tern token` would mint it. */
+export function mintToken({ kid, secret, room, identity, ttlSeconds = 3600 }) {
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT', kid }));
+  const claims = b64url(JSON.stringify({
+    sub: identity, name: identity, room, exp: now + ttlSeconds, nbf: now,
+    grants: { publish: true, subscribe: true, publish_data: true, admin: false },
+  }));
+  const signature = crypto.createHmac('sha256', secret).update(`${header}.${claims}`).digest('base64url');
+  return `${header}.${claims}.${signature}`;
+}
