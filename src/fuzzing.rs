@@ -167,9 +167,11 @@ pub fn rtp_and_rtcp(data: &[u8]) {
     for (i, d) in datagrams(data).enumerate() {
         let now = t0 + Duration::from_millis(i as u64 * 10);
         if let Ok(packet) = rtc::rtp::packet::Packet::unmarshal(&mut &d[..]) {
-            let keyframe_start = Codec::ALL
-                .iter()
-                .fold(false, |any, c| c.is_keyframe_start(&packet.payload) || any);
+            // Every detector sees every payload (no short circuit).
+            let mut keyframe_start = false;
+            for codec in Codec::ALL {
+                keyframe_start |= codec.is_keyframe_start(&packet.payload);
+            }
             let meta = InboundPacket {
                 ssrc: packet.header.ssrc,
                 sequence_number: packet.header.sequence_number,
