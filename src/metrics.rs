@@ -40,10 +40,12 @@ pub enum DropReason {
     /// SRTP/SRTCP the WebRTC stack produced nothing from: failed authentication, a replay,
     /// malformed content after decryption, or an SSRC nobody announced.
     SrtpRejected,
+    /// A data message not delivered because the receiver's data channel was backed up.
+    DataBacklog,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Oversized,
@@ -57,6 +59,7 @@ impl DropReason {
         DropReason::SendError,
         DropReason::Flood,
         DropReason::SrtpRejected,
+        DropReason::DataBacklog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl DropReason {
             DropReason::SendError => "send_error",
             DropReason::Flood => "flood",
             DropReason::SrtpRejected => "srtp_rejected",
+            DropReason::DataBacklog => "data_backlog",
         }
     }
 }
@@ -134,6 +138,9 @@ pub struct MediaMetrics {
     pub keyframe_requests_sent: IntCounter,
     pub nacks_sent: IntCounter,
     pub retransmissions_sent: IntCounter,
+    pub data_messages_received: IntCounter,
+    pub data_messages_sent: IntCounter,
+    pub data_messages_refused: IntCounter,
     pub leg_failures: IntCounter,
     pub leg_panics: IntCounter,
 }
@@ -294,6 +301,21 @@ impl Metrics {
                 &registry,
                 "tern_retransmissions_sent_total",
                 "Packets the relay retransmitted to subscribers from its own send history.",
+            ),
+            data_messages_received: counter(
+                &registry,
+                "tern_data_messages_received_total",
+                "Data-channel messages from participants that the relay accepted.",
+            ),
+            data_messages_sent: counter(
+                &registry,
+                "tern_data_messages_sent_total",
+                "Data-channel messages delivered to participants.",
+            ),
+            data_messages_refused: counter(
+                &registry,
+                "tern_data_messages_refused_total",
+                "Data-channel messages refused (no publish_data grant, too large, too many, not text).",
             ),
             leg_failures: counter(
                 &registry,

@@ -86,6 +86,9 @@ pub struct SubscribeState {
     pub offer_in_flight: bool,
     /// Whether the client ever answered on this leg (until then, offers say `new_connection`).
     pub answered: bool,
+    /// The relay's `tern` data channel on this leg, and whether it is open.
+    pub data_channel: Option<rtc::data_channel::RTCDataChannelId>,
+    pub data_open: bool,
 }
 
 impl SubscribeState {

@@ -1,6 +1,7 @@
 //! The async/IO shell: the only code that touches tokio, sockets and webrtc-rs.
 
 pub mod control;
+mod data;
 pub mod demux;
 pub mod engine;
 pub mod formats;

@@ -52,6 +52,7 @@ pub struct Participant {
     pub unreceivable: std::collections::HashSet<TrackId>,
     /// The next subscribe offer restarts ICE (the participant resumed, maybe from elsewhere).
     pub restart_subscribe_ice: bool,
+    pub data: super::data::DataSender,
 }
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
@@ -203,9 +204,17 @@ impl Worker {
                 renegotiate_at: None,
                 unreceivable: Default::default(),
                 restart_subscribe_ice: false,
+                data: Default::default(),
             },
         );
         info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
+        // The subscribe leg (with the data channel) is set up right away: data and the first
+        // media then need no further round trip.
+        if request.grants.subscribe || request.grants.publish_data {
+            if let Some(p) = self.participants.get_mut(&id) {
+                p.renegotiate_at = Some(now);
+            }
+        }
         self.send_joined(id, false);
         let info = self.participant_info(id);
         if let Some(info) = info {

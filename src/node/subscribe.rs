@@ -3,6 +3,7 @@
 //! later track of the same kind reuses it, so the SDP does not grow without bound. A track whose
 //! format the subscriber cannot receive is not forwarded, and the subscriber is told.
 
+use super::data::DATA_CHANNEL_LABEL;
 use super::demux::LegKey;
 use super::engine::LegRole;
 use super::formats::{self, rtp_kind};
@@ -31,7 +32,8 @@ impl Worker {
             return;
         };
         participant.renegotiate_at = None;
-        if !participant.grants.subscribe {
+        let grants = participant.grants;
+        if !grants.subscribe && !grants.publish_data {
             return;
         }
         let room_id = participant.room;
@@ -56,9 +58,6 @@ impl Worker {
             .into_iter()
             .filter(|t| !unreceivable.contains(t))
             .collect();
-        if existing.is_none() && desired.is_empty() {
-            return;
-        }
         let key = match existing {
             Some(key) => key,
             None => match self.new_leg(id, LegRole::Subscribe, now) {
@@ -66,6 +65,7 @@ impl Worker {
                     if let Some(p) = self.participants.get_mut(&id) {
                         p.subscribe_leg = Some(key);
                     }
+                    self.open_data_channel(key);
                     key
                 }
                 Err((_, text)) => {
@@ -133,6 +133,26 @@ impl Worker {
             leg.pc.restart_ice();
         }
         self.send_subscribe_offer(id, key, now);
+    }
+
+    /// Opens the relay's `tern` data channel on a new subscribe leg (part of its first offer).
+    fn open_data_channel(&mut self, key: LegKey) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let init = rtc::data_channel::RTCDataChannelInit {
+            ordered: true,
+            ..Default::default()
+        };
+        match leg.pc.create_data_channel(DATA_CHANNEL_LABEL, Some(init)) {
+            Ok(channel) => {
+                let id = channel.id();
+                if let Some(state) = leg.subscribe() {
+                    state.data_channel = Some(id);
+                }
+            }
+            Err(e) => warn!("cannot open the data channel: {e}"),
+        }
     }
 
     fn codec_not_receivable(

@@ -19,7 +19,7 @@ use crate::media::rewrite::rewrite;
 use crate::media::room::{RoomOutput, SinkId};
 use crate::metrics::{DropReason, Feedback, MediaMetrics};
 use bytes::BytesMut;
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -120,6 +120,7 @@ pub(super) struct LegFindings {
     pub sender_reports: Vec<SenderReport>,
     /// RTP packets and RTCP compounds the leg delivered.
     pub media_messages: usize,
+    pub data_messages: Vec<rtc::data_channel::RTCDataChannelMessage>,
     pub panicked: bool,
 }
 
@@ -385,6 +386,13 @@ impl Worker {
         }
         for report in std::mem::take(&mut findings.sender_reports) {
             self.forward_sender_report(key, report, now);
+        }
+        if !findings.data_messages.is_empty()
+            && let Some(from) = self.legs.get(&key).map(|l| l.participant)
+        {
+            for message in std::mem::take(&mut findings.data_messages) {
+                self.data_message(from, message, now);
+            }
         }
         findings.media_messages
     }
@@ -777,6 +785,13 @@ fn collect_leg_output(
                 leg.state = state;
                 findings.state = Some(state);
             }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+                if let LegMedia::Subscribe(state) = &mut leg.media
+                    && state.data_channel == Some(id)
+                {
+                    state.data_open = true;
+                }
+            }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 let transceiver = rtc::rtp_transceiver::RTCRtpTransceiverId::from(init.receiver_id);
                 let mid = leg
@@ -843,6 +858,14 @@ fn collect_leg_output(
                     {
                         findings.keyframe_requests.push(track);
                     }
+                }
+            }
+            RTCMessage::DataChannelMessage(id, message) => {
+                // Only the relay's own channel on the subscribe leg carries room data.
+                if let LegMedia::Subscribe(state) = &leg.media
+                    && state.data_channel == Some(id)
+                {
+                    findings.data_messages.push(message);
                 }
             }
             _ => {}

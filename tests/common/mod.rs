@@ -210,6 +210,10 @@ pub enum Event {
     Closed,
     /// The relay started a new subscribe connection; the client replaced its peer connection.
     NewSubscribeConnection,
+    /// The relay's data channel opened.
+    DataOpen,
+    /// A text message arrived on the relay's data channel.
+    Data(String),
 }
 
 pub enum Command {
@@ -252,6 +256,8 @@ pub enum Command {
     RestartVideoSsrc,
     /// Restarts ICE on the publish leg (new credentials in a new offer).
     RestartPublishIce,
+    /// Sends text on the relay's data channel.
+    SendData(String),
     /// Ends the client: socket and media gone at once, like a killed process.
     Close,
 }
@@ -563,6 +569,7 @@ struct Driver {
     video_n: u32,
     pli_pending: bool,
     withhold_next_video: bool,
+    data_channel: Option<rtc::data_channel::RTCDataChannelId>,
     withheld: Option<Packet>,
     discard: Option<String>,
     video_seq_base: u16,
@@ -623,6 +630,7 @@ impl Driver {
             video_n: 0,
             pli_pending: false,
             withhold_next_video: false,
+            data_channel: None,
             withheld: None,
             discard: None,
             video_seq_base: 65_500,
@@ -718,6 +726,13 @@ impl Driver {
                     }
                     Some(Command::GarbageRtcp) => self.send_garbage_rtcp(),
                     Some(Command::RestartVideoSsrc) => self.restart_video_ssrc(),
+                    Some(Command::SendData(text)) => {
+                        if let Some(id) = self.data_channel
+                            && let Some(mut channel) = self.subscribe.pc.data_channel(id)
+                        {
+                            let _ = channel.send_text(Instant::now(), text);
+                        }
+                    }
                     Some(Command::RestartPublishIce) => {
                         self.publish.pc.restart_ice();
                         self.send_publish_offer();
@@ -773,6 +788,12 @@ impl Driver {
                         } else {
                             Event::SubscribeState(state)
                         });
+                    }
+                    RTCPeerConnectionEvent::OnDataChannel(
+                        rtc::peer_connection::event::RTCDataChannelEvent::OnOpen(id),
+                    ) if !publish => {
+                        self.data_channel = Some(id);
+                        let _ = self.events.send(Event::DataOpen);
                     }
                     RTCPeerConnectionEvent::OnIceCandidateEvent(_) => {}
                     _ => {}
@@ -849,6 +870,10 @@ impl Driver {
                                 let _ = self.events.send(Event::Nack(lost));
                             }
                         }
+                    }
+                    RTCMessage::DataChannelMessage(_, message) if !publish => {
+                        let text = String::from_utf8_lossy(&message.data).to_string();
+                        let _ = self.events.send(Event::Data(text));
                     }
                     RTCMessage::RtcpPacket(_, packets) if !publish => {
                         for p in &packets {
