@@ -210,10 +210,10 @@ impl Worker {
         info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
         // The subscribe leg (with the data channel) is set up right away: data and the first
         // media then need no further round trip.
-        if request.grants.subscribe || request.grants.publish_data {
-            if let Some(p) = self.participants.get_mut(&id) {
-                p.renegotiate_at = Some(now);
-            }
+        if (request.grants.subscribe || request.grants.publish_data)
+            && let Some(p) = self.participants.get_mut(&id)
+        {
+            p.renegotiate_at = Some(now);
         }
         self.send_joined(id, false);
         let info = self.participant_info(id);
