@@ -57,6 +57,9 @@ isolated cargo test --locked --offline --workspace
 step "headless Chromium: two pages call each other through the relay"
 isolated node tests/browser/smoke.mjs
 
+step "headless Chromium: the web page, three people (media, mute, screen, chat, listener, resume, leave)"
+isolated node tests/browser/call.mjs
+
 step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser"
 isolated node tests/browser/media.mjs
 

@@ -66,7 +66,8 @@ pub struct TrackInfo {
     /// Codec MIME type once known, e.g. `video/VP8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
-    /// Only in `subscribe_offer`: the m-line of the subscriber's leg that carries this track.
+    /// In `subscribe_offer`: the m-line of the subscriber's leg that carries this track; in
+    /// `publish_answer`: the publisher's own m-line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mid: Option<String>,
     /// Only in `subscribe_offer`: the `a=msid` stream id (one per publishing participant).

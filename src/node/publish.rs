@@ -312,9 +312,14 @@ impl Worker {
             state.streams.retain(|_, s| !removed.contains(&s.track));
         }
 
+        // Each with its publish m-line, so the client can tell which of its tracks got which id.
         let tracks: Vec<TrackInfo> = mids
             .iter()
-            .filter_map(|m| self.track_info(room_id, m.track))
+            .filter_map(|m| {
+                let mut info = self.track_info(room_id, m.track)?;
+                info.mid = Some(m.mid.clone());
+                Some(info)
+            })
             .collect();
         self.notify(
             id,
