@@ -156,6 +156,15 @@ try {
     await dave.close();
   });
 
+  await step('a rejected token is explained on the page', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${relay.base}/?room=call&name=eve&token=not.a.token`);
+    await until('the reason on the page', () => page.evaluate(() =>
+      document.getElementById('banner').textContent.includes('token_malformed')), 10000);
+    await context.close();
+  });
+
   await step('resume: a cut WebSocket resumes with the same id, media flows, nobody saw it leave', async () => {
     const before = await inbound(pages.bob);
     const aliceId = ids.alice;
