@@ -96,6 +96,7 @@ fn bench_fan_out(c: &mut Criterion) {
                     sequence_number: seq,
                     timestamp: u32::from(seq) * 3000,
                     keyframe_start: true,
+                    payload_bytes: 1000,
                 };
                 out.clear();
                 room.forward(TrackId(1), &meta, now, |sink, s, t| {

@@ -16,9 +16,13 @@ use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tern_signaling::admin::{self, AdminApi, RoomPolicy};
 use tern_signaling::auth::KeySet;
-use tern_signaling::http::{DevMinting, Signaling, router};
+use tern_signaling::http::{DevMinting, PeerAddr, Signaling, log_request, router};
+use tern_signaling::limits::JoinLimiter;
+use tern_signaling::origin::{self, OriginCheck, OriginPolicy};
 use tern_signaling::session::SessionLimits;
+use tern_signaling::tls::{self, TlsListener};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -30,12 +34,15 @@ pub const DEV_KID: &str = "dev";
 /// A running relay.
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The HTTPS/WSS listener, when TLS is configured.
+    pub https_addr: Option<SocketAddr>,
     pub media_addr: SocketAddr,
     pub keys: KeySet,
     pub dev_mode: bool,
     pub metrics: Arc<Metrics>,
     pub control: RelayControl,
     http: JoinHandle<()>,
+    https: Option<JoinHandle<()>>,
     worker: JoinHandle<()>,
 }
 
@@ -43,6 +50,9 @@ impl Running {
     /// Stops serving at once (tests); dropping a `Running` does the same.
     pub fn stop(&self) {
         self.http.abort();
+        if let Some(https) = &self.https {
+            https.abort();
+        }
         self.worker.abort();
     }
 
@@ -86,11 +96,18 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
         advertised,
         ice_servers: Vec::new(),
         resume_grace: config.resume_grace(),
-        empty_room_timeout: Duration::from_secs(config.room.empty_timeout_s),
+        room_defaults: RoomPolicy {
+            max_participants: config.room.max_participants,
+            empty_timeout_s: config.room.empty_timeout_s,
+            departure_timeout_s: config.room.departure_timeout_s,
+            max_egress_kbps: 0,
+            max_subscriber_kbps: 0,
+            max_publisher_kbps: 0,
+        },
+        max_rooms: config.room.max_rooms,
         renegotiation_debounce: Duration::from_millis(config.room.renegotiation_debounce_ms),
         keyframe_interval: Duration::from_millis(config.room.keyframe_interval_ms),
         max_tracks_per_participant: config.room.max_tracks_per_participant,
-        max_participants_per_room: config.room.max_participants,
         max_sdp_bytes: config.room.max_sdp_bytes,
         session_queue: config.session.event_queue,
         max_packets_per_leg_per_s: config.media.max_packets_per_second_per_leg,
@@ -108,6 +125,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot bind HTTP listener on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
+    let tls_listener = match (
+        config.http.tls_listen,
+        &config.http.tls_cert_file,
+        &config.http.tls_key_file,
+    ) {
+        (Some(addr), Some(cert), Some(key)) => {
+            let tls = tls::server_config(cert, key)?;
+            let tcp = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind HTTPS listener on {addr}"))?;
+            Some(TlsListener::new(tcp, tls)?)
+        }
+        _ => None,
+    };
+    let https_addr = match &tls_listener {
+        Some(listener) => Some(axum::serve::Listener::local_addr(listener)?),
+        None => None,
+    };
 
     let dev_mode = config.dev_mode();
     let keys = if dev_mode {
@@ -143,29 +178,59 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limits: SessionLimits {
             max_message_bytes: config.session.max_message_bytes,
             idle_timeout: Duration::from_secs(config.session.idle_timeout_s),
+            max_messages_per_s: config.session.max_messages_per_s,
         },
+        join_limiter: Arc::new(JoinLimiter::new(config.http.max_joins_per_ip_per_minute)),
         metrics: metrics.signaling.clone(),
     };
-    let app = router(signaling).merge(
-        Router::new()
-            .route("/metrics", get(metrics_text))
-            .with_state((metrics.clone(), control.clone())),
-    );
+    let admin = AdminApi {
+        admin: control.clone(),
+        keys: keys.clone(),
+        metrics: metrics.signaling.clone(),
+    };
+    let origins = OriginCheck {
+        policy: Arc::new(OriginPolicy::from_list(
+            &config.http.allowed_origins,
+            dev_mode,
+        )),
+        metrics: metrics.signaling.clone(),
+    };
+    let app = router(signaling)
+        .merge(admin::router(admin))
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics_text))
+                .with_state((metrics.clone(), control.clone())),
+        )
+        .layer(axum::middleware::from_fn_with_state(origins, origin::check))
+        .layer(axum::middleware::from_fn(log_request));
+    let https = tls_listener.map(|tls_listener| {
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<PeerAddr>();
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(tls_listener, service).await {
+                tracing::error!("HTTPS server stopped: {err}");
+            }
+        })
+    });
     let http = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let service = app.into_make_service_with_connect_info::<PeerAddr>();
         if let Err(err) = axum::serve(listener, service).await {
             tracing::error!("HTTP server stopped: {err}");
         }
     });
-    info!(%http_addr, %media_addr, dev_mode, "relay started");
+    info!(%http_addr, ?https_addr, %media_addr, dev_mode, "relay started");
     Ok(Running {
         http_addr,
+        https_addr,
         media_addr,
         keys,
         dev_mode,
         metrics,
         control,
         http,
+        https,
         worker,
     })
 }

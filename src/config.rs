@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -22,8 +22,22 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of the HTTP/WebSocket listener (signaling, health, metrics, web client).
+    /// Address of the plain HTTP/WebSocket listener (signaling, admin API, health, metrics, web
+    /// client). With TLS configured, keep it on loopback or behind a TLS-terminating proxy.
     pub listen: SocketAddr,
+    /// Address of the HTTPS/WSS listener; needs `tls_cert_file` and `tls_key_file`.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for `tls_listen`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_listen`.
+    pub tls_key_file: Option<PathBuf>,
+    /// Web origins (`https://app.example.com`) allowed to open the WebSocket and call the API
+    /// from a browser, besides the relay's own. `"*"` allows any. Dev mode also allows loopback
+    /// origins.
+    pub allowed_origins: Vec<String>,
+    /// Join attempts (`/rtc` requests) one client address may make per minute; 0: no limit.
+    /// IPv6 clients are counted per /64.
+    pub max_joins_per_ip_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -75,14 +89,22 @@ pub struct SessionConfig {
     pub idle_timeout_s: u64,
     /// Events queued for one connection before it counts as too slow and is closed.
     pub event_queue: usize,
+    /// Messages per second one connection may send (bursts of as many); more are dropped with
+    /// `rate_limited`.
+    pub max_messages_per_s: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomConfig {
-    /// Seconds an empty room lingers before it is closed.
-    pub empty_timeout_s: u64,
-    pub max_participants: usize,
+    /// Seconds a room created through the admin API waits for its first participant.
+    pub empty_timeout_s: u32,
+    /// Seconds a room lingers after its last participant left.
+    pub departure_timeout_s: u32,
+    /// Participants per room (the admin API can set a room's own limit).
+    pub max_participants: u32,
+    /// Rooms one node holds at once.
+    pub max_rooms: usize,
     pub max_tracks_per_participant: usize,
     /// Largest SDP accepted in an offer or answer, bytes.
     pub max_sdp_bytes: usize,
@@ -111,6 +133,11 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            allowed_origins: Vec::new(),
+            max_joins_per_ip_per_minute: 120,
         }
     }
 }
@@ -147,6 +174,7 @@ impl Default for SessionConfig {
             max_message_bytes: 64 * 1024,
             idle_timeout_s: 30,
             event_queue: 256,
+            max_messages_per_s: 50,
         }
     }
 }
@@ -154,8 +182,10 @@ impl Default for SessionConfig {
 impl Default for RoomConfig {
     fn default() -> Self {
         RoomConfig {
-            empty_timeout_s: 20,
+            empty_timeout_s: 300,
+            departure_timeout_s: 20,
             max_participants: 100,
+            max_rooms: 1_000,
             max_tracks_per_participant: 8,
             max_sdp_bytes: 32 * 1024,
             renegotiation_debounce_ms: 20,
@@ -186,6 +216,9 @@ pub enum ConfigError {
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
+
+/// Longest room timeout, here and in the admin API.
+pub const MAX_ROOM_TIMEOUT_S: u32 = 7 * 24 * 3600;
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -227,18 +260,33 @@ impl Config {
                 ),
             ));
         }
+        let public = [Some(self.http.listen), self.http.tls_listen]
+            .into_iter()
+            .flatten()
+            .find(|addr| !addr.ip().is_loopback());
         if self.dev_mode()
-            && !self.http.listen.ip().is_loopback()
+            && let Some(public) = public
             && !self.auth.allow_dev_mode_on_public_address
         {
             return Err(invalid(
                 "auth.keys",
                 format!(
-                    "dev mode (no API keys configured) would hand out tokens on {}; configure \
-                     auth.keys (or TERN_API_KEY/TERN_API_SECRET), listen on 127.0.0.1, or set \
-                     auth.allow_dev_mode_on_public_address = true",
-                    self.http.listen
+                    "dev mode (no API keys configured) would hand out tokens on {public}; \
+                     configure auth.keys (or TERN_API_KEY/TERN_API_SECRET), listen on \
+                     127.0.0.1, or set auth.allow_dev_mode_on_public_address = true"
                 ),
+            ));
+        }
+        let tls = [
+            self.http.tls_listen.is_some(),
+            self.http.tls_cert_file.is_some(),
+            self.http.tls_key_file.is_some(),
+        ];
+        if tls.iter().any(|set| *set) && !tls.iter().all(|set| *set) {
+            return Err(invalid(
+                "http.tls_listen",
+                "TLS needs all three of http.tls_listen, http.tls_cert_file and \
+                 http.tls_key_file",
             ));
         }
         for (kid, secret) in &self.auth.keys {
@@ -275,6 +323,23 @@ impl Config {
         }
         if self.room.max_participants == 0 {
             return Err(invalid("room.max_participants", "must be at least 1"));
+        }
+        if self.room.max_rooms == 0 {
+            return Err(invalid("room.max_rooms", "must be at least 1"));
+        }
+        if self.session.max_messages_per_s < 5 {
+            return Err(invalid(
+                "session.max_messages_per_s",
+                "must be at least 5 (a join trickles several candidates at once)",
+            ));
+        }
+        for timeout in [self.room.empty_timeout_s, self.room.departure_timeout_s] {
+            if timeout > MAX_ROOM_TIMEOUT_S {
+                return Err(invalid(
+                    "room.empty_timeout_s",
+                    format!("room timeouts are at most {MAX_ROOM_TIMEOUT_S} s (a week)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -319,6 +384,20 @@ mod tests {
         assert!(err.starts_with("media.advertised_ips"), "{err}");
         config.media.advertised_ips = vec!["192.0.2.1".parse().unwrap()];
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn tls_needs_all_three_settings() {
+        let mut config = Config::default();
+        config.http.tls_listen = Some("127.0.0.1:8443".parse().unwrap());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("http.tls_listen"), "{err}");
+        config.http.tls_cert_file = Some("cert.pem".into());
+        config.http.tls_key_file = Some("key.pem".into());
+        config.validate().unwrap();
+        // A public TLS address counts as public for dev mode.
+        config.http.tls_listen = Some("0.0.0.0:8443".parse().unwrap());
+        assert!(config.validate().is_err());
     }
 
     #[test]

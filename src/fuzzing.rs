@@ -177,6 +177,7 @@ pub fn rtp_and_rtcp(data: &[u8]) {
                 sequence_number: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
                 keyframe_start,
+                payload_bytes: packet.payload.len() as u32,
             };
             if let crate::media::forwarder::Verdict::Forward {
                 sequence_number,

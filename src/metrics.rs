@@ -8,6 +8,7 @@
 use crate::media::codec::MediaKind;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::Arc;
+use tern_signaling::limits::LimitCounters;
 use tern_signaling::metrics::SignalingMetrics;
 
 /// Why a datagram or packet was not forwarded.
@@ -42,10 +43,12 @@ pub enum DropReason {
     SrtpRejected,
     /// A data message not delivered because the receiver's data channel was backed up.
     DataBacklog,
+    /// A packet of a track an operator muted.
+    AdminMuted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Oversized,
@@ -60,6 +63,7 @@ impl DropReason {
         DropReason::Flood,
         DropReason::SrtpRejected,
         DropReason::DataBacklog,
+        DropReason::AdminMuted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl DropReason {
             DropReason::Flood => "flood",
             DropReason::SrtpRejected => "srtp_rejected",
             DropReason::DataBacklog => "data_backlog",
+            DropReason::AdminMuted => "admin_muted",
         }
     }
 }
@@ -143,6 +148,8 @@ pub struct MediaMetrics {
     pub data_messages_refused: IntCounter,
     pub leg_failures: IntCounter,
     pub leg_panics: IntCounter,
+    /// Limits the worker enforces (room size, tracks, rooms, SDP size); shared with signaling.
+    pub limits: LimitCounters,
 }
 
 impl MediaMetrics {
@@ -264,7 +271,10 @@ impl Metrics {
             "RTCP feedback received from subscribers, by type.",
             "type",
         );
+        let signaling =
+            SignalingMetrics::register(&registry).expect("signaling metrics registered once");
         let media = MediaMetrics {
+            limits: signaling.limits.clone(),
             rtp_packets_received: ByKind::new(&rtp_received),
             rtp_packets_sent: ByKind::new(&rtp_sent),
             rtp_bytes_received: ByKind::new(&bytes_received),
@@ -353,8 +363,6 @@ impl Metrics {
                 "Open peer connections (legs).",
             ),
         };
-        let signaling =
-            SignalingMetrics::register(&registry).expect("signaling metrics registered once");
         Metrics {
             registry,
             media: Arc::new(media),

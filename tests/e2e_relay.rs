@@ -273,7 +273,7 @@ async fn three_peers_exchange_media_then_one_leaves_and_a_late_joiner_starts_at_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_transport_is_removed_within_fifteen_seconds_and_empty_rooms_close() {
     // Default ICE timeouts (7 s disconnected + 5 s failed): the budget under test.
-    let relay = start_relay(|c| c.room.empty_timeout_s = 1).await;
+    let relay = start_relay(|c| c.room.departure_timeout_s = 1).await;
     let alice = Client::connect(&relay, "lifecycle", "alice").await;
     alice.send(Command::Publish {
         audio: true,

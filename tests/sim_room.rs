@@ -52,6 +52,7 @@ fn packet(seq: u16, key: bool) -> InboundPacket {
         sequence_number: seq,
         timestamp: u32::from(seq) * 3000,
         keyframe_start: key,
+        payload_bytes: 1000,
     }
 }
 
@@ -270,6 +271,7 @@ fn sender_reports_are_translated_with_each_subscriptions_offset() {
         sequence_number: 1,
         timestamp: 1_000,
         keyframe_start: true,
+        payload_bytes: 1000,
     };
     r.forward(TrackId(10), &audio, t0, |_, _, _| {});
     let mut reports = Vec::new();

@@ -52,6 +52,8 @@ pub enum JoinRefusal {
     /// The resume token is unknown or its grace period is over: join afresh.
     ResumeFailed,
     RoomFull,
+    /// The room does not exist and the node holds its maximum number of rooms.
+    TooManyRooms,
     /// The relay is draining or overloaded.
     Unavailable,
 }
@@ -61,6 +63,7 @@ impl JoinRefusal {
         match self {
             JoinRefusal::ResumeFailed => ErrorCode::ResumeFailed,
             JoinRefusal::RoomFull => ErrorCode::RoomFull,
+            JoinRefusal::TooManyRooms => ErrorCode::LimitExceeded,
             JoinRefusal::Unavailable => ErrorCode::Unavailable,
         }
     }

@@ -3,12 +3,15 @@
 
 use crate::auth::{Grants, KeySet, TokenError, claims_for};
 use crate::control::{JoinRequest, RoomControl};
+use crate::limits::{JoinLimiter, Limit};
 use crate::metrics::SignalingMetrics;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::session::{self, SessionLimits};
+use axum::extract::connect_info::Connected;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,8 +19,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tracing::{Instrument, info, info_span};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::TcpListener;
+use tracing::{Instrument, debug, info, info_span};
 
 /// Dev mode: the relay mints its own tokens for loopback callers.
 #[derive(Debug, Clone)]
@@ -32,7 +36,18 @@ pub struct Signaling<C> {
     pub keys: KeySet,
     pub dev_minting: Option<DevMinting>,
     pub limits: SessionLimits,
+    pub join_limiter: Arc<JoinLimiter>,
     pub metrics: Arc<SignalingMetrics>,
+}
+
+/// The address of the client at the other end of an HTTP connection (plain or TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<axum::serve::IncomingStream<'_, TcpListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
 }
 
 impl<C: Clone> Clone for Signaling<C> {
@@ -42,6 +57,7 @@ impl<C: Clone> Clone for Signaling<C> {
             keys: self.keys.clone(),
             dev_minting: self.dev_minting.clone(),
             limits: self.limits,
+            join_limiter: self.join_limiter.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -66,8 +82,8 @@ fn error_response(status: StatusCode, code: &str, message: impl Into<String>) ->
 }
 
 /// The signaling routes. The caller serves them with
-/// `into_make_service_with_connect_info::<SocketAddr>()` (the dev token endpoint needs the peer
-/// address).
+/// `into_make_service_with_connect_info::<PeerAddr>()` (join limits and the dev token endpoint
+/// need the client's address).
 pub fn router<C: RoomControl>(signaling: Signaling<C>) -> Router {
     Router::new()
         .route("/rtc", get(rtc::<C>))
@@ -88,10 +104,26 @@ struct RtcParams {
 
 async fn rtc<C: RoomControl>(
     State(signaling): State<Signaling<C>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     Query(params): Query<RtcParams>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // Counted before the token is looked at: guessing tokens is as limited as joining.
+    if let Err(wait) = signaling.join_limiter.attempt(peer.ip(), Instant::now()) {
+        signaling.metrics.limits.breached(Limit::JoinRate);
+        info!(%peer, "join refused: too many attempts from this address");
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_joins",
+            "too many join attempts from this address; retry after the time in Retry-After",
+        );
+        let seconds = wait.as_secs().max(1).to_string();
+        if let Ok(value) = HeaderValue::from_str(&seconds) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -170,7 +202,7 @@ pub struct DevToken {
 
 async fn dev_token<C: RoomControl>(
     State(signaling): State<Signaling<C>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     Query(params): Query<DevTokenParams>,
 ) -> Response {
     let Some(dev) = &signaling.dev_minting else {
@@ -239,4 +271,14 @@ async fn web_library() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../web/tern.js"),
     )
+}
+
+/// Middleware: one debug line per request. The query string is left out on purpose: it carries
+/// join tokens (`?access_token=`), which must never reach a log.
+pub async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    debug!(%method, path = %path, status = response.status().as_u16(), "http request");
+    response
 }

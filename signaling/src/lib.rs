@@ -2,9 +2,13 @@
 //! messages between clients and the relay. It knows nothing of RTP; the relay plugs in through
 //! [`control::RoomControl`].
 
+pub mod admin;
 pub mod auth;
 pub mod control;
 pub mod http;
+pub mod limits;
 pub mod metrics;
+pub mod origin;
 pub mod protocol;
 pub mod session;
+pub mod tls;

@@ -2,6 +2,7 @@
 //! from closed enums, and every combination is created at start so dashboards see zeros.
 
 use crate::auth::TokenError;
+use crate::limits::LimitCounters;
 use crate::protocol::{ClientMessageKind, ErrorCode};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::collections::HashMap;
@@ -12,6 +13,8 @@ pub struct SignalingMetrics {
     messages: HashMap<ClientMessageKind, IntCounter>,
     errors: HashMap<ErrorCode, IntCounter>,
     token_rejections: HashMap<&'static str, IntCounter>,
+    pub limits: LimitCounters,
+    origin_refusals: IntCounter,
 }
 
 impl SignalingMetrics {
@@ -45,6 +48,11 @@ impl SignalingMetrics {
             ),
             &["reason"],
         )?;
+        let origin_refusals = IntCounter::new(
+            "tern_signaling_origin_refusals_total",
+            "HTTP requests refused because their Origin is not allowed.",
+        )?;
+        registry.register(Box::new(origin_refusals.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(messages_vec.clone()))?;
@@ -65,6 +73,8 @@ impl SignalingMetrics {
                 .iter()
                 .map(|e| (e.code(), rejections_vec.with_label_values(&[e.code()])))
                 .collect(),
+            limits: LimitCounters::register(registry)?,
+            origin_refusals,
         })
     }
 
@@ -84,5 +94,15 @@ impl SignalingMetrics {
         if let Some(counter) = self.token_rejections.get(reason.code()) {
             counter.inc();
         }
+    }
+}
+
+impl SignalingMetrics {
+    pub fn origin_refused(&self) {
+        self.origin_refusals.inc();
+    }
+
+    pub fn origin_refusals(&self) -> u64 {
+        self.origin_refusals.get()
     }
 }

@@ -208,6 +208,10 @@ pub enum LeaveReason {
     SlowConsumer,
     /// The relay is shutting down.
     Shutdown,
+    /// An operator removed the participant through the admin API.
+    Removed,
+    /// An operator deleted the room through the admin API.
+    RoomDeleted,
 }
 
 /// Messages the relay sends.
@@ -326,10 +330,12 @@ pub enum ErrorCode {
     Unavailable,
     /// Your subscribe answer cannot receive this track's codec; it is not forwarded to you.
     CodecNotReceivable,
+    /// More messages per second than the relay accepts from one session; this one was dropped.
+    RateLimited,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownMessageType,
         ErrorCode::MessageTooLarge,
@@ -345,6 +351,7 @@ impl ErrorCode {
         ErrorCode::RoomFull,
         ErrorCode::Unavailable,
         ErrorCode::CodecNotReceivable,
+        ErrorCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -364,6 +371,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::CodecNotReceivable => "codec_not_receivable",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! everything but `ping` goes to the relay, and everything the relay says comes back as events.
 
 use crate::control::{Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionEvent};
+use crate::limits::{Limit, TokenBucket};
 use crate::metrics::SignalingMetrics;
 use crate::protocol::{
     ClientMessage, ErrorCode, LeaveReason, ServerMessage, decode_client_message,
@@ -22,6 +23,9 @@ pub struct SessionLimits {
     pub max_message_bytes: usize,
     /// A connection that sends nothing (not even `ping`) for this long is treated as dropped.
     pub idle_timeout: Duration,
+    /// Messages per second one connection may send, sustained; bursts of the same number.
+    /// Messages over it are dropped with `rate_limited`.
+    pub max_messages_per_s: u32,
 }
 
 impl Default for SessionLimits {
@@ -29,6 +33,7 @@ impl Default for SessionLimits {
         SessionLimits {
             max_message_bytes: 64 * 1024,
             idle_timeout: Duration::from_secs(30),
+            max_messages_per_s: 50,
         }
     }
 }
@@ -69,6 +74,13 @@ pub async fn run<C, S, R>(
     };
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
+    let mut rate = TokenBucket::new(
+        limits.max_messages_per_s,
+        limits.max_messages_per_s,
+        std::time::Instant::now(),
+    );
+    // One `rate_limited` reply per second at most: the replies must not become the flood.
+    let mut last_rate_reply: Option<std::time::Instant> = None;
 
     let how = loop {
         tokio::select! {
@@ -90,9 +102,23 @@ pub async fn run<C, S, R>(
                         text.len(),
                         limits.max_message_bytes
                     );
+                    metrics.limits.breached(Limit::MessageSize);
                     pump.error(ErrorCode::MessageTooLarge, &message).await;
                     pump.close(CLOSE_TOO_BIG, "message too big").await;
                     break Disconnect::ProtocolViolation;
+                }
+                let now = std::time::Instant::now();
+                if !rate.take(now) {
+                    metrics.limits.breached(Limit::MessageRate);
+                    if last_rate_reply.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+                        last_rate_reply = Some(now);
+                        let message = format!(
+                            "more than {} messages per second; messages are being dropped",
+                            limits.max_messages_per_s
+                        );
+                        pump.error(ErrorCode::RateLimited, &message).await;
+                    }
+                    continue;
                 }
                 match decode_client_message(&text) {
                     Err(err) => pump.error(err.code, &err.message).await,
@@ -131,6 +157,7 @@ pub async fn run<C, S, R>(
             },
             _ = &mut idle => {
                 info!(participant = session.participant, "signaling idle timeout");
+                metrics.limits.breached(Limit::IdleSession);
                 pump.close(CLOSE_POLICY, "idle timeout").await;
                 break Disconnect::Dropped;
             }
@@ -153,6 +180,8 @@ fn close_text(reason: LeaveReason) -> &'static str {
         LeaveReason::Replaced => "replaced by a newer connection",
         LeaveReason::SlowConsumer => "too slow",
         LeaveReason::Shutdown => "relay shutting down",
+        LeaveReason::Removed => "removed by an operator",
+        LeaveReason::RoomDeleted => "room deleted",
     }
 }
 
@@ -164,6 +193,7 @@ async fn refuse<S: Sink<Message> + Unpin>(
     let text = match refusal {
         JoinRefusal::ResumeFailed => "session cannot be resumed; join again without resume_token",
         JoinRefusal::RoomFull => "the room is full",
+        JoinRefusal::TooManyRooms => "the relay holds its maximum number of rooms; try another",
         JoinRefusal::Unavailable => "the relay takes no joins right now; retry later",
     };
     let mut pump = Pump { sink, metrics };

@@ -25,6 +25,8 @@ pub struct InboundPacket {
     pub timestamp: u32,
     /// The first packet of a frame a decoder can start from (always true for audio).
     pub keyframe_start: bool,
+    /// Payload size, for the publication's bitrate.
+    pub payload_bytes: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +230,7 @@ mod tests {
             sequence_number: seq,
             timestamp: ts,
             keyframe_start: key,
+            payload_bytes: 100,
         }
     }
 

@@ -6,5 +6,6 @@ pub mod extmap;
 pub mod forwarder;
 pub mod ids;
 pub mod keyframe;
+pub mod meter;
 pub mod rewrite;
 pub mod room;

@@ -10,6 +10,7 @@ use super::codec::{Codec, MediaKind};
 use super::forwarder::{DropReason, Forwarder, ForwarderConfig, InboundPacket, Verdict};
 use super::ids::{ParticipantId, RoomId, TrackId};
 use super::keyframe::KeyframeRequester;
+use super::meter::BitrateMeter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,9 @@ pub struct Publication {
     pub id: TrackId,
     pub info: PublicationInfo,
     pub muted: bool,
+    /// Muted by an operator: nothing is forwarded, and the publisher cannot unmute it.
+    pub admin_muted: bool,
+    meter: BitrateMeter,
     keyframes: KeyframeRequester,
     subscriptions: Vec<Subscription>,
 }
@@ -85,6 +89,11 @@ impl Publication {
 
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subscriptions
+    }
+
+    /// Bits per second received on this track, over about the last second.
+    pub fn bitrate_bps(&self, now: Instant) -> u64 {
+        self.meter.bitrate_bps(now)
     }
 }
 
@@ -114,6 +123,8 @@ pub struct FanOut {
     pub forwarded: u32,
     pub awaiting_keyframe: u32,
     pub stale: u32,
+    /// The track is muted by an operator: nothing was forwarded.
+    pub suppressed: bool,
 }
 
 pub struct Room {
@@ -270,6 +281,8 @@ impl Room {
                 id,
                 info,
                 muted: false,
+                admin_muted: false,
+                meter: BitrateMeter::default(),
                 keyframes: KeyframeRequester::new(self.keyframe_interval),
                 subscriptions,
             },
@@ -289,12 +302,45 @@ impl Room {
         Ok(publication)
     }
 
+    /// The publisher mutes or unmutes its track (it still sends; the flag is for the others).
+    /// A track an operator muted stays muted.
     pub fn set_muted(&mut self, id: TrackId, muted: bool) -> Result<(), RoomError> {
         let publication = self
             .publications
             .get_mut(&id)
             .ok_or(RoomError::UnknownTrack)?;
+        if publication.admin_muted && !muted {
+            return Err(RoomError::NotAllowed);
+        }
         publication.muted = muted;
+        Ok(())
+    }
+
+    /// An operator mutes a track: the relay forwards none of it until the operator unmutes it.
+    /// Forwarding then resumes at a keyframe (one is requested), with continuous numbering.
+    pub fn set_admin_muted(
+        &mut self,
+        id: TrackId,
+        muted: bool,
+        now: Instant,
+    ) -> Result<(), RoomError> {
+        let publication = self
+            .publications
+            .get_mut(&id)
+            .ok_or(RoomError::UnknownTrack)?;
+        let unmuting = publication.admin_muted && !muted;
+        publication.admin_muted = muted;
+        publication.muted = muted;
+        if unmuting {
+            for subscription in &mut publication.subscriptions {
+                if let Some(forwarder) = &mut subscription.forwarder {
+                    forwarder.reset_source();
+                }
+            }
+            if publication.kind() == MediaKind::Video && publication.keyframes.request(now) {
+                self.outputs.push_back(RoomOutput::RequestKeyframe(id));
+            }
+        }
         Ok(())
     }
 
@@ -359,6 +405,11 @@ impl Room {
         let Some(publication) = self.publications.get_mut(&track) else {
             return fan_out;
         };
+        publication.meter.record(packet.payload_bytes, now);
+        if publication.admin_muted {
+            fan_out.suppressed = true;
+            return fan_out;
+        }
         if packet.keyframe_start && publication.kind() == MediaKind::Video {
             publication.keyframes.keyframe_received(now);
         }

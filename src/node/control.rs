@@ -1,7 +1,9 @@
 //! The relay's side of [`RoomControl`]: signaling sessions talk to the media worker through one
 //! bounded command channel; the worker answers on each session's own bounded event channel.
 
+use super::admin::{AdminReply, AdminRequest};
 use crate::metrics::NodeStats;
+use tern_signaling::admin::{AdminError, CreateRoom, MuteTrack, PatchRoom, RoomAdmin, RoomSummary};
 use tern_signaling::control::{
     Admission, Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionKey,
 };
@@ -23,6 +25,10 @@ pub enum Command {
     },
     Stats {
         reply: oneshot::Sender<NodeStats>,
+    },
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<Result<AdminReply, AdminError>>,
     },
 }
 
@@ -77,5 +83,71 @@ impl RoomControl for RelayControl {
             .commands
             .send(Command::Disconnected { session, how })
             .await;
+    }
+}
+
+impl RelayControl {
+    async fn admin(&self, request: AdminRequest) -> Result<AdminReply, AdminError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Admin { request, reply })
+            .await
+            .map_err(|_| AdminError::Unavailable)?;
+        answer.await.unwrap_or(Err(AdminError::Unavailable))
+    }
+
+    async fn admin_room(&self, request: AdminRequest) -> Result<RoomSummary, AdminError> {
+        match self.admin(request).await? {
+            AdminReply::Room(room) => Ok(room),
+            _ => Err(AdminError::Unavailable),
+        }
+    }
+
+    async fn admin_done(&self, request: AdminRequest) -> Result<(), AdminError> {
+        self.admin(request).await.map(|_| ())
+    }
+}
+
+impl RoomAdmin for RelayControl {
+    async fn list_rooms(&self) -> Result<Vec<RoomSummary>, AdminError> {
+        match self.admin(AdminRequest::List).await? {
+            AdminReply::Rooms(rooms) => Ok(rooms),
+            _ => Err(AdminError::Unavailable),
+        }
+    }
+
+    async fn get_room(&self, name: String) -> Result<RoomSummary, AdminError> {
+        self.admin_room(AdminRequest::Get(name)).await
+    }
+
+    async fn create_room(&self, room: CreateRoom) -> Result<RoomSummary, AdminError> {
+        self.admin_room(AdminRequest::Create(room)).await
+    }
+
+    async fn patch_room(&self, name: String, patch: PatchRoom) -> Result<RoomSummary, AdminError> {
+        self.admin_room(AdminRequest::Patch(name, patch)).await
+    }
+
+    async fn delete_room(&self, name: String) -> Result<(), AdminError> {
+        self.admin_done(AdminRequest::Delete(name)).await
+    }
+
+    async fn remove_participant(&self, room: String, identity: String) -> Result<(), AdminError> {
+        self.admin_done(AdminRequest::Remove { room, identity })
+            .await
+    }
+
+    async fn mute_track(
+        &self,
+        room: String,
+        identity: String,
+        mute: MuteTrack,
+    ) -> Result<(), AdminError> {
+        self.admin_done(AdminRequest::Mute {
+            room,
+            identity,
+            mute,
+        })
+        .await
     }
 }

@@ -1,5 +1,6 @@
 //! The async/IO shell: the only code that touches tokio, sockets and webrtc-rs.
 
+mod admin;
 pub mod control;
 mod data;
 pub mod demux;

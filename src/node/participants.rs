@@ -11,13 +11,15 @@ use super::engine::random_token;
 use super::worker::{RoomKey, Worker};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
-use crate::media::room::{MemberInfo, MemberState, Room, TrackSource};
+use crate::media::room::{MemberInfo, MemberState, Room, RoomError, TrackSource};
 use crate::metrics::NodeStats;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
+use tern_signaling::admin::RoomPolicy;
 use tern_signaling::auth::Grants;
 use tern_signaling::control::{
     Admission, Disconnect, JoinRefusal, JoinRequest, SessionEvent, SessionKey,
 };
+use tern_signaling::limits::Limit;
 use tern_signaling::protocol::{
     ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ParticipantState,
     ServerMessage, TrackInfo, TrackKind,
@@ -27,7 +29,42 @@ use tracing::{info, warn};
 
 pub struct RoomEntry {
     pub room: Room,
+    pub policy: RoomPolicy,
+    pub created_at: SystemTime,
+    pub created_by_api: bool,
+    /// Since when the room has had nobody in it; it closes after the policy's timeout.
     pub empty_since: Option<Instant>,
+    /// Whether anybody ever joined: picks the departure timeout over the empty timeout.
+    pub had_participants: bool,
+}
+
+impl RoomEntry {
+    pub fn new(
+        name: RoomId,
+        policy: RoomPolicy,
+        keyframe_interval: Duration,
+        now: Instant,
+    ) -> Self {
+        RoomEntry {
+            room: Room::new(name, keyframe_interval),
+            policy,
+            created_at: SystemTime::now(),
+            created_by_api: false,
+            empty_since: Some(now),
+            had_participants: false,
+        }
+    }
+
+    /// When an empty room closes.
+    fn closes_at(&self) -> Option<Instant> {
+        let since = self.empty_since?;
+        let timeout = if self.had_participants {
+            self.policy.departure_timeout_s
+        } else {
+            self.policy.empty_timeout_s
+        };
+        Some(since + Duration::from_secs(u64::from(timeout)))
+    }
 }
 
 /// The live signaling connection of a participant.
@@ -53,6 +90,7 @@ pub struct Participant {
     /// The next subscribe offer restarts ICE (the participant resumed, maybe from elsewhere).
     pub restart_subscribe_ice: bool,
     pub data: super::data::DataSender,
+    pub joined_at: SystemTime,
 }
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
@@ -94,6 +132,9 @@ impl Worker {
             Command::Disconnected { session, how } => self.disconnected(session, how, now),
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
+            }
+            Command::Admin { request, reply } => {
+                let _ = reply.send(self.admin(request, now));
             }
         }
     }
@@ -142,25 +183,17 @@ impl Worker {
         let room_id = match self.room_keys.get(&room_name) {
             Some(key) => *key,
             None => {
-                let key = RoomKey(self.next_room);
-                self.next_room += 1;
-                self.room_keys.insert(room_name.clone(), key);
-                self.rooms.insert(
-                    key,
-                    RoomEntry {
-                        room: Room::new(room_name.clone(), self.config.keyframe_interval),
-                        empty_since: None,
-                    },
-                );
-                info!(room = %room_name, "room created");
-                key
+                let policy = self.config.room_defaults.clone();
+                self.create_room(room_name.clone(), policy, now)
+                    .ok_or(JoinRefusal::TooManyRooms)?
             }
         };
         let entry = self
             .rooms
             .get_mut(&room_id)
             .expect("room entry just ensured");
-        if entry.room.member_count() >= self.config.max_participants_per_room {
+        if entry.room.member_count() >= entry.policy.max_participants as usize {
+            self.metrics.limits.breached(Limit::RoomParticipants);
             return Err(JoinRefusal::RoomFull);
         }
         let id = loop {
@@ -182,6 +215,7 @@ impl Worker {
             )
             .map_err(|_| JoinRefusal::Unavailable)?;
         entry.empty_since = None;
+        entry.had_participants = true;
         let resume_token = random_token(32);
         let (events_tx, events) = mpsc::channel(self.config.session_queue);
         let key = self.new_session_key(id);
@@ -205,12 +239,14 @@ impl Worker {
                 unreceivable: Default::default(),
                 restart_subscribe_ice: false,
                 data: Default::default(),
+                joined_at: SystemTime::now(),
             },
         );
         info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
         // The subscribe leg (with the data channel) is set up right away: data and the first
-        // media then need no further round trip.
-        if (request.grants.subscribe || request.grants.publish_data)
+        // media then need no further round trip. Without the subscribe grant there is none (and
+        // so no data channel either: data rides the subscribe leg).
+        if request.grants.subscribe
             && let Some(p) = self.participants.get_mut(&id)
         {
             p.renegotiate_at = Some(now);
@@ -369,7 +405,13 @@ impl Worker {
         if owner != Some(id) {
             return Err(unknown());
         }
-        entry.room.set_muted(track, muted).map_err(|_| unknown())?;
+        entry.room.set_muted(track, muted).map_err(|e| match e {
+            RoomError::NotAllowed => (
+                ErrorCode::NotAllowed,
+                "an operator muted this track; only an operator can unmute it".to_owned(),
+            ),
+            _ => unknown(),
+        })?;
         self.broadcast(
             room_id,
             None,
@@ -464,14 +506,31 @@ impl Worker {
         self.process_room_outputs(room_id, now);
     }
 
+    /// A new, empty room; `None` when the worker holds its maximum number of rooms.
+    pub(super) fn create_room(
+        &mut self,
+        name: RoomId,
+        policy: RoomPolicy,
+        now: Instant,
+    ) -> Option<RoomKey> {
+        if self.rooms.len() >= self.config.max_rooms {
+            self.metrics.limits.breached(Limit::NodeRooms);
+            warn!(room = %name, "room refused: the node holds its maximum number of rooms");
+            return None;
+        }
+        let key = RoomKey(self.next_room);
+        self.next_room += 1;
+        self.room_keys.insert(name.clone(), key);
+        info!(room = %name, "room created");
+        let entry = RoomEntry::new(name, policy, self.config.keyframe_interval, now);
+        self.rooms.insert(key, entry);
+        Some(key)
+    }
+
     pub(super) fn close_empty_rooms(&mut self, now: Instant) {
-        let timeout = self.config.empty_room_timeout;
         let room_keys = &mut self.room_keys;
         self.rooms.retain(|_, entry| {
-            let expired = entry.room.is_empty()
-                && entry
-                    .empty_since
-                    .is_some_and(|since| now >= since + timeout);
+            let expired = entry.room.is_empty() && entry.closes_at().is_some_and(|at| now >= at);
             if expired {
                 info!(room = %entry.room.id(), "closing empty room");
                 room_keys.remove(entry.room.id());

@@ -17,6 +17,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
+use tern_signaling::limits::Limit;
 use tern_signaling::protocol::{
     ErrorCode, IceCandidate, Leg as WireLeg, ServerMessage, TrackAnnouncement, TrackInfo,
 };
@@ -175,6 +176,7 @@ impl Worker {
             ));
         }
         if sdp.len() > self.config.max_sdp_bytes {
+            self.metrics.limits.breached(Limit::SdpSize);
             return Err(refuse(
                 ErrorCode::LimitExceeded,
                 format!(
@@ -208,6 +210,7 @@ impl Worker {
             .filter(|(mid, _, _)| !current.iter().any(|c| &c.mid == mid))
             .count();
         if kept + added > self.config.max_tracks_per_participant {
+            self.metrics.limits.breached(Limit::ParticipantTracks);
             return Err(refuse(
                 ErrorCode::LimitExceeded,
                 format!(

@@ -19,6 +19,7 @@ use rtc::rtp_transceiver::RTCRtpTransceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
+use tern_signaling::limits::Limit;
 use tern_signaling::protocol::{ErrorCode, ServerMessage, TrackInfo};
 use tracing::{debug, warn};
 
@@ -382,6 +383,7 @@ impl Worker {
             .and_then(|p| p.subscribe_leg)
             .ok_or_else(|| refuse(ErrorCode::InvalidState, "no subscribe offer is outstanding"))?;
         if sdp.len() > self.config.max_sdp_bytes {
+            self.metrics.limits.breached(Limit::SdpSize);
             return Err(refuse(ErrorCode::LimitExceeded, "SDP too large"));
         }
         let leg = self

@@ -37,6 +37,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tern_signaling::admin::RoomPolicy;
 use tern_signaling::protocol::IceServer;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -65,14 +66,15 @@ pub struct WorkerConfig {
     pub ice_servers: Vec<IceServer>,
     /// How long a participant whose signaling dropped stays in the room to resume.
     pub resume_grace: Duration,
-    /// How long an empty room lingers before it is closed.
-    pub empty_room_timeout: Duration,
+    /// The policy of rooms that a join creates, and the defaults of rooms the API creates.
+    pub room_defaults: RoomPolicy,
+    /// Rooms this worker holds at once.
+    pub max_rooms: usize,
     /// Track changes within this window are folded into one subscribe offer.
     pub renegotiation_debounce: Duration,
     /// Minimum spacing of keyframe requests to one publisher track.
     pub keyframe_interval: Duration,
     pub max_tracks_per_participant: usize,
-    pub max_participants_per_room: usize,
     pub max_sdp_bytes: usize,
     /// Events a session may have queued before it counts as too slow and is closed.
     pub session_queue: usize,
@@ -87,11 +89,18 @@ impl Default for WorkerConfig {
             advertised: Vec::new(),
             ice_servers: Vec::new(),
             resume_grace: Duration::from_secs(10),
-            empty_room_timeout: Duration::from_secs(20),
+            room_defaults: RoomPolicy {
+                max_participants: 100,
+                empty_timeout_s: 300,
+                departure_timeout_s: 20,
+                max_egress_kbps: 0,
+                max_subscriber_kbps: 0,
+                max_publisher_kbps: 0,
+            },
+            max_rooms: 1_000,
             renegotiation_debounce: Duration::from_millis(20),
             keyframe_interval: Duration::from_millis(500),
             max_tracks_per_participant: 8,
-            max_participants_per_room: 100,
             max_sdp_bytes: 32 * 1024,
             session_queue: 256,
             max_packets_per_leg_per_s: 5_000,
@@ -477,6 +486,7 @@ impl Worker {
                 sequence_number: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
                 keyframe_start: codec.is_keyframe_start(&packet.payload),
+                payload_bytes: packet.payload.len() as u32,
             };
             let fan_out = &mut self.fan_out;
             fan_out.clear();
@@ -489,6 +499,9 @@ impl Worker {
             );
             self.metrics
                 .count_drops(DropReason::Stale, u64::from(summary.stale));
+            if summary.suppressed {
+                self.metrics.count_drop(DropReason::AdminMuted);
+            }
             if summary.awaiting_keyframe > 0 && !rooms_touched.contains(&room) {
                 rooms_touched.push(room);
             }

@@ -1260,3 +1260,79 @@ pub async fn wait_more(subscriber: &mut Client, publisher: &str, kind: &str, cou
         )
         .await;
 }
+
+/// A token with the admin grant over `room` (`*`: every room).
+pub fn admin_token(relay: &Running, room: &str) -> String {
+    let grants = Grants {
+        admin: true,
+        ..Grants::default()
+    };
+    token(relay, room, "operator", grants)
+}
+
+/// One admin API call: (status, JSON body or `null` when empty).
+pub async fn api(
+    relay: &Running,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, text) = http_request(relay.http_addr, &request).await;
+    let json = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"))
+    };
+    (status, json)
+}
+
+/// Opens `/rtc` with a token and returns the relay's first message (for refused joins, whose
+/// first message is an error).
+pub async fn first_message(relay: &Running, room: &str, identity: &str) -> ServerMessage {
+    let url = ws_url(relay, &token(relay, room, identity, Grants::participant()));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return serde_json::from_str(&text).expect("server message");
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no first message: {other:?}"),
+        }
+    }
+}
+
+/// Sends a raw HTTP/1.1 request and returns the response head (status line and headers).
+pub async fn response_head(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&response).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            return text[..end].to_owned();
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
+            _ => return text,
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The worker's side of the admin API: room policies, summaries, and operator actions on
+//! participants and tracks. Requests arrive as [`Command::Admin`](super::control::Command).
+
+use super::participants::{track_kind, wire_source};
+use super::worker::{RoomKey, Worker};
+use crate::config::MAX_ROOM_TIMEOUT_S;
+use crate::media::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::room::MemberState;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tern_signaling::admin::{
+    AdminError, CreateRoom, MuteTrack, ParticipantSummary, PatchRoom, RoomPolicy, RoomSummary,
+    TrackSummary,
+};
+use tern_signaling::protocol::{LeaveReason, ParticipantState, ServerMessage};
+use tracing::info;
+
+/// One admin API call, as the worker receives it.
+#[derive(Debug)]
+pub enum AdminRequest {
+    List,
+    Get(String),
+    Create(CreateRoom),
+    Patch(String, PatchRoom),
+    Delete(String),
+    Remove {
+        room: String,
+        identity: String,
+    },
+    Mute {
+        room: String,
+        identity: String,
+        mute: MuteTrack,
+    },
+}
+
+#[derive(Debug)]
+pub enum AdminReply {
+    Rooms(Vec<RoomSummary>),
+    Room(RoomSummary),
+    Done,
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The policy fields an API request may set, over `base`.
+struct PolicyChange {
+    max_participants: Option<u32>,
+    empty_timeout_s: Option<u32>,
+    departure_timeout_s: Option<u32>,
+    max_egress_kbps: Option<u32>,
+    max_subscriber_kbps: Option<u32>,
+    max_publisher_kbps: Option<u32>,
+}
+
+impl PolicyChange {
+    fn apply(self, base: &RoomPolicy) -> Result<RoomPolicy, AdminError> {
+        let policy = RoomPolicy {
+            max_participants: self.max_participants.unwrap_or(base.max_participants),
+            empty_timeout_s: self.empty_timeout_s.unwrap_or(base.empty_timeout_s),
+            departure_timeout_s: self.departure_timeout_s.unwrap_or(base.departure_timeout_s),
+            max_egress_kbps: self.max_egress_kbps.unwrap_or(base.max_egress_kbps),
+            max_subscriber_kbps: self.max_subscriber_kbps.unwrap_or(base.max_subscriber_kbps),
+            max_publisher_kbps: self.max_publisher_kbps.unwrap_or(base.max_publisher_kbps),
+        };
+        if policy.max_participants == 0 {
+            return Err(AdminError::Invalid("max_participants must be at least 1"));
+        }
+        if policy.empty_timeout_s > MAX_ROOM_TIMEOUT_S
+            || policy.departure_timeout_s > MAX_ROOM_TIMEOUT_S
+        {
+            return Err(AdminError::Invalid(
+                "room timeouts are at most 604800 s (a week)",
+            ));
+        }
+        Ok(policy)
+    }
+}
+
+impl Worker {
+    pub(super) fn admin(
+        &mut self,
+        request: AdminRequest,
+        now: Instant,
+    ) -> Result<AdminReply, AdminError> {
+        match request {
+            AdminRequest::List => {
+                let mut rooms: Vec<RoomSummary> = self
+                    .rooms
+                    .keys()
+                    .filter_map(|key| self.room_summary(*key, now))
+                    .collect();
+                rooms.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(AdminReply::Rooms(rooms))
+            }
+            AdminRequest::Get(name) => {
+                let key = self.room_named(&name)?;
+                self.summary_reply(key, now)
+            }
+            AdminRequest::Create(create) => self.create_room_by_api(create, now),
+            AdminRequest::Patch(name, patch) => {
+                let key = self.room_named(&name)?;
+                let entry = self.rooms.get_mut(&key).ok_or(AdminError::NoSuchRoom)?;
+                entry.policy = PolicyChange {
+                    max_participants: patch.max_participants,
+                    empty_timeout_s: patch.empty_timeout_s,
+                    departure_timeout_s: patch.departure_timeout_s,
+                    max_egress_kbps: patch.max_egress_kbps,
+                    max_subscriber_kbps: patch.max_subscriber_kbps,
+                    max_publisher_kbps: patch.max_publisher_kbps,
+                }
+                .apply(&entry.policy)?;
+                info!(room = %name, policy = ?entry.policy, "room policy changed");
+                self.summary_reply(key, now)
+            }
+            AdminRequest::Delete(name) => {
+                let key = self.room_named(&name)?;
+                self.delete_room(key, now);
+                info!(room = %name, "room deleted by an operator");
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::Remove { room, identity } => {
+                let key = self.room_named(&room)?;
+                let id = self.member_named(key, &identity)?;
+                info!(%room, %identity, "participant removed by an operator");
+                self.remove_participant(id, LeaveReason::Removed, now);
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::Mute {
+                room,
+                identity,
+                mute,
+            } => {
+                let key = self.room_named(&room)?;
+                let id = self.member_named(key, &identity)?;
+                self.admin_mute(key, id, &mute, now)?;
+                info!(%room, %identity, track = %mute.track_id, muted = mute.muted, "track muted by an operator");
+                Ok(AdminReply::Done)
+            }
+        }
+    }
+
+    fn room_named(&self, name: &str) -> Result<RoomKey, AdminError> {
+        self.room_keys
+            .get(&RoomId(name.to_owned()))
+            .copied()
+            .ok_or(AdminError::NoSuchRoom)
+    }
+
+    fn member_named(&self, room: RoomKey, identity: &str) -> Result<ParticipantId, AdminError> {
+        self.participants
+            .values()
+            .find(|p| p.room == room && p.identity == identity)
+            .map(|p| p.id)
+            .ok_or(AdminError::NoSuchParticipant)
+    }
+
+    fn summary_reply(&self, key: RoomKey, now: Instant) -> Result<AdminReply, AdminError> {
+        self.room_summary(key, now)
+            .map(AdminReply::Room)
+            .ok_or(AdminError::NoSuchRoom)
+    }
+
+    fn create_room_by_api(
+        &mut self,
+        create: CreateRoom,
+        now: Instant,
+    ) -> Result<AdminReply, AdminError> {
+        let name = RoomId(create.name.clone());
+        if self.room_keys.contains_key(&name) {
+            return Err(AdminError::RoomExists);
+        }
+        let policy = PolicyChange {
+            max_participants: create.max_participants,
+            empty_timeout_s: create.empty_timeout_s,
+            departure_timeout_s: create.departure_timeout_s,
+            max_egress_kbps: create.max_egress_kbps,
+            max_subscriber_kbps: create.max_subscriber_kbps,
+            max_publisher_kbps: create.max_publisher_kbps,
+        }
+        .apply(&self.config.room_defaults)?;
+        let key = self
+            .create_room(name, policy, now)
+            .ok_or(AdminError::TooManyRooms)?;
+        if let Some(entry) = self.rooms.get_mut(&key) {
+            entry.created_by_api = true;
+        }
+        self.summary_reply(key, now)
+    }
+
+    /// Everybody leaves with `room_deleted`, then the room is gone.
+    fn delete_room(&mut self, key: RoomKey, now: Instant) {
+        let members: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.room == key)
+            .map(|p| p.id)
+            .collect();
+        for id in members {
+            self.remove_participant(id, LeaveReason::RoomDeleted, now);
+        }
+        if let Some(entry) = self.rooms.remove(&key) {
+            self.room_keys.remove(entry.room.id());
+        }
+    }
+
+    fn admin_mute(
+        &mut self,
+        room: RoomKey,
+        owner: ParticipantId,
+        mute: &MuteTrack,
+        now: Instant,
+    ) -> Result<(), AdminError> {
+        let track = TrackId::parse(&mute.track_id).ok_or(AdminError::NoSuchTrack)?;
+        let entry = self.rooms.get_mut(&room).ok_or(AdminError::NoSuchRoom)?;
+        if entry.room.publication(track).map(|p| p.info.owner) != Some(owner) {
+            return Err(AdminError::NoSuchTrack);
+        }
+        entry
+            .room
+            .set_admin_muted(track, mute.muted, now)
+            .map_err(|_| AdminError::NoSuchTrack)?;
+        // The publisher hears it too: its client shows the track as muted.
+        self.broadcast(
+            room,
+            None,
+            ServerMessage::TrackMuted {
+                track_id: track.to_string(),
+                participant_id: owner.to_string(),
+                muted: mute.muted,
+            },
+        );
+        self.process_room_outputs(room, now);
+        Ok(())
+    }
+
+    fn room_summary(&self, key: RoomKey, now: Instant) -> Option<RoomSummary> {
+        let entry = self.rooms.get(&key)?;
+        let mut participants: Vec<ParticipantSummary> = self
+            .participants
+            .values()
+            .filter(|p| p.room == key)
+            .filter_map(|p| {
+                let member = entry.room.member(p.id)?;
+                let mut tracks: Vec<TrackSummary> = entry
+                    .room
+                    .publications_of(p.id)
+                    .map(|publication| TrackSummary {
+                        id: publication.id.to_string(),
+                        kind: track_kind(publication.kind()),
+                        source: wire_source(publication.info.source),
+                        codec: publication.info.codec.mime_type().to_owned(),
+                        muted: publication.muted,
+                        admin_muted: publication.admin_muted,
+                        bitrate_bps: publication.bitrate_bps(now),
+                    })
+                    .collect();
+                tracks.sort_by(|a, b| a.id.cmp(&b.id));
+                Some(ParticipantSummary {
+                    id: p.id.to_string(),
+                    identity: p.identity.clone(),
+                    name: p.name.clone(),
+                    state: match member.state {
+                        MemberState::Active => ParticipantState::Active,
+                        MemberState::Reconnecting { .. } => ParticipantState::Reconnecting,
+                    },
+                    joined_at: unix_seconds(p.joined_at),
+                    tracks,
+                })
+            })
+            .collect();
+        participants.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Some(RoomSummary {
+            name: entry.room.id().0.clone(),
+            policy: entry.policy.clone(),
+            created_at: unix_seconds(entry.created_at),
+            created_by_api: entry.created_by_api,
+            participants,
+        })
+    }
+}
