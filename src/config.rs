@@ -217,7 +217,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
 }
 
-/// Longest room timeout, here and in the admin API.
+/// Room timeouts, here and in the admin API: a room never closes the instant it empties (a
+/// participant reloading its page would find it gone), nor lingers for more than a week.
+pub const MIN_ROOM_TIMEOUT_S: u32 = 1;
 pub const MAX_ROOM_TIMEOUT_S: u32 = 7 * 24 * 3600;
 
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
@@ -333,11 +335,14 @@ impl Config {
                 "must be at least 5 (a join trickles several candidates at once)",
             ));
         }
-        for timeout in [self.room.empty_timeout_s, self.room.departure_timeout_s] {
-            if timeout > MAX_ROOM_TIMEOUT_S {
+        for (key, timeout) in [
+            ("room.empty_timeout_s", self.room.empty_timeout_s),
+            ("room.departure_timeout_s", self.room.departure_timeout_s),
+        ] {
+            if !(MIN_ROOM_TIMEOUT_S..=MAX_ROOM_TIMEOUT_S).contains(&timeout) {
                 return Err(invalid(
-                    "room.empty_timeout_s",
-                    format!("room timeouts are at most {MAX_ROOM_TIMEOUT_S} s (a week)"),
+                    key,
+                    format!("must be {MIN_ROOM_TIMEOUT_S} to {MAX_ROOM_TIMEOUT_S} s (a week)"),
                 ));
             }
         }

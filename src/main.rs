@@ -72,6 +72,25 @@ struct ServeArgs {
         hide_env_values = true
     )]
     api_secret: Option<String>,
+    /// HTTPS/WSS listen address (with --tls-cert and --tls-key); plain HTTP stays on
+    /// --http-listen.
+    #[arg(long, env = "TERN_TLS_LISTEN", value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --tls-listen.
+    #[arg(long, env = "TERN_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-listen.
+    #[arg(long, env = "TERN_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Web origin allowed to use the relay from a browser besides its own, e.g.
+    /// https://app.example.com (repeat or comma-separate; `*` allows any).
+    #[arg(
+        long = "allowed-origin",
+        env = "TERN_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    allowed_origins: Vec<String>,
     /// Log filter, e.g. `info` or `tern=debug,rtc=warn`.
     #[arg(long, env = "TERN_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -84,7 +103,7 @@ struct ServeArgs {
 struct TokenArgs {
     #[command(flatten)]
     serve: ServeArgs,
-    /// Room the token admits to.
+    /// Room the token admits to. With the admin grant, `*` means every room.
     #[arg(long)]
     room: String,
     /// Identity of the participant (unique per room).
@@ -140,6 +159,18 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if !args.advertise_ips.is_empty() {
         config.media.advertised_ips = args.advertise_ips.clone();
     }
+    if let Some(addr) = args.tls_listen {
+        config.http.tls_listen = Some(addr);
+    }
+    if let Some(file) = &args.tls_cert {
+        config.http.tls_cert_file = Some(file.clone());
+    }
+    if let Some(file) = &args.tls_key {
+        config.http.tls_key_file = Some(file.clone());
+    }
+    if !args.allowed_origins.is_empty() {
+        config.http.allowed_origins = args.allowed_origins.clone();
+    }
     if let (Some(kid), Some(secret)) = (&args.api_key, &args.api_secret) {
         config.auth.keys.insert(kid.clone(), secret.clone());
     }
@@ -156,7 +187,11 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

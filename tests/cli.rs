@@ -20,6 +20,10 @@ fn tern() -> Command {
         "TERN_API_SECRET",
         "TERN_LOG",
         "TERN_LOG_FORMAT",
+        "TERN_TLS_LISTEN",
+        "TERN_TLS_CERT",
+        "TERN_TLS_KEY",
+        "TERN_ALLOWED_ORIGINS",
     ] {
         cmd.env_remove(var);
     }
@@ -81,6 +85,10 @@ fn help_explains_every_option() {
         "TERN_MEDIA_LISTEN",
         "--advertise-ip",
         "--api-key",
+        "--tls-listen",
+        "--tls-cert",
+        "--tls-key",
+        "--allowed-origin",
         "--log",
         "token",
         "dev mode",
@@ -188,4 +196,95 @@ fn tern_token_signs_with_the_configured_key() {
         .unwrap();
     assert!(!out.status.success(), "no key, no token");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no API key configured"));
+}
+
+/// Sends a raw request and returns the status line (or what came back).
+fn raw_request(port: u16, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = std::io::Read::read(&mut stream, &mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[test]
+fn tokens_never_reach_the_log_even_at_debug() {
+    let secret = "0123456789abcdef0123456789abcdef-logs";
+    let keys = KeySet::new([("ops".to_owned(), secret.as_bytes().to_vec())]);
+    let mint = |grants| {
+        let claims = tern_signaling::auth::claims_for(
+            "r",
+            "alice",
+            "alice",
+            grants,
+            SystemTime::now(),
+            Duration::from_secs(600),
+        );
+        keys.mint("ops", &claims).unwrap()
+    };
+    let participant = mint(tern_signaling::auth::Grants::participant());
+    let admin = mint(tern_signaling::auth::Grants {
+        admin: true,
+        ..Default::default()
+    });
+    let forged = format!("{participant}x");
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("tern-cli-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("relay.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let relay = Relay(
+        tern()
+            .args(["--http-listen", &format!("127.0.0.1:{port}")])
+            .args(["--media-listen", "127.0.0.1:0", "--log", "debug"])
+            .env("TERN_API_KEY", "ops")
+            .env("TERN_API_SECRET", secret)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    assert!(healthy(port));
+    let upgrade = |token: &str| {
+        format!(
+            "GET /rtc?access_token={token} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+    assert!(raw_request(port, &upgrade(&participant)).contains("101"));
+    assert!(raw_request(port, &upgrade(&forged)).contains("401"));
+    let api = format!(
+        "GET /api/rooms HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {admin}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    assert!(raw_request(port, &api).contains("200"));
+    // Wait until the relay has logged all three requests (and the join), then stop it.
+    let end = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.matches("http request").count() >= 4 && text.contains("joined") {
+            break text;
+        }
+        assert!(Instant::now() < end, "requests not logged:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(relay);
+    assert!(text.contains("path=/rtc"), "{text}");
+    for token in [&participant, &forged, &admin] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a token reached the log");
+    }
+    assert!(
+        !text.contains("access_token"),
+        "a query string reached the log"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -277,6 +277,20 @@ async fn tokens_are_checked_before_the_upgrade_with_a_reason_code() {
     );
     future.nbf += 3600;
     let not_yet = relay.keys.mint("dev", &future).unwrap();
+    let no_room = relay
+        .keys
+        .mint(
+            "dev",
+            &claims_for(
+                "",
+                "a",
+                "a",
+                Grants::participant(),
+                now,
+                Duration::from_secs(60),
+            ),
+        )
+        .unwrap();
     let cases = [
         ("", "token_missing"),
         ("?access_token=", "token_missing"),
@@ -288,6 +302,7 @@ async fn tokens_are_checked_before_the_upgrade_with_a_reason_code() {
         ),
         (&*format!("?access_token={expired}"), "token_expired"),
         (&*format!("?access_token={not_yet}"), "token_not_yet_valid"),
+        (&*format!("?access_token={no_room}"), "token_invalid_claims"),
     ];
     for (query, code) in cases {
         let (status, body) = upgrade_request(&relay, query, "").await;

@@ -26,3 +26,20 @@ fn demux_and_leg_corpus() {
 fn rtp_and_rtcp_corpus() {
     replay("rtp_rtcp", tern::fuzzing::rtp_and_rtcp);
 }
+
+#[test]
+fn signaling_corpus() {
+    replay("signaling", tern::fuzzing::signaling_input);
+}
+
+#[test]
+fn sdp_corpus() {
+    replay("sdp", tern::fuzzing::sdp_offer_and_answer);
+}
+
+#[test]
+fn sdp_seeds_made_by_a_real_stack() {
+    for seed in tern::fuzzing::sdp_seeds() {
+        tern::fuzzing::sdp_offer_and_answer(&seed);
+    }
+}

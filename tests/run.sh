@@ -13,12 +13,14 @@ as_root() {
     echo "need root to run: $*" >&2; return 1; fi
 }
 
-step "system packages (chromium for browser tests; iproute2, nftables, util-linux for test networks)"
+step "system packages (chromium for browser tests; iproute2, nftables, util-linux for test networks; python3-venv for schemathesis)"
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nft >/dev/null || missing+=(nftables)
 command -v unshare >/dev/null || missing+=(util-linux)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -53,6 +55,9 @@ isolated() {
 
 step "unit, simulation and end-to-end tests (real WebRTC peers on loopback)"
 isolated cargo test --locked --offline --workspace
+
+step "admin API: schemathesis (property-based, from PyPI) against the relay's OpenAPI document"
+bash tests/api/schemathesis.sh target/debug/tern
 
 step "headless Chromium: two pages call each other through the relay"
 isolated node tests/browser/smoke.mjs

@@ -345,9 +345,12 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal>
     })
 }
 
-/// Room names as join tokens allow them: 1 to 256 bytes, no control characters.
+/// Room names an API caller may create: what a join token can name (1 to 256 characters),
+/// without control characters.
 fn valid_room_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 256 && !name.chars().any(char::is_control)
+    !name.is_empty()
+        && name.chars().count() <= crate::auth::MAX_CLAIM_CHARS
+        && !name.chars().any(char::is_control)
 }
 
 type Answer = Result<Response, Refusal>;
@@ -384,9 +387,10 @@ async fn create<A: RoomAdmin>(
     let scope = authorize(&api, &headers)?;
     let request: CreateRoom = parse_body(&body)?;
     if !valid_room_name(&request.name) {
-        return Err(
-            AdminError::Invalid("name must be 1 to 256 bytes without control characters").into(),
-        );
+        return Err(AdminError::Invalid(
+            "name must be 1 to 256 characters, none of them control characters",
+        )
+        .into());
     }
     scope.check(&request.name)?;
     json(StatusCode::CREATED, api.admin.create_room(request).await?)
@@ -545,7 +549,10 @@ mod tests {
                 let documented = item.get(method).is_some();
                 let anonymous = status(&router, method, &path, None).await;
                 if !documented {
-                    assert_eq!(anonymous, 405, "{method} {template} is routed but undocumented");
+                    assert_eq!(
+                        anonymous, 405,
+                        "{method} {template} is routed but undocumented"
+                    );
                     continue;
                 }
                 let operation = &item[method];
@@ -559,9 +566,7 @@ mod tests {
                 // With a token, whatever the fake relay answers must be documented.
                 let answered = status(&router, method, &path, Some(&admin)).await;
                 assert!(
-                    operation["responses"]
-                        .get(answered.to_string())
-                        .is_some(),
+                    operation["responses"].get(answered.to_string()).is_some(),
                     "{method} {template} answered {answered}, which is undocumented"
                 );
             }
@@ -631,7 +636,11 @@ mod tests {
                 .iter()
                 .map(|v| v.as_str().unwrap().to_owned())
                 .collect();
-            assert_eq!(required, keys(value), "{schema}: every field is always present");
+            assert_eq!(
+                required,
+                keys(value),
+                "{schema}: every field is always present"
+            );
         }
         let mut create_fields = keys(&serde_json::to_value(CreateRoom::default()).unwrap());
         assert_eq!(properties(&doc, "CreateRoom"), create_fields);
@@ -664,11 +673,15 @@ mod tests {
             AdminError::Unavailable,
         ]
         .map(|e| e.refusal().code);
-        for code in codes
-            .iter()
-            .chain(&["invalid_body", "admin_grant_missing", "room_not_in_scope"])
+        for code in
+            codes
+                .iter()
+                .chain(&["invalid_body", "admin_grant_missing", "room_not_in_scope"])
         {
-            assert!(OPENAPI.contains(&format!("`{code}`")), "{code} undocumented");
+            assert!(
+                OPENAPI.contains(&format!("`{code}`")),
+                "{code} undocumented"
+            );
         }
     }
 }

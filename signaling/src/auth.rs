@@ -110,7 +110,8 @@ impl fmt::Display for TokenError {
 
 impl std::error::Error for TokenError {}
 
-const MAX_CLAIM_BYTES: usize = 256;
+/// Longest identity, room or name, in characters.
+pub const MAX_CLAIM_CHARS: usize = 256;
 /// Clock skew tolerated between the token minter and this relay.
 const LEEWAY_S: u64 = 10;
 
@@ -179,9 +180,9 @@ impl KeySet {
         if claims.nbf > now_s + LEEWAY_S {
             return Err(TokenError::NotYetValid);
         }
-        let claim_ok = |s: &str| !s.is_empty() && s.len() <= MAX_CLAIM_BYTES;
-        if !claim_ok(&claims.sub) || !claim_ok(&claims.room) || claims.name.len() > MAX_CLAIM_BYTES
-        {
+        let short = |s: &str| s.chars().count() <= MAX_CLAIM_CHARS;
+        let claim_ok = |s: &str| !s.is_empty() && short(s);
+        if !claim_ok(&claims.sub) || !claim_ok(&claims.room) || !short(&claims.name) {
             return Err(TokenError::InvalidClaims);
         }
         Ok(claims)

@@ -3,7 +3,7 @@
 
 use super::participants::{track_kind, wire_source};
 use super::worker::{RoomKey, Worker};
-use crate::config::MAX_ROOM_TIMEOUT_S;
+use crate::config::{MAX_ROOM_TIMEOUT_S, MIN_ROOM_TIMEOUT_S};
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::MemberState;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -67,11 +67,12 @@ impl PolicyChange {
         if policy.max_participants == 0 {
             return Err(AdminError::Invalid("max_participants must be at least 1"));
         }
-        if policy.empty_timeout_s > MAX_ROOM_TIMEOUT_S
-            || policy.departure_timeout_s > MAX_ROOM_TIMEOUT_S
+        let timeouts = MIN_ROOM_TIMEOUT_S..=MAX_ROOM_TIMEOUT_S;
+        if !timeouts.contains(&policy.empty_timeout_s)
+            || !timeouts.contains(&policy.departure_timeout_s)
         {
             return Err(AdminError::Invalid(
-                "room timeouts are at most 604800 s (a week)",
+                "room timeouts are 1 to 604800 s (a week)",
             ));
         }
         Ok(policy)

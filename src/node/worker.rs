@@ -656,6 +656,13 @@ impl Worker {
         }
     }
 
+    /// Runs one command and then housekeeping, as the run loop would; for driving a worker
+    /// without its socket loop (fuzzing).
+    pub fn handle(&mut self, command: Command, now: Instant) {
+        self.handle_command(command, now);
+        self.housekeeping(now);
+    }
+
     fn housekeeping(&mut self, now: Instant) {
         for id in std::mem::take(&mut self.lost_sessions) {
             self.session_lost(id, now);

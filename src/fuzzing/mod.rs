@@ -1,0 +1,8 @@
+//! Entry points for the fuzz targets (fuzz/) and for replaying their corpus as ordinary tests
+//! (tests/fuzz_corpus.rs). Each takes arbitrary bytes and must never panic.
+
+mod media;
+mod signaling;
+
+pub use media::{demux_and_leg, rtp_and_rtcp};
+pub use signaling::{sdp_offer_and_answer, sdp_seeds, signaling_input};
