@@ -15,6 +15,7 @@ use axum::routing::get;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_signaling::admin::{self, AdminApi, RoomPolicy};
 use tern_signaling::auth::KeySet;
@@ -41,6 +42,7 @@ pub struct Running {
     pub dev_mode: bool,
     pub metrics: Arc<Metrics>,
     pub control: RelayControl,
+    draining: Arc<AtomicBool>,
     http: JoinHandle<()>,
     https: Option<JoinHandle<()>>,
     worker: JoinHandle<()>,
@@ -54,6 +56,20 @@ impl Running {
             https.abort();
         }
         self.worker.abort();
+    }
+
+    /// Stops taking joins: `/readyz` answers 503 and new joins are refused with `draining`
+    /// (before the upgrade) or `unavailable`; calls in progress go on, and their participants
+    /// may still resume.
+    pub fn drain(&self) {
+        if !self.draining.swap(true, Ordering::Relaxed) {
+            info!("draining: no new joins; calls in progress continue");
+        }
+    }
+
+    /// Participants still on the node (`None` when the worker is gone).
+    pub async fn participants(&self) -> Option<u64> {
+        self.control.stats().await.map(|s| s.participants)
     }
 
     /// Waits until the HTTP server or the worker ends, whichever is first.
@@ -166,7 +182,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.media.clone(),
     )?;
     let worker = tokio::spawn(worker.run());
-    let control = RelayControl::new(commands_tx);
+    let draining = Arc::new(AtomicBool::new(false));
+    let control = RelayControl::new(commands_tx, draining.clone());
 
     let signaling = Signaling {
         control: control.clone(),
@@ -181,6 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             max_messages_per_s: config.session.max_messages_per_s,
         },
         join_limiter: Arc::new(JoinLimiter::new(config.http.max_joins_per_ip_per_minute)),
+        draining: draining.clone(),
         metrics: metrics.signaling.clone(),
     };
     let admin = AdminApi {
@@ -200,7 +218,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .merge(
             Router::new()
                 .route("/metrics", get(metrics_text))
-                .with_state((metrics.clone(), control.clone())),
+                .with_state((metrics.clone(), control.clone()))
+                .merge(
+                    Router::new()
+                        .route("/readyz", get(readyz))
+                        .with_state((control.clone(), draining.clone())),
+                ),
         )
         .layer(axum::middleware::from_fn_with_state(origins, origin::check))
         .layer(axum::middleware::from_fn(log_request));
@@ -229,6 +252,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         dev_mode,
         metrics,
         control,
+        draining,
         http,
         https,
         worker,
@@ -246,4 +270,20 @@ async fn metrics_text(
         )],
         metrics.render(stats),
     )
+}
+
+/// Ready means: taking joins. Not while draining, nor once the media worker has stopped.
+async fn readyz(
+    State((control, draining)): State<(RelayControl, Arc<AtomicBool>)>,
+) -> impl IntoResponse {
+    if draining.load(Ordering::Relaxed) {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if !control.is_running() {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "media worker stopped\n",
+        )
+    } else {
+        (axum::http::StatusCode::OK, "ready\n")
+    }
 }

@@ -16,7 +16,21 @@ pub struct Config {
     pub auth: AuthConfig,
     pub session: SessionConfig,
     pub room: RoomConfig,
+    pub drain: DrainConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// After SIGTERM, seconds to let calls in progress finish before exiting anyway.
+    pub timeout_s: u64,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig { timeout_s: 1800 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tern::config::{Config, LogFormat};
 use tern_signaling::auth::{Grants, KeySet, claims_for};
 
@@ -34,6 +35,19 @@ enum Command {
     Serve(ServeArgs),
     /// Print a join token signed with a configured API key.
     Token(TokenArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a TOML configuration file (keys, values, combinations, TLS files) and say what is
+    /// wrong, naming the key. Exits 0 when the file is good.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -202,6 +216,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Token(args)) => token(args),
+        Some(Command::Config(ConfigCommand::Check { file })) => check_config(&file),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };
@@ -217,6 +232,7 @@ fn main() -> ExitCode {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(&config);
+    let drain_timeout = Duration::from_secs(config.drain.timeout_s);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -231,14 +247,72 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             tracing::info!("serving signaling on {url}rtc; mint join tokens with `tern token`");
         }
+        let mut terminate = signal(SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
         tokio::select! {
             _ = running.wait() => bail!("the relay stopped unexpectedly"),
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("interrupted; shutting down");
                 Ok(())
             }
+            _ = terminate.recv() => drain(&mut running, &mut terminate, drain_timeout).await,
         }
     })
+}
+
+/// SIGTERM: stop taking joins, let calls end (or the timeout pass), then exit. Another SIGTERM or
+/// a SIGINT exits at once.
+async fn drain(
+    running: &mut tern::app::Running,
+    terminate: &mut Signal,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    running.drain();
+    tracing::info!(
+        timeout_s = timeout.as_secs(),
+        "SIGTERM: draining; exiting when the last participant leaves (signal again to exit now)"
+    );
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut poll = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::warn!("second SIGTERM: exiting now");
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::warn!("SIGINT while draining: exiting now");
+                return Ok(());
+            }
+            _ = &mut deadline => {
+                let left = running.participants().await.unwrap_or(0);
+                tracing::warn!(participants = left, "drain timeout: exiting with calls in progress");
+                return Ok(());
+            }
+            _ = running.wait() => bail!("the relay stopped unexpectedly while draining"),
+            _ = poll.tick() => {
+                if running.participants().await.unwrap_or(0) == 0 {
+                    tracing::info!("drained: no participants left; exiting");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::from_file(file)?;
+    config.validate()?;
+    if let (Some(cert), Some(key)) = (&config.http.tls_cert_file, &config.http.tls_key_file) {
+        tern_signaling::tls::server_config(cert, key)?;
+    }
+    println!(
+        "{}: ok ({} mode)",
+        file.display(),
+        if config.dev_mode() { "dev" } else { "production" }
+    );
+    Ok(())
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<()> {

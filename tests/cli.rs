@@ -288,3 +288,52 @@ fn tokens_never_reach_the_log_even_at_debug() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn config_check_accepts_good_files_and_names_the_key_in_bad_ones() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tern.example.toml");
+    let out = tern().args(["config", "check", example]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    let dir = std::env::temp_dir().join(format!("tern-cli-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("[room]\nmax_participantz = 3\n", "max_participantz"),
+        ("[room]\nmax_participants = \"many\"\n", "max_participants"),
+        ("[room]\nmax_participants = 0\n", "room.max_participants"),
+        ("[room]\ndeparture_timeout_s = 0\n", "room.departure_timeout_s"),
+        ("[http]\ntls_listen = \"127.0.0.1:8443\"\n", "http.tls_listen"),
+        (
+            "[http]\nlisten = \"0.0.0.0:8080\"\n",
+            "auth.keys", // dev mode on a public address
+        ),
+        (
+            "[auth]\nkeys = { k = \"short\" }\n",
+            "auth.keys", // secret under 32 bytes
+        ),
+        (
+            "[http]\ntls_listen = \"127.0.0.1:8443\"\ntls_cert_file = \"/nonexistent/cert.pem\"\n\
+             tls_key_file = \"/nonexistent/key.pem\"\n",
+            "/nonexistent/cert.pem",
+        ),
+        ("[drain]\ntimeout = 5\n", "timeout"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let file = dir.join(format!("bad-{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let out = tern()
+            .args(["config", "check"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text} passed the check");
+        assert!(err.contains(key), "{text}: the error does not name {key}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

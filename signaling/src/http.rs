@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info, info_span};
@@ -37,6 +38,9 @@ pub struct Signaling<C> {
     pub dev_minting: Option<DevMinting>,
     pub limits: SessionLimits,
     pub join_limiter: Arc<JoinLimiter>,
+    /// Set while the node drains: new joins are refused before the upgrade (resumes still pass,
+    /// so calls in progress survive a dropped connection).
+    pub draining: Arc<AtomicBool>,
     pub metrics: Arc<SignalingMetrics>,
 }
 
@@ -58,6 +62,7 @@ impl<C: Clone> Clone for Signaling<C> {
             dev_minting: self.dev_minting.clone(),
             limits: self.limits,
             join_limiter: self.join_limiter.clone(),
+            draining: self.draining.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -145,6 +150,14 @@ async fn rtc<C: RoomControl>(
             StatusCode::BAD_REQUEST,
             "unsupported_protocol",
             format!("this relay speaks protocol {PROTOCOL_VERSION}, not {version}"),
+        );
+    }
+    let resuming = params.resume_token.as_deref().is_some_and(|t| !t.is_empty());
+    if signaling.draining.load(Ordering::Relaxed) && !resuming {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this relay node is draining and takes no new joins; join through another node",
         );
     }
     let upgrade = match upgrade {

@@ -8,6 +8,8 @@ use tern_signaling::control::{
     Admission, Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionKey,
 };
 use tern_signaling::protocol::ClientMessage;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 pub enum Command {
@@ -36,11 +38,13 @@ pub enum Command {
 #[derive(Clone)]
 pub struct RelayControl {
     commands: mpsc::Sender<Command>,
+    draining: Arc<AtomicBool>,
 }
 
 impl RelayControl {
-    pub fn new(commands: mpsc::Sender<Command>) -> Self {
-        RelayControl { commands }
+    /// `draining`: while set, joins other than resumes are refused with `unavailable`.
+    pub fn new(commands: mpsc::Sender<Command>, draining: Arc<AtomicBool>) -> Self {
+        RelayControl { commands, draining }
     }
 
     /// The worker's state, for the metrics gauges; `None` when the worker is gone.
@@ -57,6 +61,9 @@ impl RelayControl {
 
 impl RoomControl for RelayControl {
     async fn join(&self, request: JoinRequest) -> Result<Admission, JoinRefusal> {
+        if self.draining.load(Ordering::Relaxed) && request.resume_token.is_none() {
+            return Err(JoinRefusal::Unavailable);
+        }
         let (reply, answer) = oneshot::channel();
         // Waiting for queue space throttles joins when the worker is saturated; the worker
         // itself never waits on a session.
