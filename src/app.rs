@@ -1,11 +1,13 @@
 //! Wires the relay together: the media worker on its UDP socket, the signaling routes, metrics.
 
 use crate::config::Config;
+use crate::ice_servers::IceServerConfig;
 use crate::metrics::Metrics;
 use crate::node::control::RelayControl;
 use crate::node::engine::{EngineSettings, random_token};
 use crate::node::socket::bind_media_socket;
 use crate::node::worker::{Worker, WorkerConfig};
+use crate::webhooks::{self, WebhookSettings};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -110,7 +112,12 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
             nack_history: config.media.nack_history,
         },
         advertised,
-        ice_servers: Vec::new(),
+        ice_servers: IceServerConfig {
+            stun_urls: config.ice.stun_urls.clone(),
+            turn_urls: config.ice.turn_urls.clone(),
+            turn_secret: config.ice.turn_secret.clone(),
+            turn_credential_ttl: Duration::from_secs(config.ice.turn_credential_ttl_s),
+        },
         resume_grace: config.resume_grace(),
         room_defaults: RoomPolicy {
             max_participants: config.room.max_participants,
@@ -175,12 +182,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let metrics = Arc::new(Metrics::new());
     let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let worker = Worker::new(
+    let mut worker = Worker::new(
         worker_config(&config, media_addr),
         socket,
         commands_rx,
         metrics.media.clone(),
     )?;
+    if !config.webhooks.urls.is_empty() {
+        let (key_id, secret) = config.webhook_key()?;
+        worker.set_webhooks(webhooks::start(
+            WebhookSettings {
+                urls: config.webhooks.urls.clone(),
+                key_id,
+                secret: secret.into_bytes(),
+                queue: config.webhooks.queue,
+                attempts: config.webhooks.attempts,
+                timeout: Duration::from_secs(config.webhooks.timeout_s),
+                backoff: Duration::from_millis(500),
+            },
+            metrics.webhooks.clone(),
+        ));
+    }
     let worker = tokio::spawn(worker.run());
     let draining = Arc::new(AtomicBool::new(false));
     let control = RelayControl::new(commands_tx, draining.clone());

@@ -16,8 +16,62 @@ pub struct Config {
     pub auth: AuthConfig,
     pub session: SessionConfig,
     pub room: RoomConfig,
+    pub ice: IceConfig,
     pub drain: DrainConfig,
+    pub webhooks: WebhookConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceConfig {
+    /// STUN servers handed to clients at join (`stun:host:port`).
+    pub stun_urls: Vec<String>,
+    /// TURN servers handed to clients at join (`turn:host:3478?transport=udp`, `turns:...`),
+    /// with credentials minted per participant from `turn_secret`.
+    pub turn_urls: Vec<String>,
+    /// Shared secret of the TURN server (coturn `static-auth-secret` with `use-auth-secret`).
+    pub turn_secret: String,
+    /// Lifetime of the TURN credentials given at join, seconds.
+    pub turn_credential_ttl_s: u64,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        IceConfig {
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: String::new(),
+            turn_credential_ttl_s: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Receivers (http:// or https://) of room, participant and track events.
+    pub urls: Vec<String>,
+    /// Key id whose secret signs the events; empty: the only configured key.
+    pub key: String,
+    /// Events waiting per receiver before new ones are dropped (and counted).
+    pub queue: usize,
+    /// Tries per event (the first plus retries with backoff from 0.5 s, doubling up to 8 s).
+    pub attempts: u32,
+    /// Seconds one try may take.
+    pub timeout_s: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            urls: Vec::new(),
+            key: String::new(),
+            queue: 1024,
+            attempts: 5,
+            timeout_s: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -340,6 +394,65 @@ impl Config {
         if self.room.max_participants == 0 {
             return Err(invalid("room.max_participants", "must be at least 1"));
         }
+        if let Some(bad) = self
+            .ice
+            .stun_urls
+            .iter()
+            .find(|u| !u.starts_with("stun:") && !u.starts_with("stuns:"))
+        {
+            return Err(invalid(
+                "ice.stun_urls",
+                format!("{bad:?} is not a stun: or stuns: URL"),
+            ));
+        }
+        if let Some(bad) = self
+            .ice
+            .turn_urls
+            .iter()
+            .find(|u| !u.starts_with("turn:") && !u.starts_with("turns:"))
+        {
+            return Err(invalid(
+                "ice.turn_urls",
+                format!("{bad:?} is not a turn: or turns: URL"),
+            ));
+        }
+        if !self.ice.turn_urls.is_empty() && self.ice.turn_secret.len() < 16 {
+            return Err(invalid(
+                "ice.turn_secret",
+                "TURN servers need their shared secret (at least 16 bytes; the TURN server's \
+                 static-auth-secret), e.g. in TERN_TURN_SECRET",
+            ));
+        }
+        if !self.ice.turn_urls.is_empty() && self.ice.turn_credential_ttl_s == 0 {
+            return Err(invalid("ice.turn_credential_ttl_s", "must be at least 1"));
+        }
+        if !self.webhooks.urls.is_empty() {
+            if self.dev_mode() {
+                return Err(invalid(
+                    "webhooks.urls",
+                    "webhooks are signed with an API key; configure auth.keys (or \
+                     TERN_API_KEY/TERN_API_SECRET)",
+                ));
+            }
+            self.webhook_key()?;
+            if let Some(bad) = self
+                .webhooks
+                .urls
+                .iter()
+                .find(|u| !u.starts_with("http://") && !u.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "webhooks.urls",
+                    format!("{bad:?} is not an http:// or https:// URL"),
+                ));
+            }
+            if self.webhooks.attempts == 0 || self.webhooks.timeout_s == 0 {
+                return Err(invalid(
+                    "webhooks.attempts",
+                    "webhooks.attempts and webhooks.timeout_s must be at least 1",
+                ));
+            }
+        }
         if self.room.max_rooms == 0 {
             return Err(invalid("room.max_rooms", "must be at least 1"));
         }
@@ -361,6 +474,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The key (id, secret) that signs webhooks.
+    pub fn webhook_key(&self) -> Result<(String, String), ConfigError> {
+        let chosen = if self.webhooks.key.is_empty() {
+            if self.auth.keys.len() != 1 {
+                return Err(invalid(
+                    "webhooks.key",
+                    "several API keys are configured; name the one that signs webhooks",
+                ));
+            }
+            self.auth.keys.iter().next()
+        } else {
+            self.auth.keys.get_key_value(&self.webhooks.key)
+        };
+        chosen
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .ok_or_else(|| invalid("webhooks.key", "names no key in auth.keys"))
     }
 
     pub fn resume_grace(&self) -> Duration {

@@ -7,6 +7,9 @@ pub mod app;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ice_servers;
 pub mod media;
 pub mod metrics;
 pub mod node;
+pub mod process_metrics;
+pub mod webhooks;

@@ -6,9 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tern::config::{Config, LogFormat};
 use tern_signaling::auth::{Grants, KeySet, claims_for};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,10 @@ enum ConfigCommand {
     Check {
         /// The file to check.
         file: PathBuf,
+        /// TERN_* variables and these flags apply as when serving, so a file that relies on
+        /// them (e.g. the API secret in TERN_API_SECRET) is checked as it will run.
+        #[command(flatten)]
+        serve: ServeArgs,
     },
 }
 
@@ -105,6 +109,14 @@ struct ServeArgs {
         value_name = "ORIGIN"
     )]
     allowed_origins: Vec<String>,
+    /// Shared secret of the TURN servers in ice.turn_urls (their coturn static-auth-secret).
+    #[arg(
+        long,
+        env = "TERN_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    turn_secret: Option<String>,
     /// Log filter, e.g. `info` or `tern=debug,rtc=warn`.
     #[arg(long, env = "TERN_LOG", value_name = "FILTER")]
     log: Option<String>,
@@ -185,6 +197,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if !args.allowed_origins.is_empty() {
         config.http.allowed_origins = args.allowed_origins.clone();
     }
+    if let Some(secret) = &args.turn_secret {
+        config.ice.turn_secret = secret.clone();
+    }
     if let (Some(kid), Some(secret)) = (&args.api_key, &args.api_secret) {
         config.auth.keys.insert(kid.clone(), secret.clone());
     }
@@ -216,7 +231,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Token(args)) => token(args),
-        Some(Command::Config(ConfigCommand::Check { file })) => check_config(&file),
+        Some(Command::Config(ConfigCommand::Check { file, serve })) => check_config(file, serve),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     };
@@ -247,8 +262,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             tracing::info!("serving signaling on {url}rtc; mint join tokens with `tern token`");
         }
-        let mut terminate = signal(SignalKind::terminate())
-            .context("cannot listen for SIGTERM")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         tokio::select! {
             _ = running.wait() => bail!("the relay stopped unexpectedly"),
             _ = tokio::signal::ctrl_c() => {
@@ -301,16 +315,20 @@ async fn drain(
     }
 }
 
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(file)?;
-    config.validate()?;
+fn check_config(file: PathBuf, mut args: ServeArgs) -> anyhow::Result<()> {
+    args.config = Some(file.clone());
+    let config = load_config(&args)?;
     if let (Some(cert), Some(key)) = (&config.http.tls_cert_file, &config.http.tls_key_file) {
         tern_signaling::tls::server_config(cert, key)?;
     }
     println!(
         "{}: ok ({} mode)",
         file.display(),
-        if config.dev_mode() { "dev" } else { "production" }
+        if config.dev_mode() {
+            "dev"
+        } else {
+            "production"
+        }
     );
     Ok(())
 }

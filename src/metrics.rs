@@ -6,7 +6,11 @@
 //! README's metric table documents each name; keep them in step.
 
 use crate::media::codec::MediaKind;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use crate::process_metrics::ProcessMetrics;
+use crate::webhooks::WebhookMetrics;
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::sync::Arc;
 use tern_signaling::limits::LimitCounters;
 use tern_signaling::metrics::SignalingMetrics;
@@ -146,8 +150,12 @@ pub struct MediaMetrics {
     pub data_messages_received: IntCounter,
     pub data_messages_sent: IntCounter,
     pub data_messages_refused: IntCounter,
-    pub leg_failures: IntCounter,
+    leg_failures: Vec<IntCounter>,
     pub leg_panics: IntCounter,
+    /// Datagram received -> last copy sent, for one inbound packet in [`LATENCY_SAMPLE`].
+    pub forwarding_latency: Histogram,
+    /// Join accepted -> the participant's first peer connection connected.
+    pub join_duration: Histogram,
     /// Limits the worker enforces (room size, tracks, rooms, SDP size); shared with signaling.
     pub limits: LimitCounters,
 }
@@ -165,6 +173,33 @@ impl MediaMetrics {
 
     pub fn feedback(&self, kind: Feedback) {
         self.feedback[kind as usize].inc();
+    }
+
+    pub fn leg_failed(&self, stage: LegFailure) {
+        self.leg_failures[stage as usize].inc();
+    }
+}
+
+/// One inbound packet in this many has its forwarding latency measured (two clock reads).
+pub const LATENCY_SAMPLE: u64 = 64;
+
+/// Where a peer connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegFailure {
+    /// ICE never connected, or consent was lost later.
+    Ice,
+    /// ICE connected but the DTLS handshake did not complete.
+    Dtls,
+}
+
+impl LegFailure {
+    pub const ALL: [LegFailure; 2] = [LegFailure::Ice, LegFailure::Dtls];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegFailure::Ice => "ice",
+            LegFailure::Dtls => "dtls",
+        }
     }
 }
 
@@ -194,6 +229,8 @@ pub struct Metrics {
     pub media: Arc<MediaMetrics>,
     pub signaling: Arc<SignalingMetrics>,
     pub gauges: StateGauges,
+    pub webhooks: Arc<WebhookMetrics>,
+    process: ProcessMetrics,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
@@ -210,6 +247,15 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
         .register(Box::new(c.clone()))
         .expect("metric registered once");
     c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
@@ -327,15 +373,40 @@ impl Metrics {
                 "tern_data_messages_refused_total",
                 "Data-channel messages refused (no publish_data grant, too large, too many, not text).",
             ),
-            leg_failures: counter(
-                &registry,
-                "tern_leg_failures_total",
-                "Peer connections that failed (ICE consent lost or DTLS failure).",
-            ),
+            leg_failures: {
+                let vec = counter_vec(
+                    &registry,
+                    "tern_leg_failures_total",
+                    "Peer connections that failed, by stage (ICE never connected or consent lost; \
+                     DTLS handshake).",
+                    "stage",
+                );
+                LegFailure::ALL
+                    .iter()
+                    .map(|f| vec.with_label_values(&[f.as_str()]))
+                    .collect()
+            },
             leg_panics: counter(
                 &registry,
                 "tern_leg_panics_total",
                 "Peer connections closed because the WebRTC stack panicked on their input.",
+            ),
+            forwarding_latency: histogram(
+                &registry,
+                "tern_forwarding_latency_seconds",
+                "Time from receiving a publisher's datagram to sending its last forwarded copy \
+                 (decrypt, decide, rewrite, encrypt, send), sampled one packet in 64.",
+                vec![
+                    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
+                    50e-3, 100e-3,
+                ],
+            ),
+            join_duration: histogram(
+                &registry,
+                "tern_join_duration_seconds",
+                "Time from a join being accepted to the participant's first peer connection \
+                 connected (ICE and DTLS done).",
+                vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0],
             ),
         };
         let gauges = StateGauges {
@@ -363,8 +434,13 @@ impl Metrics {
                 "Open peer connections (legs).",
             ),
         };
+        let process = ProcessMetrics::register(&registry);
+        let webhooks =
+            Arc::new(WebhookMetrics::register(&registry).expect("webhook metrics registered once"));
         Metrics {
             registry,
+            process,
+            webhooks,
             media: Arc::new(media),
             signaling: Arc::new(signaling),
             gauges,
@@ -373,6 +449,7 @@ impl Metrics {
 
     /// Sets the state gauges from a snapshot and renders the text exposition format.
     pub fn render(&self, stats: NodeStats) -> String {
+        self.process.update();
         let g = &self.gauges;
         g.rooms.set(stats.rooms as i64);
         g.participants.set(stats.participants as i64);

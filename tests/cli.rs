@@ -24,6 +24,7 @@ fn tern() -> Command {
         "TERN_TLS_CERT",
         "TERN_TLS_KEY",
         "TERN_ALLOWED_ORIGINS",
+        "TERN_TURN_SECRET",
     ] {
         cmd.env_remove(var);
     }
@@ -306,8 +307,14 @@ fn config_check_accepts_good_files_and_names_the_key_in_bad_ones() {
         ("[room]\nmax_participantz = 3\n", "max_participantz"),
         ("[room]\nmax_participants = \"many\"\n", "max_participants"),
         ("[room]\nmax_participants = 0\n", "room.max_participants"),
-        ("[room]\ndeparture_timeout_s = 0\n", "room.departure_timeout_s"),
-        ("[http]\ntls_listen = \"127.0.0.1:8443\"\n", "http.tls_listen"),
+        (
+            "[room]\ndeparture_timeout_s = 0\n",
+            "room.departure_timeout_s",
+        ),
+        (
+            "[http]\ntls_listen = \"127.0.0.1:8443\"\n",
+            "http.tls_listen",
+        ),
         (
             "[http]\nlisten = \"0.0.0.0:8080\"\n",
             "auth.keys", // dev mode on a public address
@@ -333,7 +340,10 @@ fn config_check_accepts_good_files_and_names_the_key_in_bad_ones() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{text} passed the check");
-        assert!(err.contains(key), "{text}: the error does not name {key}: {err}");
+        assert!(
+            err.contains(key),
+            "{text}: the error does not name {key}: {err}"
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -94,7 +94,10 @@ async fn exit_code(node: &mut Node, within: Duration) -> Option<i32> {
         if let Some(status) = node.child.try_wait().unwrap() {
             return status.code();
         }
-        assert!(Instant::now() < deadline, "the process did not exit in time");
+        assert!(
+            Instant::now() < deadline,
+            "the process did not exit in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -117,7 +120,11 @@ async fn sigterm_drains_until_the_last_participant_leaves() {
         assert!(Instant::now() < deadline, "/readyz still ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(http_status(&node, "/healthz").await, 200, "alive while draining");
+    assert_eq!(
+        http_status(&node, "/healthz").await,
+        200,
+        "alive while draining"
+    );
 
     // New joins are refused before the upgrade, with a code.
     let carol = url(&node, "carol", None);

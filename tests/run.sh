@@ -13,7 +13,7 @@ as_root() {
     echo "need root to run: $*" >&2; return 1; fi
 }
 
-step "system packages (chromium for browser tests; iproute2, nftables, util-linux for test networks; python3-venv for schemathesis)"
+step "system packages (chromium for browser tests; iproute2, nftables, util-linux for test networks; python3-venv for schemathesis; prometheus and coturn for the operations tests)"
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
@@ -21,9 +21,13 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v turnserver >/dev/null || missing+=(coturn)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Packages install their services but must not start them (the tests start their own).
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 chromium --version 2>/dev/null | grep -v 'unexpected operator' || true
 
@@ -58,6 +62,9 @@ isolated cargo test --locked --offline --workspace
 
 step "admin API: schemathesis (property-based, from PyPI) against the relay's OpenAPI document"
 bash tests/api/schemathesis.sh target/debug/tern
+
+step "deploy/: promtool, systemd-analyze, dashboard, Kubernetes and Helm manifests (static)"
+"${TERN_SCHEMATHESIS_VENV:-$HOME/.cache/tern/schemathesis-venv}/bin/python" tests/deploy/check.py target/debug/tern
 
 step "headless Chromium: two pages call each other through the relay"
 isolated node tests/browser/smoke.mjs

@@ -152,7 +152,10 @@ async fn rtc<C: RoomControl>(
             format!("this relay speaks protocol {PROTOCOL_VERSION}, not {version}"),
         );
     }
-    let resuming = params.resume_token.as_deref().is_some_and(|t| !t.is_empty());
+    let resuming = params
+        .resume_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty());
     if signaling.draining.load(Ordering::Relaxed) && !resuming {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,

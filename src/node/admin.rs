@@ -201,9 +201,7 @@ impl Worker {
         for id in members {
             self.remove_participant(id, LeaveReason::RoomDeleted, now);
         }
-        if let Some(entry) = self.rooms.remove(&key) {
-            self.room_keys.remove(entry.room.id());
-        }
+        self.close_room(key);
     }
 
     fn admin_mute(

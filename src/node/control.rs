@@ -3,13 +3,13 @@
 
 use super::admin::{AdminReply, AdminRequest};
 use crate::metrics::NodeStats;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tern_signaling::admin::{AdminError, CreateRoom, MuteTrack, PatchRoom, RoomAdmin, RoomSummary};
 use tern_signaling::control::{
     Admission, Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionKey,
 };
 use tern_signaling::protocol::ClientMessage;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 pub enum Command {

@@ -135,6 +135,10 @@ pub struct Leg {
     pub armed: Option<Instant>,
     /// Packets per second this leg may send the relay.
     pub rate_limit: RateLimit,
+    /// ICE reached connected at least once (a later failure without DTLS is DTLS's).
+    pub ice_connected: bool,
+    /// The whole leg (ICE and DTLS) reached connected at least once.
+    pub connected_once: bool,
 }
 
 impl Leg {
@@ -157,6 +161,8 @@ impl Leg {
             pc,
             ufrag,
             state: RTCPeerConnectionState::New,
+            ice_connected: false,
+            connected_once: false,
             media,
             armed: None,
             rate_limit,

@@ -5,6 +5,7 @@ pub mod control;
 mod data;
 pub mod demux;
 pub mod engine;
+mod events;
 pub mod formats;
 pub mod guard;
 pub mod leg;

@@ -13,6 +13,7 @@ use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::{MemberInfo, MemberState, Room, RoomError, TrackSource};
 use crate::metrics::NodeStats;
+use crate::webhooks::EventKind;
 use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::admin::RoomPolicy;
 use tern_signaling::auth::Grants;
@@ -91,6 +92,8 @@ pub struct Participant {
     pub restart_subscribe_ice: bool,
     pub data: super::data::DataSender,
     pub joined_at: SystemTime,
+    /// When the join was accepted, until the first peer connection connects (join duration).
+    pub awaiting_media: Option<Instant>,
 }
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
@@ -240,9 +243,11 @@ impl Worker {
                 restart_subscribe_ice: false,
                 data: Default::default(),
                 joined_at: SystemTime::now(),
+                awaiting_media: Some(now),
             },
         );
         info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
+        self.participant_event(EventKind::ParticipantJoined, id, None);
         // The subscribe leg (with the data channel) is set up right away: data and the first
         // media then need no further round trip. Without the subscribe grant there is none (and
         // so no data channel either: data rides the subscribe leg).
@@ -460,6 +465,22 @@ impl Worker {
         reason: LeaveReason,
         now: Instant,
     ) {
+        if self.webhooks.is_enabled() {
+            let room = self.participants.get(&id).map(|p| p.room);
+            let tracks: Vec<TrackInfo> = room
+                .and_then(|r| self.rooms.get(&r).map(|e| (r, e)))
+                .map(|(r, e)| {
+                    e.room
+                        .publications_of(id)
+                        .filter_map(|p| self.track_info(r, p.id))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for track in &tracks {
+                self.track_event(EventKind::TrackUnpublished, id, track);
+            }
+            self.participant_event(EventKind::ParticipantLeft, id, Some(reason));
+        }
         let Some(participant) = self.participants.remove(&id) else {
             return;
         };
@@ -524,19 +545,29 @@ impl Worker {
         info!(room = %name, "room created");
         let entry = RoomEntry::new(name, policy, self.config.keyframe_interval, now);
         self.rooms.insert(key, entry);
+        self.room_event(EventKind::RoomStarted, key);
         Some(key)
     }
 
     pub(super) fn close_empty_rooms(&mut self, now: Instant) {
-        let room_keys = &mut self.room_keys;
-        self.rooms.retain(|_, entry| {
-            let expired = entry.room.is_empty() && entry.closes_at().is_some_and(|at| now >= at);
-            if expired {
-                info!(room = %entry.room.id(), "closing empty room");
-                room_keys.remove(entry.room.id());
-            }
-            !expired
-        });
+        let expired: Vec<RoomKey> = self
+            .rooms
+            .iter()
+            .filter(|(_, e)| e.room.is_empty() && e.closes_at().is_some_and(|at| now >= at))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            self.close_room(key);
+        }
+    }
+
+    /// Forgets a room (its participants must be gone already).
+    pub(super) fn close_room(&mut self, key: RoomKey) {
+        self.room_event(EventKind::RoomFinished, key);
+        if let Some(entry) = self.rooms.remove(&key) {
+            info!(room = %entry.room.id(), "room closed");
+            self.room_keys.remove(entry.room.id());
+        }
     }
 
     /// Sends one event to one participant. A session that cannot keep up is closed (state
@@ -624,6 +655,7 @@ impl Worker {
         };
         let room = p.room;
         let resume_token = p.resume_token.clone();
+        let identity = p.identity.clone();
         let mut others: Vec<ParticipantInfo> = self
             .participants
             .values()
@@ -644,7 +676,10 @@ impl Worker {
             resume_grace_s: self.config.resume_grace.as_secs(),
             resumed,
             participants: others,
-            ice_servers: self.config.ice_servers.clone(),
+            ice_servers: self
+                .config
+                .ice_servers
+                .for_participant(&identity, SystemTime::now()),
         };
         self.notify(id, joined);
     }

@@ -12,6 +12,7 @@ use super::worker::{Worker, flush_leg};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::room::{PublicationInfo, RoomError, TrackSource};
+use crate::webhooks::EventKind;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
@@ -304,6 +305,9 @@ impl Worker {
             new_tracks.push(track);
         }
         for track in &removed {
+            if let Some(info) = self.track_info(room_id, *track) {
+                self.track_event(EventKind::TrackUnpublished, id, &info);
+            }
             if let Some(entry) = self.rooms.get_mut(&room_id) {
                 let _ = entry.room.unpublish(*track);
             }
@@ -343,6 +347,7 @@ impl Worker {
         }
         for track in new_tracks {
             if let Some(info) = self.track_info(room_id, track) {
+                self.track_event(EventKind::TrackPublished, id, &info);
                 self.broadcast(
                     room_id,
                     Some(id),

@@ -12,16 +12,18 @@ use super::engine::{EngineSettings, LegRole};
 use super::guard::{self, Class};
 use super::leg::{Leg, LegMedia, sink_parts};
 use super::participants::{Participant, RoomEntry};
+use crate::ice_servers::IceServerConfig;
 use crate::media::codec::Codec;
 use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::rewrite;
 use crate::media::room::{RoomOutput, SinkId};
-use crate::metrics::{DropReason, Feedback, MediaMetrics};
+use crate::metrics::{DropReason, Feedback, LATENCY_SAMPLE, LegFailure, MediaMetrics};
+use crate::webhooks::Webhooks;
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
@@ -38,7 +40,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_signaling::admin::RoomPolicy;
-use tern_signaling::protocol::IceServer;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -63,7 +64,8 @@ pub struct WorkerConfig {
     pub engine: EngineSettings,
     /// Host candidates the relay puts in its SDP (the socket's public addresses).
     pub advertised: Vec<SocketAddr>,
-    pub ice_servers: Vec<IceServer>,
+    /// STUN/TURN servers handed to participants at join (TURN credentials minted per join).
+    pub ice_servers: IceServerConfig,
     /// How long a participant whose signaling dropped stays in the room to resume.
     pub resume_grace: Duration,
     /// The policy of rooms that a join creates, and the defaults of rooms the API creates.
@@ -87,7 +89,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             engine: EngineSettings::default(),
             advertised: Vec::new(),
-            ice_servers: Vec::new(),
+            ice_servers: IceServerConfig::default(),
             resume_grace: Duration::from_secs(10),
             room_defaults: RoomPolicy {
                 max_participants: 100,
@@ -150,8 +152,11 @@ pub struct Worker {
     /// Participants whose session was closed for being too slow, to be announced.
     pub(super) lost_sessions: Vec<ParticipantId>,
     pub(super) metrics: Arc<MediaMetrics>,
+    pub(super) webhooks: Webhooks,
     commands: mpsc::Receiver<Command>,
     inbound: Vec<Inbound>,
+    /// Inbound packets fanned out so far (picks the latency samples).
+    inbound_seen: u64,
     fan_out: Vec<(SinkId, u16, u32)>,
     recv_arena: BytesMut,
 }
@@ -180,11 +185,18 @@ impl Worker {
             next_connection: 1,
             lost_sessions: Vec::new(),
             metrics,
+            webhooks: Webhooks::default(),
             commands,
             inbound: Vec::new(),
+            inbound_seen: 0,
             fan_out: Vec::new(),
             recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
         })
+    }
+
+    /// Room and participant events go to these webhooks.
+    pub fn set_webhooks(&mut self, webhooks: Webhooks) {
+        self.webhooks = webhooks;
     }
 
     /// Runs until every command sender is gone.
@@ -509,6 +521,13 @@ impl Worker {
                 let (sink, seq, ts) = self.fan_out[i];
                 self.send_forwarded(sink, &packet, kind, seq, ts, now);
             }
+            self.inbound_seen += 1;
+            if !self.fan_out.is_empty() && self.inbound_seen.is_multiple_of(LATENCY_SAMPLE) {
+                // `now` was read when the datagram came off the socket.
+                self.metrics
+                    .forwarding_latency
+                    .observe(now.elapsed().as_secs_f64());
+            }
         }
         self.inbound = inbound;
         for room in rooms_touched {
@@ -761,14 +780,27 @@ impl Worker {
         };
         let participant = leg.participant;
         let role = leg.role;
+        let stage = if leg.ice_connected && !leg.connected_once {
+            LegFailure::Dtls
+        } else {
+            LegFailure::Ice
+        };
         debug!(leg = key.0, %participant, role = role.as_str(), %state, "leg state");
+        if state == RTCPeerConnectionState::Connected
+            && let Some(p) = self.participants.get_mut(&participant)
+            && let Some(joined) = p.awaiting_media.take()
+        {
+            self.metrics
+                .join_duration
+                .observe(now.saturating_duration_since(joined).as_secs_f64());
+        }
         match state {
             RTCPeerConnectionState::Connected if role == LegRole::Subscribe => {
                 self.attach_ready_slots(key, now);
             }
             RTCPeerConnectionState::Failed => {
-                self.metrics.leg_failures.inc();
-                info!(%participant, role = role.as_str(), "media transport failed");
+                self.metrics.leg_failed(stage);
+                info!(%participant, role = role.as_str(), stage = stage.as_str(), "media transport failed");
                 self.remove_participant(
                     participant,
                     tern_signaling::protocol::LeaveReason::TransportFailed,
@@ -803,8 +835,12 @@ fn collect_leg_output(
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 leg.state = state;
+                leg.connected_once |= state == RTCPeerConnectionState::Connected;
                 findings.state = Some(state);
             }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed,
+            ) => leg.ice_connected = true,
             RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
                 if let LegMedia::Subscribe(state) = &mut leg.media
                     && state.data_channel == Some(id)

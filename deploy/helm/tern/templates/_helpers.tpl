@@ -1,0 +1,4 @@
+{{- define "tern.labels" -}}
+app.kubernetes.io/name: tern
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
