@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use crate::node::control::RelayControl;
 use crate::node::engine::{EngineSettings, random_token};
 use crate::node::socket::bind_media_socket;
+use crate::node::tcp::{self, TcpSettings};
 use crate::node::worker::{Worker, WorkerConfig};
 use crate::webhooks::{self, WebhookSettings};
 use anyhow::Context;
@@ -39,6 +40,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The HTTPS/WSS listener, when TLS is configured.
     pub https_addr: Option<SocketAddr>,
+    /// The ICE-TCP listener, when configured.
+    pub tcp_addr: Option<SocketAddr>,
     pub media_addr: SocketAddr,
     pub keys: KeySet,
     pub dev_mode: bool,
@@ -188,6 +191,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         commands_rx,
         metrics.media.clone(),
     )?;
+    let tcp_addr = match config.media.tcp_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind ICE-TCP listener on {addr}"))?;
+            let bound = listener.local_addr()?;
+            let ips: Vec<std::net::IpAddr> = if config.media.advertised_ips.is_empty() {
+                vec![bound.ip()]
+            } else {
+                config.media.advertised_ips.clone()
+            };
+            let candidates = ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, bound.port()))
+                .collect();
+            let (events_tx, events_rx) = mpsc::channel(4096);
+            worker.enable_tcp(events_rx, candidates);
+            tokio::spawn(tcp::serve(
+                listener,
+                events_tx,
+                TcpSettings {
+                    max_connections: config.media.tcp_max_connections,
+                    stun_deadline: Duration::from_secs(config.media.tcp_stun_deadline_s),
+                    send_queue: 256,
+                },
+                metrics.media.tcp.clone(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
     if !config.webhooks.urls.is_empty() {
         let (key_id, secret) = config.webhook_key()?;
         worker.set_webhooks(webhooks::start(
@@ -269,6 +303,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         http_addr,
         https_addr,
+        tcp_addr,
         media_addr,
         keys,
         dev_mode,

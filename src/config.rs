@@ -131,6 +131,14 @@ pub struct MediaConfig {
     /// floods are dropped by the relay (per leg) rather than by the kernel (for everyone).
     /// Capped by net.core.rmem_max/wmem_max unless the relay has CAP_NET_ADMIN.
     pub socket_buffer_bytes: usize,
+    /// ICE-TCP port for clients whose UDP is blocked (passive candidates on the advertised
+    /// addresses). Unset: no ICE-TCP.
+    pub tcp_listen: Option<SocketAddr>,
+    /// ICE-TCP connections open at once; more are closed on accept.
+    pub tcp_max_connections: usize,
+    /// Seconds a new ICE-TCP connection has to send an integrity-checked STUN request naming a
+    /// leg before it is closed.
+    pub tcp_stun_deadline_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -221,6 +229,9 @@ impl Default for MediaConfig {
             nack_history: 512,
             max_packets_per_second_per_leg: 5_000,
             socket_buffer_bytes: 8 * 1024 * 1024,
+            tcp_listen: None,
+            tcp_max_connections: 1000,
+            tcp_stun_deadline_s: 5,
         }
     }
 }
@@ -452,6 +463,26 @@ impl Config {
                     "webhooks.attempts and webhooks.timeout_s must be at least 1",
                 ));
             }
+        }
+        if self.media.tcp_listen.is_some()
+            && (self.media.tcp_max_connections == 0 || self.media.tcp_stun_deadline_s == 0)
+        {
+            return Err(invalid(
+                "media.tcp_max_connections",
+                "media.tcp_max_connections and media.tcp_stun_deadline_s must be at least 1",
+            ));
+        }
+        if let Some(tcp) = self.media.tcp_listen
+            && tcp.ip().is_unspecified()
+            && self.media.advertised_ips.is_empty()
+        {
+            return Err(invalid(
+                "media.advertised_ips",
+                format!(
+                    "media.tcp_listen is {tcp} (all interfaces); set media.advertised_ips to the \
+                     address(es) clients reach this host on"
+                ),
+            ));
         }
         if self.room.max_rooms == 0 {
             return Err(invalid("room.max_rooms", "must be at least 1"));

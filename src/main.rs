@@ -65,6 +65,9 @@ struct ServeArgs {
     /// UDP address of the one media socket all peer connections share.
     #[arg(long, env = "TERN_MEDIA_LISTEN", value_name = "ADDR")]
     media_listen: Option<SocketAddr>,
+    /// ICE-TCP listen address for clients whose UDP is blocked (off unless set).
+    #[arg(long, env = "TERN_TCP_LISTEN", value_name = "ADDR")]
+    tcp_listen: Option<SocketAddr>,
     /// IP address put in ICE candidates (repeat or comma-separate; needed when --media-listen
     /// is a wildcard such as 0.0.0.0).
     #[arg(
@@ -181,6 +184,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(addr) = args.media_listen {
         config.media.listen = addr;
+    }
+    if let Some(addr) = args.tcp_listen {
+        config.media.tcp_listen = Some(addr);
     }
     if !args.advertise_ips.is_empty() {
         config.media.advertised_ips = args.advertise_ips.clone();

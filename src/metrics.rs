@@ -6,6 +6,7 @@
 //! README's metric table documents each name; keep them in step.
 
 use crate::media::codec::MediaKind;
+use crate::node::tcp::TcpCounters;
 use crate::process_metrics::ProcessMetrics;
 use crate::webhooks::WebhookMetrics;
 use prometheus::{
@@ -49,10 +50,12 @@ pub enum DropReason {
     DataBacklog,
     /// A packet of a track an operator muted.
     AdminMuted,
+    /// An ICE-TCP connection's send queue was full (the client reads too slowly) or it closed.
+    TcpBacklog,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Oversized,
@@ -68,6 +71,7 @@ impl DropReason {
         DropReason::SrtpRejected,
         DropReason::DataBacklog,
         DropReason::AdminMuted,
+        DropReason::TcpBacklog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +91,7 @@ impl DropReason {
             DropReason::SrtpRejected => "srtp_rejected",
             DropReason::DataBacklog => "data_backlog",
             DropReason::AdminMuted => "admin_muted",
+            DropReason::TcpBacklog => "tcp_backlog",
         }
     }
 }
@@ -142,6 +147,9 @@ pub struct MediaMetrics {
     pub rtp_bytes_sent: ByKind,
     pub udp_bytes_received: IntCounter,
     pub udp_bytes_sent: IntCounter,
+    pub tcp_bytes_sent: IntCounter,
+    /// ICE-TCP connections: open, and closed by the relay for each reason.
+    pub tcp: TcpCounters,
     drops: Vec<IntCounter>,
     feedback: Vec<IntCounter>,
     pub keyframe_requests_sent: IntCounter,
@@ -335,6 +343,31 @@ impl Metrics {
                 "tern_udp_bytes_sent_total",
                 "Bytes sent on the media UDP socket (all datagrams).",
             ),
+            tcp_bytes_sent: counter(
+                &registry,
+                "tern_tcp_bytes_sent_total",
+                "Bytes queued to ICE-TCP connections, framing included.",
+            ),
+            tcp: {
+                let refused = counter_vec(
+                    &registry,
+                    "tern_ice_tcp_connections_closed_total",
+                    "ICE-TCP connections the relay closed or refused, by reason: over the \
+                     connection limit, no accepted STUN request before the deadline, a frame \
+                     larger than any packet.",
+                    "reason",
+                );
+                TcpCounters {
+                    over_limit: refused.with_label_values(&["limit"]),
+                    no_stun: refused.with_label_values(&["stun_deadline"]),
+                    oversized_frame: refused.with_label_values(&["oversized_frame"]),
+                    open: gauge(
+                        &registry,
+                        "tern_ice_tcp_connections",
+                        "Open ICE-TCP connections.",
+                    ),
+                }
+            },
             drops: DropReason::ALL
                 .iter()
                 .map(|r| drops_vec.with_label_values(&[r.as_str()]))

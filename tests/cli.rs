@@ -25,6 +25,7 @@ fn tern() -> Command {
         "TERN_TLS_KEY",
         "TERN_ALLOWED_ORIGINS",
         "TERN_TURN_SECRET",
+        "TERN_TCP_LISTEN",
     ] {
         cmd.env_remove(var);
     }
@@ -271,7 +272,7 @@ fn tokens_never_reach_the_log_even_at_debug() {
     let end = Instant::now() + Duration::from_secs(15);
     let text = loop {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if text.matches("http request").count() >= 4 && text.contains("joined") {
+        if text.matches("http request").count() >= 4 && text.contains("session open") {
             break text;
         }
         assert!(Instant::now() < end, "requests not logged:\n{text}");
@@ -279,6 +280,11 @@ fn tokens_never_reach_the_log_even_at_debug() {
     };
     drop(relay);
     assert!(text.contains("path=/rtc"), "{text}");
+    // Everything a session logs carries its room, identity and participant id.
+    assert!(
+        text.contains("session{room=r identity=alice participant=PA_"),
+        "{text}"
+    );
     for token in [&participant, &forged, &admin] {
         let signature = token.rsplit('.').next().unwrap();
         assert!(!text.contains(signature), "a token reached the log");

@@ -187,7 +187,13 @@ async fn rtc<C: RoomControl>(
         .max_message_size(limits.max_message_bytes.saturating_mul(4))
         .max_frame_size(limits.max_message_bytes.saturating_mul(4))
         .on_upgrade(move |socket| {
-            let span = info_span!("session", room = %request.room, identity = %request.identity);
+            // The participant id is known once the relay admits the join (session::run).
+            let span = info_span!(
+                "session",
+                room = %request.room,
+                identity = %request.identity,
+                participant = tracing::field::Empty
+            );
             let (sink, stream) = socket.split();
             session::run(
                 signaling.control,

@@ -67,6 +67,12 @@ pub async fn run<C, S, R>(
     metrics.connections.inc();
     metrics.connections_total.inc();
     let session = admission.session;
+    // Same spelling as the participant id on the wire.
+    tracing::Span::current().record(
+        "participant",
+        tracing::field::display(format_args!("PA_{:x}", session.participant)),
+    );
+    info!("signaling session open");
     let mut events = admission.events;
     let mut pump = Pump {
         sink,

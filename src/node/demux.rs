@@ -98,16 +98,23 @@ impl Demux {
         true
     }
 
-    /// Forgets everything about a closed leg.
-    pub fn remove_leg(&mut self, key: LegKey) {
+    /// Forgets everything about a closed leg; returns the addresses it had.
+    pub fn remove_leg(&mut self, key: LegKey) -> Vec<SocketAddr> {
         self.by_ufrag.retain(|_, k| *k != key);
-        if let Some(addrs) = self.addrs_of_leg.remove(&key) {
-            for addr in addrs {
-                if self.by_addr.get(&addr) == Some(&key) {
-                    self.by_addr.remove(&addr);
-                }
-                self.release_ip(addr.ip());
+        let addrs = self.addrs_of_leg.remove(&key).unwrap_or_default();
+        for addr in &addrs {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
             }
+            self.release_ip(addr.ip());
+        }
+        addrs
+    }
+
+    /// Forgets one address (its TCP connection closed).
+    pub fn forget(&mut self, addr: SocketAddr) {
+        if let Some(key) = self.by_addr.remove(&addr) {
+            self.forget_addr_of(key, addr);
         }
     }
 

@@ -191,6 +191,22 @@ pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, RtcError>
     RTCIceCandidate::from(&candidate).to_json()
 }
 
+/// A passive ICE-TCP host candidate (RFC 6544): clients connect to it.
+pub fn tcp_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, RtcError> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "tcp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+    }
+    .new_candidate_host()?;
+    RTCIceCandidate::from(&candidate).to_json()
+}
+
 /// Lets inbound RTCP reach the relay: the chain's terminus otherwise swallows it, and the relay
 /// must act on PLI/FIR/NACK from subscribers and sender reports from publishers.
 #[derive(Default)]

@@ -15,4 +15,5 @@ mod publish;
 pub mod sdp;
 pub mod socket;
 mod subscribe;
+pub mod tcp;
 pub mod worker;

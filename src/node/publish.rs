@@ -2,7 +2,7 @@
 //! stays) a published track with exactly one codec format, which never changes mid-call.
 
 use super::demux::LegKey;
-use super::engine::{LegRole, host_candidate, new_peer_connection};
+use super::engine::{LegRole, host_candidate, new_peer_connection, tcp_candidate};
 use super::formats;
 use super::guard::RateLimit;
 use super::leg::{Leg, PublishedMid, negotiated_extensions};
@@ -122,6 +122,12 @@ impl Worker {
             pc.add_local_candidate(candidate)
                 .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
         }
+        for addr in &self.tcp_candidates {
+            let candidate = tcp_candidate(*addr)
+                .map_err(|e| refuse(ErrorCode::Internal, format!("bad ICE-TCP address: {e}")))?;
+            pc.add_local_candidate(candidate)
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+        }
         // End of candidates: the relay has no others to trickle.
         pc.add_local_candidate(RTCIceCandidateInit::default())
             .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
@@ -153,8 +159,10 @@ impl Worker {
         if ufrag != leg.ufrag {
             if !leg.ufrag.is_empty() {
                 self.demux.remove_ufrag(&leg.ufrag);
+                self.tcp_demux.remove_ufrag(&leg.ufrag);
             }
             self.demux.add_ufrag(&ufrag, key);
+            self.tcp_demux.add_ufrag(&ufrag, key);
             leg.ufrag = ufrag;
         }
     }
@@ -434,7 +442,7 @@ impl Worker {
             state.extensions =
                 negotiated_extensions(pairs.iter().map(|(id, uri)| (*id, uri.as_str())));
         }
-        flush_leg(leg, &self.socket, &self.metrics, None);
+        flush_leg(leg, &self.egress, &self.metrics, None);
         self.sync_ufrag(key);
         self.arm_timer(key);
         Ok(sdp)

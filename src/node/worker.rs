@@ -12,6 +12,7 @@ use super::engine::{EngineSettings, LegRole};
 use super::guard::{self, Class};
 use super::leg::{Leg, LegMedia, sink_parts};
 use super::participants::{Participant, RoomEntry};
+use super::tcp::{TcpEvent, TcpWriter};
 use crate::ice_servers::IceServerConfig;
 use crate::media::codec::Codec;
 use crate::media::forwarder::InboundPacket;
@@ -137,7 +138,13 @@ pub(super) struct LegFindings {
 
 pub struct Worker {
     pub(super) config: WorkerConfig,
-    pub(super) socket: Arc<MediaSocket>,
+    /// Where legs' output goes: the UDP socket, and the ICE-TCP connections by peer.
+    pub(super) egress: Egress,
+    /// STUN and learned addresses of ICE-TCP connections (a separate space from UDP's).
+    pub(super) tcp_demux: Demux,
+    tcp_events: Option<mpsc::Receiver<TcpEvent>>,
+    /// The relay's TCP candidates (advertised addresses with the ICE-TCP port).
+    pub(super) tcp_candidates: Vec<SocketAddr>,
     pub(super) local_addr: SocketAddr,
     pub(super) demux: Demux,
     pub(super) legs: FxHashMap<LegKey, Leg>,
@@ -171,7 +178,13 @@ impl Worker {
         let local_addr = socket.local_addr()?;
         Ok(Worker {
             config,
-            socket: Arc::new(MediaSocket::new(socket)?),
+            egress: Egress {
+                udp: Arc::new(MediaSocket::new(socket)?),
+                tcp: FxHashMap::default(),
+            },
+            tcp_demux: Demux::default(),
+            tcp_events: None,
+            tcp_candidates: Vec::new(),
             local_addr,
             demux: Demux::default(),
             legs: FxHashMap::default(),
@@ -202,7 +215,7 @@ impl Worker {
     /// Runs until every command sender is gone.
     pub async fn run(mut self) {
         info!(addr = %self.local_addr, "media worker running");
-        let socket = self.socket.clone();
+        let socket = self.egress.udp.clone();
         let mut next_housekeeping = Instant::now();
         loop {
             let now = Instant::now();
@@ -227,6 +240,10 @@ impl Worker {
                         self.receive_batch(&socket.socket);
                     }
                 }
+                event = next_tcp_event(&mut self.tcp_events) => match event {
+                    Some(event) => self.handle_tcp_event(event, Instant::now()),
+                    None => self.tcp_events = None,
+                },
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
@@ -257,13 +274,26 @@ impl Worker {
 
     /// Everything that arrives on the media socket starts here.
     pub(super) fn handle_datagram(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
+        self.handle_packet(from, TransportProtocol::UDP, datagram, now);
+    }
+
+    /// One datagram, or one ICE-TCP frame: same checks, same path into the leg.
+    fn handle_packet(
+        &mut self,
+        from: SocketAddr,
+        protocol: TransportProtocol,
+        datagram: BytesMut,
+        now: Instant,
+    ) {
         if datagram.len() > MAX_DATAGRAM_BYTES {
             self.metrics.count_drop(DropReason::Oversized);
             return;
         }
-        let (key, learn_from) = match self.demux.route(from, &datagram) {
+        let tcp = protocol == TransportProtocol::TCP;
+        let demux = if tcp { &self.tcp_demux } else { &self.demux };
+        let (key, learn_from) = match demux.route(from, &datagram) {
             Route::Leg(key) => (key, None),
-            Route::Stun(key) => (key, Some(from)),
+            Route::Stun(key) => (key, Some((from, protocol))),
             Route::UnknownUfrag => {
                 self.metrics.count_drop(DropReason::UnknownUfrag);
                 return;
@@ -292,13 +322,18 @@ impl Worker {
             return;
         }
         let expects_media = matches!(class, Class::Rtp | Class::Rtcp);
+        let local_addr = if tcp {
+            self.tcp_candidate_for(from)
+        } else {
+            self.candidate_for(from)
+        };
         let message = TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.candidate_for(from),
+                local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: datagram,
         };
@@ -320,13 +355,44 @@ impl Worker {
             .unwrap_or(self.local_addr)
     }
 
+    /// The relay's TCP candidate of the same family as `from`.
+    fn tcp_candidate_for(&self, from: SocketAddr) -> SocketAddr {
+        self.tcp_candidates
+            .iter()
+            .find(|a| a.is_ipv4() == from.is_ipv4())
+            .or(self.tcp_candidates.first())
+            .copied()
+            .unwrap_or(self.local_addr)
+    }
+
+    /// Takes ICE-TCP connections from `events`; legs offer `candidates` (passive) from now on.
+    pub fn enable_tcp(&mut self, events: mpsc::Receiver<TcpEvent>, candidates: Vec<SocketAddr>) {
+        self.tcp_events = Some(events);
+        self.tcp_candidates = candidates;
+    }
+
+    fn handle_tcp_event(&mut self, event: TcpEvent, now: Instant) {
+        match event {
+            TcpEvent::Opened { peer, writer } => {
+                self.egress.tcp.insert(peer, writer);
+            }
+            TcpEvent::Frame { peer, frame } => {
+                self.handle_packet(peer, TransportProtocol::TCP, frame, now);
+            }
+            TcpEvent::Closed { peer } => {
+                self.egress.tcp.remove(&peer);
+                self.tcp_demux.forget(peer);
+            }
+        }
+    }
+
     /// Feeds one input (a datagram, or a timeout when `message` is `None`) to a leg, drains what
     /// it produced, and acts on it. Returns how many RTP/RTCP messages the leg produced.
     pub(super) fn leg_input(
         &mut self,
         key: LegKey,
         message: Option<TaggedBytesMut>,
-        learn_from: Option<SocketAddr>,
+        learn_from: Option<(SocketAddr, TransportProtocol)>,
         now: Instant,
     ) -> usize {
         let Some(leg) = self.legs.get_mut(&key) else {
@@ -361,7 +427,7 @@ impl Worker {
     pub(super) fn drain_leg(
         &mut self,
         key: LegKey,
-        learn_from: Option<SocketAddr>,
+        learn_from: Option<(SocketAddr, TransportProtocol)>,
         now: Instant,
     ) -> usize {
         let mut findings = LegFindings::default();
@@ -373,9 +439,15 @@ impl Worker {
             collect_leg_output(leg, room, &mut self.inbound, &mut findings, &self.metrics);
             flush_leg(
                 leg,
-                &self.socket,
+                &self.egress,
                 &self.metrics,
-                learn_from.map(|from| (from, &mut self.demux)),
+                learn_from.map(|(from, protocol)| {
+                    if protocol == TransportProtocol::TCP {
+                        (from, &mut self.tcp_demux)
+                    } else {
+                        (from, &mut self.demux)
+                    }
+                }),
             );
         }));
         if outcome.is_err() {
@@ -468,7 +540,7 @@ impl Worker {
                 .map(|mut s| s.write_rtcp(now, vec![Box::new(translated)]).is_ok())
                 .unwrap_or(false);
             if sent {
-                flush_leg(leg, &self.socket, &self.metrics, None);
+                flush_leg(leg, &self.egress, &self.metrics, None);
             }
         }
     }
@@ -579,7 +651,7 @@ impl Worker {
             } else {
                 metrics.count_drop(DropReason::SendRefused);
             }
-            flush_leg(leg, &self.socket, metrics, None);
+            flush_leg(leg, &self.egress, metrics, None);
         }));
         if outcome.is_err() {
             self.leg_panicked(leg_key, now);
@@ -640,7 +712,7 @@ impl Worker {
             .unwrap_or(false);
         if sent {
             self.metrics.keyframe_requests_sent.inc();
-            flush_leg(leg, &self.socket, &self.metrics, None);
+            flush_leg(leg, &self.egress, &self.metrics, None);
         }
     }
 
@@ -718,6 +790,9 @@ impl Worker {
             return;
         };
         self.demux.remove_leg(key);
+        for peer in self.tcp_demux.remove_leg(key) {
+            self.egress.tcp.remove(&peer);
+        }
         let (participant, role) = (leg.participant, leg.role);
         drop(leg);
         warn!(leg = key.0, %participant, role = role.as_str(),
@@ -816,9 +891,13 @@ impl Worker {
         if let Some(mut leg) = self.legs.remove(&key) {
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 let _ = leg.pc.close();
-                flush_leg(&mut leg, &self.socket, &self.metrics, None);
+                flush_leg(&mut leg, &self.egress, &self.metrics, None);
             }));
             self.demux.remove_leg(key);
+            // Its TCP connections end with it: the writers close them.
+            for peer in self.tcp_demux.remove_leg(key) {
+                self.egress.tcp.remove(&peer);
+            }
         }
     }
 }
@@ -933,25 +1012,51 @@ fn collect_leg_output(
 /// address proves the leg checked the request's integrity, and the address is learned.
 pub(super) fn flush_leg(
     leg: &mut Leg,
-    socket: &MediaSocket,
+    egress: &Egress,
     metrics: &MediaMetrics,
     mut learn: Option<(SocketAddr, &mut Demux)>,
 ) {
     while let Some(out) = leg.pc.poll_write() {
         let to = out.transport.peer_addr;
+        let tcp = out.transport.transport_protocol == TransportProtocol::TCP;
         if let Some((from, demux)) = learn.as_mut()
             && *from == to
             && is_binding_success(&out.message)
+            && demux.learn(leg.key, to)
+            && tcp
+            && let Some(writer) = egress.tcp.get(&to)
         {
-            demux.learn(leg.key, to);
+            writer.mark_matched();
         }
-        match socket.try_send_to(&out.message, to) {
+        if tcp {
+            match egress.tcp.get(&to) {
+                Some(writer) if writer.send(&out.message) => {
+                    metrics.tcp_bytes_sent.inc_by(out.message.len() as u64 + 2);
+                }
+                _ => metrics.count_drop(DropReason::TcpBacklog),
+            }
+            continue;
+        }
+        match egress.udp.try_send_to(&out.message, to) {
             Ok(n) => metrics.udp_bytes_sent.inc_by(n as u64),
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
                 metrics.count_drop(DropReason::SocketBusy)
             }
             Err(_) => metrics.count_drop(DropReason::SendError),
         }
+    }
+}
+
+/// Where a leg's packets leave the relay.
+pub struct Egress {
+    pub udp: Arc<MediaSocket>,
+    pub tcp: FxHashMap<SocketAddr, TcpWriter>,
+}
+
+async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,12 +2,13 @@
 //  1. a VP9 publisher reaches a VP9-capable subscriber, which decodes it;
 //  2. participants in their own network namespaces with 5 % random UDP loss on their links keep
 //     decoding while the relay's retransmission and NACK counters move;
-//  3. a killed browser process disappears for the others within 15 s.
+//  3. a killed browser process disappears for the others within 15 s;
+//  4. a participant whose network drops all UDP calls over ICE-TCP and decodes video.
 //
-// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|loss|kill]...
+// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|loss|kill|tcp]...
 
 import { startRelay, launchBrowser, spawnBrowser, openParticipant, until, inbound, metric, log } from './lib.mjs';
-import { createHosts, addLoss, mintToken, RELAY_IP } from './netns.mjs';
+import { createHosts, addLoss, blockUdp, mintToken, RELAY_IP } from './netns.mjs';
 
 const wanted = process.argv.slice(2);
 const run = (name) => wanted.length === 0 || wanted.includes(name);
@@ -108,6 +109,34 @@ await scenario('kill', async (cleanups) => {
   const took = (Date.now() - killedAt) / 1000;
   log(`bob's tile gone ${took.toFixed(1)} s after his browser was killed`);
   if (took > 15) throw new Error(`took ${took} s`);
+});
+
+await scenario('tcp', async (cleanups) => {
+  const hosts = createHosts(2);
+  cleanups.push(() => hosts.cleanup());
+  blockUdp(hosts.clients[0]);
+  log('all UDP dropped in alice\'s network namespace');
+  const secret = 'tcp-test-secret-0123456789abcdef01234';
+  const relay = await startRelay(['--advertise-ip', RELAY_IP, '--api-key', 'tcp', '--api-secret', secret,
+    '--tcp-listen', '0.0.0.0:0'], '0.0.0.0');
+  cleanups.push(() => relay.stop());
+  const origin = `http://${RELAY_IP}:${relay.httpPort}`;
+  const pages = [];
+  for (const [i, name] of ['alice', 'bob'].entries()) {
+    const browser = await launchBrowser(hosts.clients[i].wrapper, [`--unsafely-treat-insecure-origin-as-secure=${origin}`]);
+    cleanups.push(() => browser.close());
+    const token = mintToken({ kid: 'tcp', secret, room: 'tcp', identity: name });
+    pages.push(await openParticipant(browser, `${origin}/?room=tcp&name=${name}&token=${token}`, name));
+  }
+  const [alice, bob] = pages;
+  await until('alice decodes bob over TCP', async () => (await inbound(alice)).framesDecoded > 10, 40000);
+  await until('bob decodes alice', async () => (await inbound(bob)).framesDecoded > 10, 40000);
+  const after = await decodes(alice, 'alice (UDP blocked)', 40, 3000);
+  const protocols = after.stats.transports.map((t) => `${t.leg}:${t.protocol}`);
+  log(`alice's legs: ${protocols.join(', ')}; bob's: ${(await inbound(bob)).stats.transports.map((t) => `${t.leg}:${t.protocol}`).join(', ')}`);
+  if (!after.stats.transports.every((t) => t.protocol === 'tcp')) throw new Error(`alice's legs are not on TCP: ${protocols}`);
+  const open = await metric(relay.base, 'tern_ice_tcp_connections');
+  if (!(open >= 2)) throw new Error(`relay reports ${open} ICE-TCP connections`);
 });
 
 process.exit(failed ? 1 : 0);

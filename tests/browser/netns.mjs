@@ -63,6 +63,15 @@ export function addLoss(hosts, percent) {
   }
 }
 
+/** Drops every UDP packet into and out of a client's namespace (TCP still works). */
+export function blockUdp(client) {
+  nft(client.ns, 'add', 'table', 'inet', 'noudp');
+  nft(client.ns, 'add', 'chain', 'inet', 'noudp', 'inp', '{ type filter hook input priority 0; }');
+  nft(client.ns, 'add', 'chain', 'inet', 'noudp', 'out', '{ type filter hook output priority 0; }');
+  nft(client.ns, 'add', 'rule', 'inet', 'noudp', 'inp', 'meta', 'l4proto', 'udp', 'drop');
+  nft(client.ns, 'add', 'rule', 'inet', 'noudp', 'out', 'meta', 'l4proto', 'udp', 'drop');
+}
+
 /** A script that starts chromium inside `ns`, for playwright's executablePath. */
 function chromiumWrapper(ns) {
   const file = path.join(os.tmpdir(), `chromium-${ns}.sh`);

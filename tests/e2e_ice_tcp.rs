@@ -1,0 +1,88 @@
+//! ICE-TCP safeguards against clients that are not WebRTC peers: a connection that never
+//! presents a STUN request naming a leg is closed at the deadline, an oversized frame closes its
+//! connection at once, and connections beyond the cap are refused. (A real browser whose UDP is
+//! blocked calls over ICE-TCP in tests/browser/media.mjs.)
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Waits until the relay closes `stream`; returns how long that took.
+async fn closed_after(stream: &mut TcpStream) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the relay kept the connection open"),
+        }
+    }
+}
+
+async fn closed_count(relay: &tern::app::Running, reason: &str) -> f64 {
+    metric(
+        relay,
+        &format!("tern_ice_tcp_connections_closed_total{{reason=\"{reason}\"}}"),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_are_not_ice_are_closed() {
+    let relay = start_relay(|c| {
+        c.media.tcp_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.media.tcp_stun_deadline_s = 1;
+        c.media.tcp_max_connections = 3;
+    })
+    .await;
+    let tcp = relay.tcp_addr.expect("ICE-TCP listener");
+
+    // Silent, and a well-framed STUN request for a ufrag no leg has: both gone at the deadline.
+    let mut silent = TcpStream::connect(tcp).await.unwrap();
+    let mut stranger = TcpStream::connect(tcp).await.unwrap();
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    request.extend_from_slice(&[7u8; 12]);
+    let mut framed = (request.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&request);
+    stranger.write_all(&framed).await.unwrap();
+    // A third takes the last slot; a fourth is refused at once.
+    let mut third = TcpStream::connect(tcp).await.unwrap();
+    let mut fourth = TcpStream::connect(tcp).await.unwrap();
+    let refused = closed_after(&mut fourth).await;
+    assert!(refused < Duration::from_millis(900), "{refused:?}");
+    assert!(closed_count(&relay, "limit").await >= 1.0);
+
+    let waited = closed_after(&mut silent).await;
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed before the deadline: {waited:?}"
+    );
+    closed_after(&mut stranger).await;
+    closed_after(&mut third).await;
+    assert!(closed_count(&relay, "stun_deadline").await >= 3.0);
+    assert!(
+        metric(
+            &relay,
+            "tern_packets_dropped_total{reason=\"unknown_ufrag\"}"
+        )
+        .await
+            >= 1.0
+    );
+
+    // A frame longer than any packet: closed without waiting for the deadline.
+    let mut big = TcpStream::connect(tcp).await.unwrap();
+    big.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
+    let took = closed_after(&mut big).await;
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    assert!(closed_count(&relay, "oversized_frame").await >= 1.0);
+
+    let deadline = Instant::now() + DEADLINE;
+    while metric(&relay, "tern_ice_tcp_connections").await != 0.0 {
+        assert!(Instant::now() < deadline, "connections leaked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
