@@ -300,7 +300,7 @@ async fn a_dead_transport_is_removed_within_fifteen_seconds_and_empty_rooms_clos
     let took = frozen_at.elapsed();
     assert_eq!(reason, LeaveReason::TransportFailed);
     assert!(took <= Duration::from_secs(16), "removed after {took:?}");
-    assert!(metric(&relay, "tern_leg_failures_total").await >= 1.0);
+    assert!(metric(&relay, "tern_leg_failures_total{stage=\"ice\"}").await >= 1.0);
 
     // Bob leaves too; the empty room closes after its timeout.
     bob.send(Command::Leave);
