@@ -72,7 +72,7 @@ isolated node tests/browser/smoke.mjs
 step "headless Chromium: the web page, three people (media, mute, screen, chat, listener, resume, leave)"
 isolated node tests/browser/call.mjs
 
-step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser"
+step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser, ICE-TCP with UDP blocked"
 isolated node tests/browser/media.mjs
 
 step "all tests passed in $(( $(date +%s) - started )) s"
