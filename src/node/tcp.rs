@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use prometheus::IntCounter;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -73,37 +73,27 @@ pub async fn serve(
     settings: TcpSettings,
     counters: TcpCounters,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
+            Ok((stream, peer)) => (stream, super::demux::normalize(peer)),
             Err(err) => {
                 debug!("ICE-TCP accept failed: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= settings.max_connections {
+        // The gauge is the count: only this task raises it, and closing tasks lower it.
+        if counters.open.get() as usize >= settings.max_connections {
             counters.over_limit.inc();
             continue; // dropping the stream closes it
         }
         let _ = stream.set_nodelay(true);
-        open.fetch_add(1, Ordering::Relaxed);
         counters.open.inc();
-        let open = open.clone();
         let events = events.clone();
         let counters = counters.clone();
         tokio::spawn(async move {
-            connection(
-                stream,
-                super::demux::normalize(peer),
-                &events,
-                settings,
-                &counters,
-            )
-            .await;
+            connection(stream, peer, &events, settings, &counters).await;
             let _ = events.send(TcpEvent::Closed { peer }).await;
-            open.fetch_sub(1, Ordering::Relaxed);
             counters.open.dec();
         });
     }
