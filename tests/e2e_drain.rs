@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::auth::{Grants, KeySet, claims_for};
 use tern_signaling::protocol::ServerMessage;
@@ -13,24 +13,9 @@ use tern_signaling::protocol::ServerMessage;
 const SECRET: &str = "0123456789abcdef0123456789abcdef-drain";
 
 struct Node {
-    child: Child,
+    process: KillOnDrop,
     http: std::net::SocketAddr,
     keys: KeySet,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_node() -> Node {
@@ -46,7 +31,7 @@ async fn start_node() -> Node {
         .spawn()
         .unwrap();
     let node = Node {
-        child,
+        process: KillOnDrop(child),
         http: ([127, 0, 0, 1], port).into(),
         keys: KeySet::new([("drain".to_owned(), SECRET.as_bytes().to_vec())]),
     };
@@ -83,7 +68,7 @@ fn url(node: &Node, identity: &str, resume: Option<&str>) -> String {
 
 fn signal(node: &Node, signal: libc::c_int) {
     // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
+    let rc = unsafe { libc::kill(node.process.0.id() as libc::pid_t, signal) };
     assert_eq!(rc, 0);
 }
 
@@ -91,7 +76,7 @@ fn signal(node: &Node, signal: libc::c_int) {
 async fn exit_code(node: &mut Node, within: Duration) -> Option<i32> {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
+        if let Some(status) = node.process.0.try_wait().unwrap() {
             return status.code();
         }
         assert!(
@@ -148,7 +133,10 @@ async fn sigterm_drains_until_the_last_participant_leaves() {
     })
     .await;
     wait_more(&mut bob, "alice", "video", 10).await;
-    assert!(node.child.try_wait().unwrap().is_none(), "exited mid-call");
+    assert!(
+        node.process.0.try_wait().unwrap().is_none(),
+        "exited mid-call"
+    );
 
     // Once both have left, the process exits cleanly.
     alice.send(Command::Leave);
@@ -167,7 +155,10 @@ async fn a_second_signal_exits_at_once() {
             assert!(Instant::now() < deadline, "/readyz still ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(node.child.try_wait().unwrap().is_none(), "waits for alice");
+        assert!(
+            node.process.0.try_wait().unwrap().is_none(),
+            "waits for alice"
+        );
         signal(&node, second);
         assert_eq!(exit_code(&mut node, Duration::from_secs(5)).await, Some(0));
     }

@@ -5,17 +5,8 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn encode(query: &str) -> String {
     query
@@ -88,12 +79,7 @@ async fn prometheus_scrapes_a_call_with_the_shipped_config() {
     std::fs::create_dir_all(&dir).unwrap();
     let config_file = dir.join("prometheus.yml");
     std::fs::write(&config_file, config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let child = Process::new("prometheus")
         .arg(format!("--config.file={}", config_file.display()))
         .arg(format!(
@@ -105,7 +91,7 @@ async fn prometheus_scrapes_a_call_with_the_shipped_config() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the prometheus binary (Debian package prometheus; tests/run.sh installs it)");
-    let _prometheus = Prometheus(child);
+    let _prometheus = KillOnDrop(child);
 
     let within = Duration::from_secs(60);
     until_value(addr, "up{job=\"tern\"}", |v| v == 1.0, within).await;

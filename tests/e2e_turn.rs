@@ -4,28 +4,11 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command as Process, Stdio};
+use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::protocol::ServerMessage;
 
 const SECRET: &str = "turn-shared-secret-0123456789";
-
-struct Coturn(Child);
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Allocates a relayed address on coturn with these credentials and exchanges a few packets
 /// through it; true when that worked.
@@ -66,7 +49,7 @@ async fn coturn_accepts_the_credentials_a_participant_gets_at_join() {
         .stderr(Stdio::null())
         .spawn()
         .expect("turnserver (Debian package coturn; tests/run.sh installs it)");
-    let _coturn = Coturn(child);
+    let _coturn = KillOnDrop(child);
     let deadline = Instant::now() + DEADLINE;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "coturn did not start");

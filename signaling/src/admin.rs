@@ -95,6 +95,34 @@ pub struct PatchRoom {
     pub max_publisher_kbps: Option<u32>,
 }
 
+impl CreateRoom {
+    /// The policy fields of the request, as a change over the relay's defaults.
+    pub fn policy(&self) -> PatchRoom {
+        PatchRoom {
+            max_participants: self.max_participants,
+            empty_timeout_s: self.empty_timeout_s,
+            departure_timeout_s: self.departure_timeout_s,
+            max_egress_kbps: self.max_egress_kbps,
+            max_subscriber_kbps: self.max_subscriber_kbps,
+            max_publisher_kbps: self.max_publisher_kbps,
+        }
+    }
+}
+
+impl PatchRoom {
+    /// `base` with the fields this change sets.
+    pub fn over(&self, base: &RoomPolicy) -> RoomPolicy {
+        RoomPolicy {
+            max_participants: self.max_participants.unwrap_or(base.max_participants),
+            empty_timeout_s: self.empty_timeout_s.unwrap_or(base.empty_timeout_s),
+            departure_timeout_s: self.departure_timeout_s.unwrap_or(base.departure_timeout_s),
+            max_egress_kbps: self.max_egress_kbps.unwrap_or(base.max_egress_kbps),
+            max_subscriber_kbps: self.max_subscriber_kbps.unwrap_or(base.max_subscriber_kbps),
+            max_publisher_kbps: self.max_publisher_kbps.unwrap_or(base.max_publisher_kbps),
+        }
+    }
+}
+
 /// `POST /api/rooms/{name}/participants/{identity}/mute`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -180,14 +208,8 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(crate::http::ErrorBody {
-                code: self.code.to_owned(),
-                message: self.message.into_owned(),
-            }),
-        )
-            .into_response();
+        let mut response =
+            crate::http::error_response(self.status, self.code, self.message.into_owned());
         if self.bearer_challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -75,7 +75,12 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+/// An error answer with the JSON body every HTTP refusal of the relay uses.
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+) -> Response {
     (
         status,
         Json(ErrorBody {

@@ -101,8 +101,4 @@ impl SignalingMetrics {
     pub fn origin_refused(&self) {
         self.origin_refusals.inc();
     }
-
-    pub fn origin_refusals(&self) -> u64 {
-        self.origin_refusals.get()
-    }
 }

@@ -91,16 +91,11 @@ pub async fn check(State(check): State<OriginCheck>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok());
     if !check.policy.allows(&origin, host) {
         check.metrics.origin_refused();
-        return (
+        return crate::http::error_response(
             StatusCode::FORBIDDEN,
-            axum::Json(crate::http::ErrorBody {
-                code: "origin_not_allowed".into(),
-                message: format!(
-                    "requests from {origin:.100} are not allowed; add it to http.allowed_origins"
-                ),
-            }),
-        )
-            .into_response();
+            "origin_not_allowed",
+            format!("requests from {origin:.100} are not allowed; add it to http.allowed_origins"),
+        );
     }
     let preflight = request.method() == Method::OPTIONS
         && request

@@ -44,39 +44,20 @@ fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The policy fields an API request may set, over `base`.
-struct PolicyChange {
-    max_participants: Option<u32>,
-    empty_timeout_s: Option<u32>,
-    departure_timeout_s: Option<u32>,
-    max_egress_kbps: Option<u32>,
-    max_subscriber_kbps: Option<u32>,
-    max_publisher_kbps: Option<u32>,
-}
-
-impl PolicyChange {
-    fn apply(self, base: &RoomPolicy) -> Result<RoomPolicy, AdminError> {
-        let policy = RoomPolicy {
-            max_participants: self.max_participants.unwrap_or(base.max_participants),
-            empty_timeout_s: self.empty_timeout_s.unwrap_or(base.empty_timeout_s),
-            departure_timeout_s: self.departure_timeout_s.unwrap_or(base.departure_timeout_s),
-            max_egress_kbps: self.max_egress_kbps.unwrap_or(base.max_egress_kbps),
-            max_subscriber_kbps: self.max_subscriber_kbps.unwrap_or(base.max_subscriber_kbps),
-            max_publisher_kbps: self.max_publisher_kbps.unwrap_or(base.max_publisher_kbps),
-        };
-        if policy.max_participants == 0 {
-            return Err(AdminError::Invalid("max_participants must be at least 1"));
-        }
-        let timeouts = MIN_ROOM_TIMEOUT_S..=MAX_ROOM_TIMEOUT_S;
-        if !timeouts.contains(&policy.empty_timeout_s)
-            || !timeouts.contains(&policy.departure_timeout_s)
-        {
-            return Err(AdminError::Invalid(
-                "room timeouts are 1 to 604800 s (a week)",
-            ));
-        }
-        Ok(policy)
+/// A policy the relay can run a room with.
+fn checked(policy: RoomPolicy) -> Result<RoomPolicy, AdminError> {
+    if policy.max_participants == 0 {
+        return Err(AdminError::Invalid("max_participants must be at least 1"));
     }
+    let timeouts = MIN_ROOM_TIMEOUT_S..=MAX_ROOM_TIMEOUT_S;
+    if !timeouts.contains(&policy.empty_timeout_s)
+        || !timeouts.contains(&policy.departure_timeout_s)
+    {
+        return Err(AdminError::Invalid(
+            "room timeouts are 1 to 604800 s (a week)",
+        ));
+    }
+    Ok(policy)
 }
 
 impl Worker {
@@ -103,15 +84,7 @@ impl Worker {
             AdminRequest::Patch(name, patch) => {
                 let key = self.room_named(&name)?;
                 let entry = self.rooms.get_mut(&key).ok_or(AdminError::NoSuchRoom)?;
-                entry.policy = PolicyChange {
-                    max_participants: patch.max_participants,
-                    empty_timeout_s: patch.empty_timeout_s,
-                    departure_timeout_s: patch.departure_timeout_s,
-                    max_egress_kbps: patch.max_egress_kbps,
-                    max_subscriber_kbps: patch.max_subscriber_kbps,
-                    max_publisher_kbps: patch.max_publisher_kbps,
-                }
-                .apply(&entry.policy)?;
+                entry.policy = checked(patch.over(&entry.policy))?;
                 info!(room = %name, policy = ?entry.policy, "room policy changed");
                 self.summary_reply(key, now)
             }
@@ -172,15 +145,7 @@ impl Worker {
         if self.room_keys.contains_key(&name) {
             return Err(AdminError::RoomExists);
         }
-        let policy = PolicyChange {
-            max_participants: create.max_participants,
-            empty_timeout_s: create.empty_timeout_s,
-            departure_timeout_s: create.departure_timeout_s,
-            max_egress_kbps: create.max_egress_kbps,
-            max_subscriber_kbps: create.max_subscriber_kbps,
-            max_publisher_kbps: create.max_publisher_kbps,
-        }
-        .apply(&self.config.room_defaults)?;
+        let policy = checked(create.policy().over(&self.config.room_defaults))?;
         let key = self
             .create_room(name, policy, now)
             .ok_or(AdminError::TooManyRooms)?;

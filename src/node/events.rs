@@ -20,16 +20,16 @@ impl Worker {
         }
     }
 
-    fn event_participant(&self, id: ParticipantId) -> Option<(RoomKey, EventParticipant)> {
+    /// An event about one participant of a room, `None` when either is gone.
+    fn participant_event_of(&self, kind: EventKind, id: ParticipantId) -> Option<Event> {
         let p = self.participants.get(&id)?;
-        Some((
-            p.room,
-            EventParticipant {
-                id: id.to_string(),
-                identity: p.identity.clone(),
-                name: p.name.clone(),
-            },
-        ))
+        let mut event = Event::new(kind, &self.room_name(p.room)?);
+        event.participant = Some(EventParticipant {
+            id: id.to_string(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+        });
+        Some(event)
     }
 
     /// Participant events; for `ParticipantLeft` call before the participant is forgotten.
@@ -42,16 +42,10 @@ impl Worker {
         if !self.webhooks.is_enabled() {
             return;
         }
-        let Some((room, participant)) = self.event_participant(id) else {
-            return;
-        };
-        let Some(name) = self.room_name(room) else {
-            return;
-        };
-        let mut event = Event::new(kind, &name);
-        event.participant = Some(participant);
-        event.reason = reason;
-        self.webhooks.emit(event);
+        if let Some(mut event) = self.participant_event_of(kind, id) {
+            event.reason = reason;
+            self.webhooks.emit(event);
+        }
     }
 
     /// Track events; `track` was read while the publication still existed.
@@ -59,20 +53,14 @@ impl Worker {
         if !self.webhooks.is_enabled() {
             return;
         }
-        let Some((room, participant)) = self.event_participant(owner) else {
-            return;
-        };
-        let Some(name) = self.room_name(room) else {
-            return;
-        };
-        let mut event = Event::new(kind, &name);
-        event.participant = Some(participant);
-        event.track = Some(EventTrack {
-            id: track.id.clone(),
-            kind: track.kind,
-            source: track.source,
-            codec: track.codec.clone().unwrap_or_default(),
-        });
-        self.webhooks.emit(event);
+        if let Some(mut event) = self.participant_event_of(kind, owner) {
+            event.track = Some(EventTrack {
+                id: track.id.clone(),
+                kind: track.kind,
+                source: track.source,
+                codec: track.codec.clone().unwrap_or_default(),
+            });
+            self.webhooks.emit(event);
+        }
     }
 }

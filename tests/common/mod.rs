@@ -1336,3 +1336,22 @@ pub async fn response_head(addr: SocketAddr, request: &str) -> String {
         }
     }
 }
+
+/// A child process (prometheus, coturn, the relay binary) killed when the test ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
