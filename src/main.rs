@@ -258,7 +258,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let mut running = tern::app::start(config).await?;
         let url = format!("http://{}/", running.http_addr);
         if running.dev_mode {
@@ -268,23 +268,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             tracing::info!("serving signaling on {url}rtc; mint join tokens with `tern token`");
         }
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        // Both streams live for the whole run: a listener made anew on each loop turn (as
+        // `tokio::signal::ctrl_c()` is) misses a signal that lands between two turns.
+        let mut signals = Signals {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        };
         tokio::select! {
             _ = running.wait() => bail!("the relay stopped unexpectedly"),
-            _ = tokio::signal::ctrl_c() => {
+            _ = signals.interrupt.recv() => {
                 tracing::info!("interrupted; shutting down");
                 Ok(())
             }
-            _ = terminate.recv() => drain(&mut running, &mut terminate, drain_timeout).await,
+            _ = signals.terminate.recv() => drain(&mut running, &mut signals, drain_timeout).await,
         }
-    })
+    });
+    // A blocking task still running (a DNS lookup for a webhook, say) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
 }
 
 /// SIGTERM: stop taking joins, let calls end (or the timeout pass), then exit. Another SIGTERM or
 /// a SIGINT exits at once.
 async fn drain(
     running: &mut tern::app::Running,
-    terminate: &mut Signal,
+    signals: &mut Signals,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     running.drain();
@@ -297,11 +310,11 @@ async fn drain(
     let mut poll = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
-            _ = terminate.recv() => {
+            _ = signals.terminate.recv() => {
                 tracing::warn!("second SIGTERM: exiting now");
                 return Ok(());
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = signals.interrupt.recv() => {
                 tracing::warn!("SIGINT while draining: exiting now");
                 return Ok(());
             }
