@@ -140,6 +140,24 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
     }
 }
 
+/// Kernel send buffer of each HTTP/WebSocket connection. Signaling messages are small; a bounded
+/// buffer bounds what a client that stopped reading holds, and lets the session's write timeout
+/// notice it after kilobytes rather than megabytes of events (Linux would grow it to 4 MiB).
+const HTTP_SEND_BUFFER_BYTES: u32 = 64 * 1024;
+
+fn bind_http_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    // Accepted connections inherit it.
+    socket.set_send_buffer_size(HTTP_SEND_BUFFER_BYTES)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Binds the sockets and starts serving. Ports may be 0 (tests); the bound addresses are in the
 /// result.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
@@ -147,8 +165,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let socket = bind_media_socket(config.media.listen, config.media.socket_buffer_bytes)
         .with_context(|| format!("cannot bind media UDP socket on {}", config.media.listen))?;
     let media_addr = socket.local_addr()?;
-    let listener = TcpListener::bind(config.http.listen)
-        .await
+    let listener = bind_http_listener(config.http.listen)
         .with_context(|| format!("cannot bind HTTP listener on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
     let tls_listener = match (
@@ -158,8 +175,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ) {
         (Some(addr), Some(cert), Some(key)) => {
             let tls = tls::server_config(cert, key)?;
-            let tcp = TcpListener::bind(addr)
-                .await
+            let tcp = bind_http_listener(addr)
                 .with_context(|| format!("cannot bind HTTPS listener on {addr}"))?;
             Some(TlsListener::new(tcp, tls)?)
         }
@@ -252,6 +268,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             max_message_bytes: config.session.max_message_bytes,
             idle_timeout: Duration::from_secs(config.session.idle_timeout_s),
             max_messages_per_s: config.session.max_messages_per_s,
+            write_timeout: Duration::from_secs(config.session.write_timeout_s),
         },
         join_limiter: Arc::new(JoinLimiter::new(config.http.max_joins_per_ip_per_minute)),
         draining: draining.clone(),

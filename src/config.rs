@@ -168,6 +168,9 @@ pub struct SessionConfig {
     /// Messages per second one connection may send (bursts of as many); more are dropped with
     /// `rate_limited`.
     pub max_messages_per_s: u32,
+    /// Seconds one write to a client may take; a client that stops reading is dropped then
+    /// (it may resume).
+    pub write_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -254,6 +257,7 @@ impl Default for SessionConfig {
             idle_timeout_s: 30,
             event_queue: 256,
             max_messages_per_s: 50,
+            write_timeout_s: 10,
         }
     }
 }
@@ -401,6 +405,9 @@ impl Config {
         }
         if self.session.event_queue == 0 {
             return Err(invalid("session.event_queue", "must be at least 1"));
+        }
+        if self.session.write_timeout_s == 0 {
+            return Err(invalid("session.write_timeout_s", "must be at least 1"));
         }
         if self.room.max_participants == 0 {
             return Err(invalid("room.max_participants", "must be at least 1"));

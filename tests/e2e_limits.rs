@@ -195,6 +195,130 @@ async fn an_idle_session_is_closed_and_counted() {
     assert!(breaches(&relay, "idle_session").await >= 1.0);
 }
 
+/// A client that joins and then stops reading: the relay must neither queue for it without bound
+/// nor hold its task and socket buffers forever, and the others must not notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_and_may_resume() {
+    let relay = start_relay(|c| {
+        c.session.write_timeout_s = 1;
+        c.session.max_messages_per_s = 1000;
+    })
+    .await;
+    let (alice, mut bob, _pump) = call(&relay, "stalled").await;
+    let audio = bob
+        .signals()
+        .find_map(|s| match s {
+            ServerMessage::SubscribeOffer { tracks, .. } => tracks
+                .iter()
+                .find(|t| t.kind == tern_signaling::protocol::TrackKind::Audio)
+                .map(|t| t.id.clone()),
+            _ => None,
+        })
+        .expect("alice's audio track");
+
+    // Mallory's socket takes a few kilobytes at most; after `joined` she reads nothing.
+    let url = ws_url(
+        &relay,
+        &token(&relay, "stalled", "mallory", Grants::participant()),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(relay.http_addr).await.unwrap();
+    let (mut mallory, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .unwrap();
+    let (mallory_id, resume) = loop {
+        match mallory.next().await {
+            Some(Ok(Message::Text(text))) => {
+                if let Ok(ServerMessage::Joined {
+                    participant,
+                    resume_token,
+                    ..
+                }) = serde_json::from_str(&text)
+                {
+                    break (participant.id, resume_token);
+                }
+            }
+            other => panic!("no joined for mallory: {other:?}"),
+        }
+    };
+
+    // Alice's mute toggles become events for everybody, until the relay gives up on Mallory.
+    let mut toggles = 0usize;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while breaches(&relay, "slow_session").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mallory was never dropped"
+        );
+        for _ in 0..40 {
+            toggles += 1;
+            alice.send(Command::Raw(ClientMessage::SetMuted {
+                track_id: audio.clone(),
+                muted: toggles % 2 == 1,
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let id = mallory_id.clone();
+    bob.wait_for("mallory reconnecting", |e| match e {
+        Event::Signal(ServerMessage::ParticipantReconnecting { participant_id })
+            if *participant_id == id =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    // The relay let go of the connection itself while Mallory still reads nothing: no task or
+    // socket is left waiting on her.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while metric(&relay, "tern_signaling_connections").await > 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled connection is still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Bob heard every toggle, in order, and his media never stalled.
+    let track = audio.clone();
+    bob.wait_until("every toggle reached bob", |events| {
+        events
+            .iter()
+            .filter(|e| {
+                matches!(e, Event::Signal(ServerMessage::TrackMuted { track_id, .. }) if *track_id == track)
+            })
+            .count()
+            == toggles
+    })
+    .await;
+    wait_more(&mut bob, "alice", "video", 30).await;
+    assert_no_gap(&bob, "alice", "video", 30);
+    assert!(bob.errors().is_empty(), "bob saw {:?}", bob.errors());
+    assert!(alice.errors().is_empty(), "alice saw {:?}", alice.errors());
+    drop(mallory);
+
+    // Mallory resumes as herself and gets the state she missed.
+    let mut mallory = Client::connect_url(&format!("{url}&resume_token={resume}"), "mallory").await;
+    let alice_muted = mallory
+        .wait_for("mallory resumed", |e| match e {
+            Event::Signal(ServerMessage::Joined {
+                participant,
+                resumed: true,
+                participants,
+                ..
+            }) if participant.id == mallory_id => participants
+                .iter()
+                .flat_map(|p| &p.tracks)
+                .find(|t| t.id == audio)
+                .map(|t| t.muted),
+            _ => None,
+        })
+        .await;
+    assert_eq!(alice_muted, toggles % 2 == 1, "the last toggle wins");
+    wait_more(&mut mallory, "alice", "video", 10).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_subscribe_grant_there_is_no_subscribe_leg() {
     let relay = start_relay(|_| {}).await;

@@ -19,10 +19,11 @@ pub enum Limit {
     NodeRooms,
     SdpSize,
     IdleSession,
+    SlowSession,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::MessageSize,
         Limit::MessageRate,
         Limit::JoinRate,
@@ -31,6 +32,7 @@ impl Limit {
         Limit::NodeRooms,
         Limit::SdpSize,
         Limit::IdleSession,
+        Limit::SlowSession,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +45,7 @@ impl Limit {
             Limit::NodeRooms => "node_rooms",
             Limit::SdpSize => "sdp_size",
             Limit::IdleSession => "idle_session",
+            Limit::SlowSession => "slow_session",
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct SessionLimits {
     /// Messages per second one connection may send, sustained; bursts of the same number.
     /// Messages over it are dropped with `rate_limited`.
     pub max_messages_per_s: u32,
+    /// A write to the client (one message, or the close) must finish within this; a client that
+    /// stops reading is dropped then, so it holds no task or socket buffer for long.
+    pub write_timeout: Duration,
 }
 
 impl Default for SessionLimits {
@@ -34,6 +37,7 @@ impl Default for SessionLimits {
             max_message_bytes: 64 * 1024,
             idle_timeout: Duration::from_secs(30),
             max_messages_per_s: 50,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -60,7 +64,7 @@ pub async fn run<C, S, R>(
     let admission = match control.join(request).await {
         Ok(admission) => admission,
         Err(refusal) => {
-            refuse(&mut sink, &metrics, refusal).await;
+            refuse(&mut sink, &metrics, limits.write_timeout, refusal).await;
             return;
         }
     };
@@ -77,6 +81,7 @@ pub async fn run<C, S, R>(
     let mut pump = Pump {
         sink,
         metrics: &metrics,
+        write_timeout: limits.write_timeout,
     };
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
@@ -194,6 +199,7 @@ fn close_text(reason: LeaveReason) -> &'static str {
 async fn refuse<S: Sink<Message> + Unpin>(
     sink: &mut S,
     metrics: &SignalingMetrics,
+    write_timeout: Duration,
     refusal: JoinRefusal,
 ) {
     let text = match refusal {
@@ -202,7 +208,11 @@ async fn refuse<S: Sink<Message> + Unpin>(
         JoinRefusal::TooManyRooms => "the relay holds its maximum number of rooms; try another",
         JoinRefusal::Unavailable => "the relay takes no joins right now; retry later",
     };
-    let mut pump = Pump { sink, metrics };
+    let mut pump = Pump {
+        sink,
+        metrics,
+        write_timeout,
+    };
     pump.error(refusal.code(), text).await;
     pump.close(CLOSE_POLICY, refusal.code().as_str()).await;
 }
@@ -210,10 +220,12 @@ async fn refuse<S: Sink<Message> + Unpin>(
 struct Pump<'m, S> {
     sink: S,
     metrics: &'m SignalingMetrics,
+    write_timeout: Duration,
 }
 
 impl<S: Sink<Message> + Unpin> Pump<'_, S> {
-    /// Returns false once the socket is gone.
+    /// Returns false once the socket is gone, or when the client has not taken the message
+    /// within the write timeout (it stopped reading; the connection is then given up).
     async fn send(&mut self, message: &ServerMessage) -> bool {
         let text = match serde_json::to_string(message) {
             Ok(text) => text,
@@ -222,10 +234,19 @@ impl<S: Sink<Message> + Unpin> Pump<'_, S> {
                 return true;
             }
         };
-        self.sink
-            .send(Message::Text(Utf8Bytes::from(text)))
-            .await
-            .is_ok()
+        let write = self.sink.send(Message::Text(Utf8Bytes::from(text)));
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(result) => result.is_ok(),
+            Err(_) => {
+                self.slow();
+                false
+            }
+        }
+    }
+
+    fn slow(&self) {
+        warn!("client stopped reading its signaling messages; dropping the connection");
+        self.metrics.limits.breached(Limit::SlowSession);
     }
 
     async fn error(&mut self, code: ErrorCode, message: &str) {
@@ -238,7 +259,15 @@ impl<S: Sink<Message> + Unpin> Pump<'_, S> {
             code,
             reason: Utf8Bytes::from(reason),
         };
-        let _ = self.sink.send(Message::Close(Some(frame))).await;
-        let _ = self.sink.close().await;
+        let close = async {
+            let _ = self.sink.send(Message::Close(Some(frame))).await;
+            let _ = self.sink.close().await;
+        };
+        if tokio::time::timeout(self.write_timeout, close)
+            .await
+            .is_err()
+        {
+            self.slow();
+        }
     }
 }

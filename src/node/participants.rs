@@ -579,12 +579,11 @@ impl Worker {
         let Some(session) = &p.session else {
             return;
         };
-        if session
-            .events
-            .try_send(SessionEvent::Message(message))
-            .is_err()
-        {
-            warn!(participant = %id, "session too slow for its events; closing it");
+        if let Err(err) = session.events.try_send(SessionEvent::Message(message)) {
+            if matches!(err, mpsc::error::TrySendError::Full(_)) {
+                warn!(participant = %id, "session too slow for its events; closing it");
+                self.metrics.limits.breached(Limit::SlowSession);
+            }
             // Dropping the sender ends the connection. The others hear about it from
             // housekeeping, not from inside whatever broadcast is running now.
             p.session = None;
