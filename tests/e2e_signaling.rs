@@ -74,6 +74,9 @@ async fn hostile_case(messages: Vec<Command>, code: &str, then: Then) {
     let relay = start_relay(|c| c.session.max_message_bytes = 4096).await;
     let (_alice, mut bob, _pump) = healthy_call(&relay, "hostile").await;
     let mut mallory = Client::connect(&relay, "hostile", "mallory").await;
+    // Otherwise the relay's subscribe offer at join races the hostile message (an answer before
+    // any offer would then meet a real one).
+    mallory.wait_subscribed().await;
     for message in messages {
         mallory.send(message);
     }

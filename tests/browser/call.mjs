@@ -89,12 +89,15 @@ try {
         const s = await inbound(pages[n]);
         return s.videoStreams === 2 && s.audioStreams === 2 && s.minVideoFrames > 0 && s.minFrameWidth > 0 && s.minAudioPackets > 0 && s;
       }, 40000);
-      await new Promise((r) => setTimeout(r, 3000));
-      const later = await inbound(pages[n]);
+      // Both streams keep going: about 1 s of video and audio at their usual rates, with a
+      // deadline that a loaded machine cannot miss by being slow alone.
+      const start = Date.now();
+      const later = await until(`${n} keeps decoding both streams`, async () => {
+        const s = await inbound(pages[n]);
+        return s.minVideoFrames >= first.minVideoFrames + 20 && s.minAudioPackets >= first.minAudioPackets + 50 && s;
+      }, 30000);
       const frames = later.stats.inbound.filter((s) => s.kind === 'video').map((s) => s.framesDecoded);
-      log(`${n}: video frames decoded per stream ${frames.join(', ')}; ciphers ${later.ciphers.join(', ')}`);
-      if (later.minVideoFrames - 0 < first.minVideoFrames + 20) throw new Error(`${n}: video stalls`);
-      if (later.minAudioPackets < first.minAudioPackets + 50) throw new Error(`${n}: audio stalls`);
+      log(`${n}: +20 frames and +50 audio packets on every stream within ${Date.now() - start} ms; decoded per stream ${frames.join(', ')}; ciphers ${later.ciphers.join(', ')}`);
       if (!(later.ciphers.length === 2 && later.ciphers.every((c) => c.endsWith(GCM)))) throw new Error(`${n}: ${later.ciphers}`);
       const widths = await pages[n].evaluate(() => [...document.querySelectorAll('.tile:not(#self) video')].map((v) => v.videoWidth));
       if (!(widths.length === 2 && widths.every((w) => w > 0))) throw new Error(`${n}: tiles ${JSON.stringify(widths)}`);

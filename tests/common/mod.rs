@@ -478,15 +478,25 @@ impl Client {
     }
 
     pub fn subscribe_connected(&self) -> bool {
-        self.log
-            .iter()
-            .rev()
-            .find_map(|e| match e {
-                Event::SubscribeState(s) => Some(*s == RTCPeerConnectionState::Connected),
-                _ => None,
-            })
-            .unwrap_or(false)
+        subscribe_connected(&self.log)
     }
+
+    /// Waits until the relay's first subscribe offer is answered and the leg is up, so that no
+    /// offer is outstanding and the client's own automatic messages are done.
+    pub async fn wait_subscribed(&mut self) {
+        self.wait_until("subscribe leg connected", subscribe_connected)
+            .await;
+    }
+}
+
+fn subscribe_connected(log: &[Event]) -> bool {
+    log.iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::SubscribeState(s) => Some(*s == RTCPeerConnectionState::Connected),
+            _ => None,
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for Client {
@@ -655,6 +665,11 @@ impl Driver {
         let mut buf_pub = vec![0u8; 2048];
         let mut buf_sub = vec![0u8; 2048];
         let mut media_frozen = false;
+        // Like real clients: a session silent for `session.idle_timeout_s` (30 s) counts as
+        // dropped, and a slow machine can make a test run that long. Timestamp 0 keeps these
+        // pongs apart from the ones tests ask for.
+        let period = Duration::from_secs(10);
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             if !media_frozen {
                 self.drain().await;
@@ -688,6 +703,7 @@ impl Driver {
                     }
                     _ => {}
                 },
+                _ = keepalive.tick() => self.outgoing.push(ClientMessage::Ping { timestamp: 0 }),
                 command = commands.recv() => match command {
                     None | Some(Command::Close) => return,
                     Some(Command::Publish { audio, video }) => self.publish_tracks(audio, video),
@@ -1178,6 +1194,9 @@ impl MediaPump {
         let (stop, mut stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let mut i = 0u32;
+            // An interval catches up after a stall on a loaded machine; a sleep per round would
+            // lower the rate for good.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
             loop {
                 let keyframe = keyframe_every.is_some_and(|k| i.is_multiple_of(k));
                 if tx.send(Command::SendMedia { keyframe }).is_err() {
@@ -1186,7 +1205,7 @@ impl MediaPump {
                 i += 1;
                 tokio::select! {
                     _ = &mut stopped => return,
-                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    _ = tick.tick() => {}
                 }
             }
         });
