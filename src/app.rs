@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_signaling::admin::{self, AdminApi, RoomPolicy};
 use tern_signaling::auth::KeySet;
+use tern_signaling::client_addr::TrustedProxies;
 use tern_signaling::http::{DevMinting, PeerAddr, Signaling, log_request, router};
 use tern_signaling::limits::JoinLimiter;
 use tern_signaling::origin::{self, OriginCheck, OriginPolicy};
@@ -271,6 +272,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             write_timeout: Duration::from_secs(config.session.write_timeout_s),
         },
         join_limiter: Arc::new(JoinLimiter::new(config.http.max_joins_per_ip_per_minute)),
+        // Checked by `validate`.
+        trusted_proxies: Arc::new(
+            TrustedProxies::parse(&config.http.trusted_proxies).map_err(anyhow::Error::msg)?,
+        ),
         draining: draining.clone(),
         metrics: metrics.signaling.clone(),
     };

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tern_signaling::client_addr::TrustedProxies;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -106,6 +107,9 @@ pub struct HttpConfig {
     /// Join attempts (`/rtc` requests) one client address may make per minute; 0: no limit.
     /// IPv6 clients are counted per /64.
     pub max_joins_per_ip_per_minute: u32,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client, for
+    /// join limits. Empty: the header is ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -217,6 +221,7 @@ impl Default for HttpConfig {
             tls_key_file: None,
             allowed_origins: Vec::new(),
             max_joins_per_ip_per_minute: 120,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -405,6 +410,9 @@ impl Config {
         }
         if self.session.event_queue == 0 {
             return Err(invalid("session.event_queue", "must be at least 1"));
+        }
+        if let Err(err) = TrustedProxies::parse(&self.http.trusted_proxies) {
+            return Err(invalid("http.trusted_proxies", err));
         }
         if self.session.write_timeout_s == 0 {
             return Err(invalid("session.write_timeout_s", "must be at least 1"));

@@ -112,6 +112,15 @@ struct ServeArgs {
         value_name = "ORIGIN"
     )]
     allowed_origins: Vec<String>,
+    /// Reverse proxy whose X-Forwarded-For names the client, for join limits: an address or CIDR
+    /// range, e.g. 10.0.0.0/8 (repeat or comma-separate). Without one the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TERN_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    trusted_proxies: Vec<String>,
     /// Shared secret of the TURN servers in ice.turn_urls (their coturn static-auth-secret).
     #[arg(
         long,
@@ -202,6 +211,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if !args.allowed_origins.is_empty() {
         config.http.allowed_origins = args.allowed_origins.clone();
+    }
+    if !args.trusted_proxies.is_empty() {
+        config.http.trusted_proxies = args.trusted_proxies.clone();
     }
     if let Some(secret) = &args.turn_secret {
         config.ice.turn_secret = secret.clone();

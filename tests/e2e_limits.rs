@@ -139,6 +139,36 @@ async fn join_attempts_per_address_are_limited_before_the_token_is_checked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_join_limit() {
+    async fn status(relay: &tern::app::Running, forwarded_for: &str) -> u16 {
+        let header = format!("X-Forwarded-For: {forwarded_for}\r\n");
+        upgrade_request(relay, "?access_token=guess", &header)
+            .await
+            .0
+    }
+    // The test's connections come from 127.0.0.1: the proxy.
+    let relay = start_relay(|c| {
+        c.http.max_joins_per_ip_per_minute = 2;
+        c.http.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    assert_eq!(status(&relay, "198.51.100.1").await, 401);
+    assert_eq!(status(&relay, "198.51.100.1").await, 401);
+    assert_eq!(status(&relay, "198.51.100.1").await, 429);
+    // Another client behind the same proxy is not held back by the first.
+    assert_eq!(status(&relay, "198.51.100.2").await, 401);
+    // A client cannot escape its limit by writing the header itself: the proxy appends the
+    // address it saw, and that one counts.
+    assert_eq!(status(&relay, "203.0.113.77, 198.51.100.1").await, 429);
+
+    // Without trusted proxies the header is ignored: all of these are one client.
+    let relay = start_relay(|c| c.http.max_joins_per_ip_per_minute = 2).await;
+    assert_eq!(status(&relay, "198.51.100.1").await, 401);
+    assert_eq!(status(&relay, "198.51.100.2").await, 401);
+    assert_eq!(status(&relay, "198.51.100.3").await, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_per_node_are_limited_for_joins_and_the_api() {
     let relay = start_relay(|c| c.room.max_rooms = 1).await;
     let (_alice, mut bob, _pump) = call(&relay, "only").await;

@@ -378,6 +378,20 @@ async fn health_metrics_and_dev_tokens() {
     );
     assert!(claims.grants.publish && claims.grants.subscribe && !claims.grants.admin);
 
+    // Behind a proxy on loopback, the dev endpoint answers the proxy's own machine only.
+    let proxied = start_relay(|c| c.http.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let from = |client: &str| {
+        format!(
+            "GET /dev/token HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: {client}\r\n\
+             Connection: close\r\n\r\n"
+        )
+    };
+    let (status, body) = http_request(proxied.http_addr, &from("198.51.100.1")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("loopback_only"), "{body}");
+    let (status, body) = http_request(proxied.http_addr, &from("127.0.0.1")).await;
+    assert_eq!(status, 200, "{body}");
+
     // With API keys configured there is no dev endpoint.
     let keyed = start_relay(|c| {
         c.auth

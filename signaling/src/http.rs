@@ -2,6 +2,7 @@
 //! the dev-mode token endpoint and the bundled web client.
 
 use crate::auth::{Grants, KeySet, TokenError, claims_for};
+use crate::client_addr::TrustedProxies;
 use crate::control::{JoinRequest, RoomControl};
 use crate::limits::{JoinLimiter, Limit};
 use crate::metrics::SignalingMetrics;
@@ -38,6 +39,8 @@ pub struct Signaling<C> {
     pub dev_minting: Option<DevMinting>,
     pub limits: SessionLimits,
     pub join_limiter: Arc<JoinLimiter>,
+    /// Whose `X-Forwarded-For` names the client (join limits, dev-token loopback check).
+    pub trusted_proxies: Arc<TrustedProxies>,
     /// Set while the node drains: new joins are refused before the upgrade (resumes still pass,
     /// so calls in progress survive a dropped connection).
     pub draining: Arc<AtomicBool>,
@@ -62,6 +65,7 @@ impl<C: Clone> Clone for Signaling<C> {
             dev_minting: self.dev_minting.clone(),
             limits: self.limits,
             join_limiter: self.join_limiter.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
             draining: self.draining.clone(),
             metrics: self.metrics.clone(),
         }
@@ -119,10 +123,11 @@ async fn rtc<C: RoomControl>(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let client = signaling.trusted_proxies.client_ip(peer.ip(), &headers);
     // Counted before the token is looked at: guessing tokens is as limited as joining.
-    if let Err(wait) = signaling.join_limiter.attempt(peer.ip(), Instant::now()) {
+    if let Err(wait) = signaling.join_limiter.attempt(client, Instant::now()) {
         signaling.metrics.limits.breached(Limit::JoinRate);
-        info!(%peer, "join refused: too many attempts from this address");
+        info!(%client, %peer, "join refused: too many attempts from this address");
         let mut response = error_response(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_joins",
@@ -231,6 +236,7 @@ async fn dev_token<C: RoomControl>(
     State(signaling): State<Signaling<C>>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     Query(params): Query<DevTokenParams>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(dev) = &signaling.dev_minting else {
         return error_response(
@@ -239,7 +245,11 @@ async fn dev_token<C: RoomControl>(
             "token minting is only available in dev mode; mint tokens with `tern token`",
         );
     };
-    if !peer.ip().is_loopback() && !is_v4_mapped_loopback(&peer) {
+    if !signaling
+        .trusted_proxies
+        .client_ip(peer.ip(), &headers)
+        .is_loopback()
+    {
         return error_response(
             StatusCode::FORBIDDEN,
             "loopback_only",
@@ -276,13 +286,6 @@ async fn dev_token<C: RoomControl>(
             err.code(),
             err.to_string(),
         ),
-    }
-}
-
-fn is_v4_mapped_loopback(addr: &SocketAddr) -> bool {
-    match addr.ip() {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-        std::net::IpAddr::V4(_) => false,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client_addr;
 pub mod control;
 pub mod http;
 pub mod limits;
