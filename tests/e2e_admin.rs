@@ -341,13 +341,15 @@ async fn an_operator_mute_stops_the_media_until_the_operator_unmutes() {
     assert_eq!((status, code(&body)), (404, "track_not_found"));
     let (status, body) = api(&relay, "POST", path, Some(&ops), Some(&mute(true))).await;
     assert_eq!(status, 204, "{body}");
+    // Everybody, the publisher included, learns that it is an operator's mute.
     for client in [&mut alice, &mut bob] {
         let id = video.clone();
         client
-            .wait_for("track muted", |e| match e {
+            .wait_for("track muted by an operator", |e| match e {
                 Event::Signal(ServerMessage::TrackMuted {
                     track_id,
                     muted: true,
+                    admin_muted: true,
                     ..
                 }) if *track_id == id => Some(()),
                 _ => None,

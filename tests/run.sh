@@ -72,6 +72,9 @@ isolated node tests/browser/smoke.mjs
 step "headless Chromium: the web page, three people (media, mute, screen, chat, listener, resume, leave)"
 isolated node tests/browser/call.mjs
 
+step "headless Chromium: an operator mutes a participant through the admin API; the page shows it"
+isolated node tests/browser/operator.mjs
+
 step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser, ICE-TCP with UDP blocked"
 isolated node tests/browser/media.mjs
 

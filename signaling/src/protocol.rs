@@ -63,6 +63,10 @@ pub struct TrackInfo {
     pub kind: TrackKind,
     pub source: TrackSource,
     pub muted: bool,
+    /// An operator muted the track (admin API): the relay forwards none of it, and only an
+    /// operator can unmute it. Omitted when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub admin_muted: bool,
     /// Codec MIME type once known, e.g. `video/VP8`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
@@ -271,6 +275,9 @@ pub enum ServerMessage {
         track_id: String,
         participant_id: String,
         muted: bool,
+        /// The mute is an operator's (see `TrackInfo::admin_muted`). Omitted when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        admin_muted: bool,
     },
     Pong {
         timestamp: u64,

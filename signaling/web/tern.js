@@ -33,7 +33,7 @@ export class Room extends EventTarget {
     this.participant = null; // own ParticipantInfo
     this.participants = new Map(); // id -> ParticipantInfo of everybody else
     this.remoteTracks = new Map(); // relay track id -> MediaStreamTrack
-    this.localTracks = new Map(); // relay track id -> { track, source }
+    this.localTracks = new Map(); // relay track id -> { track, source, muted, adminMuted }
     this.iceServers = [];
     this.publishPc = null;
     this.subscribePc = null;
@@ -110,6 +110,10 @@ export class Room extends EventTarget {
       urls: s.urls, username: s.username, credential: s.credential,
     }));
     this.participants = new Map(message.participants.map((p) => [p.id, p]));
+    // After a resume: an operator may have muted or unmuted our tracks meanwhile.
+    for (const t of (message.participant && message.participant.tracks) || []) {
+      this._applyOwnMute(t.id, t.muted, !!t.admin_muted);
+    }
     clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._send({ type: 'ping', timestamp: Date.now() }), PING_INTERVAL_MS);
   }
@@ -162,7 +166,7 @@ export class Room extends EventTarget {
         await this.publishPc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
         for (const t of message.tracks) {
           const entry = this._published.find((p) => p.transceiver.mid === t.mid);
-          if (entry) this.localTracks.set(t.id, { track: entry.transceiver.sender.track, source: t.source });
+          if (entry) this.localTracks.set(t.id, { track: entry.transceiver.sender.track, source: t.source, muted: t.muted, adminMuted: !!t.admin_muted });
         }
         this._settlePublish(null, message.tracks);
         break;
@@ -195,7 +199,11 @@ export class Room extends EventTarget {
       case 'track_muted': {
         const p = this.participants.get(message.participant_id);
         const t = p && p.tracks.find((x) => x.id === message.track_id);
-        if (t) t.muted = message.muted;
+        if (t) {
+          t.muted = message.muted;
+          t.admin_muted = !!message.admin_muted;
+        }
+        this._applyOwnMute(message.track_id, message.muted, !!message.admin_muted);
         break;
       }
       case 'closed':
@@ -355,11 +363,31 @@ export class Room extends EventTarget {
     this.sendData(JSON.stringify({ type: 'chat', text }));
   }
 
-  /** Mutes or unmutes one of our own tracks, locally and for everybody. */
+  /**
+   * Mutes or unmutes one of our own tracks, locally and for everybody. A track an operator muted
+   * (`localTracks.get(id).adminMuted`) cannot be unmuted here; the relay answers `not_allowed`.
+   */
   setMuted(trackId, muted) {
     const local = this.localTracks.get(trackId);
-    if (local) local.track.enabled = !muted;
+    if (local) {
+      local.muted = muted;
+      local.track.enabled = !muted;
+    }
     this._send({ type: 'set_muted', track_id: trackId, muted });
+  }
+
+  /**
+   * The relay says one of our tracks is (un)muted: by an operator, or echoing our own request.
+   * Follows it locally (an operator's mute stops the track from being sent at all) and emits
+   * `local_muted` ({ trackId, source, muted, adminMuted }) when anything changed.
+   */
+  _applyOwnMute(trackId, muted, adminMuted) {
+    const local = this.localTracks.get(trackId);
+    if (!local || (local.muted === muted && !!local.adminMuted === adminMuted)) return;
+    local.muted = muted;
+    local.adminMuted = adminMuted;
+    local.track.enabled = !muted;
+    this._emit('local_muted', { trackId, source: local.source, muted, adminMuted });
   }
 
   /** Leaves for good. */

@@ -193,6 +193,7 @@ impl Worker {
                 track_id: track.to_string(),
                 participant_id: owner.to_string(),
                 muted: mute.muted,
+                admin_muted: mute.muted,
             },
         );
         self.process_room_outputs(room, now);

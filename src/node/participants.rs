@@ -417,6 +417,8 @@ impl Worker {
             ),
             _ => unknown(),
         })?;
+        // Muting a track an operator muted already is allowed, and it stays theirs.
+        let admin_muted = entry.room.publication(track).is_some_and(|p| p.admin_muted);
         self.broadcast(
             room_id,
             None,
@@ -424,6 +426,7 @@ impl Worker {
                 track_id: track.to_string(),
                 participant_id: id.to_string(),
                 muted,
+                admin_muted,
             },
         );
         Ok(())
@@ -617,6 +620,7 @@ impl Worker {
             kind: track_kind(publication.kind()),
             source: wire_source(publication.info.source),
             muted: publication.muted,
+            admin_muted: publication.admin_muted,
             codec: Some(publication.info.codec.mime_type().to_owned()),
             mid: None,
             stream_id: None,

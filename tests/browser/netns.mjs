@@ -82,12 +82,12 @@ function chromiumWrapper(ns) {
 const b64url = (data) => Buffer.from(data).toString('base64url');
 
 /** An HS256 join token, as `tern token` would mint it. */
-export function mintToken({ kid, secret, room, identity, ttlSeconds = 3600 }) {
+export function mintToken({ kid, secret, room, identity, ttlSeconds = 3600, admin = false }) {
   const now = Math.floor(Date.now() / 1000);
   const header = b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT', kid }));
   const claims = b64url(JSON.stringify({
     sub: identity, name: identity, room, exp: now + ttlSeconds, nbf: now,
-    grants: { publish: true, subscribe: true, publish_data: true, admin: false },
+    grants: { publish: true, subscribe: true, publish_data: true, admin },
   }));
   const signature = crypto.createHmac('sha256', secret).update(`${header}.${claims}`).digest('base64url');
   return `${header}.${claims}.${signature}`;
