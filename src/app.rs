@@ -141,9 +141,10 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
     }
 }
 
-/// Kernel send buffer of each HTTP/WebSocket connection. Signaling messages are small; a bounded
-/// buffer bounds what a client that stopped reading holds, and lets the session's write timeout
-/// notice it after kilobytes rather than megabytes of events (Linux would grow it to 4 MiB).
+/// Kernel send buffer of each HTTP/WebSocket connection (Linux doubles it to 128 KiB for its
+/// bookkeeping). Signaling messages are small; a bounded buffer bounds what a client that stopped
+/// reading holds, and lets the session's write timeout notice it after kilobytes rather than
+/// megabytes of events (Linux would otherwise grow it up to 4 MiB).
 const HTTP_SEND_BUFFER_BYTES: u32 = 64 * 1024;
 
 fn bind_http_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {

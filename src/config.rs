@@ -108,7 +108,8 @@ pub struct HttpConfig {
     /// IPv6 clients are counted per /64.
     pub max_joins_per_ip_per_minute: u32,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` names the client, for
-    /// join limits. Empty: the header is ignored and the TCP peer is the client.
+    /// join limits and the dev-token loopback check. Empty: the header is ignored and the TCP
+    /// peer is the client.
     pub trusted_proxies: Vec<String>,
 }
 

@@ -378,7 +378,8 @@ async fn health_metrics_and_dev_tokens() {
     );
     assert!(claims.grants.publish && claims.grants.subscribe && !claims.grants.admin);
 
-    // Behind a proxy on loopback, the dev endpoint answers the proxy's own machine only.
+    // Behind a proxy on loopback (this test, from 127.0.0.1), the dev endpoint answers only
+    // loopback clients the proxy names, never a request that names nobody.
     let proxied = start_relay(|c| c.http.trusted_proxies = vec!["127.0.0.1".into()]).await;
     let from = |client: &str| {
         format!(
@@ -389,7 +390,11 @@ async fn health_metrics_and_dev_tokens() {
     let (status, body) = http_request(proxied.http_addr, &from("198.51.100.1")).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("loopback_only"), "{body}");
-    let (status, body) = http_request(proxied.http_addr, &from("127.0.0.1")).await;
+    for nobody in ["", "not-an-address"] {
+        let (status, body) = http_request(proxied.http_addr, &from(nobody)).await;
+        assert_eq!(status, 403, "{nobody:?}: {body}");
+    }
+    let (status, body) = http_request(proxied.http_addr, &from("::1")).await;
     assert_eq!(status, 200, "{body}");
 
     // With API keys configured there is no dev endpoint.

@@ -284,3 +284,29 @@ fn sender_reports_are_translated_with_each_subscriptions_offset() {
         "a report about another SSRC is not this stream's"
     );
 }
+
+#[test]
+fn an_operators_mute_and_the_publishers_own_are_kept_apart() {
+    let mut r = room();
+    let now = Instant::now();
+    r.join(A, member("a")).unwrap();
+    r.publish(TrackId(11), microphone(A)).unwrap();
+    let muted = |r: &Room| {
+        let p = r.publication(TrackId(11)).unwrap();
+        (p.muted(), p.publisher_muted, p.admin_muted)
+    };
+    // The publisher mutes, an operator mutes and unmutes: the publisher's mute stands.
+    r.set_muted(TrackId(11), true).unwrap();
+    r.set_admin_muted(TrackId(11), true, now).unwrap();
+    assert_eq!(muted(&r), (true, true, true));
+    r.set_admin_muted(TrackId(11), false, now).unwrap();
+    assert_eq!(muted(&r), (true, true, false));
+    // Under an operator's mute the publisher may mute further but not unmute.
+    r.set_admin_muted(TrackId(11), true, now).unwrap();
+    assert_eq!(r.set_muted(TrackId(11), false), Err(RoomError::NotAllowed));
+    assert_eq!(muted(&r), (true, true, true));
+    r.set_admin_muted(TrackId(11), false, now).unwrap();
+    r.set_muted(TrackId(11), false).unwrap();
+    assert_eq!(muted(&r), (false, false, false));
+    assert_eq!(r.set_muted(TrackId(99), true), Err(RoomError::UnknownTrack));
+}

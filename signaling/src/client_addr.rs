@@ -22,13 +22,21 @@ impl Network {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
         };
-        let base = canonical(addr.trim().parse().ok()?);
+        let base: IpAddr = addr.trim().parse().ok()?;
         let bits = if base.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
+        let prefix: u8 = match prefix {
             Some(p) => p.trim().parse().ok().filter(|p| *p <= bits)?,
             None => bits,
         };
-        Some(Network { base, prefix })
+        // Clients are compared in canonical form, so a range inside ::ffff:0:0/96 is an IPv4
+        // range; a wider one cannot hold a canonical client and stays IPv6.
+        Some(match base {
+            IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => Network {
+                base: canonical(base),
+                prefix: prefix - 96,
+            },
+            _ => Network { base, prefix },
+        })
     }
 
     fn contains(&self, ip: IpAddr) -> bool {
@@ -91,34 +99,46 @@ impl TrustedProxies {
     /// `X-Forwarded-For` from the right (each proxy appends the address it was reached from),
     /// the first hop that is not a trusted proxy. Only the part of the chain that trusted proxies
     /// wrote is believed; an unreadable hop ends the walk at the last trusted one.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let mut client = canonical(peer);
-        if !self.trusts(client) {
-            return client;
+    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
+        let mut ip = canonical(peer);
+        if !self.trusts(ip) {
+            return Client { ip, named: true };
         }
-        let hops: Vec<&str> = headers
+        // Split as bytes: a client's own non-ASCII junk earlier in a line the proxy appended to
+        // must spoil only its own hop, not hide the hop the proxy wrote.
+        let hops: Vec<&[u8]> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
             .collect();
         for hop in hops.iter().rev().take(MAX_HOPS) {
-            let Some(ip) = parse_hop(hop) else {
+            let Some(hop) = parse_hop(hop) else {
                 break;
             };
-            client = ip;
+            ip = hop;
             if !self.trusts(ip) {
-                break;
+                return Client { ip, named: true };
             }
         }
-        client
+        Client { ip, named: false }
     }
+}
+
+/// Where a request comes from, as far as the relay can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address, or the last trusted proxy's when the chain does not name one.
+    pub ip: IpAddr,
+    /// False when trusted proxies did not name the client (no header, an unreadable hop, or a
+    /// chain of trusted proxies only): `ip` is then a proxy's, and anything that grants by
+    /// address (the dev-token loopback check) must refuse.
+    pub named: bool,
 }
 
 /// `192.0.2.1`, `2001:db8::1`, and the forms with a port some proxies write
 /// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let hop = hop.trim();
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
     let ip = hop
         .parse::<IpAddr>()
         .ok()
@@ -131,10 +151,10 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn forwarded(values: &[&str]) -> HeaderMap {
+    fn forwarded(values: &[&[u8]]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for v in values {
-            headers.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            headers.append("x-forwarded-for", HeaderValue::from_bytes(v).unwrap());
         }
         headers
     }
@@ -143,34 +163,48 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn named(text: &str) -> Client {
+        Client {
+            ip: ip(text),
+            named: true,
+        }
+    }
+
+    fn unnamed(text: &str) -> Client {
+        Client {
+            ip: ip(text),
+            named: false,
+        }
+    }
+
     fn proxies(list: &[&str]) -> TrustedProxies {
         TrustedProxies::parse(list).unwrap()
     }
 
     #[test]
     fn an_untrusted_peer_cannot_choose_its_address() {
+        let headers = forwarded(&[b"198.51.100.7"]);
         let none = TrustedProxies::default();
-        let headers = forwarded(&["198.51.100.7"]);
         assert_eq!(
-            none.client_ip(ip("203.0.113.9"), &headers),
-            ip("203.0.113.9")
+            none.client(ip("203.0.113.9"), &headers),
+            named("203.0.113.9")
         );
         let some = proxies(&["10.0.0.0/8"]);
         assert_eq!(
-            some.client_ip(ip("203.0.113.9"), &headers),
-            ip("203.0.113.9")
+            some.client(ip("203.0.113.9"), &headers),
+            named("203.0.113.9")
         );
     }
 
     #[test]
     fn a_trusted_proxy_names_the_client() {
         let p = proxies(&["10.0.0.0/8"]);
-        let headers = forwarded(&["198.51.100.7"]);
-        assert_eq!(p.client_ip(ip("10.1.2.3"), &headers), ip("198.51.100.7"));
-        // Without the header the proxy itself is all there is.
+        let headers = forwarded(&[b"198.51.100.7"]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), named("198.51.100.7"));
+        // Without the header the proxy itself is all there is, and it is not a client.
         assert_eq!(
-            p.client_ip(ip("10.1.2.3"), &HeaderMap::new()),
-            ip("10.1.2.3")
+            p.client(ip("10.1.2.3"), &HeaderMap::new()),
+            unnamed("10.1.2.3")
         );
     }
 
@@ -178,41 +212,46 @@ mod tests {
     fn what_the_client_wrote_itself_is_not_believed() {
         // The client sent "X-Forwarded-For: 1.1.1.1"; the trusted proxy appended the real one.
         let p = proxies(&["10.0.0.0/8"]);
-        let headers = forwarded(&["1.1.1.1, 198.51.100.7"]);
-        assert_eq!(p.client_ip(ip("10.1.2.3"), &headers), ip("198.51.100.7"));
+        let headers = forwarded(&[b"1.1.1.1, 198.51.100.7"]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), named("198.51.100.7"));
         // The same over two header lines.
-        let headers = forwarded(&["1.1.1.1", "198.51.100.7"]);
-        assert_eq!(p.client_ip(ip("10.1.2.3"), &headers), ip("198.51.100.7"));
+        let headers = forwarded(&[b"1.1.1.1", b"198.51.100.7"]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), named("198.51.100.7"));
+        // Bytes that are not text in the client's part cannot hide the proxy's part.
+        let headers = forwarded(&[b"\xff\xfe, 198.51.100.7"]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), named("198.51.100.7"));
     }
 
     #[test]
     fn a_chain_of_trusted_proxies_is_walked() {
         let p = proxies(&["10.0.0.0/8", "192.168.0.10"]);
-        let headers = forwarded(&["1.1.1.1, 198.51.100.7, 192.168.0.10, 10.9.9.9"]);
-        assert_eq!(p.client_ip(ip("10.1.2.3"), &headers), ip("198.51.100.7"));
+        let headers = forwarded(&[b"1.1.1.1, 198.51.100.7, 192.168.0.10, 10.9.9.9"]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), named("198.51.100.7"));
     }
 
     #[test]
-    fn an_unreadable_hop_stops_at_the_last_trusted_one() {
+    fn an_unreadable_hop_names_nobody() {
         let p = proxies(&["10.0.0.0/8"]);
-        let headers = forwarded(&["198.51.100.7, unknown, 10.9.9.9"]);
-        assert_eq!(p.client_ip(ip("10.1.2.3"), &headers), ip("10.9.9.9"));
-        let headers = forwarded(&[""]);
-        assert_eq!(p.client_ip(ip("10.1.2.3"), &headers), ip("10.1.2.3"));
+        let headers = forwarded(&[b"198.51.100.7, unknown, 10.9.9.9"]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), unnamed("10.9.9.9"));
+        let headers = forwarded(&[b""]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), unnamed("10.1.2.3"));
+        let headers = forwarded(&[b"198.51.100.7, \xff"]);
+        assert_eq!(p.client(ip("10.1.2.3"), &headers), unnamed("10.1.2.3"));
     }
 
     #[test]
     fn ports_ipv6_and_mapped_addresses() {
         let p = proxies(&["fd00::/8", "127.0.0.1"]);
-        let headers = forwarded(&["[2001:db8::1]:4711"]);
-        assert_eq!(p.client_ip(ip("fd00::1"), &headers), ip("2001:db8::1"));
-        let headers = forwarded(&["198.51.100.7:4711"]);
+        let headers = forwarded(&[b"[2001:db8::1]:4711"]);
+        assert_eq!(p.client(ip("fd00::1"), &headers), named("2001:db8::1"));
+        let headers = forwarded(&[b"198.51.100.7:4711"]);
         assert_eq!(
-            p.client_ip(ip("::ffff:127.0.0.1"), &headers),
-            ip("198.51.100.7")
+            p.client(ip("::ffff:127.0.0.1"), &headers),
+            named("198.51.100.7")
         );
-        let headers = forwarded(&["::ffff:198.51.100.7"]);
-        assert_eq!(p.client_ip(ip("127.0.0.1"), &headers), ip("198.51.100.7"));
+        let headers = forwarded(&[b"::ffff:198.51.100.7"]);
+        assert_eq!(p.client(ip("127.0.0.1"), &headers), named("198.51.100.7"));
     }
 
     #[test]
@@ -220,47 +259,29 @@ mod tests {
         let p = proxies(&["10.0.0.0/8"]);
         let mut chain = vec!["198.51.100.7".to_owned()];
         chain.extend((0..40).map(|i| format!("10.0.0.{i}")));
-        let headers = forwarded(&[&chain.join(",")]);
-        let client = p.client_ip(ip("10.1.2.3"), &headers);
-        assert!(
-            p.trusts(client),
-            "{client}: the walk stopped inside the proxies"
-        );
+        let headers = forwarded(&[chain.join(",").as_bytes()]);
+        let client = p.client(ip("10.1.2.3"), &headers);
+        assert!(!client.named && p.trusts(client.ip), "{client:?}");
     }
 
     #[test]
     fn ranges_parse_and_match_exactly() {
-        let p = proxies(&["10.0.0.0/8", "2001:db8::/32", "0.0.0.0/0"]);
-        assert_eq!(p.networks.len(), 3);
-        assert!(
-            Network::parse("10.0.0.0/8")
-                .unwrap()
-                .contains(ip("10.255.0.1"))
-        );
-        assert!(
-            !Network::parse("10.0.0.0/8")
-                .unwrap()
-                .contains(ip("11.0.0.1"))
-        );
-        assert!(
-            Network::parse("0.0.0.0/0")
-                .unwrap()
-                .contains(ip("203.0.113.1"))
-        );
-        assert!(
-            Network::parse("2001:db8::/32")
-                .unwrap()
-                .contains(ip("2001:db8:1::1"))
-        );
-        assert!(
-            !Network::parse("2001:db8::/32")
-                .unwrap()
-                .contains(ip("2001:db9::1"))
-        );
-        assert!(
-            !Network::parse("10.0.0.0/8")
-                .unwrap()
-                .contains(ip("::ffff:10.0.0.1"))
+        let contains = |net: &str, addr: &str| Network::parse(net).unwrap().contains(ip(addr));
+        assert!(contains("10.0.0.0/8", "10.255.0.1"));
+        assert!(!contains("10.0.0.0/8", "11.0.0.1"));
+        assert!(contains("0.0.0.0/0", "203.0.113.1"));
+        assert!(contains("2001:db8::/32", "2001:db8:1::1"));
+        assert!(!contains("2001:db8::/32", "2001:db9::1"));
+        // Ranges written in IPv4-mapped form are IPv4 ranges, as clients are compared.
+        assert!(contains("::ffff:10.0.0.0/104", "10.1.2.3"));
+        assert!(!contains("::ffff:10.0.0.0/104", "11.1.2.3"));
+        assert!(contains("::ffff:0:0/96", "192.0.2.1"));
+        assert!(contains("::ffff:10.0.0.1", "10.0.0.1"));
+        assert_eq!(
+            proxies(&["10.0.0.0/8", "2001:db8::/32", "::/0"])
+                .networks
+                .len(),
+            3
         );
         for bad in [
             "10.0.0.0/33",

@@ -123,7 +123,7 @@ async fn rtc<C: RoomControl>(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let client = signaling.trusted_proxies.client_ip(peer.ip(), &headers);
+    let client = signaling.trusted_proxies.client(peer.ip(), &headers).ip;
     // Counted before the token is looked at: guessing tokens is as limited as joining.
     if let Err(wait) = signaling.join_limiter.attempt(client, Instant::now()) {
         signaling.metrics.limits.breached(Limit::JoinRate);
@@ -245,11 +245,10 @@ async fn dev_token<C: RoomControl>(
             "token minting is only available in dev mode; mint tokens with `tern token`",
         );
     };
-    if !signaling
-        .trusted_proxies
-        .client_ip(peer.ip(), &headers)
-        .is_loopback()
-    {
+    // Behind a trusted proxy the proxy must name a loopback client: a request it forwarded
+    // without naming anyone comes from who knows where.
+    let client = signaling.trusted_proxies.client(peer.ip(), &headers);
+    if !(client.named && client.ip.is_loopback()) {
         return error_response(
             StatusCode::FORBIDDEN,
             "loopback_only",

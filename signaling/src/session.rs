@@ -78,11 +78,7 @@ pub async fn run<C, S, R>(
     );
     info!("signaling session open");
     let mut events = admission.events;
-    let mut pump = Pump {
-        sink,
-        metrics: &metrics,
-        write_timeout: limits.write_timeout,
-    };
+    let mut pump = Pump::new(sink, &metrics, limits.write_timeout);
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
     let mut rate = TokenBucket::new(
@@ -102,7 +98,9 @@ pub async fn run<C, S, R>(
                     Some(Ok(Message::Close(_))) => break Disconnect::Dropped,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Binary(_))) => {
-                        pump.error(ErrorCode::MalformedMessage, "binary frames are not part of the protocol").await;
+                        if !pump.error(ErrorCode::MalformedMessage, "binary frames are not part of the protocol").await {
+                            break Disconnect::Dropped;
+                        }
                         continue;
                     }
                     Some(Ok(Message::Text(text))) => text,
@@ -127,12 +125,18 @@ pub async fn run<C, S, R>(
                             "more than {} messages per second; messages are being dropped",
                             limits.max_messages_per_s
                         );
-                        pump.error(ErrorCode::RateLimited, &message).await;
+                        if !pump.error(ErrorCode::RateLimited, &message).await {
+                            break Disconnect::Dropped;
+                        }
                     }
                     continue;
                 }
                 match decode_client_message(&text) {
-                    Err(err) => pump.error(err.code, &err.message).await,
+                    Err(err) => {
+                        if !pump.error(err.code, &err.message).await {
+                            break Disconnect::Dropped;
+                        }
+                    }
                     Ok(ClientMessage::Ping { timestamp }) => {
                         pump.metrics.message(crate::protocol::ClientMessageKind::Ping);
                         if !pump.send(&ServerMessage::Pong { timestamp }).await {
@@ -174,6 +178,11 @@ pub async fn run<C, S, R>(
             }
         }
     };
+    // A client that stopped reading. If the worker let go of it first (its event queue was
+    // full), the worker counted it already.
+    if pump.timed_out && !events.is_closed() {
+        metrics.limits.breached(Limit::SlowSession);
+    }
     metrics.connections.dec();
     debug!(
         participant = session.participant,
@@ -208,11 +217,7 @@ async fn refuse<S: Sink<Message> + Unpin>(
         JoinRefusal::TooManyRooms => "the relay holds its maximum number of rooms; try another",
         JoinRefusal::Unavailable => "the relay takes no joins right now; retry later",
     };
-    let mut pump = Pump {
-        sink,
-        metrics,
-        write_timeout,
-    };
+    let mut pump = Pump::new(sink, metrics, write_timeout);
     pump.error(refusal.code(), text).await;
     pump.close(CLOSE_POLICY, refusal.code().as_str()).await;
 }
@@ -221,11 +226,25 @@ struct Pump<'m, S> {
     sink: S,
     metrics: &'m SignalingMetrics,
     write_timeout: Duration,
+    /// A write failed or timed out: the socket is given up, nothing more is written to it.
+    broken: bool,
+    /// A write did not finish within `write_timeout`: the client stopped reading.
+    timed_out: bool,
 }
 
-impl<S: Sink<Message> + Unpin> Pump<'_, S> {
-    /// Returns false once the socket is gone, or when the client has not taken the message
-    /// within the write timeout (it stopped reading; the connection is then given up).
+impl<'m, S: Sink<Message> + Unpin> Pump<'m, S> {
+    fn new(sink: S, metrics: &'m SignalingMetrics, write_timeout: Duration) -> Self {
+        Pump {
+            sink,
+            metrics,
+            write_timeout,
+            broken: false,
+            timed_out: false,
+        }
+    }
+
+    /// Returns false once the socket is given up: gone, or not taking the message within the
+    /// write timeout.
     async fn send(&mut self, message: &ServerMessage) -> bool {
         let text = match serde_json::to_string(message) {
             Ok(text) => text,
@@ -234,24 +253,29 @@ impl<S: Sink<Message> + Unpin> Pump<'_, S> {
                 return true;
             }
         };
-        let write = self.sink.send(Message::Text(Utf8Bytes::from(text)));
-        match tokio::time::timeout(self.write_timeout, write).await {
-            Ok(result) => result.is_ok(),
+        self.write(Message::Text(Utf8Bytes::from(text))).await
+    }
+
+    async fn write(&mut self, message: Message) -> bool {
+        if self.broken {
+            return false;
+        }
+        match tokio::time::timeout(self.write_timeout, self.sink.send(message)).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(_)) => {}
             Err(_) => {
-                self.slow();
-                false
+                warn!("client stopped reading its signaling messages; dropping the connection");
+                self.timed_out = true;
             }
         }
+        self.broken = true;
+        false
     }
 
-    fn slow(&self) {
-        warn!("client stopped reading its signaling messages; dropping the connection");
-        self.metrics.limits.breached(Limit::SlowSession);
-    }
-
-    async fn error(&mut self, code: ErrorCode, message: &str) {
+    /// Sends an error reply; false as `send`.
+    async fn error(&mut self, code: ErrorCode, message: &str) -> bool {
         self.metrics.error(code);
-        self.send(&ServerMessage::error(code, message)).await;
+        self.send(&ServerMessage::error(code, message)).await
     }
 
     async fn close(&mut self, code: u16, reason: &str) {
@@ -259,15 +283,8 @@ impl<S: Sink<Message> + Unpin> Pump<'_, S> {
             code,
             reason: Utf8Bytes::from(reason),
         };
-        let close = async {
-            let _ = self.sink.send(Message::Close(Some(frame))).await;
-            let _ = self.sink.close().await;
-        };
-        if tokio::time::timeout(self.write_timeout, close)
-            .await
-            .is_err()
-        {
-            self.slow();
+        if self.write(Message::Close(Some(frame))).await {
+            let _ = tokio::time::timeout(self.write_timeout, self.sink.close()).await;
         }
     }
 }

@@ -33,7 +33,7 @@ export class Room extends EventTarget {
     this.participant = null; // own ParticipantInfo
     this.participants = new Map(); // id -> ParticipantInfo of everybody else
     this.remoteTracks = new Map(); // relay track id -> MediaStreamTrack
-    this.localTracks = new Map(); // relay track id -> { track, source, muted, adminMuted }
+    this.localTracks = new Map(); // relay track id -> { track, source, selfMuted, adminMuted }
     this.iceServers = [];
     this.publishPc = null;
     this.subscribePc = null;
@@ -112,7 +112,7 @@ export class Room extends EventTarget {
     this.participants = new Map(message.participants.map((p) => [p.id, p]));
     // After a resume: an operator may have muted or unmuted our tracks meanwhile.
     for (const t of (message.participant && message.participant.tracks) || []) {
-      this._applyOwnMute(t.id, t.muted, !!t.admin_muted);
+      this._applyOperatorMute(t.id, !!t.admin_muted);
     }
     clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._send({ type: 'ping', timestamp: Date.now() }), PING_INTERVAL_MS);
@@ -166,7 +166,7 @@ export class Room extends EventTarget {
         await this.publishPc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
         for (const t of message.tracks) {
           const entry = this._published.find((p) => p.transceiver.mid === t.mid);
-          if (entry) this.localTracks.set(t.id, { track: entry.transceiver.sender.track, source: t.source, muted: t.muted, adminMuted: !!t.admin_muted });
+          if (entry) this.localTracks.set(t.id, { track: entry.transceiver.sender.track, source: t.source, selfMuted: false, adminMuted: !!t.admin_muted });
         }
         this._settlePublish(null, message.tracks);
         break;
@@ -203,7 +203,7 @@ export class Room extends EventTarget {
           t.muted = message.muted;
           t.admin_muted = !!message.admin_muted;
         }
-        this._applyOwnMute(message.track_id, message.muted, !!message.admin_muted);
+        this._applyOperatorMute(message.track_id, !!message.admin_muted);
         break;
       }
       case 'closed':
@@ -364,28 +364,31 @@ export class Room extends EventTarget {
   }
 
   /**
-   * Mutes or unmutes one of our own tracks, locally and for everybody. A track an operator muted
-   * (`localTracks.get(id).adminMuted`) cannot be unmuted here; the relay answers `not_allowed`.
+   * Mutes or unmutes one of our own tracks, locally and for everybody. While an operator has
+   * muted the track (`localTracks.get(id).adminMuted`) it cannot be unmuted: this throws a
+   * `TernError` with code `not_allowed`, as the relay would refuse it.
    */
   setMuted(trackId, muted) {
     const local = this.localTracks.get(trackId);
     if (local) {
-      local.muted = muted;
+      if (local.adminMuted && !muted) throw new TernError('not_allowed', 'an operator muted this track; only an operator can unmute it');
+      local.selfMuted = muted;
       local.track.enabled = !muted;
     }
     this._send({ type: 'set_muted', track_id: trackId, muted });
   }
 
   /**
-   * The relay says one of our tracks is (un)muted: by an operator, or echoing our own request.
-   * Follows it locally (an operator's mute stops the track from being sent at all) and emits
-   * `local_muted` ({ trackId, source, muted, adminMuted }) when anything changed.
+   * An operator muted or unmuted one of our tracks. Their mute stops the track here too; lifting
+   * it re-enables the track only if we had not muted it ourselves (the relay's word never turns
+   * on a microphone the user turned off). Emits `local_muted` ({ trackId, source, muted,
+   * adminMuted }) when the operator's state changed.
    */
-  _applyOwnMute(trackId, muted, adminMuted) {
+  _applyOperatorMute(trackId, adminMuted) {
     const local = this.localTracks.get(trackId);
-    if (!local || (local.muted === muted && !!local.adminMuted === adminMuted)) return;
-    local.muted = muted;
+    if (!local || !!local.adminMuted === adminMuted) return;
     local.adminMuted = adminMuted;
+    const muted = local.selfMuted || adminMuted;
     local.track.enabled = !muted;
     this._emit('local_muted', { trackId, source: local.source, muted, adminMuted });
   }

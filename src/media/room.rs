@@ -74,7 +74,9 @@ impl Subscription {
 pub struct Publication {
     pub id: TrackId,
     pub info: PublicationInfo,
-    pub muted: bool,
+    /// The publisher's own mute. Kept apart from the operator's, so that an operator lifting
+    /// theirs never unmutes what the publisher muted.
+    pub publisher_muted: bool,
     /// Muted by an operator: nothing is forwarded, and the publisher cannot unmute it.
     pub admin_muted: bool,
     meter: BitrateMeter,
@@ -83,6 +85,11 @@ pub struct Publication {
 }
 
 impl Publication {
+    /// Muted as everybody sees it: by its publisher or by an operator.
+    pub fn muted(&self) -> bool {
+        self.publisher_muted || self.admin_muted
+    }
+
     pub fn kind(&self) -> MediaKind {
         self.info.codec.kind()
     }
@@ -280,7 +287,7 @@ impl Room {
             Publication {
                 id,
                 info,
-                muted: false,
+                publisher_muted: false,
                 admin_muted: false,
                 meter: BitrateMeter::default(),
                 keyframes: KeyframeRequester::new(self.keyframe_interval),
@@ -312,7 +319,7 @@ impl Room {
         if publication.admin_muted && !muted {
             return Err(RoomError::NotAllowed);
         }
-        publication.muted = muted;
+        publication.publisher_muted = muted;
         Ok(())
     }
 
@@ -330,7 +337,6 @@ impl Room {
             .ok_or(RoomError::UnknownTrack)?;
         let unmuting = publication.admin_muted && !muted;
         publication.admin_muted = muted;
-        publication.muted = muted;
         if unmuting {
             for subscription in &mut publication.subscriptions {
                 if let Some(forwarder) = &mut subscription.forwarder {

@@ -185,6 +185,8 @@ impl Worker {
             .room
             .set_admin_muted(track, mute.muted, now)
             .map_err(|_| AdminError::NoSuchTrack)?;
+        // An operator's unmute leaves a publisher's own mute in place.
+        let muted = entry.room.publication(track).is_some_and(|p| p.muted());
         // The publisher hears it too: its client shows the track as muted.
         self.broadcast(
             room,
@@ -192,7 +194,7 @@ impl Worker {
             ServerMessage::TrackMuted {
                 track_id: track.to_string(),
                 participant_id: owner.to_string(),
-                muted: mute.muted,
+                muted,
                 admin_muted: mute.muted,
             },
         );
@@ -216,7 +218,7 @@ impl Worker {
                         kind: track_kind(publication.kind()),
                         source: wire_source(publication.info.source),
                         codec: publication.info.codec.mime_type().to_owned(),
-                        muted: publication.muted,
+                        muted: publication.muted(),
                         admin_muted: publication.admin_muted,
                         bitrate_bps: publication.bitrate_bps(now),
                     })

@@ -619,7 +619,7 @@ impl Worker {
             participant_id: publication.info.owner.to_string(),
             kind: track_kind(publication.kind()),
             source: wire_source(publication.info.source),
-            muted: publication.muted,
+            muted: publication.muted(),
             admin_muted: publication.admin_muted,
             codec: Some(publication.info.codec.mime_type().to_owned()),
             mid: None,

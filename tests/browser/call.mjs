@@ -89,13 +89,13 @@ try {
         const s = await inbound(pages[n]);
         return s.videoStreams === 2 && s.audioStreams === 2 && s.minVideoFrames > 0 && s.minFrameWidth > 0 && s.minAudioPackets > 0 && s;
       }, 40000);
-      // Both streams keep going: about 1 s of video and audio at their usual rates, with a
-      // deadline that a loaded machine cannot miss by being slow alone.
+      // Both streams keep going: about 1 s of video and audio at their usual rates, within 10 s
+      // (slack for a loaded machine; a stream that stalls or crawls still fails).
       const start = Date.now();
       const later = await until(`${n} keeps decoding both streams`, async () => {
         const s = await inbound(pages[n]);
         return s.minVideoFrames >= first.minVideoFrames + 20 && s.minAudioPackets >= first.minAudioPackets + 50 && s;
-      }, 30000);
+      }, 10000);
       const frames = later.stats.inbound.filter((s) => s.kind === 'video').map((s) => s.framesDecoded);
       log(`${n}: +20 frames and +50 audio packets on every stream within ${Date.now() - start} ms; decoded per stream ${frames.join(', ')}; ciphers ${later.ciphers.join(', ')}`);
       if (!(later.ciphers.length === 2 && later.ciphers.every((c) => c.endsWith(GCM)))) throw new Error(`${n}: ${later.ciphers}`);

@@ -3,7 +3,8 @@
 //    notice says so, and the page stops sending the track;
 //  - the others see the microphone off on the publisher's tile;
 //  - when the operator unmutes, the button and the track come back and audio reaches the others
-//    again.
+//    again;
+//  - a microphone the user muted stays off when an operator mutes and unmutes it.
 //
 // Run: node tests/browser/operator.mjs
 
@@ -71,6 +72,20 @@ try {
   await until('bob sees alice\'s microphone on', async () => (await bobsBadge()) === '', 10000);
   await until('alice\'s audio reaches bob again', async () => (await inbound(page.bob)).audioPackets >= before + 50, 20000);
   log('PASS an operator\'s unmute gives the publisher its microphone back');
+
+  await page.alice.click('#mic');
+  await until('bob sees alice mute herself', async () => (await bobsBadge()) === 'mic off', 10000);
+  await operatorMute(true);
+  await until('alice\'s page shows the operator\'s mute again', async () => (await ownControls()).text === 'Mic off (operator)', 10000);
+  await operatorMute(false);
+  const stillOff = await until('alice\'s page shows the operator\'s second unmute', async () => {
+    const c = await ownControls();
+    return c.banner.includes('An operator unmuted your microphone') && !c.disabled && c;
+  }, 10000);
+  log(`alice, muted by herself, after the operator's mute and unmute: ${JSON.stringify(stillOff)}`);
+  if (stillOff.text !== 'Mic off' || stillOff.enabled) throw new Error('the operator\'s unmute turned on a microphone alice had muted');
+  if ((await bobsBadge()) !== 'mic off') throw new Error('bob sees alice\'s microphone on although she muted it');
+  log('PASS an operator\'s unmute leaves a microphone the user muted off');
 } catch (err) {
   failed = true;
   log('FAIL operator mute:', err && err.stack ? err.stack : err);

@@ -92,6 +92,27 @@ pub async fn metric(relay: &Running, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {series} not found"))
 }
 
+/// Waits until a metric satisfies `ok` (within [`DEADLINE`]); returns its value then.
+pub async fn wait_metric(
+    relay: &Running,
+    series: &str,
+    what: &str,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let value = metric(relay, series).await;
+        if ok(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} ({series} = {value})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A minimal HTTP/1.1 GET; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(
