@@ -22,12 +22,11 @@ async fn closed_after(stream: &mut TcpStream, since: Instant) -> Duration {
     }
 }
 
-async fn closed_count(relay: &tern::app::Running, reason: &str) -> f64 {
-    metric(
-        relay,
-        &format!("tern_ice_tcp_connections_closed_total{{reason=\"{reason}\"}}"),
-    )
-    .await
+/// Waits until at least `count` connections were closed for `reason` (the count may land just
+/// after the client saw the close).
+async fn closed_count_reaches(relay: &tern::app::Running, reason: &str, count: f64) {
+    let series = format!("tern_ice_tcp_connections_closed_total{{reason=\"{reason}\"}}");
+    wait_metric(relay, &series, reason, |v| v >= count).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +58,7 @@ async fn connections_that_are_not_ice_are_closed() {
         refused < Duration::from_secs(2),
         "not refused at once: {refused:?}"
     );
-    assert!(closed_count(&relay, "limit").await >= 1.0);
+    closed_count_reaches(&relay, "limit", 1.0).await;
 
     let waited = closed_after(&mut silent, silent_since).await;
     assert!(
@@ -68,7 +67,7 @@ async fn connections_that_are_not_ice_are_closed() {
     );
     closed_after(&mut stranger, silent_since).await;
     closed_after(&mut third, silent_since).await;
-    assert!(closed_count(&relay, "stun_deadline").await >= 3.0);
+    closed_count_reaches(&relay, "stun_deadline", 3.0).await;
     assert!(
         metric(
             &relay,
@@ -87,7 +86,7 @@ async fn connections_that_are_not_ice_are_closed() {
         took < Duration::from_secs(2),
         "not closed at once: {took:?}"
     );
-    assert!(closed_count(&relay, "oversized_frame").await >= 1.0);
+    closed_count_reaches(&relay, "oversized_frame", 1.0).await;
 
     wait_metric(
         &relay,
