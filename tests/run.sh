@@ -13,9 +13,10 @@ as_root() {
     echo "need root to run: $*" >&2; return 1; fi
 }
 
-step "system packages (chromium for browser tests; iproute2, nftables, util-linux for test networks; python3-venv for schemathesis; prometheus and coturn for the operations tests)"
+step "system packages (chromium and firefox-esr for browser tests; iproute2, nftables, util-linux for test networks; python3-venv for schemathesis; prometheus and coturn for the operations tests)"
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
+command -v firefox-esr >/dev/null || missing+=(firefox-esr)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v nft >/dev/null || missing+=(nftables)
 command -v unshare >/dev/null || missing+=(util-linux)
@@ -74,6 +75,9 @@ isolated node tests/browser/call.mjs
 
 step "headless Chromium: an operator mutes a participant through the admin API; the page shows it"
 isolated node tests/browser/operator.mjs
+
+step "headless Firefox and Chromium in one call (Firefox in a network namespace)"
+isolated node tests/browser/firefox.mjs
 
 step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser, ICE-TCP with UDP blocked"
 isolated node tests/browser/media.mjs

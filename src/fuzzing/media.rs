@@ -98,7 +98,7 @@ thread_local! {
 /// everything it produces. Any datagram may be hostile.
 pub fn demux_and_leg(data: &[u8]) {
     let mut demux = Demux::default();
-    demux.add_ufrag("relayufrag", LegKey(1));
+    demux.add_ufrag("relayufrag", "relaypassword", LegKey(1));
     let mut limit = RateLimit::new(5_000, 2_500);
     LEG.with(|cell| {
         let mut slot = cell.borrow_mut();

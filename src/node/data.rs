@@ -120,7 +120,7 @@ impl Worker {
             });
             if sent {
                 self.metrics.data_messages_sent.inc();
-                flush_leg(leg, &self.egress, &self.metrics, None);
+                flush_leg(leg, &self.egress, &self.metrics);
             } else {
                 self.metrics.count_drop(DropReason::DataBacklog);
             }

@@ -1,11 +1,15 @@
 //! Which leg a datagram on the shared UDP socket belongs to.
 //!
 //! STUN requests name their leg: the relay chose every leg's ICE ufrag, and a binding request's
-//! USERNAME is `<relay ufrag>:<client ufrag>`. Everything else (DTLS, SRTP, SRTCP) is routed by
-//! the sender's address, learned only after the leg accepted an integrity-checked request from it,
-//! so a spoofed STUN packet cannot steer anybody's media. Tables are bounded per leg and per
-//! source IP.
+//! USERNAME is `<relay ufrag>:<client ufrag>`. Everything else (DTLS, SRTP, SRTCP, STUN
+//! responses) is routed by the sender's address, learned only from a request whose
+//! MESSAGE-INTEGRITY checks out against the leg's ICE password, so a spoofed STUN packet cannot
+//! steer anybody's media. The address is learned as the request arrives, not when the leg
+//! answers it: a client that nominates at once (Firefox, to an ICE-lite peer) gets no answer
+//! until it has answered the leg's own check, and that answer must already route. Tables are
+//! bounded per leg and per source IP.
 
+use ring::hmac;
 use rustc_hash::FxHashMap;
 use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
@@ -19,8 +23,9 @@ pub struct LegKey(pub u64);
 pub enum Route {
     /// From a learned address.
     Leg(LegKey),
-    /// A STUN request naming this leg's ufrag; learn the address if the leg accepts it.
-    Stun(LegKey),
+    /// A STUN request naming this leg's ufrag; `authentic` when its MESSAGE-INTEGRITY is the
+    /// leg's (then its address is the leg's to learn).
+    Stun { key: LegKey, authentic: bool },
     /// A STUN message naming no leg of ours.
     UnknownUfrag,
     /// Not STUN and from an address no leg has verified.
@@ -34,7 +39,8 @@ const MAX_ADDRS_PER_IP: u32 = 256;
 
 #[derive(Default)]
 pub struct Demux {
-    by_ufrag: FxHashMap<String, LegKey>,
+    /// Each leg's ufrag, with its ICE password as the key of STUN's short-term HMAC-SHA1.
+    by_ufrag: FxHashMap<String, (LegKey, hmac::Key)>,
     by_addr: FxHashMap<SocketAddr, LegKey>,
     addrs_of_leg: FxHashMap<LegKey, Vec<SocketAddr>>,
     per_ip: FxHashMap<IpAddr, u32>,
@@ -53,9 +59,12 @@ pub fn normalize(addr: SocketAddr) -> SocketAddr {
 
 impl Demux {
     pub fn route(&self, from: SocketAddr, datagram: &[u8]) -> Route {
-        if let Some(Stun::Request(ufrag)) = classify_stun(datagram) {
+        if let Some(Stun::Request { ufrag, integrity }) = classify_stun(datagram) {
             return match ufrag.and_then(|ufrag| self.by_ufrag.get(ufrag)) {
-                Some(&key) => Route::Stun(key),
+                Some((key, password)) => Route::Stun {
+                    key: *key,
+                    authentic: integrity.is_some_and(|at| authentic(datagram, at, password)),
+                },
                 None => Route::UnknownUfrag,
             };
         }
@@ -65,16 +74,17 @@ impl Demux {
         }
     }
 
-    pub fn add_ufrag(&mut self, ufrag: &str, key: LegKey) {
-        self.by_ufrag.insert(ufrag.to_owned(), key);
+    pub fn add_ufrag(&mut self, ufrag: &str, password: &str, key: LegKey) {
+        let password = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, password.as_bytes());
+        self.by_ufrag.insert(ufrag.to_owned(), (key, password));
     }
 
     pub fn remove_ufrag(&mut self, ufrag: &str) {
         self.by_ufrag.remove(ufrag);
     }
 
-    /// Binds `from` to `key` after the leg answered an integrity-checked request from it.
-    /// Returns false when a bound refused it.
+    /// Binds `from` to `key` after an authentic request from it. Returns false when a bound
+    /// refused it.
     pub fn learn(&mut self, key: LegKey, from: SocketAddr) -> bool {
         if self.by_addr.get(&from) == Some(&key) {
             return true;
@@ -100,7 +110,7 @@ impl Demux {
 
     /// Forgets everything about a closed leg; returns the addresses it had.
     pub fn remove_leg(&mut self, key: LegKey) -> Vec<SocketAddr> {
-        self.by_ufrag.retain(|_, k| *k != key);
+        self.by_ufrag.retain(|_, (k, _)| *k != key);
         let addrs = self.addrs_of_leg.remove(&key).unwrap_or_default();
         for addr in &addrs {
             if self.by_addr.get(addr) == Some(&key) {
@@ -142,8 +152,9 @@ impl Demux {
 const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const STUN_HEADER_LEN: usize = 20;
 const STUN_ATTR_USERNAME: u16 = 0x0006;
+const STUN_ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
+const STUN_INTEGRITY_LEN: usize = 20;
 const STUN_BINDING_REQUEST: u16 = 0x0001;
-const STUN_BINDING_SUCCESS: u16 = 0x0101;
 
 /// Is this a STUN message (RFC 5389 §6: top two bits zero, magic cookie, length fits)?
 fn stun_header(datagram: &[u8]) -> Option<(u16, usize)> {
@@ -162,8 +173,12 @@ fn stun_header(datagram: &[u8]) -> Option<(u16, usize)> {
 }
 
 enum Stun<'a> {
-    /// A binding request and the relay-side ufrag its USERNAME names, if it has a usable one.
-    Request(Option<&'a str>),
+    /// A binding request: the relay-side ufrag its USERNAME names, if it has a usable one, and
+    /// where its MESSAGE-INTEGRITY attribute starts, if it has one.
+    Request {
+        ufrag: Option<&'a str>,
+        integrity: Option<usize>,
+    },
     /// Responses and indications: they carry no USERNAME.
     Other,
 }
@@ -175,27 +190,59 @@ fn classify_stun(datagram: &[u8]) -> Option<Stun<'_>> {
         return Some(Stun::Other);
     }
     let end = STUN_HEADER_LEN + length;
+    let mut ufrag = None;
     let mut at = STUN_HEADER_LEN;
     while at + 4 <= end {
         let attr = u16::from_be_bytes([datagram[at], datagram[at + 1]]);
         let len = usize::from(u16::from_be_bytes([datagram[at + 2], datagram[at + 3]]));
         let value_end = at + 4 + len;
         if value_end > end {
-            return Some(Stun::Request(None));
+            return Some(Stun::Request {
+                ufrag: None,
+                integrity: None,
+            });
         }
-        if attr == STUN_ATTR_USERNAME {
+        if attr == STUN_ATTR_USERNAME && ufrag.is_none() {
             let username = std::str::from_utf8(&datagram[at + 4..value_end]).ok();
-            return Some(Stun::Request(username.and_then(|u| u.split(':').next())));
+            ufrag = Some(username.and_then(|u| u.split(':').next()));
+        }
+        // Only FINGERPRINT may follow MESSAGE-INTEGRITY, and it is not covered by it.
+        if attr == STUN_ATTR_MESSAGE_INTEGRITY {
+            let integrity = (len == STUN_INTEGRITY_LEN).then_some(at);
+            return Some(Stun::Request {
+                ufrag: ufrag.flatten(),
+                integrity,
+            });
         }
         at = value_end + (4 - len % 4) % 4;
     }
-    Some(Stun::Request(None))
+    Some(Stun::Request {
+        ufrag: ufrag.flatten(),
+        integrity: None,
+    })
 }
 
-/// Is this datagram a STUN binding success response (what a leg sends only after checking a
-/// request's MESSAGE-INTEGRITY)?
-pub fn is_binding_success(datagram: &[u8]) -> bool {
-    matches!(stun_header(datagram), Some((STUN_BINDING_SUCCESS, _)))
+/// RFC 5389 §15.4: MESSAGE-INTEGRITY (at offset `at`) is the HMAC-SHA1, keyed with the ICE
+/// password, of the message before it, with the header's length counting up to its end.
+fn authentic(datagram: &[u8], at: usize, password: &hmac::Key) -> bool {
+    let Some(tag) = datagram.get(at + 4..at + 4 + STUN_INTEGRITY_LEN) else {
+        return false;
+    };
+    let mut header = [0u8; STUN_HEADER_LEN];
+    header.copy_from_slice(&datagram[..STUN_HEADER_LEN]);
+    let covered = (at + 4 + STUN_INTEGRITY_LEN - STUN_HEADER_LEN) as u16;
+    header[2..4].copy_from_slice(&covered.to_be_bytes());
+    let mut hmac = hmac::Context::with_key(password);
+    hmac.update(&header);
+    hmac.update(&datagram[STUN_HEADER_LEN..at]);
+    let expected = hmac.sign();
+    // Constant time: a forger learns nothing from how long the comparison took.
+    expected
+        .as_ref()
+        .iter()
+        .zip(tag)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0
 }
 
 #[cfg(test)]
@@ -225,15 +272,54 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    /// `message` with MESSAGE-INTEGRITY (keyed with `password`) and a FINGERPRINT-like trailer
+    /// appended, as a client builds a connectivity check.
+    fn signed(mut message: Vec<u8>, password: &str) -> Vec<u8> {
+        let at = message.len();
+        let covered = (at + 24 - STUN_HEADER_LEN) as u16;
+        message[2..4].copy_from_slice(&covered.to_be_bytes());
+        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, password.as_bytes());
+        let tag = hmac::sign(&key, &message);
+        message.extend_from_slice(&STUN_ATTR_MESSAGE_INTEGRITY.to_be_bytes());
+        message.extend_from_slice(&20u16.to_be_bytes());
+        message.extend_from_slice(tag.as_ref());
+        message.extend_from_slice(&[0x80, 0x28, 0, 4, 1, 2, 3, 4]);
+        let total = (message.len() - STUN_HEADER_LEN) as u16;
+        message[2..4].copy_from_slice(&total.to_be_bytes());
+        message
+    }
+
     #[test]
     fn stun_requests_route_by_ufrag_everything_else_by_learned_address() {
         let mut demux = Demux::default();
-        demux.add_ufrag("relayufrag", LegKey(1));
-        let request = stun(
+        demux.add_ufrag("relayufrag", "relaypassword", LegKey(1));
+        let check = stun(
             0x0001,
             &[(0x0024, b"\0\0\0\x01"), (0x0006, b"relayufrag:client")],
         );
-        assert_eq!(demux.route(addr(5000), &request), Route::Stun(LegKey(1)));
+        let request = signed(check.clone(), "relaypassword");
+        let key = LegKey(1);
+        assert_eq!(
+            demux.route(addr(5000), &request),
+            Route::Stun {
+                key,
+                authentic: true
+            }
+        );
+        // Unsigned, signed with another password, or altered after signing: routed to the leg
+        // (which refuses it) but never authentic, so never learned.
+        let forged = signed(check.clone(), "guess");
+        let mut altered = request.clone();
+        altered[24] ^= 1;
+        for not_authentic in [&check, &forged, &altered] {
+            assert_eq!(
+                demux.route(addr(5000), not_authentic),
+                Route::Stun {
+                    key,
+                    authentic: false
+                }
+            );
+        }
         let foreign = stun(0x0001, &[(0x0006, b"other:client")]);
         assert_eq!(demux.route(addr(5000), &foreign), Route::UnknownUfrag);
         let srtp = [0x80u8, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -246,7 +332,7 @@ mod tests {
     #[test]
     fn malformed_stun_never_routes_by_ufrag() {
         let mut demux = Demux::default();
-        demux.add_ufrag("u", LegKey(1));
+        demux.add_ufrag("u", "p", LegKey(1));
         // USERNAME length runs past the message end.
         let mut bad = stun(0x0001, &[(0x0006, b"u:c")]);
         bad[22..24].copy_from_slice(&200u16.to_be_bytes());
@@ -260,8 +346,16 @@ mod tests {
         assert_eq!(demux.route(addr(1), &response), Route::UnknownSource);
         assert!(demux.learn(LegKey(1), addr(1)));
         assert_eq!(demux.route(addr(1), &response), Route::Leg(LegKey(1)));
-        assert!(is_binding_success(&response));
-        assert!(!is_binding_success(&bad));
+        // A MESSAGE-INTEGRITY of the wrong size is no integrity at all.
+        let short = stun(0x0001, &[(0x0006, b"u:c"), (0x0008, &[0u8; 16])]);
+        let key = LegKey(1);
+        assert_eq!(
+            demux.route(addr(2), &short),
+            Route::Stun {
+                key,
+                authentic: false
+            }
+        );
     }
 
     #[test]

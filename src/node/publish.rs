@@ -144,16 +144,18 @@ impl Worker {
         Ok(key)
     }
 
-    /// Keeps the demux table on the leg's current ICE ufrag (new after every ICE restart).
+    /// Keeps the demux table on the leg's current ICE credentials (new after every ICE restart).
     pub(super) fn sync_ufrag(&mut self, key: LegKey) {
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
         };
-        let Some(ufrag) = leg
-            .pc
-            .local_description()
-            .and_then(|d| sdp::ice_ufrag(&d.sdp).map(str::to_owned))
-        else {
+        let Some(description) = leg.pc.local_description() else {
+            return;
+        };
+        let (Some(ufrag), Some(password)) = (
+            sdp::ice_ufrag(&description.sdp),
+            sdp::ice_pwd(&description.sdp),
+        ) else {
             return;
         };
         if ufrag != leg.ufrag {
@@ -161,9 +163,9 @@ impl Worker {
                 self.demux.remove_ufrag(&leg.ufrag);
                 self.tcp_demux.remove_ufrag(&leg.ufrag);
             }
-            self.demux.add_ufrag(&ufrag, key);
-            self.tcp_demux.add_ufrag(&ufrag, key);
-            leg.ufrag = ufrag;
+            self.demux.add_ufrag(ufrag, password, key);
+            self.tcp_demux.add_ufrag(ufrag, password, key);
+            leg.ufrag = ufrag.to_owned();
         }
     }
 
@@ -442,7 +444,7 @@ impl Worker {
             state.extensions =
                 negotiated_extensions(pairs.iter().map(|(id, uri)| (*id, uri.as_str())));
         }
-        flush_leg(leg, &self.egress, &self.metrics, None);
+        flush_leg(leg, &self.egress, &self.metrics);
         self.sync_ufrag(key);
         self.arm_timer(key);
         Ok(sdp)

@@ -40,7 +40,7 @@ pub struct Section {
     pub direction: Direction,
     /// Formats of codecs the relay forwards, in the client's order of preference.
     pub formats: Vec<Format>,
-    /// Port 0: the m-line is rejected or removed.
+    /// Port 0 without `a=bundle-only`: the m-line is rejected or removed.
     pub rejected: bool,
 }
 
@@ -106,7 +106,9 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                 kind,
                 direction,
                 formats,
-                rejected: media.media_name.port.value == 0,
+                // Port 0 with `a=bundle-only` (RFC 8843 §7.2.1) is an m-line that only exists
+                // inside the bundle: Firefox offers every m-line after the first that way.
+                rejected: media.media_name.port.value == 0 && !media.has_attribute("bundle-only"),
             }
         })
         .collect()
@@ -182,6 +184,12 @@ pub fn ice_ufrag(sdp: &str) -> Option<&str> {
         .map(str::trim)
 }
 
+pub fn ice_pwd(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-pwd:"))
+        .map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,13 +219,19 @@ m=video 0 UDP/TLS/RTP/SAVPF 98\r\n\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:2\r\n\
 a=inactive\r\n\
-a=rtpmap:98 AV1/90000\r\n";
+a=rtpmap:98 AV1/90000\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 120\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=bundle-only\r\n\
+a=mid:3\r\n\
+a=sendonly\r\n\
+a=rtpmap:120 VP8/90000\r\n";
 
     #[test]
     fn sections_report_mid_direction_and_forwardable_formats() {
         let parsed = SessionDescription::unmarshal(&mut Cursor::new(OFFER.as_bytes())).unwrap();
         let s = sections(&parsed);
-        assert_eq!(s.len(), 3);
+        assert_eq!(s.len(), 4);
         assert_eq!(s[0].mid, "0");
         assert_eq!(s[0].kind, Some(MediaKind::Audio));
         assert_eq!(s[0].direction, Direction::SendOnly);
@@ -234,6 +248,9 @@ a=rtpmap:98 AV1/90000\r\n";
         assert!(s[2].rejected);
         assert!(s[2].formats.is_empty(), "AV1 is not forwarded (yet)");
         assert!(!s[2].direction.client_sends());
+        // Port 0 but bundle-only, as Firefox offers a second track: a live m-line.
+        assert!(!s[3].rejected && s[3].direction.client_sends());
+        assert_eq!(s[3].formats[0].codec, Codec::Vp8);
         assert_eq!(ice_ufrag(OFFER), Some("abcd"));
     }
 

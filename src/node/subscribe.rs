@@ -305,7 +305,7 @@ impl Worker {
             }
             state.offer_in_flight = true;
         }
-        flush_leg(leg, &self.egress, &self.metrics, None);
+        flush_leg(leg, &self.egress, &self.metrics);
         self.sync_ufrag(key);
         self.arm_timer(key);
         self.send_offer_message(id, key, sdp);
@@ -409,7 +409,7 @@ impl Worker {
         }
         self.apply_subscribe_answer(id, key);
         if let Some(leg) = self.legs.get_mut(&key) {
-            flush_leg(leg, &self.egress, &self.metrics, None);
+            flush_leg(leg, &self.egress, &self.metrics);
         }
         self.arm_timer(key);
         self.attach_ready_slots(key, now);

@@ -7,7 +7,7 @@
 //! blocks.
 
 use super::control::Command;
-use super::demux::{Demux, LegKey, Route, is_binding_success, normalize};
+use super::demux::{Demux, LegKey, Route, normalize};
 use super::engine::{EngineSettings, LegRole};
 use super::guard::{self, Class};
 use super::leg::{Leg, LegMedia, sink_parts};
@@ -291,9 +291,14 @@ impl Worker {
         }
         let tcp = protocol == TransportProtocol::TCP;
         let demux = if tcp { &self.tcp_demux } else { &self.demux };
-        let (key, learn_from) = match demux.route(from, &datagram) {
-            Route::Leg(key) => (key, None),
-            Route::Stun(key) => (key, Some((from, protocol))),
+        let key = match demux.route(from, &datagram) {
+            Route::Leg(key) => key,
+            Route::Stun { key, authentic } => {
+                if authentic {
+                    self.learn(key, from, tcp);
+                }
+                key
+            }
             Route::UnknownUfrag => {
                 self.metrics.count_drop(DropReason::UnknownUfrag);
                 return;
@@ -337,9 +342,20 @@ impl Worker {
             },
             message: datagram,
         };
-        let produced = self.leg_input(key, Some(message), learn_from, now);
+        let produced = self.leg_input(key, Some(message), now);
         if expects_media && produced == 0 {
             self.metrics.count_drop(DropReason::SrtpRejected);
+        }
+    }
+
+    /// `from` sent an authentic request for `key`: what else comes from there is the leg's.
+    fn learn(&mut self, key: LegKey, from: SocketAddr, tcp: bool) {
+        if !tcp {
+            self.demux.learn(key, from);
+        } else if self.tcp_demux.learn(key, from)
+            && let Some(writer) = self.egress.tcp.get(&from)
+        {
+            writer.mark_matched();
         }
     }
 
@@ -392,7 +408,6 @@ impl Worker {
         &mut self,
         key: LegKey,
         message: Option<TaggedBytesMut>,
-        learn_from: Option<(SocketAddr, TransportProtocol)>,
         now: Instant,
     ) -> usize {
         let Some(leg) = self.legs.get_mut(&key) else {
@@ -419,17 +434,12 @@ impl Worker {
             self.leg_panicked(key, now);
             return 0;
         }
-        self.drain_leg(key, learn_from, now)
+        self.drain_leg(key, now)
     }
 
     /// Drains a leg's events, reads and writes, then forwards what it received. Returns how
     /// many RTP/RTCP messages the leg produced.
-    pub(super) fn drain_leg(
-        &mut self,
-        key: LegKey,
-        learn_from: Option<(SocketAddr, TransportProtocol)>,
-        now: Instant,
-    ) -> usize {
+    pub(super) fn drain_leg(&mut self, key: LegKey, now: Instant) -> usize {
         let mut findings = LegFindings::default();
         let Some(leg) = self.legs.get_mut(&key) else {
             return 0;
@@ -437,18 +447,7 @@ impl Worker {
         let room = self.participants.get(&leg.participant).map(|p| p.room);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             collect_leg_output(leg, room, &mut self.inbound, &mut findings, &self.metrics);
-            flush_leg(
-                leg,
-                &self.egress,
-                &self.metrics,
-                learn_from.map(|(from, protocol)| {
-                    if protocol == TransportProtocol::TCP {
-                        (from, &mut self.tcp_demux)
-                    } else {
-                        (from, &mut self.demux)
-                    }
-                }),
-            );
+            flush_leg(leg, &self.egress, &self.metrics);
         }));
         if outcome.is_err() {
             findings.panicked = true;
@@ -540,7 +539,7 @@ impl Worker {
                 .map(|mut s| s.write_rtcp(now, vec![Box::new(translated)]).is_ok())
                 .unwrap_or(false);
             if sent {
-                flush_leg(leg, &self.egress, &self.metrics, None);
+                flush_leg(leg, &self.egress, &self.metrics);
             }
         }
     }
@@ -651,7 +650,7 @@ impl Worker {
             } else {
                 metrics.count_drop(DropReason::SendRefused);
             }
-            flush_leg(leg, &self.egress, metrics, None);
+            flush_leg(leg, &self.egress, metrics);
         }));
         if outcome.is_err() {
             self.leg_panicked(leg_key, now);
@@ -712,7 +711,7 @@ impl Worker {
             .unwrap_or(false);
         if sent {
             self.metrics.keyframe_requests_sent.inc();
-            flush_leg(leg, &self.egress, &self.metrics, None);
+            flush_leg(leg, &self.egress, &self.metrics);
         }
     }
 
@@ -743,7 +742,7 @@ impl Worker {
                 continue; // superseded by an earlier deadline that already ran
             }
             leg.armed = None;
-            self.leg_input(key, None, None, now);
+            self.leg_input(key, None, now);
         }
     }
 
@@ -891,7 +890,7 @@ impl Worker {
         if let Some(mut leg) = self.legs.remove(&key) {
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 let _ = leg.pc.close();
-                flush_leg(&mut leg, &self.egress, &self.metrics, None);
+                flush_leg(&mut leg, &self.egress, &self.metrics);
             }));
             self.demux.remove_leg(key);
             // Its TCP connections end with it: the writers close them.
@@ -1008,26 +1007,11 @@ fn collect_leg_output(
     }
 }
 
-/// Sends everything a leg queued. When `learn` is given, a binding success response to that
-/// address proves the leg checked the request's integrity, and the address is learned.
-pub(super) fn flush_leg(
-    leg: &mut Leg,
-    egress: &Egress,
-    metrics: &MediaMetrics,
-    mut learn: Option<(SocketAddr, &mut Demux)>,
-) {
+/// Sends everything a leg queued.
+pub(super) fn flush_leg(leg: &mut Leg, egress: &Egress, metrics: &MediaMetrics) {
     while let Some(out) = leg.pc.poll_write() {
         let to = out.transport.peer_addr;
         let tcp = out.transport.transport_protocol == TransportProtocol::TCP;
-        if let Some((from, demux)) = learn.as_mut()
-            && *from == to
-            && is_binding_success(&out.message)
-            && demux.learn(leg.key, to)
-            && tcp
-            && let Some(writer) = egress.tcp.get(&to)
-        {
-            writer.mark_matched();
-        }
         if tcp {
             match egress.tcp.get(&to) {
                 Some(writer) if writer.send(&out.message) => {
