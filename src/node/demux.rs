@@ -330,6 +330,42 @@ mod tests {
     }
 
     #[test]
+    fn no_cut_or_flipped_check_panics_or_passes_as_authentic() {
+        let mut demux = Demux::default();
+        demux.add_ufrag("relayufrag", "relaypassword", LegKey(1));
+        let check = stun(0x0001, &[(0x0006, b"relayufrag:client")]);
+        let request = signed(check, "relaypassword");
+        for len in 0..request.len() {
+            let _ = demux.route(addr(1), &request[..len]);
+        }
+        // Every byte up to the end of MESSAGE-INTEGRITY is covered by it (the FINGERPRINT-like
+        // trailer after it is not).
+        let covered = request.len() - 8;
+        for at in 0..covered {
+            let mut flipped = request.clone();
+            flipped[at] ^= 0x01;
+            let route = demux.route(addr(1), &flipped);
+            assert!(
+                !matches!(
+                    route,
+                    Route::Stun {
+                        authentic: true,
+                        ..
+                    }
+                ),
+                "byte {at} flipped: {route:?}"
+            );
+        }
+        assert_eq!(
+            demux.route(addr(1), &request),
+            Route::Stun {
+                key: LegKey(1),
+                authentic: true
+            }
+        );
+    }
+
+    #[test]
     fn malformed_stun_never_routes_by_ufrag() {
         let mut demux = Demux::default();
         demux.add_ufrag("u", "p", LegKey(1));
