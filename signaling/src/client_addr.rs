@@ -28,11 +28,12 @@ impl Network {
             Some(p) => p.trim().parse().ok().filter(|p| *p <= bits)?,
             None => bits,
         };
-        // Clients are compared in canonical form, so a range inside ::ffff:0:0/96 is an IPv4
+        // Clients are compared in canonical form (IPv4 clients of a dual-stack listener arrive
+        // as `::ffff:a.b.c.d`), so a range inside ::ffff:0:0/96 is an IPv4
         // range; a wider one cannot hold a canonical client and stays IPv6.
         Some(match base {
             IpAddr::V6(v6) if prefix >= 96 && v6.to_ipv4_mapped().is_some() => Network {
-                base: canonical(base),
+                base: base.to_canonical(),
                 prefix: prefix - 96,
             },
             _ => Network { base, prefix },
@@ -55,17 +56,6 @@ impl Network {
             }
             _ => false,
         }
-    }
-}
-
-/// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`; they are IPv4 clients.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
     }
 }
 
@@ -100,18 +90,17 @@ impl TrustedProxies {
     /// the first hop that is not a trusted proxy. Only the part of the chain that trusted proxies
     /// wrote is believed; an unreadable hop ends the walk at the last trusted one.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Client {
-        let mut ip = canonical(peer);
+        let mut ip = peer.to_canonical();
         if !self.trusts(ip) {
             return Client { ip, named: true };
         }
         // Split as bytes: a client's own non-ASCII junk earlier in a line the proxy appended to
         // must spoil only its own hop, not hide the hop the proxy wrote.
-        let hops: Vec<&[u8]> = headers
+        let hops = headers
             .get_all("x-forwarded-for")
             .iter()
-            .flat_map(|value| value.as_bytes().split(|b| *b == b','))
-            .collect();
-        for hop in hops.iter().rev().take(MAX_HOPS) {
+            .flat_map(|value| value.as_bytes().split(|b| *b == b','));
+        for hop in hops.rev().take(MAX_HOPS) {
             let Some(hop) = parse_hop(hop) else {
                 break;
             };
@@ -143,7 +132,7 @@ fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
         .parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))?;
-    Some(canonical(ip))
+    Some(ip.to_canonical())
 }
 
 #[cfg(test)]

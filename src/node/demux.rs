@@ -48,12 +48,10 @@ pub struct Demux {
 
 /// v4-mapped IPv6 addresses (from a dual-stack socket) are the IPv4 address they carry.
 pub fn normalize(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => addr,
-        },
-        SocketAddr::V4(_) => addr,
+    match addr.ip().to_canonical() {
+        // Anything else keeps its IPv6 scope id.
+        ip @ IpAddr::V4(_) => SocketAddr::new(ip, addr.port()),
+        IpAddr::V6(_) => addr,
     }
 }
 

@@ -179,14 +179,17 @@ pub fn same_format(codec: Codec, a_fmtp: &str, b_fmtp: &str) -> bool {
 
 /// The relay's ICE ufrag in a local description (`a=ice-ufrag:`).
 pub fn ice_ufrag(sdp: &str) -> Option<&str> {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
-        .map(str::trim)
+    first_value(sdp, "a=ice-ufrag:")
 }
 
 pub fn ice_pwd(sdp: &str) -> Option<&str> {
+    first_value(sdp, "a=ice-pwd:")
+}
+
+/// The value of the first line that starts with `prefix`.
+fn first_value<'a>(sdp: &'a str, prefix: &str) -> Option<&'a str> {
     sdp.lines()
-        .find_map(|l| l.strip_prefix("a=ice-pwd:"))
+        .find_map(|l| l.strip_prefix(prefix))
         .map(str::trim)
 }
 
