@@ -93,21 +93,26 @@ impl Drop for Running {
     }
 }
 
+/// The addresses clients reach a socket bound to `bound` at: the advertised IPs on its port, or
+/// the bound address itself.
+fn advertised(config: &Config, bound: SocketAddr) -> Vec<SocketAddr> {
+    if config.media.advertised_ips.is_empty() {
+        return vec![bound];
+    }
+    config
+        .media
+        .advertised_ips
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, bound.port()))
+        .collect()
+}
+
 fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
     let mut srtp_profiles = vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm];
     if config.media.allow_srtp_sha1_80 {
         srtp_profiles.push(SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
     }
-    let advertised = if config.media.advertised_ips.is_empty() {
-        vec![media_addr]
-    } else {
-        config
-            .media
-            .advertised_ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, media_addr.port()))
-            .collect()
-    };
+    let advertised = advertised(config, media_addr);
     WorkerConfig {
         engine: EngineSettings {
             srtp_profiles,
@@ -215,15 +220,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .await
                 .with_context(|| format!("cannot bind ICE-TCP listener on {addr}"))?;
             let bound = listener.local_addr()?;
-            let ips: Vec<std::net::IpAddr> = if config.media.advertised_ips.is_empty() {
-                vec![bound.ip()]
-            } else {
-                config.media.advertised_ips.clone()
-            };
-            let candidates = ips
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, bound.port()))
-                .collect();
+            let candidates = advertised(&config, bound);
             let (events_tx, events_rx) = mpsc::channel(4096);
             worker.enable_tcp(events_rx, candidates);
             tokio::spawn(tcp::serve(

@@ -788,10 +788,7 @@ impl Worker {
         let Some(leg) = self.legs.remove(&key) else {
             return;
         };
-        self.demux.remove_leg(key);
-        for peer in self.tcp_demux.remove_leg(key) {
-            self.egress.tcp.remove(&peer);
-        }
+        self.forget_routes(key);
         let (participant, role) = (leg.participant, leg.role);
         drop(leg);
         warn!(leg = key.0, %participant, role = role.as_str(),
@@ -892,11 +889,16 @@ impl Worker {
                 let _ = leg.pc.close();
                 flush_leg(&mut leg, &self.egress, &self.metrics);
             }));
-            self.demux.remove_leg(key);
-            // Its TCP connections end with it: the writers close them.
-            for peer in self.tcp_demux.remove_leg(key) {
-                self.egress.tcp.remove(&peer);
-            }
+            self.forget_routes(key);
+        }
+    }
+
+    /// Forgets how to reach a closed leg. Its TCP connections end with it: dropping their
+    /// writers closes them.
+    fn forget_routes(&mut self, key: LegKey) {
+        self.demux.remove_leg(key);
+        for peer in self.tcp_demux.remove_leg(key) {
+            self.egress.tcp.remove(&peer);
         }
     }
 }
