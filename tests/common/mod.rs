@@ -811,6 +811,9 @@ impl Driver {
     }
 
     async fn drain(&mut self) {
+        // Announced only once this pass's writes are out: the relay counts the channel open when
+        // our DCEP ACK arrives, so a test that sends the moment it sees DataOpen must not beat it.
+        let mut data_opened = false;
         for publish in [true, false] {
             let peer = if publish {
                 &mut self.publish
@@ -830,7 +833,7 @@ impl Driver {
                         rtc::peer_connection::event::RTCDataChannelEvent::OnOpen(id),
                     ) if !publish => {
                         self.data_channel = Some(id);
-                        let _ = self.events.send(Event::DataOpen);
+                        data_opened = true;
                     }
                     RTCPeerConnectionEvent::OnIceCandidateEvent(_) => {}
                     _ => {}
@@ -932,6 +935,9 @@ impl Driver {
                     .send_to(&out.message, out.transport.peer_addr)
                     .await;
             }
+        }
+        if data_opened {
+            let _ = self.events.send(Event::DataOpen);
         }
     }
 
