@@ -59,13 +59,40 @@ pub enum DropReason {
 }
 
 /// The input stream currently mapped onto the output.
+///
+/// Sequence numbers are kept extended (unwrapped into 64 bits, RFC 3550 A.1) so that "older than
+/// where this subscription started" stays true across any number of 16-bit wraps: a 16-bit
+/// comparison with the first number turns every packet "stale" after 32,768 of them.
 #[derive(Debug, Clone, Copy)]
 struct Source {
     ssrc: u32,
-    first_sequence_number: u16,
-    highest_sequence_number: u16,
+    first_extended: u64,
+    highest_extended: u64,
     sequence_offset: u16,
     timestamp_offset: u32,
+}
+
+impl Source {
+    /// Extended numbers start one cycle up, so a packet from just before the first one (late
+    /// reordering, bounded by `MAX_MISORDER`) still has a positive extended number.
+    const FIRST_CYCLE: u64 = 1 << 16;
+
+    fn highest(&self) -> u16 {
+        self.highest_extended as u16
+    }
+
+    /// The extended number of `sequence_number`, taken as the value nearest the highest seen.
+    fn extend(&self, sequence_number: u16) -> u64 {
+        self.highest_extended
+            .wrapping_add_signed(i64::from(seq_diff(sequence_number, self.highest())))
+    }
+}
+
+/// A publisher that restarted its numbering on the same SSRC: where the old numbering ended.
+#[derive(Debug, Clone, Copy)]
+struct Renumbered {
+    ssrc: u32,
+    highest: u16,
 }
 
 /// The newest packet sent to the subscriber.
@@ -82,6 +109,8 @@ pub struct Forwarder {
     source: Option<Source>,
     /// The SSRC replaced by the current source: its late packets are stale, not a new restart.
     retired_ssrc: Option<u32>,
+    /// Where the previous numbering of a renumbered SSRC ended.
+    renumbered: Option<Renumbered>,
     last_out: Option<LastOut>,
 }
 
@@ -96,6 +125,7 @@ impl Forwarder {
             config,
             source: None,
             retired_ssrc: None,
+            renumbered: None,
             last_out: None,
         }
     }
@@ -107,25 +137,45 @@ impl Forwarder {
 
     /// Decides what to do with one packet and, when it is forwarded, its new numbers.
     pub fn forward(&mut self, packet: &InboundPacket, now: Instant) -> Verdict {
-        let source = match self.source {
-            Some(source) if source.ssrc == packet.ssrc => {
-                let ahead = seq_diff(packet.sequence_number, source.highest_sequence_number);
-                if ahead > i32::from(MAX_DROPOUT) || ahead < -i32::from(MAX_MISORDER) {
-                    // Same SSRC, unrelated numbering: the publisher restarted.
-                    self.source = None;
-                    return self.start_source(packet, now);
-                }
-                if seq_diff(packet.sequence_number, source.first_sequence_number) < 0 {
-                    return Verdict::Drop(DropReason::Stale);
-                }
-                source
-            }
-            _ if self.retired_ssrc == Some(packet.ssrc) => {
-                return Verdict::Drop(DropReason::Stale);
-            }
-            _ => return self.start_source(packet, now),
+        if self.is_late_from_a_replaced_stream(packet) {
+            return Verdict::Drop(DropReason::Stale);
+        }
+        let Some(source) = self.source.filter(|s| s.ssrc == packet.ssrc) else {
+            return self.start_source(packet, now);
         };
+        let ahead = seq_diff(packet.sequence_number, source.highest());
+        if ahead > i32::from(MAX_DROPOUT) || ahead < -i32::from(MAX_MISORDER) {
+            // Same SSRC, unrelated numbering: the publisher restarted.
+            self.renumbered = Some(Renumbered {
+                ssrc: source.ssrc,
+                highest: source.highest(),
+            });
+            self.source = None;
+            return self.start_source(packet, now);
+        }
+        if source.extend(packet.sequence_number) < source.first_extended {
+            return Verdict::Drop(DropReason::Stale);
+        }
         self.emit(source, packet, now)
+    }
+
+    /// A late packet of a stream the current one replaced: of a retired SSRC, or of the old
+    /// numbering of a renumbered SSRC (near where that numbering ended, and not near the current
+    /// one). Forwarding it would restart the output on a dead stream.
+    fn is_late_from_a_replaced_stream(&self, packet: &InboundPacket) -> bool {
+        let current = self.source.filter(|s| s.ssrc == packet.ssrc);
+        if current.is_none() && self.retired_ssrc == Some(packet.ssrc) {
+            return true;
+        }
+        let Some(old) = self.renumbered.filter(|r| r.ssrc == packet.ssrc) else {
+            return false;
+        };
+        let near_current = current.is_some_and(|c| {
+            seq_diff(packet.sequence_number, c.highest()).abs() <= i32::from(MAX_MISORDER)
+        });
+        let behind_old = seq_diff(old.highest, packet.sequence_number);
+        let old_window = -i32::from(MAX_DROPOUT)..=i32::from(MAX_MISORDER);
+        !near_current && old_window.contains(&behind_old)
     }
 
     /// The offset this forwarder adds to timestamps of `ssrc`, if that is the stream it is
@@ -162,10 +212,11 @@ impl Forwarder {
         {
             self.retired_ssrc = Some(old.ssrc);
         }
+        let first_extended = Source::FIRST_CYCLE + u64::from(packet.sequence_number);
         let source = Source {
             ssrc: packet.ssrc,
-            first_sequence_number: packet.sequence_number,
-            highest_sequence_number: packet.sequence_number,
+            first_extended,
+            highest_extended: first_extended,
             sequence_offset: sequence_number.wrapping_sub(packet.sequence_number),
             timestamp_offset: timestamp.wrapping_sub(packet.timestamp),
         };
@@ -175,9 +226,9 @@ impl Forwarder {
     fn emit(&mut self, mut source: Source, packet: &InboundPacket, now: Instant) -> Verdict {
         let sequence_number = packet.sequence_number.wrapping_add(source.sequence_offset);
         let timestamp = packet.timestamp.wrapping_add(source.timestamp_offset);
-        if seq_diff(packet.sequence_number, source.highest_sequence_number) > 0 {
-            source.highest_sequence_number = packet.sequence_number;
-        }
+        source.highest_extended = source
+            .highest_extended
+            .max(source.extend(packet.sequence_number));
         let newest = self
             .last_out
             .is_none_or(|last| seq_diff(sequence_number, last.sequence_number) > 0);
@@ -289,6 +340,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_keeps_flowing_past_32768_packets_and_many_wraps() {
+        // Regression: "stale" was judged against the first sequence number in 16-bit space,
+        // so from packet 32,768 on every packet was dropped.
+        let t0 = Instant::now();
+        let mut f = audio(100, 0);
+        let start = 60_000u16;
+        for i in 0..200_000u32 {
+            let seq = start.wrapping_add(i as u16);
+            let ts = i.wrapping_mul(960);
+            let expected = fwd(100u16.wrapping_add(i as u16), ts);
+            assert_eq!(
+                f.forward(&pkt(1, seq, ts, false), t0),
+                expected,
+                "packet {i}"
+            );
+            // After a few wraps, a late packet still gets exactly the number its gap left.
+            if i == 3 * 65_536 + 7 {
+                let late = seq.wrapping_sub(5);
+                let late_ts = (i - 5).wrapping_mul(960);
+                let expected = fwd(100u16.wrapping_add((i - 5) as u16), late_ts);
+                assert_eq!(f.forward(&pkt(1, late, late_ts, false), t0), expected);
+            }
+        }
+    }
+
+    #[test]
     fn loss_stays_a_gap_and_reordering_keeps_its_numbers() {
         let t0 = Instant::now();
         let mut f = audio(100, 0);
@@ -352,7 +429,37 @@ mod tests {
         );
         // And far behind is a restart too (the other direction).
         let t2 = t1 + Duration::from_millis(20);
-        assert_eq!(f.forward(&pkt(1, 3, 77, false), t2), fwd(4, 6720 + 960));
+        assert_eq!(
+            f.forward(&pkt(1, 10_000, 77, false), t2),
+            fwd(4, 6720 + 960)
+        );
+    }
+
+    #[test]
+    fn a_late_packet_of_the_old_numbering_does_not_restart_the_stream_again() {
+        let t0 = Instant::now();
+        let mut f = video(0, 0);
+        assert_eq!(f.forward(&pkt(1, 100, 0, true), t0), fwd(0, 0));
+        assert_eq!(f.forward(&pkt(1, 101, 0, false), t0), fwd(1, 0));
+        let t1 = t0 + Duration::from_millis(40);
+        // Renumbered at a keyframe...
+        assert_eq!(f.forward(&pkt(1, 30_000, 9000, true), t1), fwd(2, 3600));
+        // ...then a packet of the old numbering that was held up on the way.
+        assert_eq!(
+            f.forward(&pkt(1, 102, 3000, false), t1),
+            Verdict::Drop(DropReason::Stale)
+        );
+        assert_eq!(f.forward(&pkt(1, 30_001, 9000, false), t1), fwd(3, 3600));
+        // Much later the new numbering passes where the old one ended: still forwarded.
+        let mut seq = 30_001u16;
+        for i in 0..40_000u32 {
+            seq = seq.wrapping_add(1);
+            let verdict = f.forward(&pkt(1, seq, 9000 + i * 30, false), t1);
+            assert!(
+                matches!(verdict, Verdict::Forward { .. }),
+                "{seq}: {verdict:?}"
+            );
+        }
     }
 
     #[test]
