@@ -188,9 +188,10 @@ impl ConfigBuilder {
         self
     }
 
-    /// srtp_protection_profiles are the supported protection profiles
-    /// Clients will send this via use_srtp and assert that the server properly responds
-    /// Servers will assert that clients send one of these profiles and will respond as needed
+    /// srtp_protection_profiles are the supported protection profiles, most preferred first.
+    /// Clients will send this via use_srtp and assert that the server properly responds.
+    /// Servers pick the first profile of this list that the client offers, whatever the
+    /// client's order.
     pub fn with_srtp_protection_profiles(
         mut self,
         srtp_protection_profiles: Vec<SrtpProtectionProfile>,

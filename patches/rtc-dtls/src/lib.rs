@@ -121,6 +121,30 @@ pub(crate) fn find_matching_srtp_profile(
     Err(())
 }
 
+#[cfg(test)]
+mod srtp_profile_choice_test {
+    use super::*;
+
+    #[test]
+    fn the_first_list_decides_the_order() {
+        use SrtpProtectionProfile::*;
+        let client = [Srtp_Aes128_Cm_Hmac_Sha1_80, Srtp_Aead_Aes_128_Gcm];
+        let server = [Srtp_Aead_Aes_128_Gcm, Srtp_Aes128_Cm_Hmac_Sha1_80];
+        assert_eq!(
+            find_matching_srtp_profile(&server, &client),
+            Ok(Srtp_Aead_Aes_128_Gcm)
+        );
+        assert_eq!(
+            find_matching_srtp_profile(&server, &[Srtp_Aes128_Cm_Hmac_Sha1_80]),
+            Ok(Srtp_Aes128_Cm_Hmac_Sha1_80)
+        );
+        assert_eq!(
+            find_matching_srtp_profile(&[Srtp_Aead_Aes_128_Gcm], &[Srtp_Aes128_Cm_Hmac_Sha1_80]),
+            Err(())
+        );
+    }
+}
+
 pub(crate) fn find_matching_cipher_suite(
     a: &[CipherSuiteId],
     b: &[CipherSuiteId],

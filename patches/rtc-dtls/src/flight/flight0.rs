@@ -111,9 +111,12 @@ impl Flight for Flight0 {
                         }
                     }
                     Extension::UseSrtp(e) => {
+                        // The server chooses by its own order of preference (as BoringSSL and
+                        // OpenSSL do): a client listing a weaker profile first must not pull a
+                        // server that prefers a stronger one down to it.
                         if let Ok(profile) = find_matching_srtp_profile(
-                            &e.protection_profiles,
                             &cfg.local_srtp_protection_profiles,
+                            &e.protection_profiles,
                         ) {
                             state.srtp_protection_profile = profile;
                         } else {

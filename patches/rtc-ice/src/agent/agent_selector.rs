@@ -542,7 +542,12 @@ impl ControlledSelector for Agent {
                     // previously sent by this pair produced a successful response and
                     // generated a valid pair (Section 7.2.5.3.2).  The agent sets the
                     // nominated flag value of the valid pair to true.
-                    if self.get_selected_pair().is_none() {
+                    //
+                    // A later nomination of another valid pair moves the selection there
+                    // (renomination, as libwebrtc's controlled side does): a controlling agent
+                    // that switched to a better path checks only that path from then on, and
+                    // consent on the abandoned pair would expire while media still flows.
+                    if self.get_selected_pair() != Some(pair_index) {
                         self.set_selected_pair(Some(now), Some(pair_index));
                     }
                     self.send_binding_success(now, m, local_index, remote_index);

@@ -1274,7 +1274,10 @@ impl Agent {
             return Err(Error::ErrUnhandledStunpacket);
         }
 
-        // RFC 8445 Section 7.3.1.1 - Detecting and Repairing Role Conflicts
+        // RFC 8445 Section 7.3.1.1 - Detecting and Repairing Role Conflicts. A lite agent is
+        // always controlled (Section 6.1.1) and never switches role: the conflict handling
+        // below runs before the request is authenticated, so anyone who merely knows the
+        // ufrag could otherwise flip it.
         if self.is_controlling {
             if m.contains(ATTR_ICE_CONTROLLING) {
                 // Both agents are controlling - role conflict detected
@@ -1319,7 +1322,7 @@ impl Agent {
                 );
                 return Err(Error::ErrUnexpectedStunrequestMessage);
             }
-        } else if m.contains(ATTR_ICE_CONTROLLED) {
+        } else if !self.lite && m.contains(ATTR_ICE_CONTROLLED) {
             // Both agents are controlled - role conflict detected
             let mut remote_controlled = crate::attributes::control::AttrControlled::default();
             if let Err(err) = remote_controlled.get_from(m) {
