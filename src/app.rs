@@ -143,6 +143,7 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
         max_sdp_bytes: config.room.max_sdp_bytes,
         session_queue: config.session.event_queue,
         max_packets_per_leg_per_s: config.media.max_packets_per_second_per_leg,
+        connect_timeout: Duration::from_secs(config.media.connect_timeout_s),
     }
 }
 

@@ -121,12 +121,16 @@ pub struct MediaConfig {
     /// Addresses put in the relay's ICE candidates. Empty: the listen address (which must then
     /// not be a wildcard such as 0.0.0.0).
     pub advertised_ips: Vec<IpAddr>,
-    /// Also offer AES_CM_128_HMAC_SHA1_80 for clients without AES-GCM (about 6x the crypto cost).
+    /// Also accept AES_CM_128_HMAC_SHA1_80 from clients that do not offer AES-GCM (about 6x
+    /// the crypto cost). The relay prefers AES-GCM whenever a client offers it.
     pub allow_srtp_sha1_80: bool,
     /// Seconds without ICE consent before a leg is `disconnected`.
     pub ice_disconnected_timeout_s: u64,
     /// Further seconds before it is `failed` and its participant removed.
     pub ice_failed_timeout_s: u64,
+    /// Seconds a new peer connection has to complete ICE and DTLS; one that has not is counted
+    /// in `tern_leg_failures_total` and its participant removed (`transport_failed`).
+    pub connect_timeout_s: u64,
     /// Packets of send history kept per forwarded video stream for NACKs.
     pub nack_history: u16,
     /// Datagrams per second one peer connection may send the relay (bursts of half that);
@@ -232,9 +236,10 @@ impl Default for MediaConfig {
         MediaConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50000)),
             advertised_ips: Vec::new(),
-            allow_srtp_sha1_80: false,
+            allow_srtp_sha1_80: true,
             ice_disconnected_timeout_s: 7,
             ice_failed_timeout_s: 5,
+            connect_timeout_s: 15,
             nack_history: 512,
             max_packets_per_second_per_leg: 5_000,
             socket_buffer_bytes: 8 * 1024 * 1024,
@@ -399,6 +404,9 @@ impl Config {
                 "media.ice_disconnected_timeout_s",
                 "ICE timeouts must be at least 1 second",
             ));
+        }
+        if self.media.connect_timeout_s == 0 {
+            return Err(invalid("media.connect_timeout_s", "must be at least 1"));
         }
         if self.session.max_message_bytes < 1024 {
             return Err(invalid(

@@ -161,38 +161,70 @@ async fn h264_and_vp9_reach_subscribers_that_support_them_starting_at_keyframes(
     }
 }
 
+/// Every `m=` line of an SDP lists each payload type once (RFC 8866 §5.14).
+fn assert_payload_types_unique(sdp: &str) {
+    for line in sdp.lines().filter(|l| l.starts_with("m=")) {
+        let pts: Vec<&str> = line.split(' ').skip(3).collect();
+        let unique: std::collections::HashSet<&&str> = pts.iter().collect();
+        assert_eq!(unique.len(), pts.len(), "payload type listed twice: {line}");
+    }
+}
+
+/// Regression: a subscriber's first answer accepts one Opus payload type; a later publisher
+/// whose Opus parameters differed had no payload type to go out with (`codec_not_receivable`)
+/// or made the relay's offers list that one payload type eight times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opus_stereo_fec_and_dtx_are_carried_into_subscriber_offers() {
+async fn publishers_with_different_opus_parameters_all_reach_every_subscriber() {
     let relay = start_relay(|_| {}).await;
-    let stereo = ClientCodecs {
+    let opus = |fmtp: &str| ClientCodecs {
         video: Some(vec!["video/VP8"]),
-        opus_fmtp: "minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1;usedtx=1".into(),
+        opus_fmtp: fmtp.into(),
         ..Default::default()
     };
-    let alice = Client::connect_codecs(&relay, "opus", "alice", &stereo).await;
+    let alice = Client::connect_codecs(
+        &relay,
+        "opus",
+        "alice",
+        &opus("minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1;usedtx=1"),
+    )
+    .await;
     alice.send(Command::Publish {
         audio: true,
         video: false,
     });
     let mut bob = Client::connect(&relay, "opus", "bob").await;
-    let _pump = MediaPump::start(&alice);
+    let _alice_media = MediaPump::start(&alice);
     wait_more(&mut bob, "alice", "audio", 10).await;
-    let pt = received_from(&bob, "alice", "audio")[0].payload_type;
-    let sdp = bob
-        .signals()
-        .filter_map(|s| match s {
-            ServerMessage::SubscribeOffer { sdp, .. } => Some(sdp.clone()),
-            _ => None,
-        })
-        .last()
-        .unwrap();
-    let fmtp = m_section(&sdp, "audio")
-        .into_iter()
-        .find_map(|l| l.strip_prefix(&format!("a=fmtp:{pt} ")))
-        .expect("fmtp of the payload type in use");
-    for param in ["stereo=1", "useinbandfec=1", "usedtx=1"] {
-        assert!(fmtp.contains(param), "{fmtp} lacks {param}");
+    // Like aiortc: in-band FEC off, mono.
+    let mut carol = Client::connect_codecs(&relay, "opus", "carol", &opus("useinbandfec=0")).await;
+    carol.send(Command::Publish {
+        audio: true,
+        video: false,
+    });
+    let _carol_media = MediaPump::start(&carol);
+    wait_more(&mut bob, "carol", "audio", 10).await;
+    wait_more(&mut carol, "alice", "audio", 10).await;
+    wait_more(&mut bob, "alice", "audio", 10).await;
+    for subscriber in [&bob, &carol] {
+        assert!(
+            subscriber.errors().is_empty(),
+            "{}: {:?}",
+            subscriber.name,
+            subscriber.errors()
+        );
+        for signal in subscriber.signals() {
+            if let ServerMessage::SubscribeOffer { sdp, .. } = signal {
+                assert_payload_types_unique(sdp);
+            }
+        }
     }
+    // Both publishers' audio reaches bob with the one Opus payload type of his leg.
+    let pts: std::collections::HashSet<u8> = ["alice", "carol"]
+        .iter()
+        .flat_map(|p| received_from(&bob, p, "audio"))
+        .map(|r| r.payload_type)
+        .collect();
+    assert_eq!(pts.len(), 1, "{pts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

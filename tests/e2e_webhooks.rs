@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use rtc::peer_connection::state::RTCPeerConnectionState;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::auth::{Grants, claims_for};
@@ -170,9 +171,10 @@ async fn every_event_arrives_once_in_order_signed_and_a_dead_receiver_costs_noth
         audio: true,
         video: true,
     });
+    // Tracks are published once their leg has connected (their media can flow).
     alice
-        .wait_for("publish answer", |e| match e {
-            Event::Signal(ServerMessage::PublishAnswer { .. }) => Some(()),
+        .wait_for("publish leg connected", |e| match e {
+            Event::PublishState(RTCPeerConnectionState::Connected) => Some(()),
             _ => None,
         })
         .await;

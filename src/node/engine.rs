@@ -18,7 +18,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -50,6 +50,8 @@ impl LegRole {
 /// Settings shared by every leg of a node.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
+    /// SRTP profiles in the relay's order of preference; the relay, as DTLS server, takes the
+    /// first one the client offers.
     pub srtp_profiles: Vec<SrtpProtectionProfile>,
     /// No STUN from the client for this long: the leg is `disconnected`.
     pub ice_disconnected_timeout: Duration,
@@ -62,7 +64,10 @@ pub struct EngineSettings {
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
-            srtp_profiles: vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm],
+            srtp_profiles: vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ],
             // Browsers send consent checks every ~5 s, so anything shorter flaps. 7 + 5 puts a
             // dead peer out within the ~15 s budget.
             ice_disconnected_timeout: Duration::from_secs(7),
@@ -158,7 +163,11 @@ pub fn new_peer_connection(
 ) -> Result<RTCPeerConnection, RtcError> {
     let engine = media_engine(role)?;
     let registry = interceptors(role, settings, metrics);
+    // The relay is the DTLS server on every leg, so that it chooses the SRTP profile, by its
+    // own order (patches/rtc-dtls): a publish answer says `a=setup:passive`; on subscribe legs
+    // the relay offers `actpass` and browsers answer `active`.
     let setting_engine = SettingEngineBuilder::new()
+        .with_answering_dtls_role(RTCDtlsRole::Server)
         .with_lite(true)
         .with_srtp_protection_profiles(settings.srtp_profiles.clone())
         .with_ice_timeouts(

@@ -2,12 +2,15 @@
 //!
 //! Publish legs accept what browsers offer: Opus, VP8, VP9 profile 0, and H.264 in the four
 //! common profiles with both packetization modes, each video format with RTX. Subscribe legs
-//! offer exactly the publisher's format for each track; for Opus that includes its stereo, FEC
-//! and DTX properties, so the subscribe leg registers one payload type per combination (BUNDLE
-//! requires one payload type to mean one configuration across m-lines).
+//! offer exactly the publisher's format for each video track. Opus is one format on subscribe
+//! legs whatever the publisher's parameters: stereo, in-band FEC and DTX are receiver
+//! preferences (RFC 7587 §6.1) and the Opus bitstream describes itself, so any Opus decoder
+//! plays any Opus stream. (One payload type per parameter combination broke rooms whose
+//! publishers differed: a subscriber's first answer accepts one Opus payload type, and every
+//! later Opus track either had no payload type to go out with or repeated that one in offers.)
 
 use super::engine::LegRole;
-use super::sdp::{opus_fmtp, same_format};
+use super::sdp::same_format;
 use crate::media::codec::{Codec, MediaKind};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -32,41 +35,17 @@ const H264_PROFILES: [(&str, u8, u8, u8, u8); 4] = [
     ("64001f", 106, 107, 125, 126),
 ];
 
-/// The formats of one leg role, in the relay's order of preference.
-pub fn catalogue(role: LegRole) -> Vec<CatalogueFormat> {
+/// The relay's formats, in its order of preference. Both leg roles register them all; they
+/// differ in the feedback they negotiate (see [`parameters`]).
+pub fn catalogue() -> Vec<CatalogueFormat> {
     let mut formats = Vec::new();
-    match role {
-        // One Opus entry matches any Opus offer; the publisher's own parameters are read from
-        // its offer.
-        LegRole::Publish => formats.push(CatalogueFormat {
-            codec: Codec::Opus,
-            payload_type: 111,
-            rtx_payload_type: None,
-            fmtp: "minptime=10;useinbandfec=1".into(),
-        }),
-        LegRole::Subscribe => {
-            for (i, (stereo, fec, dtx)) in [
-                (false, true, false),
-                (false, true, true),
-                (false, false, false),
-                (false, false, true),
-                (true, true, false),
-                (true, true, true),
-                (true, false, false),
-                (true, false, true),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                formats.push(CatalogueFormat {
-                    codec: Codec::Opus,
-                    payload_type: 111 + i as u8,
-                    rtx_payload_type: None,
-                    fmtp: opus_fmtp(stereo, fec, dtx),
-                });
-            }
-        }
-    }
+    // One Opus entry: it matches any publisher's Opus, and goes to any subscriber.
+    formats.push(CatalogueFormat {
+        codec: Codec::Opus,
+        payload_type: 111,
+        rtx_payload_type: None,
+        fmtp: "minptime=10;useinbandfec=1".into(),
+    });
     formats.push(CatalogueFormat {
         codec: Codec::Vp8,
         payload_type: 96,
@@ -94,13 +73,12 @@ pub fn catalogue(role: LegRole) -> Vec<CatalogueFormat> {
     formats
 }
 
-/// The catalogue format that is the same media format as `fmtp` of `codec`.
-pub fn find(role: LegRole, codec: Codec, fmtp: &str) -> Option<CatalogueFormat> {
-    catalogue(role).into_iter().find(|f| {
-        f.codec == codec
-            && (role == LegRole::Publish && codec == Codec::Opus
-                || same_format(codec, &f.fmtp, fmtp))
-    })
+/// The catalogue format that carries `fmtp` of `codec`: for video the same media format, for
+/// Opus the one Opus entry.
+pub fn find(codec: Codec, fmtp: &str) -> Option<CatalogueFormat> {
+    catalogue()
+        .into_iter()
+        .find(|f| f.codec == codec && (codec == Codec::Opus || same_format(codec, &f.fmtp, fmtp)))
 }
 
 fn feedback(typ: &str, parameter: &str) -> RTCPFeedback {
@@ -164,7 +142,7 @@ pub fn rtx_parameters(format: &CatalogueFormat) -> Option<RTCRtpCodecParameters>
 }
 
 pub fn register(engine: &mut MediaEngine, role: LegRole) -> Result<(), RtcError> {
-    for format in catalogue(role) {
+    for format in catalogue() {
         let kind = rtp_kind(format.codec.kind());
         engine.register_codec(parameters(&format, role), kind)?;
         if let Some(rtx) = rtx_parameters(&format) {
@@ -174,24 +152,46 @@ pub fn register(engine: &mut MediaEngine, role: LegRole) -> Result<(), RtcError>
     Ok(())
 }
 
-/// Codec preferences for a subscribe m-line carrying `first`: that format first (the relay will
-/// send it), then every other format of the kind, so the subscriber's first answer tells the
-/// relay everything it can receive (the `rtc` media engine fixes its negotiated codecs from it).
-pub fn subscribe_preferences(first: &CatalogueFormat) -> Vec<RTCRtpCodecParameters> {
+/// Codec preferences for a subscribe m-line carrying `format`.
+///
+/// Until the subscriber has answered an m-line of this kind, every format of the kind is
+/// offered, `format` first (the relay will send it): the first answer tells the relay everything
+/// the subscriber can receive, and `rtc` fixes the leg's codecs of that kind from it. After that
+/// only `format` (and its RTX, if the subscriber took RTX) is offered, and only if the first answer
+/// accepted it (`accepted` lists its payload types); `None` means the subscriber cannot receive
+/// it. Offering anything the leg's codecs do not hold would make `rtc` map it onto another of
+/// them, which repeats payload types in the offer.
+pub fn subscribe_preferences(
+    format: &CatalogueFormat,
+    accepted: Option<&[u8]>,
+) -> Option<Vec<RTCRtpCodecParameters>> {
     let role = LegRole::Subscribe;
-    let kind = first.codec.kind();
-    let mut ordered = vec![first.clone()];
-    ordered.extend(
-        catalogue(role)
-            .into_iter()
-            .filter(|f| f.codec.kind() == kind && f != first),
-    );
-    let mut list = Vec::new();
-    for format in &ordered {
-        list.push(parameters(format, role));
+    let Some(accepted) = accepted else {
+        let kind = format.codec.kind();
+        let mut ordered = vec![format.clone()];
+        ordered.extend(
+            catalogue()
+                .into_iter()
+                .filter(|f| f.codec.kind() == kind && f != format),
+        );
+        let mut list = Vec::new();
+        for format in &ordered {
+            list.push(parameters(format, role));
+            list.extend(rtx_parameters(format));
+        }
+        return Some(list);
+    };
+    if !accepted.contains(&format.payload_type) {
+        return None;
+    }
+    let mut list = vec![parameters(format, role)];
+    if format
+        .rtx_payload_type
+        .is_some_and(|rtx| accepted.contains(&rtx))
+    {
         list.extend(rtx_parameters(format));
     }
-    list
+    Some(list)
 }
 
 #[cfg(test)]
@@ -199,59 +199,85 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    fn payload_types(list: &[RTCRtpCodecParameters]) -> Vec<u8> {
+        list.iter().map(|c| c.payload_type).collect()
+    }
+
     #[test]
-    fn payload_types_are_unique_per_role() {
-        for role in [LegRole::Publish, LegRole::Subscribe] {
-            let mut seen = HashSet::new();
-            for f in catalogue(role) {
-                assert!(
-                    seen.insert(f.payload_type),
-                    "{role:?} pt {} twice",
-                    f.payload_type
-                );
-                if let Some(rtx) = f.rtx_payload_type {
-                    assert!(seen.insert(rtx), "{role:?} rtx pt {rtx} twice");
-                }
+    fn preferences_offer_everything_first_then_only_what_the_first_answer_took() {
+        let vp9 = find(Codec::Vp9, "profile-id=0").unwrap();
+        let first = subscribe_preferences(&vp9, None).unwrap();
+        let pts = payload_types(&first);
+        assert_eq!(
+            &pts[..2],
+            &[98, 99],
+            "the track's own format first, with its RTX"
+        );
+        assert!(
+            pts.contains(&96) && pts.contains(&100),
+            "then every other video format"
+        );
+        let unique: HashSet<u8> = pts.iter().copied().collect();
+        assert_eq!(unique.len(), pts.len(), "no payload type twice");
+        // The subscriber took VP8 (with RTX) and VP9 without RTX.
+        let accepted = [96, 97, 98];
+        assert_eq!(
+            payload_types(&subscribe_preferences(&vp9, Some(&accepted)).unwrap()),
+            vec![98]
+        );
+        let vp8 = find(Codec::Vp8, "").unwrap();
+        assert_eq!(
+            payload_types(&subscribe_preferences(&vp8, Some(&accepted)).unwrap()),
+            vec![96, 97]
+        );
+        let h264 = find(Codec::H264, "packetization-mode=1;profile-level-id=42e01f").unwrap();
+        assert!(subscribe_preferences(&h264, Some(&accepted)).is_none());
+        // Audio: one Opus payload type, offered once.
+        let opus = find(Codec::Opus, "stereo=1").unwrap();
+        assert_eq!(
+            payload_types(&subscribe_preferences(&opus, None).unwrap()),
+            vec![111]
+        );
+        assert_eq!(
+            payload_types(&subscribe_preferences(&opus, Some(&[111])).unwrap()),
+            vec![111]
+        );
+    }
+
+    #[test]
+    fn payload_types_are_unique() {
+        let mut seen = HashSet::new();
+        for f in catalogue() {
+            assert!(seen.insert(f.payload_type), "pt {} twice", f.payload_type);
+            if let Some(rtx) = f.rtx_payload_type {
+                assert!(seen.insert(rtx), "rtx pt {rtx} twice");
             }
-            assert!(
-                seen.iter().all(|pt| (96..=127).contains(pt)),
-                "dynamic range only"
-            );
         }
+        assert!(
+            seen.iter().all(|pt| (96..=127).contains(pt)),
+            "dynamic range only"
+        );
     }
 
     #[test]
     fn every_publisher_format_has_exactly_one_subscriber_format() {
         let h264 = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-        let found = find(LegRole::Subscribe, Codec::H264, h264).unwrap();
+        let found = find(Codec::H264, h264).unwrap();
         assert_eq!(found.payload_type, 100);
-        let found = find(
-            LegRole::Subscribe,
-            Codec::H264,
-            "packetization-mode=0;profile-level-id=4d0032",
-        )
-        .unwrap();
+        let found = find(Codec::H264, "packetization-mode=0;profile-level-id=4d0032").unwrap();
         assert_eq!(
             found.payload_type, 123,
             "level does not matter, profile and mode do"
         );
-        assert!(
-            find(
-                LegRole::Subscribe,
-                Codec::H264,
-                "packetization-mode=1;profile-level-id=f4001f"
-            )
-            .is_none()
-        );
-        let stereo_dtx = opus_fmtp(true, true, true);
-        let found = find(LegRole::Subscribe, Codec::Opus, &stereo_dtx).unwrap();
-        assert_eq!(found.fmtp, stereo_dtx);
-        assert!(find(LegRole::Subscribe, Codec::Vp9, "profile-id=2").is_none());
-        assert_eq!(
-            find(LegRole::Publish, Codec::Opus, "anything")
-                .unwrap()
-                .payload_type,
-            111
-        );
+        assert!(find(Codec::H264, "packetization-mode=1;profile-level-id=f4001f").is_none());
+        // Every Opus, whatever its parameters, goes out as the one Opus format.
+        for fmtp in [
+            "minptime=10;stereo=1;useinbandfec=0;usedtx=1",
+            "useinbandfec=1",
+            "",
+        ] {
+            assert_eq!(find(Codec::Opus, fmtp).unwrap().payload_type, 111);
+        }
+        assert!(find(Codec::Vp9, "profile-id=2").is_none());
     }
 }

@@ -9,11 +9,12 @@ use super::demux::LegKey;
 use super::engine::LegRole;
 use super::guard::RateLimit;
 use super::sdp::Format;
-use crate::media::codec::Codec;
+use crate::media::codec::{Codec, MediaKind};
 use crate::media::extmap::{ExtensionIds, HeaderExtension};
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::RewriteTarget;
 use crate::media::room::SinkId;
+use crate::media::room::TrackSource;
 use bytes::Bytes;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -34,8 +35,14 @@ pub struct InboundStream {
 pub struct PublishedMid {
     pub mid: String,
     pub track: TrackId,
+    pub source: TrackSource,
     /// The one format this m-line was answered with; it never changes mid-call.
     pub format: Format,
+    /// Whether the room knows the track. A track is published to the room (and announced to
+    /// the others) only once the publish leg has connected: until then its media cannot flow.
+    pub announced: bool,
+    /// The publisher's mute, set before the track was announced.
+    pub muted_before_announced: bool,
 }
 
 #[derive(Default)]
@@ -86,12 +93,33 @@ pub struct SubscribeState {
     pub offer_in_flight: bool,
     /// Whether the client ever answered on this leg (until then, offers say `new_connection`).
     pub answered: bool,
+    /// The payload types the subscriber's first answer accepted, per kind: `rtc` fixes the
+    /// leg's codecs of a kind from that answer, so later tracks can only use these.
+    pub accepted_audio: Option<Vec<u8>>,
+    pub accepted_video: Option<Vec<u8>>,
     /// The relay's `tern` data channel on this leg, and whether it is open.
     pub data_channel: Option<rtc::data_channel::RTCDataChannelId>,
     pub data_open: bool,
 }
 
 impl SubscribeState {
+    pub fn accepted(&self, kind: MediaKind) -> Option<&[u8]> {
+        match kind {
+            MediaKind::Audio => self.accepted_audio.as_deref(),
+            MediaKind::Video => self.accepted_video.as_deref(),
+        }
+    }
+
+    /// Remembers what the first answer with an m-line of `kind` accepted (later ones change
+    /// nothing, as in `rtc`).
+    pub fn accept_once(&mut self, kind: MediaKind, payload_types: &[u8]) {
+        let slot = match kind {
+            MediaKind::Audio => &mut self.accepted_audio,
+            MediaKind::Video => &mut self.accepted_video,
+        };
+        slot.get_or_insert_with(|| payload_types.to_vec());
+    }
+
     pub fn tracks(&self) -> impl Iterator<Item = &OutboundSlot> {
         self.slots.iter().flatten()
     }

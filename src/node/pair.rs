@@ -6,12 +6,15 @@
 
 use super::engine::DeliverRtcp;
 use bytes::BytesMut;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -21,19 +24,40 @@ use std::time::{Duration, Instant};
 /// A browser-like peer connection: full ICE, the default codecs and interceptors, and inbound
 /// RTCP delivered to the application (so a test publisher sees the relay's PLIs).
 pub fn client_peer_connection(now: Instant) -> Result<RTCPeerConnection, RtcError> {
-    client_peer_connection_with(now, None, "minptime=10;useinbandfec=1", true)
+    client_peer_connection_with(now, &ClientSettings::default())
 }
 
-/// A test client with chosen capabilities: only the relay's publish formats of the given
-/// video MIME types (with RTX) when `video_mime_types` is given, Opus with `opus_fmtp`, and
-/// no NACK generator when `nack` is false (so it never asks for retransmissions itself).
+/// What a test client can do, where it differs from a browser's defaults.
+#[derive(Debug, Clone)]
+pub struct ClientSettings<'a> {
+    /// Only the relay's publish formats of these video MIME types (with RTX); `None`: every
+    /// codec webrtc-rs registers by default.
+    pub video_mime_types: Option<&'a [&'a str]>,
+    /// Opus parameters (with `video_mime_types` set).
+    pub opus_fmtp: &'a str,
+    /// Whether the client NACKs what it misses (off: retransmissions it gets are the relay's own
+    /// doing).
+    pub nack: bool,
+    /// SRTP profiles the client offers, in its order; `None`: webrtc-rs's default.
+    pub srtp_profiles: Option<Vec<SrtpProtectionProfile>>,
+}
+
+impl Default for ClientSettings<'_> {
+    fn default() -> Self {
+        ClientSettings {
+            video_mime_types: None,
+            opus_fmtp: "minptime=10;useinbandfec=1",
+            nack: true,
+            srtp_profiles: None,
+        }
+    }
+}
+
+/// A test client with chosen capabilities (see [`ClientSettings`]).
 pub fn client_peer_connection_with(
     now: Instant,
-    video_mime_types: Option<&[&str]>,
-    opus_fmtp: &str,
-    nack: bool,
+    settings: &ClientSettings,
 ) -> Result<RTCPeerConnection, RtcError> {
-    use super::engine::LegRole;
     use super::formats;
     use rtc::peer_connection::configuration::interceptor_registry::{
         configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
@@ -41,7 +65,7 @@ pub fn client_peer_connection_with(
     };
     use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
     let mut engine = MediaEngine::default();
-    match video_mime_types {
+    match settings.video_mime_types {
         None => engine.register_default_codecs()?,
         Some(video) => {
             engine.register_codec(
@@ -50,14 +74,14 @@ pub fn client_peer_connection_with(
                         mime_type: "audio/opus".into(),
                         clock_rate: 48_000,
                         channels: 2,
-                        sdp_fmtp_line: opus_fmtp.into(),
+                        sdp_fmtp_line: settings.opus_fmtp.into(),
                         rtcp_feedback: vec![],
                     },
                     payload_type: 111,
                 },
                 RtpCodecKind::Audio,
             )?;
-            for format in formats::catalogue(LegRole::Publish) {
+            for format in formats::catalogue() {
                 if !video
                     .iter()
                     .any(|m| m.eq_ignore_ascii_case(format.codec.mime_type()))
@@ -65,7 +89,7 @@ pub fn client_peer_connection_with(
                     continue;
                 }
                 engine.register_codec(
-                    formats::parameters(&format, LegRole::Subscribe),
+                    formats::parameters(&format, super::engine::LegRole::Subscribe),
                     RtpCodecKind::Video,
                 )?;
                 if let Some(rtx) = formats::rtx_parameters(&format) {
@@ -75,15 +99,23 @@ pub fn client_peer_connection_with(
         }
     }
     let mut registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
-    if nack {
+    if settings.nack {
         registry = configure_nack(registry, &mut engine);
     }
     configure_simulcast_extension_headers(&mut engine)?;
     registry = configure_twcc_receiver_only(registry, &mut engine)?;
     registry = configure_rtcp_reports(registry);
+    // Answering, be the DTLS client, as browsers are (rtc would otherwise make the
+    // ICE-controlling side the DTLS server).
+    let mut setting_engine =
+        SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Client);
+    if let Some(profiles) = &settings.srtp_profiles {
+        setting_engine = setting_engine.with_srtp_protection_profiles(profiles.clone());
+    }
     RTCPeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
+        .with_setting_engine(setting_engine.build())
         .build(now)
 }
 

@@ -405,6 +405,16 @@ impl Worker {
             .get(&id)
             .map(|p| p.room)
             .ok_or_else(unknown)?;
+        // Not announced yet (its leg is still connecting): the mute goes with the announcement.
+        let publish_leg = self.participants.get(&id).and_then(|p| p.publish_leg);
+        if let Some(pending) = publish_leg
+            .and_then(|k| self.legs.get_mut(&k))
+            .and_then(|l| l.publish())
+            .and_then(|s| s.mids.iter_mut().find(|m| m.track == track && !m.announced))
+        {
+            pending.muted_before_announced = muted;
+            return Ok(());
+        }
         let entry = self.rooms.get_mut(&room_id).ok_or_else(unknown)?;
         let owner = entry.room.publication(track).map(|p| p.info.owner);
         if owner != Some(id) {

@@ -6,12 +6,12 @@ use super::engine::{LegRole, host_candidate, new_peer_connection, tcp_candidate}
 use super::formats;
 use super::guard::RateLimit;
 use super::leg::{Leg, PublishedMid, negotiated_extensions};
-use super::participants::{room_source, track_kind};
+use super::participants::{room_source, track_kind, wire_source};
 use super::sdp::{self, Format, Section};
-use super::worker::{Worker, flush_leg};
+use super::worker::{RoomKey, Worker, flush_leg};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, TrackId};
-use crate::media::room::{PublicationInfo, RoomError, TrackSource};
+use crate::media::room::{PublicationInfo, TrackSource};
 use crate::webhooks::EventKind;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
@@ -22,6 +22,7 @@ use tern_signaling::limits::Limit;
 use tern_signaling::protocol::{
     ErrorCode, IceCandidate, Leg as WireLeg, ServerMessage, TrackAnnouncement, TrackInfo,
 };
+use tracing::warn;
 
 pub(super) type Refusal = (ErrorCode, String);
 
@@ -66,7 +67,7 @@ fn plan_publish(
         let Some(kind) = section.kind else {
             continue; // data channels are not media tracks
         };
-        let accepted = |f: &Format| formats::find(LegRole::Publish, f.codec, &f.fmtp).is_some();
+        let accepted = |f: &Format| formats::find(f.codec, &f.fmtp).is_some();
         let Some(format) = section.first_format(accepted) else {
             return Err(refuse(
                 ErrorCode::UnsupportedCodec,
@@ -141,6 +142,7 @@ impl Worker {
             key,
             Leg::new(key, role, participant, pc, String::new(), limit),
         );
+        self.arm_connect_deadline(key, now);
         Ok(key)
     }
 
@@ -204,6 +206,13 @@ impl Worker {
         let parsed = offer
             .unmarshal()
             .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
+        if sdp::offers_passive_dtls(&parsed) {
+            return Err(refuse(
+                ErrorCode::InvalidSdp,
+                "the offer says a=setup:passive; offer a=setup:actpass (RFC 8842): the relay is \
+                 the DTLS server",
+            ));
+        }
         let sections = sdp::sections(&parsed);
         let mut plan = plan_publish(&sections, &announcements)?;
 
@@ -277,66 +286,43 @@ impl Worker {
             p.publish_leg = Some(key);
         }
 
-        // Tracks: keep, add, remove.
+        // Tracks: keep, add, remove. New tracks reach the room once the leg is connected.
+        let connected = self.legs.get(&key).is_some_and(|l| l.is_connected());
         let mut mids: Vec<PublishedMid> = Vec::new();
-        let mut new_tracks: Vec<TrackId> = Vec::new();
-        let removed: Vec<TrackId> = current
-            .iter()
-            .filter(|c| !stays(&c.mid))
-            .map(|c| c.track)
-            .collect();
+        let removed: Vec<PublishedMid> =
+            current.iter().filter(|c| !stays(&c.mid)).cloned().collect();
         for (mid, source, format) in &plan.sending {
             if let Some(c) = current.iter().find(|c| &c.mid == mid) {
                 mids.push(c.clone());
                 continue;
             }
-            let track = TrackId(rand::random::<u64>() >> 1);
-            let entry = self
-                .rooms
-                .get_mut(&room_id)
-                .ok_or_else(|| refuse(ErrorCode::Internal, "room gone"))?;
-            let info = PublicationInfo {
-                owner: id,
-                source: *source,
-                codec: format.codec,
-            };
-            match entry.room.publish(track, info) {
-                Ok(()) => {}
-                Err(RoomError::NotAllowed) => {
-                    return Err(refuse(ErrorCode::NotAllowed, "publish not granted"));
-                }
-                Err(err) => return Err(refuse(ErrorCode::Internal, format!("{err:?}"))),
-            }
             mids.push(PublishedMid {
                 mid: mid.clone(),
-                track,
+                track: TrackId(rand::random::<u64>() >> 1),
+                source: *source,
                 format: format.clone(),
+                announced: false,
+                muted_before_announced: false,
             });
-            new_tracks.push(track);
         }
-        for track in &removed {
-            if let Some(info) = self.track_info(room_id, *track) {
-                self.track_event(EventKind::TrackUnpublished, id, &info);
-            }
-            if let Some(entry) = self.rooms.get_mut(&room_id) {
-                let _ = entry.room.unpublish(*track);
+        for gone in &removed {
+            if gone.announced {
+                self.unpublish_track(id, room_id, gone.track);
             }
         }
         if let Some(leg) = self.legs.get_mut(&key)
             && let Some(state) = leg.publish()
         {
             state.mids = mids.clone();
-            state.streams.retain(|_, s| !removed.contains(&s.track));
+            state
+                .streams
+                .retain(|_, s| !removed.iter().any(|r| r.track == s.track));
         }
 
         // Each with its publish m-line, so the client can tell which of its tracks got which id.
         let tracks: Vec<TrackInfo> = mids
             .iter()
-            .filter_map(|m| {
-                let mut info = self.track_info(room_id, m.track)?;
-                info.mid = Some(m.mid.clone());
-                Some(info)
-            })
+            .map(|m| self.own_track_info(id, room_id, m))
             .collect();
         self.notify(
             id,
@@ -345,28 +331,103 @@ impl Worker {
                 tracks,
             },
         );
-        for track in removed {
-            self.broadcast(
-                room_id,
-                Some(id),
-                ServerMessage::TrackUnpublished {
-                    track_id: track.to_string(),
-                    participant_id: id.to_string(),
-                },
-            );
+        if connected {
+            self.announce_tracks(key, now);
         }
-        for track in new_tracks {
-            if let Some(info) = self.track_info(room_id, track) {
-                self.track_event(EventKind::TrackPublished, id, &info);
+        self.process_room_outputs(room_id, now);
+        Ok(())
+    }
+
+    /// Publishes to the room, and announces to the others, every track of a connected publish
+    /// leg that the room does not know yet.
+    pub(super) fn announce_tracks(&mut self, key: LegKey, now: Instant) {
+        let Some(leg) = self.legs.get_mut(&key) else {
+            return;
+        };
+        let owner = leg.participant;
+        let Some(state) = leg.publish() else {
+            return;
+        };
+        let pending: Vec<PublishedMid> = state
+            .mids
+            .iter_mut()
+            .filter(|m| !m.announced)
+            .map(|m| {
+                m.announced = true;
+                m.clone()
+            })
+            .collect();
+        let Some(room_id) = self.participants.get(&owner).map(|p| p.room) else {
+            return;
+        };
+        for m in pending {
+            let Some(entry) = self.rooms.get_mut(&room_id) else {
+                return;
+            };
+            let info = PublicationInfo {
+                owner,
+                source: m.source,
+                codec: m.format.codec,
+            };
+            if let Err(err) = entry.room.publish(m.track, info) {
+                warn!(participant = %owner, track = %m.track, "cannot publish: {err:?}");
+                continue;
+            }
+            if m.muted_before_announced {
+                let _ = entry.room.set_muted(m.track, true);
+            }
+            if let Some(info) = self.track_info(room_id, m.track) {
+                self.track_event(EventKind::TrackPublished, owner, &info);
                 self.broadcast(
                     room_id,
-                    Some(id),
+                    Some(owner),
                     ServerMessage::TrackPublished { track: info },
                 );
             }
         }
         self.process_room_outputs(room_id, now);
-        Ok(())
+    }
+
+    /// Takes a track out of the room and tells everybody.
+    fn unpublish_track(&mut self, owner: ParticipantId, room_id: RoomKey, track: TrackId) {
+        if let Some(info) = self.track_info(room_id, track) {
+            self.track_event(EventKind::TrackUnpublished, owner, &info);
+        }
+        if let Some(entry) = self.rooms.get_mut(&room_id) {
+            let _ = entry.room.unpublish(track);
+        }
+        self.broadcast(
+            room_id,
+            Some(owner),
+            ServerMessage::TrackUnpublished {
+                track_id: track.to_string(),
+                participant_id: owner.to_string(),
+            },
+        );
+    }
+
+    /// A publisher's own view of one of its tracks, announced to the room or not yet.
+    fn own_track_info(
+        &self,
+        owner: ParticipantId,
+        room_id: RoomKey,
+        m: &PublishedMid,
+    ) -> TrackInfo {
+        let mut info = self
+            .track_info(room_id, m.track)
+            .unwrap_or_else(|| TrackInfo {
+                id: m.track.to_string(),
+                participant_id: owner.to_string(),
+                kind: track_kind(m.format.codec.kind()),
+                source: wire_source(m.source),
+                muted: m.muted_before_announced,
+                admin_muted: false,
+                codec: Some(m.format.codec.mime_type().to_owned()),
+                mid: None,
+                stream_id: None,
+            });
+        info.mid = Some(m.mid.clone());
+        info
     }
 
     /// Applies an offer to the publish leg, restricting every sending m-line to its planned

@@ -40,6 +40,8 @@ pub struct Section {
     pub direction: Direction,
     /// Formats of codecs the relay forwards, in the client's order of preference.
     pub formats: Vec<Format>,
+    /// Every payload type of the `m=` line (RTX and codecs the relay ignores included).
+    pub payload_types: Vec<u8>,
     /// Port 0 without `a=bundle-only`: the m-line is rejected or removed.
     pub rejected: bool,
 }
@@ -72,6 +74,12 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                 Direction::SendRecv
             };
             let by_pt = media.codecs();
+            let payload_types = media
+                .media_name
+                .formats
+                .iter()
+                .filter_map(|pt| pt.parse::<u8>().ok())
+                .collect();
             let formats = media
                 .media_name
                 .formats
@@ -106,12 +114,24 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                 kind,
                 direction,
                 formats,
+                payload_types,
                 // Port 0 with `a=bundle-only` (RFC 8843 §7.2.1) is an m-line that only exists
                 // inside the bundle: Firefox offers every m-line after the first that way.
                 rejected: media.media_name.port.value == 0 && !media.has_attribute("bundle-only"),
             }
         })
         .collect()
+}
+
+/// Whether an offer insists on being the DTLS server (`a=setup:passive`). The relay must be the
+/// server to choose the SRTP profile, and RFC 8842 §5.2 has offerers say `actpass`.
+pub fn offers_passive_dtls(description: &SessionDescription) -> bool {
+    let passive = |value: Option<&str>| value.is_some_and(|v| v.trim() == "passive");
+    passive(description.attribute("setup").map(String::as_str))
+        || description
+            .media_descriptions
+            .iter()
+            .any(|m| passive(m.attribute("setup").flatten()))
 }
 
 /// Parses `a=fmtp` parameters (`k=v;k=v`), keys lower-cased.

@@ -9,6 +9,7 @@ use super::engine::LegRole;
 use super::formats::{self, rtp_kind};
 use super::leg::{LegMedia, OutboundSlot, mid_extension, negotiated_extensions, sink_id};
 use super::publish::{Refusal, refuse};
+use super::sdp::{self, Section};
 use super::worker::{Worker, flush_leg};
 use crate::media::extmap::{ExtensionIds, ExtensionTranslator};
 use crate::media::ids::{ParticipantId, TrackId};
@@ -187,22 +188,36 @@ impl Worker {
         let published = self
             .publication_format(publisher, track)
             .ok_or_else(|| refuse(ErrorCode::Internal, "publication has no format"))?;
-        let format = formats::find(LegRole::Subscribe, published.codec, &published.fmtp)
-            .ok_or_else(|| {
-                refuse(
-                    ErrorCode::CodecNotReceivable,
-                    format!(
-                        "{} ({}) cannot be offered",
-                        published.codec.mime_type(),
-                        published.fmtp
-                    ),
-                )
-            })?;
+        let format = formats::find(published.codec, &published.fmtp).ok_or_else(|| {
+            refuse(
+                ErrorCode::CodecNotReceivable,
+                format!(
+                    "{} ({}) cannot be offered",
+                    published.codec.mime_type(),
+                    published.fmtp
+                ),
+            )
+        })?;
         let codec = formats::parameters(&format, LegRole::Subscribe).rtp_codec;
         let leg = self
             .legs
             .get_mut(&key)
             .ok_or_else(|| refuse(ErrorCode::Internal, "leg gone"))?;
+        let accepted = leg
+            .subscribe()
+            .and_then(|s| s.accepted(format.codec.kind()).map(<[u8]>::to_vec));
+        let preferences =
+            formats::subscribe_preferences(&format, accepted.as_deref()).ok_or_else(|| {
+                refuse(
+                    ErrorCode::CodecNotReceivable,
+                    format!(
+                        "your subscribe connection did not accept {} ({}) when it first \
+                         answered; it is not forwarded to you",
+                        format.codec.mime_type(),
+                        format.fmtp
+                    ),
+                )
+            })?;
         let ssrc = rand::random::<u32>();
         let media_track = MediaStreamTrack::new(
             // One msid stream per publishing participant keeps its audio and video in sync.
@@ -229,13 +244,17 @@ impl Worker {
                 ),
             )
         })?;
-        // Offer every format of the kind, this one first: the subscriber's first answer fixes
-        // what the leg can carry later. Fails harmlessly once that list is fixed.
         if let Some(mut transceiver) = leg.pc.rtp_transceiver(RTCRtpTransceiverId::from(sender))
-            && let Err(e) =
-                transceiver.set_codec_preferences(formats::subscribe_preferences(&format))
+            && let Err(e) = transceiver.set_codec_preferences(preferences)
         {
-            debug!("codec preferences: {e}");
+            let _ = leg.pc.remove_track(sender);
+            return Err(refuse(
+                ErrorCode::CodecNotReceivable,
+                format!(
+                    "your subscribe connection cannot receive {}: {e}",
+                    format.codec.mime_type()
+                ),
+            ));
         }
         let state = leg
             .subscribe()
@@ -398,6 +417,10 @@ impl Worker {
         }
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse answer: {e}")))?;
+        let sections = answer
+            .unmarshal()
+            .map(|parsed| sdp::sections(&parsed))
+            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse answer: {e}")))?;
         let pc = &mut leg.pc;
         let applied = catch_unwind(AssertUnwindSafe(|| pc.set_remote_description(now, answer)))
             .unwrap_or_else(|_| Err(rtc::shared::error::Error::Other("panic".into())));
@@ -407,7 +430,7 @@ impl Worker {
                 format!("answer refused: {e}"),
             ));
         }
-        self.apply_subscribe_answer(id, key);
+        self.apply_subscribe_answer(id, key, &sections);
         if let Some(leg) = self.legs.get_mut(&key) {
             flush_leg(leg, &self.egress, &self.metrics);
         }
@@ -445,8 +468,9 @@ impl Worker {
     }
 
     /// Caches what each slot needs per packet (payload type, extension ids, mid) from the
-    /// applied answer, and tells the subscriber about tracks it cannot receive.
-    fn apply_subscribe_answer(&mut self, id: ParticipantId, key: LegKey) {
+    /// applied answer, and tells the subscriber about tracks it cannot receive (`answer` is the
+    /// answer's m-lines: a slot is receivable when its m-line lists the slot's payload type).
+    fn apply_subscribe_answer(&mut self, id: ParticipantId, key: LegKey, answer: &[Section]) {
         let tracks: Vec<(TrackId, ParticipantId)> = self
             .legs
             .get_mut(&key)
@@ -469,29 +493,32 @@ impl Worker {
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
         };
-        let senders: Vec<(usize, rtc::rtp_transceiver::RTCRtpSenderId, u8)> = leg
+        let senders: Vec<(usize, rtc::rtp_transceiver::RTCRtpSenderId, bool)> = leg
             .subscribe()
             .map(|s| {
                 s.slots
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.sender, s.payload_type)))
+                    .filter_map(|(i, s)| {
+                        let s = s.as_ref()?;
+                        let receivable = answer.iter().any(|section| {
+                            Some(&section.mid) == s.mid.as_ref()
+                                && !section.rejected
+                                && section.payload_types.contains(&s.payload_type)
+                        });
+                        Some((i, s.sender, receivable))
+                    })
                     .collect()
             })
             .unwrap_or_default();
         // Extension ids are read per sender: a leg may negotiate an extension for one kind only.
         let mut negotiated: Vec<(usize, bool, ExtensionIds)> = Vec::new();
-        for (index, sender, payload_type) in &senders {
+        for (index, sender, receivable) in &senders {
             let Some(mut s) = leg.pc.rtp_sender(*sender) else {
                 negotiated.push((*index, false, ExtensionIds::default()));
                 continue;
             };
             let params = s.get_parameters();
-            let receivable = params
-                .rtp_parameters
-                .codecs
-                .iter()
-                .any(|c| c.payload_type == *payload_type);
             let ids = negotiated_extensions(
                 params
                     .rtp_parameters
@@ -499,12 +526,17 @@ impl Worker {
                     .iter()
                     .map(|e| (e.id, e.uri.as_str())),
             );
-            negotiated.push((*index, receivable, ids));
+            negotiated.push((*index, *receivable, ids));
         }
         let mut refused: Vec<(TrackId, String)> = Vec::new();
         if let Some(state) = leg.subscribe() {
             state.offer_in_flight = false;
             state.answered = true;
+            for section in answer {
+                if let Some(kind) = section.kind {
+                    state.accept_once(kind, &section.payload_types);
+                }
+            }
             for (index, receivable, ids) in negotiated {
                 let Some(Some(slot)) = state.slots.get_mut(index) else {
                     continue;

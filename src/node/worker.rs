@@ -83,6 +83,9 @@ pub struct WorkerConfig {
     pub session_queue: usize,
     /// Datagrams per second one leg may send (bursts of half that); more is a flood.
     pub max_packets_per_leg_per_s: u32,
+    /// A leg whose ICE and DTLS have not both completed this long after it was created has
+    /// failed.
+    pub connect_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -107,6 +110,7 @@ impl Default for WorkerConfig {
             max_sdp_bytes: 32 * 1024,
             session_queue: 256,
             max_packets_per_leg_per_s: 5_000,
+            connect_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -150,6 +154,8 @@ pub struct Worker {
     pub(super) legs: FxHashMap<LegKey, Leg>,
     pub(super) next_leg: u64,
     timers: BinaryHeap<Reverse<(Instant, LegKey)>>,
+    /// When each leg that has not connected yet must have.
+    connect_deadlines: BinaryHeap<Reverse<(Instant, LegKey)>>,
     pub(super) participants: FxHashMap<ParticipantId, Participant>,
     pub(super) rooms: FxHashMap<RoomKey, RoomEntry>,
     pub(super) room_keys: HashMap<crate::media::ids::RoomId, RoomKey>,
@@ -190,6 +196,7 @@ impl Worker {
             legs: FxHashMap::default(),
             next_leg: 1,
             timers: BinaryHeap::new(),
+            connect_deadlines: BinaryHeap::new(),
             participants: FxHashMap::default(),
             rooms: FxHashMap::default(),
             room_keys: HashMap::new(),
@@ -224,12 +231,11 @@ impl Worker {
                 next_housekeeping = now + HOUSEKEEPING;
             }
             self.run_leg_timers(now);
-            let wake = self
-                .timers
-                .peek()
-                .map(|Reverse((at, _))| *at)
-                .unwrap_or(next_housekeeping)
-                .min(next_housekeeping);
+            self.run_connect_deadlines(now);
+            let wake = [&self.timers, &self.connect_deadlines]
+                .into_iter()
+                .filter_map(|heap| heap.peek().map(|Reverse((at, _))| *at))
+                .fold(next_housekeeping, Instant::min);
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(command) => self.handle_command(command, Instant::now()),
@@ -746,6 +752,22 @@ impl Worker {
         }
     }
 
+    /// Gives a new leg until `connect_timeout` from now to connect.
+    pub(super) fn arm_connect_deadline(&mut self, key: LegKey, now: Instant) {
+        self.connect_deadlines
+            .push(Reverse((now + self.config.connect_timeout, key)));
+    }
+
+    fn run_connect_deadlines(&mut self, now: Instant) {
+        while let Some(Reverse((at, key))) = self.connect_deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.connect_deadlines.pop();
+            self.check_connect_deadline(key, now);
+        }
+    }
+
     /// Runs one command and then housekeeping, as the run loop would; for driving a worker
     /// without its socket loop (fuzzing).
     pub fn handle(&mut self, command: Command, now: Instant) {
@@ -869,17 +891,42 @@ impl Worker {
             RTCPeerConnectionState::Connected if role == LegRole::Subscribe => {
                 self.attach_ready_slots(key, now);
             }
-            RTCPeerConnectionState::Failed => {
-                self.metrics.leg_failed(stage);
-                info!(%participant, role = role.as_str(), stage = stage.as_str(), "media transport failed");
-                self.remove_participant(
-                    participant,
-                    tern_signaling::protocol::LeaveReason::TransportFailed,
-                    now,
-                );
-            }
+            RTCPeerConnectionState::Connected => self.announce_tracks(key, now),
+            RTCPeerConnectionState::Failed => self.leg_failed(key, stage, now),
             _ => {}
         }
+    }
+
+    /// A leg's transport failed (or never came up): it is counted by stage, and its participant
+    /// is removed (told `transport_failed`) rather than left in the room without media.
+    fn leg_failed(&mut self, key: LegKey, stage: LegFailure, now: Instant) {
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
+        let (participant, role) = (leg.participant, leg.role);
+        self.metrics.leg_failed(stage);
+        info!(%participant, role = role.as_str(), stage = stage.as_str(), "media transport failed");
+        self.remove_participant(
+            participant,
+            tern_signaling::protocol::LeaveReason::TransportFailed,
+            now,
+        );
+    }
+
+    /// A leg that has not connected (ICE and DTLS) by its deadline has failed.
+    fn check_connect_deadline(&mut self, key: LegKey, now: Instant) {
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
+        if leg.connected_once {
+            return;
+        }
+        let stage = if leg.ice_connected {
+            LegFailure::Dtls
+        } else {
+            LegFailure::Ice
+        };
+        self.leg_failed(key, stage, now);
     }
 
     /// Closes a leg: tells the peer (DTLS close_notify) and forgets it.

@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+pub use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -24,13 +25,14 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
+use rtc::statistics::StatsSelector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tern::app::{DEV_KID, Running};
 use tern::config::Config;
 use tern::node::engine::host_candidate;
-use tern::node::pair::datagram;
+use tern::node::pair::{ClientSettings, datagram};
 use tern_signaling::auth::{Grants, claims_for};
 use tern_signaling::protocol::{
     ClientMessage, IceCandidate, Leg, ServerMessage, TrackAnnouncement, TrackSource,
@@ -226,6 +228,13 @@ pub enum Event {
         ssrc: u32,
         ntp_time: u64,
         rtp_time: u32,
+    },
+    /// A leg connected with this SRTP profile (its IANA name, e.g. `SRTP_AEAD_AES_128_GCM`).
+    SrtpCipher {
+        publish: bool,
+        cipher: String,
+        /// This client's DTLS role on that leg (`client` when the relay is the server).
+        dtls_role: String,
     },
     /// The WebSocket closed.
     Closed,
@@ -538,6 +547,8 @@ pub struct ClientCodecs {
     pub no_nack: bool,
     /// Use IPv6 loopback (::1) for media.
     pub ipv6: bool,
+    /// SRTP profiles offered, in this order (default: webrtc-rs's, AES-GCM first).
+    pub srtp_profiles: Option<Vec<SrtpProtectionProfile>>,
 }
 
 struct Peer {
@@ -562,9 +573,12 @@ impl Peer {
         };
         let mut pc = tern::node::pair::client_peer_connection_with(
             Instant::now(),
-            codecs.video.as_deref(),
-            opus_fmtp,
-            !codecs.no_nack,
+            &ClientSettings {
+                video_mime_types: codecs.video.as_deref(),
+                opus_fmtp,
+                nack: !codecs.no_nack,
+                srtp_profiles: codecs.srtp_profiles.clone(),
+            },
         )
         .unwrap();
         pc.add_local_candidate(host_candidate(addr).unwrap())
@@ -823,6 +837,16 @@ impl Driver {
             while let Some(event) = peer.pc.poll_event() {
                 match event {
                     RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                        if state == RTCPeerConnectionState::Connected {
+                            let stats = peer.pc.get_stats(Instant::now(), StatsSelector::None);
+                            if let Some(transport) = stats.transport() {
+                                let _ = self.events.send(Event::SrtpCipher {
+                                    publish,
+                                    cipher: transport.srtp_cipher.clone(),
+                                    dtls_role: transport.dtls_role.to_string(),
+                                });
+                            }
+                        }
                         let _ = self.events.send(if publish {
                             Event::PublishState(state)
                         } else {
