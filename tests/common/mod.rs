@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod stun;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 pub use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -235,6 +237,11 @@ pub enum Event {
         cipher: String,
         /// This client's DTLS role on that leg (`client` when the relay is the server).
         dtls_role: String,
+    },
+    /// The client set this local description (its answer on the subscribe leg).
+    LocalSdp {
+        publish: bool,
+        sdp: String,
     },
     /// The WebSocket closed.
     Closed,
@@ -994,6 +1001,10 @@ impl Driver {
                     .pc
                     .set_local_description(now, answer.clone())
                     .unwrap();
+                let _ = self.events.send(Event::LocalSdp {
+                    publish: false,
+                    sdp: answer.sdp.clone(),
+                });
                 self.outgoing
                     .push(ClientMessage::SubscribeAnswer { sdp: answer.sdp });
                 // Trickle our candidate too (the relay is ICE-lite and does not need it, but
