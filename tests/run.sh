@@ -82,4 +82,7 @@ isolated node tests/browser/firefox.mjs
 step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser, ICE-TCP with UDP blocked"
 isolated node tests/browser/media.mjs
 
+step "headless Chromium with three IPv4 networks and IPv6 stays in a call for a minute; its path dies midway and it moves to another"
+isolated node tests/browser/multihome.mjs
+
 step "all tests passed in $(( $(date +%s) - started )) s"

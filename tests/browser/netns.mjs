@@ -50,6 +50,56 @@ export function createHosts(count) {
   return { clients, cleanup, tag };
 }
 
+/**
+ * One client namespace with several addresses, as a laptop with Wi-Fi, Ethernet and a VPN has:
+ * IPv4 addresses in `v4Subnets` different /24s (each its own network for the browser) and one
+ * IPv6 address, all reachable from the relay's side. The relay's side gets 10.77.0.1 and
+ * fd00:77::1. Returns { client: { ns, wrapper, v4, v6 }, cleanup }.
+ */
+export function createMultihomedHost(v4Subnets = 3) {
+  const tag = `${process.pid % 10000}`;
+  const bridge = `tmb${tag}`;
+  const ns = `tern${tag}m`;
+  const veth = `tm${tag}`;
+  const cleanup = () => {
+    try { ip('netns', 'del', ns); } catch {}
+    try { ip('link', 'del', bridge); } catch {}
+  };
+  const client = { ns, veth, v4: [], v6: 'fd00:77::11', wrapper: chromiumWrapper(ns) };
+  try {
+    ip('link', 'add', bridge, 'type', 'bridge');
+    ip('link', 'set', bridge, 'up');
+    ip('-6', 'addr', 'add', 'fd00:77::1/64', 'dev', bridge, 'nodad');
+    ip('netns', 'add', ns);
+    ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    ip('link', 'set', veth, 'master', bridge);
+    ip('link', 'set', veth, 'up');
+    ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
+    for (let i = 0; i < v4Subnets; i++) {
+      ip('addr', 'add', `10.${77 + i}.0.1/24`, 'dev', bridge);
+      const address = `10.${77 + i}.0.11`;
+      ip('netns', 'exec', ns, 'ip', 'addr', 'add', `${address}/24`, 'dev', 'eth0');
+      client.v4.push(address);
+    }
+    ip('netns', 'exec', ns, 'ip', '-6', 'addr', 'add', `${client.v6}/64`, 'dev', 'eth0', 'nodad');
+    ip('netns', 'exec', ns, 'ip', 'link', 'set', 'eth0', 'up');
+  } catch (err) {
+    cleanup();
+    throw err;
+  }
+  return { client, cleanup };
+}
+
+/** Drops all UDP to and from `address` inside a client's namespace (that path went away). */
+export function blockAddress(client, address) {
+  const family = address.includes(':') ? 'ip6' : 'ip';
+  nft(client.ns, 'add', 'table', 'inet', 'gone');
+  nft(client.ns, 'add', 'chain', 'inet', 'gone', 'inp', '{ type filter hook input priority 0; }');
+  nft(client.ns, 'add', 'chain', 'inet', 'gone', 'out', '{ type filter hook output priority 0; }');
+  nft(client.ns, 'add', 'rule', 'inet', 'gone', 'inp', family, 'daddr', address, 'meta', 'l4proto', 'udp', 'drop');
+  nft(client.ns, 'add', 'rule', 'inet', 'gone', 'out', family, 'saddr', address, 'meta', 'l4proto', 'udp', 'drop');
+}
+
 /** Drops `percent` % of the UDP each client receives, and of the UDP the relay receives from it. */
 export function addLoss(hosts, percent) {
   const table = `tern${hosts.tag}`;
