@@ -263,6 +263,12 @@ pub enum Command {
     SendMedia {
         keyframe: bool,
     },
+    /// `rounds` of `SendMedia` at once (a keyframe every `keyframe_every` video packets), for
+    /// load: the datagrams leave back to back.
+    SendMediaBurst {
+        rounds: u32,
+        keyframe_every: u32,
+    },
     Raw(ClientMessage),
     RawText(String),
     Binary(Vec<u8>),
@@ -571,7 +577,10 @@ impl Peer {
         } else {
             "127.0.0.1:0"
         };
-        let socket = UdpSocket::bind(bind).await.unwrap();
+        // Large buffers, as the relay's: a loaded test machine must not drop what a fast test
+        // sends before the client gets to read it.
+        let socket =
+            tern::node::socket::bind_media_socket(bind.parse().unwrap(), 4 * 1024 * 1024).unwrap();
         let addr = socket.local_addr().unwrap();
         let opus_fmtp = if codecs.opus_fmtp.is_empty() {
             "minptime=10;useinbandfec=1"
@@ -750,6 +759,12 @@ impl Driver {
                     None | Some(Command::Close) => return,
                     Some(Command::Publish { audio, video }) => self.publish_tracks(audio, video),
                     Some(Command::SendMedia { keyframe }) => self.send_media(keyframe),
+                    Some(Command::SendMediaBurst { rounds, keyframe_every }) => {
+                        for _ in 0..rounds {
+                            let keyframe = self.video_n.is_multiple_of(keyframe_every);
+                            self.send_media(keyframe);
+                        }
+                    }
                     Some(Command::Raw(message)) => self.outgoing.push(message),
                     Some(Command::RawText(text)) => self.send_text(&mut ws_tx, &mut ws_rx, text).await,
                     Some(Command::Binary(bytes)) => {
@@ -1265,6 +1280,33 @@ impl MediaPump {
                     return;
                 }
                 i += 1;
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    _ = tick.tick() => {}
+                }
+            }
+        });
+        MediaPump { stop: Some(stop) }
+    }
+}
+
+impl MediaPump {
+    /// `rounds` rounds of media every 10 ms (`rounds * 100` packets per second per track), until
+    /// dropped.
+    pub fn start_fast(client: &Client, rounds: u32) -> MediaPump {
+        let tx = client.sender();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                let burst = Command::SendMediaBurst {
+                    rounds,
+                    keyframe_every: 100,
+                };
+                if tx.send(burst).is_err() {
+                    return;
+                }
                 tokio::select! {
                     _ = &mut stopped => return,
                     _ = tick.tick() => {}
