@@ -24,7 +24,7 @@ fn attribute(body: &mut Vec<u8>, typ: u16, value: &[u8]) {
     body.extend_from_slice(&typ.to_be_bytes());
     body.extend_from_slice(&(value.len() as u16).to_be_bytes());
     body.extend_from_slice(value);
-    while body.len() % 4 != 0 {
+    while !body.len().is_multiple_of(4) {
         body.push(0);
     }
 }
