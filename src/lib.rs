@@ -8,6 +8,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ice_servers;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod node;

@@ -23,6 +23,9 @@ pub enum DropReason {
     UnknownSource,
     /// STUN naming no leg of this relay.
     UnknownUfrag,
+    /// A STUN request naming a leg whose MESSAGE-INTEGRITY is missing or wrong (a forgery by
+    /// someone who saw the ufrag).
+    StunUnauthenticated,
     /// Larger than any datagram a leg accepts.
     Oversized,
     /// The WebRTC stack rejected it (bad SRTP, malformed DTLS/RTP/RTCP, replay).
@@ -55,9 +58,10 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
+        DropReason::StunUnauthenticated,
         DropReason::Oversized,
         DropReason::Malformed,
         DropReason::LegPanic,
@@ -78,6 +82,7 @@ impl DropReason {
         match self {
             DropReason::UnknownSource => "unknown_source",
             DropReason::UnknownUfrag => "unknown_ufrag",
+            DropReason::StunUnauthenticated => "stun_unauthenticated",
             DropReason::Oversized => "oversized",
             DropReason::Malformed => "malformed",
             DropReason::LegPanic => "leg_panic",

@@ -46,8 +46,14 @@ fn client_addr() -> SocketAddr {
 fn connected_leg() -> Option<Pair> {
     let now = Instant::now();
     let metrics = Metrics::new().media.clone();
-    let mut relay =
-        new_peer_connection(LegRole::Publish, &EngineSettings::default(), metrics, now).ok()?;
+    let mut relay = new_peer_connection(
+        LegRole::Publish,
+        &EngineSettings::default(),
+        metrics,
+        Default::default(),
+        now,
+    )
+    .ok()?;
     relay
         .add_local_candidate(host_candidate(relay_addr()).ok()?)
         .ok()?;

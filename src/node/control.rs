@@ -32,6 +32,23 @@ pub enum Command {
         request: AdminRequest,
         reply: oneshot::Sender<Result<AdminReply, AdminError>>,
     },
+    /// Test hook: the transport state of every leg.
+    #[cfg(feature = "fault-injection")]
+    LegReports {
+        reply: oneshot::Sender<Vec<LegReport>>,
+    },
+}
+
+/// What a test can learn about one leg's transport.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone)]
+pub struct LegReport {
+    pub participant: String,
+    pub role: &'static str,
+    /// `controlled` or `controlling`.
+    pub ice_role: String,
+    pub selected_pair_changes: u32,
+    pub srtp_cipher: String,
 }
 
 /// A cheap handle to the worker, cloned into every signaling session.
@@ -56,6 +73,21 @@ impl RelayControl {
 
     pub fn is_running(&self) -> bool {
         !self.commands.is_closed()
+    }
+
+    /// Test hook: the transport state of every leg.
+    #[cfg(feature = "fault-injection")]
+    pub async fn leg_reports(&self) -> Vec<LegReport> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::LegReports { reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 }
 

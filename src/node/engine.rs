@@ -27,6 +27,7 @@ use rtc::shared::error::Error as RtcError;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Which way media flows on a leg, from the relay's point of view.
@@ -114,14 +115,21 @@ fn media_engine(role: LegRole) -> Result<MediaEngine, RtcError> {
     Ok(engine)
 }
 
-fn interceptors(role: LegRole, settings: &EngineSettings, metrics: Arc<MediaMetrics>) -> Registry {
+fn interceptors(
+    role: LegRole,
+    settings: &EngineSettings,
+    metrics: Arc<MediaMetrics>,
+    decrypted: Arc<AtomicU64>,
+) -> Registry {
     let registry = Registry::new()
         .with(Slot::from(14_000), DeliverRtcp::default())
-        // Below the NACK responder and generator on the way out, so it sees what they produce.
+        // Below the NACK responder and generator on the way out, so it sees what they produce;
+        // below every interceptor on the way in, so it sees everything SRTP let through.
         .with(
             Slot::from(2_500),
-            CountRepairs {
+            Observe {
                 metrics,
+                decrypted,
                 reads: VecDeque::new(),
                 writes: VecDeque::new(),
             },
@@ -155,14 +163,17 @@ pub fn random_token(len: usize) -> String {
 
 /// Builds one leg's peer connection. Its ICE credentials are random and change on every ICE
 /// restart; the caller reads the ufrag from each local description (it is the demux key).
+/// `decrypted` counts the RTP and RTCP packets that got through SRTP on this leg (shared by the
+/// legs of one worker, which compares it before and after feeding a datagram).
 pub fn new_peer_connection(
     role: LegRole,
     settings: &EngineSettings,
     metrics: Arc<MediaMetrics>,
+    decrypted: Arc<AtomicU64>,
     now: Instant,
 ) -> Result<RTCPeerConnection, RtcError> {
     let engine = media_engine(role)?;
-    let registry = interceptors(role, settings, metrics);
+    let registry = interceptors(role, settings, metrics, decrypted);
     // The relay is the DTLS server on every leg, so that it chooses the SRTP profile, by its
     // own order (patches/rtc-dtls): a publish answer says `a=setup:passive`; on subscribe legs
     // the relay offers `actpass` and browsers answer `active`.
@@ -268,15 +279,18 @@ impl Interceptor for DeliverRtcp {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// Counts what the loss-recovery interceptors send: retransmissions to subscribers and NACKs to
-/// publishers (`rtc` keeps these to itself otherwise).
-struct CountRepairs {
+/// Counts what crosses the SRTP boundary that `rtc` keeps to itself otherwise: packets that
+/// decrypted (so the worker can tell a rejected datagram from one an interceptor consumed), and
+/// what the loss-recovery interceptors send (retransmissions to subscribers, NACKs to
+/// publishers).
+struct Observe {
     metrics: Arc<MediaMetrics>,
+    decrypted: Arc<AtomicU64>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
-impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for CountRepairs {
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Observe {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -284,6 +298,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for CountRepairs {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        self.decrypted.fetch_add(1, Ordering::Relaxed);
         self.reads.push_back(msg);
         Ok(())
     }
@@ -325,7 +340,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for CountRepairs {
     }
 }
 
-impl Interceptor for CountRepairs {
+impl Interceptor for Observe {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

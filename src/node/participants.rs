@@ -139,7 +139,34 @@ impl Worker {
             Command::Admin { request, reply } => {
                 let _ = reply.send(self.admin(request, now));
             }
+            #[cfg(feature = "fault-injection")]
+            Command::LegReports { reply } => {
+                let _ = reply.send(self.leg_reports(now));
+            }
         }
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn leg_reports(&mut self, now: Instant) -> Vec<super::control::LegReport> {
+        use rtc::statistics::StatsSelector;
+        self.legs
+            .values_mut()
+            .map(|leg| {
+                let stats = leg.pc.get_stats(now, StatsSelector::None);
+                let transport = stats.transport();
+                super::control::LegReport {
+                    participant: leg.participant.to_string(),
+                    role: leg.role.as_str(),
+                    ice_role: transport
+                        .map(|t| t.ice_role.to_string())
+                        .unwrap_or_default(),
+                    selected_pair_changes: transport
+                        .map(|t| t.selected_candidate_pair_changes)
+                        .unwrap_or_default(),
+                    srtp_cipher: transport.map(|t| t.srtp_cipher.clone()).unwrap_or_default(),
+                }
+            })
+            .collect()
     }
 
     fn stats(&self) -> NodeStats {

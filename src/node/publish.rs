@@ -110,13 +110,19 @@ impl Worker {
         role: LegRole,
         now: Instant,
     ) -> Result<LegKey, Refusal> {
-        let mut pc = new_peer_connection(role, &self.config.engine, self.metrics.clone(), now)
-            .map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("cannot create peer connection: {e}"),
-                )
-            })?;
+        let mut pc = new_peer_connection(
+            role,
+            &self.config.engine,
+            self.metrics.clone(),
+            self.decrypted.clone(),
+            now,
+        )
+        .map_err(|e| {
+            refuse(
+                ErrorCode::Internal,
+                format!("cannot create peer connection: {e}"),
+            )
+        })?;
         for addr in &self.config.advertised {
             let candidate = host_candidate(*addr)
                 .map_err(|e| refuse(ErrorCode::Internal, format!("bad advertised address: {e}")))?;

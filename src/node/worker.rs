@@ -39,6 +39,7 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tern_signaling::admin::RoomPolicy;
 use tokio::net::UdpSocket;
@@ -165,6 +166,8 @@ pub struct Worker {
     /// Participants whose session was closed for being too slow, to be announced.
     pub(super) lost_sessions: Vec<ParticipantId>,
     pub(super) metrics: Arc<MediaMetrics>,
+    /// RTP/RTCP packets that got through SRTP on any leg (see `engine::new_peer_connection`).
+    pub(super) decrypted: Arc<AtomicU64>,
     pub(super) webhooks: Webhooks,
     commands: mpsc::Receiver<Command>,
     inbound: Vec<Inbound>,
@@ -205,6 +208,7 @@ impl Worker {
             next_connection: 1,
             lost_sessions: Vec::new(),
             metrics,
+            decrypted: Arc::default(),
             webhooks: Webhooks::default(),
             commands,
             inbound: Vec::new(),
@@ -299,11 +303,21 @@ impl Worker {
         let demux = if tcp { &self.tcp_demux } else { &self.demux };
         let key = match demux.route(from, &datagram) {
             Route::Leg(key) => key,
-            Route::Stun { key, authentic } => {
-                if authentic {
-                    self.learn(key, from, tcp);
-                }
+            Route::Stun {
+                key,
+                authentic: true,
+            } => {
+                self.learn(key, from, tcp);
                 key
+            }
+            // Whoever saw the ufrag in a connectivity check can name the leg, but only the
+            // client can sign for it: a forgery never reaches the leg (its ICE state, its packet
+            // budget, its log).
+            Route::Stun {
+                authentic: false, ..
+            } => {
+                self.metrics.count_drop(DropReason::StunUnauthenticated);
+                return;
             }
             Route::UnknownUfrag => {
                 self.metrics.count_drop(DropReason::UnknownUfrag);
@@ -333,6 +347,7 @@ impl Worker {
             return;
         }
         let expects_media = matches!(class, Class::Rtp | Class::Rtcp);
+        let decrypted_before = self.decrypted.load(Ordering::Relaxed);
         let local_addr = if tcp {
             self.tcp_candidate_for(from)
         } else {
@@ -348,8 +363,11 @@ impl Worker {
             },
             message: datagram,
         };
-        let produced = self.leg_input(key, Some(message), now);
-        if expects_media && produced == 0 {
+        self.leg_input(key, Some(message), now);
+        // Nothing got through SRTP: authentication failed, a replay, or garbage after
+        // decryption. (RTCP that an interceptor consumed, such as receiver reports, did get
+        // through and is not counted.)
+        if expects_media && self.decrypted.load(Ordering::Relaxed) == decrypted_before {
             self.metrics.count_drop(DropReason::SrtpRejected);
         }
     }
