@@ -84,9 +84,9 @@ async fn forged_stun_never_reaches_the_leg() {
         binding_request(
             &ufrag,
             "mallory",
-            Some(if i % 2 == 0 { "guessed-password" } else { "" }),
+            Some(if i.is_multiple_of(2) { "guessed-password" } else { "" }),
             Role::Controlled(0),
-            i % 3 == 0,
+            i.is_multiple_of(3),
         )
     };
     let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -96,7 +96,7 @@ async fn forged_stun_never_reaches_the_leg() {
     for step in 0..200u32 {
         for i in 0..200u32 {
             let n = step * 200 + i;
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 // From Carol's own address: the same forgery, a spoofed source.
                 c.carol.send(Command::RawUdp {
                     subscribe_leg: false,
