@@ -91,7 +91,14 @@ fn connect(mut offerer: End, mut answerer: End, now: Instant) -> Pair {
 
 fn relay_leg(role: LegRole, now: Instant) -> End {
     let metrics = tern::metrics::Metrics::new().media.clone();
-    let mut pc = new_peer_connection(role, &EngineSettings::default(), metrics, now).unwrap();
+    let mut pc = new_peer_connection(
+        role,
+        &EngineSettings::default(),
+        metrics,
+        Default::default(),
+        now,
+    )
+    .unwrap();
     pc.add_local_candidate(host_candidate(addr(3478)).unwrap())
         .unwrap();
     End::new(pc, addr(3478))

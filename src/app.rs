@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::ice_servers::IceServerConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, NodeSnapshot};
 use crate::node::control::RelayControl;
 use crate::node::engine::{EngineSettings, random_token};
 use crate::node::socket::bind_media_socket;
@@ -12,8 +12,8 @@ use crate::webhooks::{self, WebhookSettings};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use std::net::SocketAddr;
@@ -23,14 +23,18 @@ use std::time::Duration;
 use tern_signaling::admin::{self, AdminApi, RoomPolicy};
 use tern_signaling::auth::KeySet;
 use tern_signaling::client_addr::TrustedProxies;
-use tern_signaling::http::{DevMinting, PeerAddr, Signaling, log_request, router};
+use tern_signaling::http::{
+    DevMinting, Signaling, error_response, log_request, loopback_host_only, router,
+};
 use tern_signaling::limits::JoinLimiter;
 use tern_signaling::origin::{self, OriginCheck, OriginPolicy};
+use tern_signaling::serve::{self, ConnectionGate, ConnectionLimits};
 use tern_signaling::session::SessionLimits;
-use tern_signaling::tls::{self, TlsListener};
+use tern_signaling::tls;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::info;
 
 /// Key id of the generated dev-mode secret.
@@ -43,14 +47,18 @@ pub struct Running {
     pub https_addr: Option<SocketAddr>,
     /// The ICE-TCP listener, when configured.
     pub tcp_addr: Option<SocketAddr>,
+    /// The separate listener for health, readiness and metrics, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub media_addr: SocketAddr,
     pub keys: KeySet,
     pub dev_mode: bool,
     pub metrics: Arc<Metrics>,
     pub control: RelayControl,
+    pub snapshot: Arc<NodeSnapshot>,
     draining: Arc<AtomicBool>,
     http: JoinHandle<()>,
     https: Option<JoinHandle<()>>,
+    metrics_listener: Option<JoinHandle<()>>,
     worker: JoinHandle<()>,
 }
 
@@ -58,8 +66,8 @@ impl Running {
     /// Stops serving at once (tests); dropping a `Running` does the same.
     pub fn stop(&self) {
         self.http.abort();
-        if let Some(https) = &self.https {
-            https.abort();
+        for task in [&self.https, &self.metrics_listener].into_iter().flatten() {
+            task.abort();
         }
         self.worker.abort();
     }
@@ -74,8 +82,10 @@ impl Running {
     }
 
     /// Participants still on the node (`None` when the worker is gone).
-    pub async fn participants(&self) -> Option<u64> {
-        self.control.stats().await.map(|s| s.participants)
+    pub fn participants(&self) -> Option<u64> {
+        self.control
+            .is_running()
+            .then(|| self.snapshot.read().participants)
     }
 
     /// Waits until the HTTP server or the worker ends, whichever is first.
@@ -176,21 +186,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listener = bind_http_listener(config.http.listen)
         .with_context(|| format!("cannot bind HTTP listener on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let tls_listener = match (
+    let tls = match (
         config.http.tls_listen,
         &config.http.tls_cert_file,
         &config.http.tls_key_file,
     ) {
         (Some(addr), Some(cert), Some(key)) => {
-            let tls = tls::server_config(cert, key)?;
+            let tls = TlsAcceptor::from(Arc::new(tls::server_config(cert, key)?));
             let tcp = bind_http_listener(addr)
                 .with_context(|| format!("cannot bind HTTPS listener on {addr}"))?;
-            Some(TlsListener::new(tcp, tls)?)
+            Some((tcp, tls))
         }
         _ => None,
     };
-    let https_addr = match &tls_listener {
-        Some(listener) => Some(axum::serve::Listener::local_addr(listener)?),
+    let https_addr = match &tls {
+        Some((listener, _)) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            bind_http_listener(addr)
+                .with_context(|| format!("cannot bind metrics listener on {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
         None => None,
     };
 
@@ -253,10 +274,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             metrics.webhooks.clone(),
         ));
     }
+    let resume_tokens = worker.known_resume_tokens();
+    let snapshot = worker.snapshot();
     let worker = tokio::spawn(worker.run());
     let draining = Arc::new(AtomicBool::new(false));
-    let control = RelayControl::new(commands_tx, draining.clone());
+    let control = RelayControl::new(commands_tx, draining.clone(), resume_tokens);
 
+    // Checked by `validate`.
+    let trusted_proxies =
+        Arc::new(TrustedProxies::parse(&config.http.trusted_proxies).map_err(anyhow::Error::msg)?);
     let signaling = Signaling {
         control: control.clone(),
         keys: keys.clone(),
@@ -271,10 +297,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             write_timeout: Duration::from_secs(config.session.write_timeout_s),
         },
         join_limiter: Arc::new(JoinLimiter::new(config.http.max_joins_per_ip_per_minute)),
-        // Checked by `validate`.
-        trusted_proxies: Arc::new(
-            TrustedProxies::parse(&config.http.trusted_proxies).map_err(anyhow::Error::msg)?,
-        ),
+        trusted_proxies: trusted_proxies.clone(),
         draining: draining.clone(),
         metrics: metrics.signaling.clone(),
     };
@@ -290,73 +313,187 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )),
         metrics: metrics.signaling.clone(),
     };
-    let app = router(signaling)
+    let operations = Operations {
+        metrics: metrics.clone(),
+        snapshot: snapshot.clone(),
+        control: control.clone(),
+        draining: draining.clone(),
+        token: (!config.metrics.token.is_empty()).then(|| config.metrics.token.clone()),
+    };
+    let mut app = router(signaling)
         .merge(admin::router(admin))
-        .merge(
-            Router::new()
-                .route("/metrics", get(metrics_text))
-                .with_state((metrics.clone(), control.clone()))
-                .merge(
-                    Router::new()
-                        .route("/readyz", get(readyz))
-                        .with_state((control.clone(), draining.clone())),
-                ),
-        )
+        .merge(operations.readiness_router());
+    // With a listener of their own, metrics stay off the public port.
+    if metrics_listener.is_none() {
+        app = app.merge(operations.metrics_router());
+    }
+    let mut app = app
         .layer(axum::middleware::from_fn_with_state(origins, origin::check))
         .layer(axum::middleware::from_fn(log_request));
-    let https = tls_listener.map(|tls_listener| {
-        let service = app
-            .clone()
-            .into_make_service_with_connect_info::<PeerAddr>();
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(tls_listener, service).await {
-                tracing::error!("HTTPS server stopped: {err}");
-            }
-        })
+    if dev_mode {
+        app = app.layer(axum::middleware::from_fn(loopback_host_only));
+    }
+
+    let file_limit = raise_file_limit();
+    let limits = connection_limits(&config, file_limit);
+    info!(
+        file_limit,
+        max_connections = limits.max_connections,
+        max_per_client = limits.max_per_client,
+        "HTTP connection limits"
+    );
+    let gate = ConnectionGate::new(limits, trusted_proxies, metrics.signaling.clone());
+    let https = tls.map(|(listener, acceptor)| {
+        tokio::spawn(serve::serve(
+            listener,
+            Some(acceptor),
+            app.clone(),
+            gate.clone(),
+        ))
     });
-    let http = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<PeerAddr>();
-        if let Err(err) = axum::serve(listener, service).await {
-            tracing::error!("HTTP server stopped: {err}");
-        }
+    let http = tokio::spawn(serve::serve(listener, None, app, gate));
+    let metrics_listener = metrics_listener.map(|listener| {
+        // Its own small gate: a flood on the public port does not reach it.
+        let gate = ConnectionGate::new(
+            ConnectionLimits {
+                max_connections: 64,
+                max_per_client: 16,
+                ..limits
+            },
+            Arc::default(),
+            metrics.signaling.clone(),
+        );
+        let router = operations
+            .metrics_router()
+            .merge(operations.readiness_router())
+            .route("/healthz", get(|| async { "ok\n" }));
+        tokio::spawn(serve::serve(listener, None, router, gate))
     });
-    info!(%http_addr, ?https_addr, %media_addr, dev_mode, "relay started");
+    info!(%http_addr, ?https_addr, ?metrics_addr, %media_addr, dev_mode, "relay started");
     Ok(Running {
         http_addr,
         https_addr,
         tcp_addr,
+        metrics_addr,
         media_addr,
         keys,
         dev_mode,
         metrics,
         control,
+        snapshot,
         draining,
         http,
         https,
+        metrics_listener,
         worker,
     })
 }
 
-async fn metrics_text(
-    State((metrics, control)): State<(Arc<Metrics>, RelayControl)>,
-) -> impl IntoResponse {
-    let stats = control.stats().await.unwrap_or_default();
+/// File descriptors the relay keeps for everything but HTTP connections (media sockets,
+/// listeners, webhook deliveries, files).
+const RESERVED_FILES: u64 = 256;
+
+/// The HTTP connection caps, kept below the file limit so that `accept` never fails for lack of
+/// descriptors: a flood is refused by the gate, which costs one descriptor for a moment.
+fn connection_limits(config: &Config, file_limit: u64) -> ConnectionLimits {
+    let tcp = if config.media.tcp_listen.is_some() {
+        config.media.tcp_max_connections as u64
+    } else {
+        0
+    };
+    let room = file_limit.saturating_sub(RESERVED_FILES + tcp).max(16) as usize;
+    ConnectionLimits {
+        max_connections: config.http.max_connections.min(room),
+        max_per_client: config.http.max_connections_per_client,
+        request_head_timeout: Duration::from_secs(config.http.request_head_timeout_s),
+        write_stall_timeout: Duration::from_secs(config.http.write_timeout_s),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (systemd and most shells start
+/// services at 1,024) and returns the limit in force.
+fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the duration of both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Health, readiness and metrics.
+#[derive(Clone)]
+struct Operations {
+    metrics: Arc<Metrics>,
+    snapshot: Arc<NodeSnapshot>,
+    control: RelayControl,
+    draining: Arc<AtomicBool>,
+    /// Bearer token `/metrics` requires, if any.
+    token: Option<String>,
+}
+
+impl Operations {
+    fn metrics_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics_text))
+            .with_state(self.clone())
+    }
+
+    fn readiness_router(&self) -> Router {
+        Router::new()
+            .route("/readyz", get(readyz))
+            .with_state(self.clone())
+    }
+}
+
+/// The exposition text, from the worker's last snapshot: a scrape never waits for the worker.
+async fn metrics_text(State(ops): State<Operations>, headers: HeaderMap) -> Response {
+    if let Some(token) = &ops.token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return error_response(
+                StatusCode::UNAUTHORIZED,
+                "metrics_token_required",
+                "/metrics needs Authorization: Bearer <metrics.token>",
+            );
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics.render(stats),
+        ops.metrics.render(ops.snapshot.read()),
     )
+        .into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// Ready means: taking joins. Not while draining, nor once the media worker has stopped.
-async fn readyz(
-    State((control, draining)): State<(RelayControl, Arc<AtomicBool>)>,
-) -> impl IntoResponse {
-    if draining.load(Ordering::Relaxed) {
+async fn readyz(State(ops): State<Operations>) -> impl IntoResponse {
+    if ops.draining.load(Ordering::Relaxed) {
         (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if !control.is_running() {
+    } else if !ops.control.is_running() {
         (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "media worker stopped\n",

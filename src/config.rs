@@ -20,6 +20,7 @@ pub struct Config {
     pub ice: IceConfig,
     pub drain: DrainConfig,
     pub webhooks: WebhookConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -111,6 +112,28 @@ pub struct HttpConfig {
     /// join limits and the dev-token loopback check. Empty: the header is ignored and the TCP
     /// peer is the client.
     pub trusted_proxies: Vec<String>,
+    /// HTTP connections (plain and TLS, WebSockets included) open at once; more are closed on
+    /// accept. Kept below the process's file limit, which the relay raises to its hard maximum.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one client address (IPv6: one /64); trusted proxies
+    /// count only against `max_connections`.
+    pub max_connections_per_client: usize,
+    /// Seconds a connection has to send a whole request head: after it opens, and between
+    /// requests on a kept-alive connection.
+    pub request_head_timeout_s: u64,
+    /// Seconds a write to a client may make no progress (it stopped reading) before the
+    /// connection is closed.
+    pub write_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate listener for `/metrics`, `/healthz` and `/readyz` (e.g. on a private
+    /// address). Set, `/metrics` is no longer served on the public HTTP port.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token `/metrics` requires (`Authorization: Bearer <token>`); empty: none.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -227,6 +250,10 @@ impl Default for HttpConfig {
             allowed_origins: Vec::new(),
             max_joins_per_ip_per_minute: 120,
             trusted_proxies: Vec::new(),
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            request_head_timeout_s: 10,
+            write_timeout_s: 10,
         }
     }
 }
@@ -425,6 +452,18 @@ impl Config {
         }
         if let Err(err) = TrustedProxies::parse(&self.http.trusted_proxies) {
             return Err(invalid("http.trusted_proxies", err));
+        }
+        if self.http.max_connections == 0 || self.http.max_connections_per_client == 0 {
+            return Err(invalid(
+                "http.max_connections",
+                "http.max_connections and http.max_connections_per_client must be at least 1",
+            ));
+        }
+        if self.http.request_head_timeout_s == 0 || self.http.write_timeout_s == 0 {
+            return Err(invalid(
+                "http.request_head_timeout_s",
+                "http.request_head_timeout_s and http.write_timeout_s must be at least 1",
+            ));
         }
         if self.session.write_timeout_s == 0 {
             return Err(invalid("session.write_timeout_s", "must be at least 1"));

@@ -322,13 +322,13 @@ async fn drain(
                 return Ok(());
             }
             _ = &mut deadline => {
-                let left = running.participants().await.unwrap_or(0);
+                let left = running.participants().unwrap_or(0);
                 tracing::warn!(participants = left, "drain timeout: exiting with calls in progress");
                 return Ok(());
             }
             _ = running.wait() => bail!("the relay stopped unexpectedly while draining"),
             _ = poll.tick() => {
-                if running.participants().await.unwrap_or(0) == 0 {
+                if running.participants().unwrap_or(0) == 0 {
                     tracing::info!("drained: no participants left; exiting");
                     return Ok(());
                 }

@@ -13,6 +13,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tern_signaling::limits::LimitCounters;
 use tern_signaling::metrics::SignalingMetrics;
 
@@ -235,6 +236,45 @@ pub struct NodeStats {
     pub audio_subscriptions: u64,
     pub video_subscriptions: u64,
     pub legs: u64,
+}
+
+/// The latest [`NodeStats`] a worker published, readable without asking it (a scrape must not
+/// cost the media worker a round trip).
+#[derive(Debug, Default)]
+pub struct NodeSnapshot {
+    rooms: AtomicU64,
+    participants: AtomicU64,
+    audio_publications: AtomicU64,
+    video_publications: AtomicU64,
+    audio_subscriptions: AtomicU64,
+    video_subscriptions: AtomicU64,
+    legs: AtomicU64,
+}
+
+impl NodeSnapshot {
+    pub fn publish(&self, stats: NodeStats) {
+        let set = |field: &AtomicU64, value: u64| field.store(value, Ordering::Relaxed);
+        set(&self.rooms, stats.rooms);
+        set(&self.participants, stats.participants);
+        set(&self.audio_publications, stats.audio_publications);
+        set(&self.video_publications, stats.video_publications);
+        set(&self.audio_subscriptions, stats.audio_subscriptions);
+        set(&self.video_subscriptions, stats.video_subscriptions);
+        set(&self.legs, stats.legs);
+    }
+
+    pub fn read(&self) -> NodeStats {
+        let get = |field: &AtomicU64| field.load(Ordering::Relaxed);
+        NodeStats {
+            rooms: get(&self.rooms),
+            participants: get(&self.participants),
+            audio_publications: get(&self.audio_publications),
+            video_publications: get(&self.video_publications),
+            audio_subscriptions: get(&self.audio_subscriptions),
+            video_subscriptions: get(&self.video_subscriptions),
+            legs: get(&self.legs),
+        }
+    }
 }
 
 pub struct Metrics {

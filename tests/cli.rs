@@ -53,8 +53,9 @@ fn healthy(port: u16) -> bool {
     let end = Instant::now() + Duration::from_secs(15);
     while Instant::now() < end {
         if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ =
-                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(
+                b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            );
             let mut text = String::new();
             let _ = std::io::Read::read_to_string(&mut stream, &mut text);
             if text.starts_with("HTTP/1.1 200") {

@@ -3,69 +3,23 @@
 
 mod common;
 
+use common::call::{Call, call};
 use common::stun::{Role, binding_request};
 use common::*;
 use std::time::{Duration, Instant};
-use tern::app::Running;
 use tern_signaling::protocol::ServerMessage;
 use tokio::net::UdpSocket;
 
-/// Carol publishes audio and video to Bob.
-struct Call {
-    relay: Running,
-    carol: Client,
-    bob: Client,
-    _pump: MediaPump,
-}
-
-async fn call(room: &str, adjust: impl FnOnce(&mut tern::config::Config)) -> Call {
-    let relay = start_relay(adjust).await;
-    let carol = Client::connect(&relay, room, "carol").await;
-    carol.send(Command::Publish {
-        audio: true,
-        video: true,
-    });
-    let mut bob = Client::connect(&relay, room, "bob").await;
-    let pump = MediaPump::start(&carol);
-    wait_more(&mut bob, "carol", "video", 5).await;
-    Call {
-        relay,
-        carol,
-        bob,
-        _pump: pump,
-    }
-}
-
-impl Call {
-    async fn dropped(&self, reason: &str) -> f64 {
-        metric(
-            &self.relay,
-            &format!("tern_packets_dropped_total{{reason=\"{reason}\"}}"),
-        )
-        .await
-    }
-
-    /// Bob got Carol's stream without a gap: at least `seconds` of it arrived (100 packets a
-    /// second per kind from the test pump) while the attack ran.
-    async fn assert_unharmed(&mut self, seconds: u32) {
-        let n = (seconds * 100) as usize;
-        wait_more(&mut self.bob, "carol", "video", n).await;
-        wait_more(&mut self.bob, "carol", "audio", n).await;
-        assert_no_gap(&self.bob, "carol", "video", n);
-        assert_no_gap(&self.bob, "carol", "audio", n);
-    }
-
-    /// The relay's ufrag on Carol's publish leg, from her publish answer.
-    fn carol_publish_ufrag(&mut self) -> String {
-        self.carol.pump();
-        self.carol
-            .signals()
-            .find_map(|s| match s {
-                ServerMessage::PublishAnswer { sdp, .. } => Some(stun::ice_credentials(sdp).0),
-                _ => None,
-            })
-            .expect("carol's publish answer")
-    }
+/// The relay's ufrag on Carol's publish leg, from her publish answer.
+fn carol_publish_ufrag(c: &mut Call) -> String {
+    c.carol.pump();
+    c.carol
+        .signals()
+        .find_map(|s| match s {
+            ServerMessage::PublishAnswer { sdp, .. } => Some(stun::ice_credentials(sdp).0),
+            _ => None,
+        })
+        .expect("carol's publish answer")
 }
 
 /// Anyone on the path sees a leg's ufrag in every connectivity check. 20,000 forged checks a
@@ -77,14 +31,18 @@ impl Call {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_stun_never_reaches_the_leg() {
     let mut c = call("hp-stun", |_| {}).await;
-    let ufrag = c.carol_publish_ufrag();
+    let ufrag = carol_publish_ufrag(&mut c);
     let flood_before = c.dropped("flood").await;
     let forged_before = c.dropped("stun_unauthenticated").await;
     let forgery = |i: u32| {
         binding_request(
             &ufrag,
             "mallory",
-            Some(if i.is_multiple_of(2) { "guessed-password" } else { "" }),
+            Some(if i.is_multiple_of(2) {
+                "guessed-password"
+            } else {
+                ""
+            }),
             Role::Controlled(0),
             i.is_multiple_of(3),
         )

@@ -81,7 +81,8 @@ impl TrustedProxies {
         Ok(TrustedProxies { networks })
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         self.networks.iter().any(|n| n.contains(ip))
     }
 

@@ -97,4 +97,8 @@ pub trait RoomControl: Clone + Send + Sync + 'static {
     /// `message`.
     fn disconnected(&self, session: SessionKey, how: Disconnect)
     -> impl Future<Output = ()> + Send;
+
+    /// Whether `resume_token` names a session the relay holds now. Join limits never refuse
+    /// those: a participant coming back after a network change must get back in.
+    fn knows_resume_token(&self, resume_token: &str) -> bool;
 }

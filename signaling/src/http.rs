@@ -80,11 +80,7 @@ pub struct ErrorBody {
 }
 
 /// An error answer with the JSON body every HTTP refusal of the relay uses.
-pub(crate) fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: impl Into<String>,
-) -> Response {
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(ErrorBody {
@@ -124,8 +120,14 @@ async fn rtc<C: RoomControl>(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let client = signaling.trusted_proxies.client(peer.ip(), &headers).ip;
-    // Counted before the token is looked at: guessing tokens is as limited as joining.
-    if let Err(wait) = signaling.join_limiter.attempt(client, Instant::now()) {
+    // Counted before the token is looked at: guessing tokens is as limited as joining. A resume
+    // of a session the relay holds is never refused (resume tokens are long random secrets, so
+    // this is no way around the limit).
+    let resuming_known = params
+        .resume_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty() && signaling.control.knows_resume_token(t));
+    if !resuming_known && let Err(wait) = signaling.join_limiter.attempt(client, Instant::now()) {
         signaling.metrics.limits.breached(Limit::JoinRate);
         info!(%client, %peer, "join refused: too many attempts from this address");
         let mut response = error_response(
@@ -302,6 +304,41 @@ async fn web_library() -> impl IntoResponse {
     )
 }
 
+/// Middleware for dev mode: only requests whose `Host` is a loopback name or address are
+/// answered. A web page elsewhere can point a name of its own at 127.0.0.1 (DNS rebinding); its
+/// requests then carry that name as `Host` (and `Origin`), and dev mode would otherwise hand it
+/// tokens and let it join.
+pub async fn loopback_host_only(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !is_loopback_host(host) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            "dev mode answers only requests to a loopback host (localhost, 127.0.0.1, [::1]); \
+             configure an API key (auth.keys) to serve other hosts",
+        );
+    }
+    next.run(request).await
+}
+
+/// `localhost`, `*.localhost`, or a loopback IP literal, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Middleware: one debug line per request. The query string is left out on purpose: it carries
 /// join tokens (`?access_token=`), which must never reach a log.
 pub async fn log_request(request: Request, next: Next) -> Response {
@@ -310,4 +347,36 @@ pub async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     debug!(%method, path = %path, status = response.status().as_u16(), "http request");
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_are_names_and_literals_of_loopback_only() {
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "app.localhost:8080",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.1.2.3:1",
+            "[::1]:8080",
+            "[::1]",
+            "LOCALHOST.",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "localhost.evil.example",
+            "10.0.0.1:8080",
+            "[::2]:80",
+            "",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 }

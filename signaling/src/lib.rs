@@ -11,5 +11,6 @@ pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod protocol;
+pub mod serve;
 pub mod session;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! rate limiters signaling applies itself (messages per session, joins per address).
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,10 +20,14 @@ pub enum Limit {
     SdpSize,
     IdleSession,
     SlowSession,
+    HttpConnections,
+    HttpConnectionsPerClient,
+    SdpMediaSections,
+    OfferRate,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 13] = [
         Limit::MessageSize,
         Limit::MessageRate,
         Limit::JoinRate,
@@ -33,6 +37,10 @@ impl Limit {
         Limit::SdpSize,
         Limit::IdleSession,
         Limit::SlowSession,
+        Limit::HttpConnections,
+        Limit::HttpConnectionsPerClient,
+        Limit::SdpMediaSections,
+        Limit::OfferRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +54,10 @@ impl Limit {
             Limit::SdpSize => "sdp_size",
             Limit::IdleSession => "idle_session",
             Limit::SlowSession => "slow_session",
+            Limit::HttpConnections => "http_connections",
+            Limit::HttpConnectionsPerClient => "http_connections_per_client",
+            Limit::SdpMediaSections => "sdp_media_sections",
+            Limit::OfferRate => "offer_rate",
         }
     }
 }
@@ -113,11 +125,23 @@ impl TokenBucket {
 }
 
 /// Join attempts per client address per minute, counted before the token is checked so that
-/// guessing tokens is as limited as joining. IPv6 clients are counted per /64, the block one
-/// host usually holds.
+/// guessing tokens is as limited as joining. IPv6 clients are counted per /64 (the block one host
+/// usually holds) and, at [`PREFIX_48_FACTOR`] times the limit, per /48 (one site), so that
+/// holding a whole /48 does not multiply an attacker's budget by 65,536.
+///
+/// Memory is bounded: past [`MAX_TRACKED`] windows the oldest is forgotten (its address starts
+/// afresh). A flood of distinct addresses therefore only ever costs those addresses their own
+/// attempts, never anybody else's.
 pub struct JoinLimiter {
     per_minute: u32,
-    windows: Mutex<HashMap<IpAddr, Window>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    by_bucket: HashMap<IpAddr, Window>,
+    /// Buckets in the order they were first tracked, for eviction.
+    order: VecDeque<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,16 +151,17 @@ struct Window {
 }
 
 const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at once; past this, expired windows are swept, and if none has expired the
-/// newcomer is refused (a flood of distinct addresses cannot grow the table without bound).
-const MAX_TRACKED: usize = 65_536;
+/// Windows tracked at once (about 3 MiB).
+pub const MAX_TRACKED: usize = 65_536;
+/// A /48 may make this many times the per-address attempts.
+pub const PREFIX_48_FACTOR: u32 = 16;
 
 impl JoinLimiter {
     /// `per_minute == 0` turns the limit off.
     pub fn new(per_minute: u32) -> Self {
         JoinLimiter {
             per_minute,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Windows::default()),
         }
     }
 
@@ -145,15 +170,43 @@ impl JoinLimiter {
         if self.per_minute == 0 {
             return Ok(());
         }
-        let key = bucket_of(ip);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() >= MAX_TRACKED && !windows.contains_key(&key) {
-            windows.retain(|_, w| now.saturating_duration_since(w.started) < WINDOW);
-            if windows.len() >= MAX_TRACKED {
-                return Err(Duration::from_secs(1));
+        let mut buckets = vec![(bucket_of(ip), self.per_minute)];
+        if let Some(site) = site_of(ip) {
+            buckets.push((site, self.per_minute.saturating_mul(PREFIX_48_FACTOR)));
+        }
+        for &(bucket, limit) in &buckets {
+            let window = windows.get(bucket, now);
+            if window.attempts >= limit {
+                return Err(WINDOW.saturating_sub(now.saturating_duration_since(window.started)));
             }
         }
-        let window = windows.entry(key).or_insert(Window {
+        for (bucket, _) in buckets {
+            windows.get(bucket, now).attempts += 1;
+        }
+        Ok(())
+    }
+
+    /// Addresses (buckets) tracked now.
+    pub fn tracked(&self) -> usize {
+        let windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        windows.by_bucket.len()
+    }
+}
+
+impl Windows {
+    /// The current window of `bucket`, started afresh if it expired or was never tracked.
+    fn get(&mut self, bucket: IpAddr, now: Instant) -> &mut Window {
+        if !self.by_bucket.contains_key(&bucket) {
+            while self.by_bucket.len() >= MAX_TRACKED {
+                let Some(oldest) = self.order.pop_front() else {
+                    break;
+                };
+                self.by_bucket.remove(&oldest);
+            }
+            self.order.push_back(bucket);
+        }
+        let window = self.by_bucket.entry(bucket).or_insert(Window {
             started: now,
             attempts: 0,
         });
@@ -163,21 +216,32 @@ impl JoinLimiter {
                 attempts: 0,
             };
         }
-        if window.attempts >= self.per_minute {
-            return Err(WINDOW.saturating_sub(now.saturating_duration_since(window.started)));
-        }
-        window.attempts += 1;
-        Ok(())
+        window
     }
 }
 
-fn bucket_of(ip: IpAddr) -> IpAddr {
+/// The bucket one client counts in: its IPv4 address, or its IPv6 /64.
+pub fn bucket_of(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         v4 @ IpAddr::V4(_) => v4,
         IpAddr::V6(v6) => {
             let mut octets = v6.octets();
             octets[8..].fill(0);
             IpAddr::from(octets)
+        }
+    }
+}
+
+/// The IPv6 /48 of an address (marked with a low bit no /64 bucket has, so the two kinds of
+/// bucket never collide); `None` for IPv4.
+fn site_of(ip: IpAddr) -> Option<IpAddr> {
+    match ip.to_canonical() {
+        IpAddr::V4(_) => None,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[6..].fill(0);
+            octets[15] = 1;
+            Some(IpAddr::from(octets))
         }
     }
 }
@@ -235,6 +299,38 @@ mod tests {
                 .attempt("::ffff:192.0.2.9".parse().unwrap(), now)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_flood_of_distinct_addresses_refuses_nobody_else_and_memory_stays_bounded() {
+        let limiter = JoinLimiter::new(2);
+        let now = Instant::now();
+        let legit: IpAddr = "198.51.100.7".parse().unwrap();
+        limiter.attempt(legit, now).unwrap();
+        for i in 0..(MAX_TRACKED as u32 + 1_000) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            limiter.attempt(ip, now).unwrap();
+        }
+        assert!(limiter.tracked() <= MAX_TRACKED);
+        limiter.attempt(legit, now).unwrap();
+        limiter.attempt("127.0.0.1".parse().unwrap(), now).unwrap();
+    }
+
+    #[test]
+    fn one_ipv6_site_cannot_multiply_its_budget_by_its_64s() {
+        let limiter = JoinLimiter::new(1);
+        let now = Instant::now();
+        let allowed = (0..1_000u16)
+            .filter(|i| {
+                let ip: IpAddr = format!("2001:db8:1:{i:x}::1").parse().unwrap();
+                limiter.attempt(ip, now).is_ok()
+            })
+            .count();
+        assert_eq!(allowed, PREFIX_48_FACTOR as usize);
+        // Another site is untouched.
+        limiter
+            .attempt("2001:db8:2::1".parse().unwrap(), now)
+            .unwrap();
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 pub struct SignalingMetrics {
     pub connections: IntGauge,
+    /// Open HTTP connections (of every kind, WebSockets included).
+    pub http_connections: IntGauge,
     pub connections_total: IntCounter,
     messages: HashMap<ClientMessageKind, IntCounter>,
     errors: HashMap<ErrorCode, IntCounter>,
@@ -23,6 +25,11 @@ impl SignalingMetrics {
             "tern_signaling_connections",
             "Open signaling WebSocket connections.",
         )?;
+        let http_connections = IntGauge::new(
+            "tern_http_connections",
+            "Open HTTP connections (plain and TLS, WebSockets included).",
+        )?;
+        registry.register(Box::new(http_connections.clone()))?;
         let connections_total = IntCounter::new(
             "tern_signaling_connections_total",
             "Signaling WebSocket connections accepted since start.",
@@ -60,6 +67,7 @@ impl SignalingMetrics {
         registry.register(Box::new(rejections_vec.clone()))?;
         Ok(SignalingMetrics {
             connections,
+            http_connections,
             connections_total,
             messages: ClientMessageKind::ALL
                 .iter()

@@ -2,6 +2,7 @@
 //! bounded command channel; the worker answers on each session's own bounded event channel.
 
 use super::admin::{AdminReply, AdminRequest};
+use super::resume::KnownResumeTokens;
 use crate::metrics::NodeStats;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,12 +57,21 @@ pub struct LegReport {
 pub struct RelayControl {
     commands: mpsc::Sender<Command>,
     draining: Arc<AtomicBool>,
+    resume_tokens: KnownResumeTokens,
 }
 
 impl RelayControl {
     /// `draining`: while set, joins other than resumes are refused with `unavailable`.
-    pub fn new(commands: mpsc::Sender<Command>, draining: Arc<AtomicBool>) -> Self {
-        RelayControl { commands, draining }
+    pub fn new(
+        commands: mpsc::Sender<Command>,
+        draining: Arc<AtomicBool>,
+        resume_tokens: KnownResumeTokens,
+    ) -> Self {
+        RelayControl {
+            commands,
+            draining,
+            resume_tokens,
+        }
     }
 
     /// The worker's state, for the metrics gauges; `None` when the worker is gone.
@@ -122,6 +132,10 @@ impl RoomControl for RelayControl {
             .commands
             .send(Command::Disconnected { session, how })
             .await;
+    }
+
+    fn knows_resume_token(&self, resume_token: &str) -> bool {
+        self.resume_tokens.contains(resume_token)
     }
 }
 

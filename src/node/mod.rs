@@ -12,6 +12,7 @@ pub mod leg;
 pub mod pair;
 mod participants;
 mod publish;
+pub mod resume;
 pub mod sdp;
 pub mod socket;
 mod subscribe;

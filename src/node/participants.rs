@@ -7,7 +7,6 @@
 
 use super::control::Command;
 use super::demux::LegKey;
-use super::engine::random_token;
 use super::worker::{RoomKey, Worker};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
@@ -169,7 +168,7 @@ impl Worker {
             .collect()
     }
 
-    fn stats(&self) -> NodeStats {
+    pub(super) fn stats(&self) -> NodeStats {
         let mut stats = NodeStats {
             rooms: self.rooms.len() as u64,
             participants: self.participants.len() as u64,
@@ -246,10 +245,9 @@ impl Worker {
             .map_err(|_| JoinRefusal::Unavailable)?;
         entry.empty_since = None;
         entry.had_participants = true;
-        let resume_token = random_token(32);
+        let resume_token = self.resume_tokens.issue(id, None);
         let (events_tx, events) = mpsc::channel(self.config.session_queue);
         let key = self.new_session_key(id);
-        self.resume_tokens.insert(resume_token.clone(), id);
         self.participants.insert(
             id,
             Participant {
@@ -306,9 +304,9 @@ impl Worker {
         request: &JoinRequest,
         now: Instant,
     ) -> Result<Admission, JoinRefusal> {
-        let id = *self
+        let id = self
             .resume_tokens
-            .get(token)
+            .participant(token)
             .ok_or(JoinRefusal::ResumeFailed)?;
         let participant = self
             .participants
@@ -323,7 +321,10 @@ impl Worker {
         }
         let key = self.new_session_key(id);
         let (events_tx, events) = mpsc::channel(self.config.session_queue);
+        // The presented token is spent: the `joined` of this connection carries the next one.
+        let resume_token = self.resume_tokens.issue(id, Some(token));
         let participant = self.participants.get_mut(&id).expect("checked above");
+        participant.resume_token = resume_token;
         if let Some(old) = participant.session.take() {
             let _ = old
                 .events
@@ -525,7 +526,7 @@ impl Worker {
             return;
         };
         info!(participant = %id, identity = %participant.identity, ?reason, "left");
-        self.resume_tokens.remove(&participant.resume_token);
+        self.resume_tokens.revoke(&participant.resume_token);
         for leg in [participant.publish_leg, participant.subscribe_leg]
             .into_iter()
             .flatten()

@@ -12,6 +12,7 @@ use super::engine::{EngineSettings, LegRole};
 use super::guard::{self, Class};
 use super::leg::{Leg, LegMedia, sink_parts};
 use super::participants::{Participant, RoomEntry};
+use super::resume::{KnownResumeTokens, ResumeTokens};
 use super::tcp::{TcpEvent, TcpWriter};
 use crate::ice_servers::IceServerConfig;
 use crate::media::codec::Codec;
@@ -19,7 +20,9 @@ use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::rewrite;
 use crate::media::room::{RoomOutput, SinkId};
-use crate::metrics::{DropReason, Feedback, LATENCY_SAMPLE, LegFailure, MediaMetrics};
+use crate::metrics::{
+    DropReason, Feedback, LATENCY_SAMPLE, LegFailure, MediaMetrics, NodeSnapshot,
+};
 use crate::webhooks::Webhooks;
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
@@ -58,6 +61,8 @@ const RECV_BUFFER_BYTES: usize = 4_096;
 const RECV_ARENA_BYTES: usize = 256 * 1024;
 /// Datagrams read per wake-up before the worker looks at commands and timers again.
 const RECV_BATCH: usize = 64;
+/// The state gauges are republished at least this often (and after every command).
+const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 /// Housekeeping (room timers, debounced renegotiation) runs at least this often.
 const HOUSEKEEPING: Duration = Duration::from_millis(10);
 
@@ -161,13 +166,16 @@ pub struct Worker {
     pub(super) rooms: FxHashMap<RoomKey, RoomEntry>,
     pub(super) room_keys: HashMap<crate::media::ids::RoomId, RoomKey>,
     pub(super) next_room: u64,
-    pub(super) resume_tokens: HashMap<String, ParticipantId>,
+    pub(super) resume_tokens: ResumeTokens,
     pub(super) next_connection: u64,
     /// Participants whose session was closed for being too slow, to be announced.
     pub(super) lost_sessions: Vec<ParticipantId>,
     pub(super) metrics: Arc<MediaMetrics>,
     /// RTP/RTCP packets that got through SRTP on any leg (see `engine::new_peer_connection`).
     pub(super) decrypted: Arc<AtomicU64>,
+    /// Where the state gauges are published for `/metrics`, and when they were last.
+    snapshot: Arc<NodeSnapshot>,
+    snapshot_at: Option<Instant>,
     pub(super) webhooks: Webhooks,
     commands: mpsc::Receiver<Command>,
     inbound: Vec<Inbound>,
@@ -204,11 +212,13 @@ impl Worker {
             rooms: FxHashMap::default(),
             room_keys: HashMap::new(),
             next_room: 1,
-            resume_tokens: HashMap::new(),
+            resume_tokens: ResumeTokens::default(),
             next_connection: 1,
             lost_sessions: Vec::new(),
             metrics,
             decrypted: Arc::default(),
+            snapshot: Arc::default(),
+            snapshot_at: None,
             webhooks: Webhooks::default(),
             commands,
             inbound: Vec::new(),
@@ -216,6 +226,22 @@ impl Worker {
             fan_out: Vec::new(),
             recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
         })
+    }
+
+    /// The worker's state gauges, republished after every command and at least every
+    /// [`SNAPSHOT_INTERVAL`].
+    pub fn snapshot(&self) -> Arc<NodeSnapshot> {
+        self.snapshot.clone()
+    }
+
+    fn publish_snapshot(&mut self, now: Instant) {
+        self.snapshot.publish(self.stats());
+        self.snapshot_at = Some(now);
+    }
+
+    /// The resume tokens of current sessions, for signaling.
+    pub fn known_resume_tokens(&self) -> KnownResumeTokens {
+        self.resume_tokens.known()
     }
 
     /// Room and participant events go to these webhooks.
@@ -242,7 +268,11 @@ impl Worker {
                 .fold(next_housekeeping, Instant::min);
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(command) => self.handle_command(command, Instant::now()),
+                    Some(command) => {
+                        let now = Instant::now();
+                        self.handle_command(command, now);
+                        self.publish_snapshot(now);
+                    }
                     None => break,
                 },
                 ready = socket.socket.readable() => {
@@ -796,6 +826,12 @@ impl Worker {
     fn housekeeping(&mut self, now: Instant) {
         for id in std::mem::take(&mut self.lost_sessions) {
             self.session_lost(id, now);
+        }
+        if self
+            .snapshot_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= SNAPSHOT_INTERVAL)
+        {
+            self.publish_snapshot(now);
         }
         let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
         for room in rooms {

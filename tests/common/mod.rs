@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod call;
 pub mod stun;
 
 use bytes::Bytes;
@@ -86,9 +87,10 @@ pub async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> 
     }
 }
 
-/// Fetches a metric value (first sample whose line starts with `series`) from /metrics.
+/// A metric value (first sample whose line starts with `series`), from the text `/metrics`
+/// serves (rendered here, so it works whichever listener serves `/metrics`).
 pub async fn metric(relay: &Running, series: &str) -> f64 {
-    let body = http_get(relay.http_addr, "/metrics").await.1;
+    let body = relay.metrics.render(relay.snapshot.read());
     body.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
@@ -121,7 +123,7 @@ pub async fn wait_metric(
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_request(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
     )
     .await
 }
