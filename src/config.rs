@@ -221,6 +221,13 @@ pub struct RoomConfig {
     pub max_sdp_bytes: usize,
     /// Track changes within this many milliseconds share one subscribe offer.
     pub renegotiation_debounce_ms: u64,
+    /// Least milliseconds between two subscribe offers to one participant: however fast others
+    /// publish and unpublish, nobody renegotiates more often than this.
+    pub renegotiation_interval_ms: u64,
+    /// Media sections (m-lines, of any direction) an offer or answer may have.
+    pub max_media_sections: usize,
+    /// Publish offers one participant may send per second (bursts of three times as many).
+    pub max_offers_per_s: u32,
     /// Minimum milliseconds between keyframe requests to one publisher track.
     pub keyframe_interval_ms: u64,
 }
@@ -310,6 +317,9 @@ impl Default for RoomConfig {
             max_tracks_per_participant: 8,
             max_sdp_bytes: 32 * 1024,
             renegotiation_debounce_ms: 20,
+            renegotiation_interval_ms: 300,
+            max_media_sections: 32,
+            max_offers_per_s: 2,
             keyframe_interval_ms: 500,
         }
     }
@@ -548,6 +558,12 @@ impl Config {
                     "media.tcp_listen is {tcp} (all interfaces); set media.advertised_ips to the \
                      address(es) clients reach this host on"
                 ),
+            ));
+        }
+        if self.room.max_media_sections < 4 || self.room.max_offers_per_s == 0 {
+            return Err(invalid(
+                "room.max_media_sections",
+                "room.max_media_sections must be at least 4 and room.max_offers_per_s at least 1",
             ));
         }
         if self.room.max_rooms == 0 {

@@ -10,7 +10,8 @@ use crate::node::tcp::TcpCounters;
 use crate::process_metrics::ProcessMetrics;
 use crate::webhooks::WebhookMetrics;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -170,6 +171,8 @@ pub struct MediaMetrics {
     pub forwarding_latency: Histogram,
     /// Join accepted -> the participant's first peer connection connected.
     pub join_duration: Histogram,
+    /// The media worker's time for one command from signaling, by kind.
+    command_duration: Vec<Histogram>,
     /// Limits the worker enforces (room size, tracks, rooms, SDP size); shared with signaling.
     pub limits: LimitCounters,
 }
@@ -191,6 +194,46 @@ impl MediaMetrics {
 
     pub fn leg_failed(&self, stage: LegFailure) {
         self.leg_failures[stage as usize].inc();
+    }
+
+    pub fn command_took(&self, kind: CommandKind, seconds: f64) {
+        self.command_duration[kind as usize].observe(seconds);
+    }
+}
+
+/// What the media worker was asked to do, for its cost per command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Join,
+    PublishOffer,
+    SubscribeAnswer,
+    Trickle,
+    OtherMessage,
+    Disconnected,
+    Admin,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 7] = [
+        CommandKind::Join,
+        CommandKind::PublishOffer,
+        CommandKind::SubscribeAnswer,
+        CommandKind::Trickle,
+        CommandKind::OtherMessage,
+        CommandKind::Disconnected,
+        CommandKind::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandKind::Join => "join",
+            CommandKind::PublishOffer => "publish_offer",
+            CommandKind::SubscribeAnswer => "subscribe_answer",
+            CommandKind::Trickle => "trickle",
+            CommandKind::OtherMessage => "other_message",
+            CommandKind::Disconnected => "disconnected",
+            CommandKind::Admin => "admin",
+        }
     }
 }
 
@@ -486,6 +529,29 @@ impl Metrics {
                  connected (ICE and DTLS done).",
                 vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0],
             ),
+            command_duration: {
+                let vec = HistogramVec::new(
+                    HistogramOpts::new(
+                        "tern_worker_command_seconds",
+                        "Time the media worker spent on one command from signaling (a join, a \
+                         client message, a disconnect, an admin request), by kind: what one \
+                         message can cost everybody else's media.",
+                    )
+                    .buckets(vec![
+                        10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+                        25e-3, 50e-3, 100e-3,
+                    ]),
+                    &["command"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("metric registered once");
+                CommandKind::ALL
+                    .iter()
+                    .map(|k| vec.with_label_values(&[k.as_str()]))
+                    .collect()
+            },
         };
         let gauges = StateGauges {
             rooms: gauge(&registry, "tern_rooms", "Open rooms."),

@@ -89,3 +89,114 @@ async fn forged_stun_never_reaches_the_leg() {
         assert_eq!(leg.ice_role, "controlled", "{leg:?}");
     }
 }
+
+/// An SDP within the size limit can still carry hundreds of m-lines, each costing the media
+/// worker time to apply. Mallory sends 48 such offers a second: the first ones are refused for
+/// their m-lines before anything parses them (`sdp_media_sections`), the rest for their rate
+/// (`offer_rate`), and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdp_bombs_are_refused_before_they_cost_the_worker() {
+    let mut c = call("hp-bomb", |_| {}).await;
+    let mallory = Client::connect(&c.relay, "hp-bomb", "mallory").await;
+    let mut bomb = String::from("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
+    for mid in 0..184 {
+        bomb.push_str(&format!(
+            "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=inactive\r\n\
+             a=rtpmap:111 opus/48000/2\r\n"
+        ));
+    }
+    assert!(bomb.len() < 32 * 1024);
+    let sections_before = c.breaches("sdp_media_sections").await;
+    let rate_before = c.breaches("offer_rate").await;
+    let started = Instant::now();
+    for i in 0..96u32 {
+        mallory.send(Command::Raw(
+            tern_signaling::protocol::ClientMessage::PublishOffer {
+                sdp: bomb.clone(),
+                tracks: Vec::new(),
+            },
+        ));
+        let due = started + Duration::from_millis(u64::from(i + 1) * 1000 / 48);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    c.assert_unharmed(1).await;
+    let sections = c.breaches("sdp_media_sections").await - sections_before;
+    let rate = c.breaches("offer_rate").await - rate_before;
+    assert_eq!(sections + rate, 96.0, "every bomb refused");
+    assert!(
+        (6.0..=12.0).contains(&sections),
+        "{sections} parsed-for-size offers"
+    );
+    assert!(rate >= 84.0, "{rate} refused for their rate");
+}
+
+/// Mallory publishes and unpublishes as fast as she may: one participant's churn must not make
+/// everyone else renegotiate more than a few times a second (300 ms apart at least).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_churn_cannot_renegotiate_everyone_many_times_a_second() {
+    let mut c = call("hp-churn", |c| c.room.max_offers_per_s = 50).await;
+    let mut mallory = Client::connect(&c.relay, "hp-churn", "mallory").await;
+    mallory.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
+    let offer = mallory
+        .wait_for("mallory's publish offer", |e| match e {
+            Event::LocalSdp { publish: true, sdp } => Some(sdp.clone()),
+            _ => None,
+        })
+        .await;
+    wait_more(&mut c.bob, "carol", "audio", 10).await;
+    let silent = offer
+        .replace("a=sendrecv", "a=inactive")
+        .replace("a=sendonly", "a=inactive");
+    let offers = |bob: &mut Client| {
+        bob.pump();
+        bob.signals()
+            .filter(|s| matches!(s, ServerMessage::SubscribeOffer { .. }))
+            .count()
+    };
+    let changes = |bob: &mut Client| {
+        bob.pump();
+        bob.signals()
+            .filter(|s| {
+                matches!(
+                    s,
+                    ServerMessage::TrackPublished { .. } | ServerMessage::TrackUnpublished { .. }
+                )
+            })
+            .count()
+    };
+    let offers_before = offers(&mut c.bob);
+    let changes_before = changes(&mut c.bob);
+    let started = Instant::now();
+    // 30 offers a second for 3 s, alternately taking her tracks down and putting them back.
+    for i in 0..90u32 {
+        let sdp = if i % 2 == 0 {
+            silent.clone()
+        } else {
+            offer.clone()
+        };
+        mallory.send(Command::Raw(
+            tern_signaling::protocol::ClientMessage::PublishOffer {
+                sdp,
+                tracks: Vec::new(),
+            },
+        ));
+        let due = started + Duration::from_millis(u64::from(i + 1) * 1000 / 30);
+        tokio::time::sleep_until(due.into()).await;
+    }
+    let elapsed = started.elapsed();
+    c.assert_unharmed(1).await;
+    let churn = changes(&mut c.bob) - changes_before;
+    assert!(
+        churn >= 40,
+        "the churn did not happen ({churn} track changes)"
+    );
+    let renegotiations = offers(&mut c.bob) - offers_before;
+    let allowed = (elapsed.as_millis() / 300) as usize + 2;
+    assert!(
+        renegotiations <= allowed,
+        "{renegotiations} subscribe offers to bob in {elapsed:?}"
+    );
+}

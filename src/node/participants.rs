@@ -11,7 +11,7 @@ use super::worker::{RoomKey, Worker};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::{MemberInfo, MemberState, Room, RoomError, TrackSource};
-use crate::metrics::NodeStats;
+use crate::metrics::{CommandKind, NodeStats};
 use crate::webhooks::EventKind;
 use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::admin::RoomPolicy;
@@ -19,7 +19,7 @@ use tern_signaling::auth::Grants;
 use tern_signaling::control::{
     Admission, Disconnect, JoinRefusal, JoinRequest, SessionEvent, SessionKey,
 };
-use tern_signaling::limits::Limit;
+use tern_signaling::limits::{Limit, TokenBucket};
 use tern_signaling::protocol::{
     ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ParticipantState,
     ServerMessage, TrackInfo, TrackKind,
@@ -85,6 +85,10 @@ pub struct Participant {
     pub subscribe_leg: Option<LegKey>,
     /// When the subscribe leg should next be renegotiated (debounced).
     pub renegotiate_at: Option<Instant>,
+    /// When the last subscribe offer went out (offers are spaced by the renegotiation interval).
+    pub last_offer_at: Option<Instant>,
+    /// Publish offers this participant may still send now.
+    pub offers: TokenBucket,
     /// Tracks this participant's subscribe leg cannot receive (codec); it was told once.
     pub unreceivable: std::collections::HashSet<TrackId>,
     /// The next subscribe offer restarts ICE (the participant resumed, maybe from elsewhere).
@@ -93,6 +97,20 @@ pub struct Participant {
     pub joined_at: SystemTime,
     /// When the join was accepted, until the first peer connection connects (join duration).
     pub awaiting_media: Option<Instant>,
+}
+
+fn command_kind(command: &Command) -> CommandKind {
+    match command {
+        Command::Join { .. } => CommandKind::Join,
+        Command::Message { message, .. } => match message {
+            ClientMessage::PublishOffer { .. } => CommandKind::PublishOffer,
+            ClientMessage::SubscribeAnswer { .. } => CommandKind::SubscribeAnswer,
+            ClientMessage::Trickle { .. } => CommandKind::Trickle,
+            _ => CommandKind::OtherMessage,
+        },
+        Command::Disconnected { .. } => CommandKind::Disconnected,
+        _ => CommandKind::Admin,
+    }
 }
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
@@ -122,6 +140,15 @@ pub fn room_source(source: tern_signaling::protocol::TrackSource) -> TrackSource
 
 impl Worker {
     pub(super) fn handle_command(&mut self, command: Command, now: Instant) {
+        let kind = command_kind(&command);
+        // The clock is read here, in the shell, to measure; decisions use `now`.
+        let started = Instant::now();
+        self.run_command(command, now);
+        self.metrics
+            .command_took(kind, started.elapsed().as_secs_f64());
+    }
+
+    fn run_command(&mut self, command: Command, now: Instant) {
         match command {
             Command::Join { request, reply } => {
                 let result = self.join(request, now);
@@ -264,6 +291,12 @@ impl Worker {
                 publish_leg: None,
                 subscribe_leg: None,
                 renegotiate_at: None,
+                last_offer_at: None,
+                offers: TokenBucket::new(
+                    self.config.max_offers_per_s,
+                    self.config.max_offers_per_s.saturating_mul(3),
+                    now,
+                ),
                 unreceivable: Default::default(),
                 restart_subscribe_ice: false,
                 data: Default::default(),
@@ -397,7 +430,24 @@ impl Worker {
         };
         let kind = message.kind();
         let result = match message {
-            ClientMessage::PublishOffer { sdp, tracks } => self.publish_offer(id, sdp, tracks, now),
+            ClientMessage::PublishOffer { sdp, tracks } => {
+                let allowed = self
+                    .participants
+                    .get_mut(&id)
+                    .is_some_and(|p| p.offers.take(now));
+                if allowed {
+                    self.publish_offer(id, sdp, tracks, now)
+                } else {
+                    self.metrics.limits.breached(Limit::OfferRate);
+                    Err((
+                        ErrorCode::RateLimited,
+                        format!(
+                            "at most {} publish offers a second; send it again later",
+                            self.config.max_offers_per_s
+                        ),
+                    ))
+                }
+            }
             ClientMessage::SubscribeAnswer { sdp } => self.subscribe_answer(id, sdp, now),
             ClientMessage::Trickle { leg, candidate } => self.trickle(id, leg, candidate),
             ClientMessage::SetMuted { track_id, muted } => self.set_muted(id, &track_id, muted),

@@ -152,6 +152,23 @@ impl Worker {
         Ok(key)
     }
 
+    /// Refuses an SDP with more media sections than the limit, before anything parses it: each
+    /// costs the media worker time to apply, inactive ones included.
+    pub(super) fn check_media_sections(&self, sdp: &str) -> Result<(), Refusal> {
+        let sections = sdp.lines().filter(|l| l.starts_with("m=")).count();
+        if sections > self.config.max_media_sections {
+            self.metrics.limits.breached(Limit::SdpMediaSections);
+            return Err(refuse(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "the SDP has {sections} media sections; at most {} are accepted",
+                    self.config.max_media_sections
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Keeps the demux table on the leg's current ICE credentials (new after every ICE restart).
     pub(super) fn sync_ufrag(&mut self, key: LegKey) {
         let Some(leg) = self.legs.get_mut(&key) else {
@@ -205,6 +222,7 @@ impl Worker {
                 ),
             ));
         }
+        self.check_media_sections(&sdp)?;
         let room_id = participant.room;
         let existing_leg = participant.publish_leg;
         let offer = RTCSessionDescription::offer(sdp)

@@ -34,6 +34,14 @@ impl Worker {
             return;
         };
         participant.renegotiate_at = None;
+        // Offers are spaced: another participant's churn cannot renegotiate this one more often.
+        if let Some(last) = participant.last_offer_at {
+            let earliest = last + self.config.renegotiation_interval;
+            if now < earliest {
+                participant.renegotiate_at = Some(earliest);
+                return;
+            }
+        }
         let grants = participant.grants;
         if !grants.subscribe && !grants.publish_data {
             return;
@@ -278,6 +286,9 @@ impl Worker {
     }
 
     fn send_subscribe_offer(&mut self, id: ParticipantId, key: LegKey, now: Instant) {
+        if let Some(p) = self.participants.get_mut(&id) {
+            p.last_offer_at = Some(now);
+        }
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
         };
@@ -405,6 +416,7 @@ impl Worker {
             self.metrics.limits.breached(Limit::SdpSize);
             return Err(refuse(ErrorCode::LimitExceeded, "SDP too large"));
         }
+        self.check_media_sections(&sdp)?;
         let leg = self
             .legs
             .get_mut(&key)

@@ -81,6 +81,12 @@ pub struct WorkerConfig {
     pub max_rooms: usize,
     /// Track changes within this window are folded into one subscribe offer.
     pub renegotiation_debounce: Duration,
+    /// Least time between two subscribe offers to one participant.
+    pub renegotiation_interval: Duration,
+    /// Media sections an offer or answer may have.
+    pub max_media_sections: usize,
+    /// Publish offers per second per participant (bursts of three times as many).
+    pub max_offers_per_s: u32,
     /// Minimum spacing of keyframe requests to one publisher track.
     pub keyframe_interval: Duration,
     pub max_tracks_per_participant: usize,
@@ -111,6 +117,9 @@ impl Default for WorkerConfig {
             },
             max_rooms: 1_000,
             renegotiation_debounce: Duration::from_millis(20),
+            renegotiation_interval: Duration::from_millis(300),
+            max_media_sections: 32,
+            max_offers_per_s: 2,
             keyframe_interval: Duration::from_millis(500),
             max_tracks_per_participant: 8,
             max_sdp_bytes: 32 * 1024,
