@@ -376,4 +376,21 @@ async fn renegotiation_reuses_m_lines_so_the_sdp_stays_bounded() {
         m_lines.iter().all(|n| *n <= 2),
         "media m-lines are reused, never accumulate: {m_lines:?}"
     );
+    // Every media m-line the relay offers is sendonly, a retired one too: it never invites the
+    // subscriber to send, and never goes through `inactive` (GStreamer up to 1.22 cannot take
+    // an m-line back from there).
+    for signal in watcher.signals() {
+        let ServerMessage::SubscribeOffer { sdp, .. } = signal else {
+            continue;
+        };
+        for section in sdp.split("\r\nm=").skip(1) {
+            if section.starts_with("application") {
+                continue;
+            }
+            assert!(
+                section.contains("\r\na=sendonly"),
+                "not sendonly: m={section}"
+            );
+        }
+    }
 }

@@ -13,7 +13,7 @@ as_root() {
     echo "need root to run: $*" >&2; return 1; fi
 }
 
-step "system packages (chromium and firefox-esr for browser tests; iproute2, nftables, util-linux for test networks; python3-venv for schemathesis; prometheus and coturn for the operations tests)"
+step "system packages (chromium and firefox-esr for browser tests; iproute2, nftables, util-linux for test networks; python3-venv for schemathesis and aiortc; GStreamer webrtcbin for interop; prometheus and coturn for the operations tests)"
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v firefox-esr >/dev/null || missing+=(firefox-esr)
@@ -25,6 +25,11 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v turnserver >/dev/null || missing+=(coturn)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# The GStreamer interop client: webrtcbin, its codecs and libnice, driven from Debian's python3.
+for pkg in python3-gi python3-websockets gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 \
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   # Packages install their services but must not start them (the tests start their own).
@@ -34,6 +39,10 @@ chromium --version 2>/dev/null | grep -v 'unexpected operator' || true
 
 step "npm packages for the browser tests"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+step "Python packages for the aiortc interop client (PyPI, pinned in tests/interop/requirements.txt)"
+TERN_INTEROP_VENV=$(bash tests/interop/venv.sh)
+export TERN_INTEROP_VENV
 
 step "build (debug, all targets)"
 cargo fetch --locked
@@ -84,5 +93,8 @@ isolated node tests/browser/media.mjs
 
 step "headless Chromium with three IPv4 networks and IPv6 stays in a call for a minute; its path dies midway and it moves to another"
 isolated node tests/browser/multihome.mjs
+
+step "interop: Chromium, aiortc and GStreamer webrtcbin in one call (three Opus parameter sets; aiortc leaves and rejoins)"
+isolated node tests/browser/interop.mjs
 
 step "all tests passed in $(( $(date +%s) - started )) s"

@@ -84,6 +84,9 @@ pub struct OutboundSlot {
     pub octets_sent: u32,
     /// Whether the room forwards into this slot.
     pub attached: bool,
+    /// The track left the room; the slot keeps its m-line (`sendonly`, carrying nothing) until
+    /// a new track of its kind takes it over.
+    pub retired: bool,
 }
 
 #[derive(Default)]
@@ -120,14 +123,15 @@ impl SubscribeState {
         slot.get_or_insert_with(|| payload_types.to_vec());
     }
 
+    /// The slots of tracks the leg carries now (retired ones left out).
     pub fn tracks(&self) -> impl Iterator<Item = &OutboundSlot> {
-        self.slots.iter().flatten()
+        self.slots.iter().flatten().filter(|s| !s.retired)
     }
 
     pub fn slot_of_track(&self, track: TrackId) -> Option<usize> {
         self.slots
             .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.track == track))
+            .position(|s| s.as_ref().is_some_and(|s| s.track == track && !s.retired))
     }
 
     /// Stores a slot in the first free place; `None` when the leg holds the maximum.

@@ -223,6 +223,7 @@ impl Worker {
             ));
         }
         self.check_media_sections(&sdp)?;
+        let sdp = sdp::unify_bundle_credentials(&sdp).unwrap_or(sdp);
         let room_id = participant.room;
         let existing_leg = participant.publish_leg;
         let offer = RTCSessionDescription::offer(sdp)
@@ -351,7 +352,7 @@ impl Worker {
         self.notify(
             id,
             ServerMessage::PublishAnswer {
-                sdp: answer_sdp,
+                sdp: sdp::repeat_candidates(&answer_sdp),
                 tracks,
             },
         );
@@ -563,11 +564,13 @@ impl Worker {
                 "trickle before the leg's offer/answer",
             ));
         }
+        // The candidate's ufrag is not checked: a client whose bundled m-lines had credentials
+        // of their own names those, and an ICE-lite relay does not check candidates anyway.
         let init = RTCIceCandidateInit {
             candidate: candidate.candidate,
             sdp_mid: candidate.sdp_mid,
             sdp_mline_index: candidate.sdp_mline_index,
-            username_fragment: candidate.username_fragment,
+            username_fragment: None,
             ..Default::default()
         };
         let pc = &mut leg.pc;

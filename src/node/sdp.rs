@@ -197,6 +197,102 @@ pub fn same_format(codec: Codec, a_fmtp: &str, b_fmtp: &str) -> bool {
     }
 }
 
+/// An offer or answer whose bundled m-sections carry different ICE credentials (aiortc's
+/// default "balanced" bundle policy does so; RFC 8843 allows it) rewritten so that every
+/// m-section of the BUNDLE group carries the credentials of the group's first, tagged
+/// m-section: only those are used once bundled (RFC 8843 §7.2), and `rtc` refuses a
+/// description with several. `None` when nothing needs changing.
+pub fn unify_bundle_credentials(sdp: &str) -> Option<String> {
+    let bundle: Vec<&str> = sdp
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=group:BUNDLE "))?
+        .split_whitespace()
+        .collect();
+    let tagged = *bundle.first()?;
+    let sections = split_sections(sdp);
+    let (ufrag, pwd) = sections.iter().find_map(|section| {
+        (first_value(section, "a=mid:") == Some(tagged)).then(|| {
+            (
+                first_value(section, "a=ice-ufrag:"),
+                first_value(section, "a=ice-pwd:"),
+            )
+        })
+    })?;
+    let (ufrag, pwd) = (ufrag?, pwd?);
+    let mut changed = false;
+    let mut out = String::with_capacity(sdp.len());
+    for section in &sections {
+        let bundled = first_value(section, "a=mid:").is_some_and(|mid| bundle.contains(&mid));
+        for line in section.split_inclusive('\n') {
+            let ending = &line[line.trim_end().len()..];
+            let replaced = match line.trim_end() {
+                l if bundled
+                    && l.starts_with("a=ice-ufrag:")
+                    && l != format!("a=ice-ufrag:{ufrag}") =>
+                {
+                    Some(format!("a=ice-ufrag:{ufrag}{ending}"))
+                }
+                l if bundled && l.starts_with("a=ice-pwd:") && l != format!("a=ice-pwd:{pwd}") => {
+                    Some(format!("a=ice-pwd:{pwd}{ending}"))
+                }
+                _ => None,
+            };
+            match replaced {
+                Some(line) => {
+                    changed = true;
+                    out.push_str(&line);
+                }
+                None => out.push_str(line),
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The relay's SDP with its candidates (and end-of-candidates) repeated in every m-section that
+/// has none, as libwebrtc writes them: some stacks (aiortc) read a bundle's candidates from
+/// another m-section than the first.
+pub fn repeat_candidates(sdp: &str) -> String {
+    let sections = split_sections(sdp);
+    let candidates: Vec<&str> = sections
+        .get(1)
+        .map(|first| {
+            first
+                .split_inclusive('\n')
+                .filter(|l| l.starts_with("a=candidate:") || l.starts_with("a=end-of-candidates"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = String::with_capacity(sdp.len() + sections.len() * 100);
+    for (i, section) in sections.iter().enumerate() {
+        out.push_str(section);
+        let has_own = section.contains("\na=candidate:");
+        if i > 1 && !has_own {
+            if !out.ends_with('\n') {
+                out.push_str("\r\n");
+            }
+            for line in &candidates {
+                out.push_str(line);
+            }
+        }
+    }
+    out
+}
+
+/// An SDP cut into its session part and one part per m-section (each from its `m=` line).
+fn split_sections(sdp: &str) -> Vec<&str> {
+    let mut starts = vec![0];
+    let mut at = 0;
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") && at > 0 {
+            starts.push(at);
+        }
+        at += line.len();
+    }
+    starts.push(sdp.len());
+    starts.windows(2).map(|w| &sdp[w[0]..w[1]]).collect()
+}
+
 /// The relay's ICE ufrag in a local description (`a=ice-ufrag:`).
 pub fn ice_ufrag(sdp: &str) -> Option<&str> {
     first_value(sdp, "a=ice-ufrag:")
@@ -275,6 +371,38 @@ a=rtpmap:120 VP8/90000\r\n";
         assert!(!s[3].rejected && s[3].direction.client_sends());
         assert_eq!(s[3].formats[0].codec, Codec::Vp8);
         assert_eq!(ice_ufrag(OFFER), Some("abcd"));
+    }
+
+    #[test]
+    fn bundled_sections_get_the_tagged_sections_credentials() {
+        let offer = "v=0\r\ns=-\r\na=group:BUNDLE 0 1\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:aaaa\r\na=ice-pwd:pa\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=ice-ufrag:bbbb\r\na=ice-pwd:pb\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=ice-ufrag:cccc\r\na=ice-pwd:pc\r\n";
+        let unified = unify_bundle_credentials(offer).unwrap();
+        assert_eq!(unified.matches("a=ice-ufrag:aaaa\r\n").count(), 2);
+        assert_eq!(unified.matches("a=ice-pwd:pa\r\n").count(), 2);
+        // Not in the group: left alone.
+        assert!(unified.contains("a=ice-ufrag:cccc\r\na=ice-pwd:pc\r\n"));
+        assert_eq!(unified.len(), offer.len());
+        // Already one set of credentials (every browser): nothing to do.
+        assert!(unify_bundle_credentials(&unified).is_none());
+        assert!(unify_bundle_credentials(OFFER).is_none());
+    }
+
+    #[test]
+    fn candidates_are_repeated_where_an_m_section_has_none() {
+        let answer = "v=0\r\ns=-\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\na=end-of-candidates\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
+        let out = repeat_candidates(answer);
+        assert_eq!(out.matches("a=candidate:").count(), 2);
+        assert_eq!(out.matches("a=end-of-candidates").count(), 2);
+        assert!(out.ends_with(
+            "a=mid:1\r\na=candidate:1 1 udp 1 10.0.0.1 5000 typ host\r\na=end-of-candidates\r\n"
+        ));
+        // Idempotent.
+        assert_eq!(repeat_candidates(&out), out);
     }
 
     #[test]

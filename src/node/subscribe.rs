@@ -16,8 +16,8 @@ use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::RewriteTarget;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtp_transceiver::RTCRtpTransceiverId;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 use tern_signaling::limits::Limit;
@@ -84,7 +84,9 @@ impl Worker {
                 }
             },
         };
-        // Remove what is no longer wanted.
+        // Retire what is no longer wanted. Its m-line stays `sendonly`, carrying nothing, until a
+        // new track of its kind takes it over: GStreamer up to 1.22 cannot take an m-line back
+        // from `inactive`, and an m-line per track ever published would grow without bound.
         let on_leg: Vec<(usize, TrackId)> = self
             .legs
             .get_mut(&key)
@@ -93,7 +95,7 @@ impl Worker {
                 s.slots
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.track)))
+                    .filter_map(|(i, s)| s.as_ref().filter(|s| !s.retired).map(|s| (i, s.track)))
                     .collect()
             })
             .unwrap_or_default();
@@ -106,16 +108,13 @@ impl Worker {
             if let Some(entry) = self.rooms.get_mut(&room_id) {
                 entry.room.detach(*track, id);
             }
-            if let Some(leg) = self.legs.get_mut(&key) {
-                let sender = leg
-                    .subscribe()
-                    .and_then(|s| s.slots[*index].take())
-                    .map(|s| s.sender);
-                if let Some(sender) = sender
-                    && let Err(e) = leg.pc.remove_track(sender)
-                {
-                    debug!("remove_track: {e}");
-                }
+            if let Some(Some(slot)) = self
+                .legs
+                .get_mut(&key)
+                .and_then(|l| l.subscribe())
+                .and_then(|s| s.slots.get_mut(*index))
+            {
+                slot.retired = true;
             }
         }
         // Add what is new.
@@ -226,6 +225,21 @@ impl Worker {
                     ),
                 )
             })?;
+        // A retired m-line of this kind is taken over: its sender goes, and `add_track` puts the
+        // new one on the same transceiver (same mid, new SSRC and msid).
+        let kind = format.codec.kind();
+        let retired = leg.subscribe().and_then(|s| {
+            let index = s.slots.iter().position(|slot| {
+                slot.as_ref()
+                    .is_some_and(|slot| slot.retired && slot.codec.kind() == kind)
+            })?;
+            s.slots[index].take()
+        });
+        if let Some(retired) = &retired
+            && let Err(e) = leg.pc.remove_track(retired.sender)
+        {
+            debug!("remove_track: {e}");
+        }
         let ssrc = rand::random::<u32>();
         let media_track = MediaStreamTrack::new(
             // One msid stream per publishing participant keeps its audio and video in sync.
@@ -252,7 +266,12 @@ impl Worker {
                 ),
             )
         })?;
-        if let Some(mut transceiver) = leg.pc.rtp_transceiver(RTCRtpTransceiverId::from(sender))
+        let transceiver = RTCRtpTransceiverId::from(sender);
+        // The relay only sends on a subscribe leg (`add_track` would offer sendrecv).
+        if let Some(mut transceiver) = leg.pc.rtp_transceiver(transceiver) {
+            transceiver.set_direction(RTCRtpTransceiverDirection::Sendonly);
+        }
+        if let Some(mut transceiver) = leg.pc.rtp_transceiver(transceiver)
             && let Err(e) = transceiver.set_codec_preferences(preferences)
         {
             let _ = leg.pc.remove_track(sender);
@@ -280,6 +299,7 @@ impl Worker {
                 packets_sent: 0,
                 octets_sent: 0,
                 attached: false,
+                retired: false,
             })
             .ok_or_else(|| refuse(ErrorCode::LimitExceeded, "subscribe leg is full"))?;
         Ok(())
@@ -417,6 +437,7 @@ impl Worker {
             return Err(refuse(ErrorCode::LimitExceeded, "SDP too large"));
         }
         self.check_media_sections(&sdp)?;
+        let sdp = sdp::unify_bundle_credentials(&sdp).unwrap_or(sdp);
         let leg = self
             .legs
             .get_mut(&key)
@@ -598,6 +619,7 @@ impl Worker {
             if let Some(slot) = slot
                 && slot.rewrite.is_some()
                 && !slot.attached
+                && !slot.retired
             {
                 slot.attached = true;
                 ready.push((index, slot.track));

@@ -5,7 +5,7 @@ parameters) and a moving test pattern (VP8), answers every subscribe offer, and 
 and video frames it decodes from each other participant.
 
 Output (stdout): one JSON object per line. Events as they happen ({"event": "joined", ...},
-"error", "left", ...) and once a second {"event": "stats", "session": n, "me": id,
+"error", "left", ...) and once a second {"event": "stats", "session": n, "me": id, "pongs",
 "recv": {participant id: {"identity", "audio", "video", "width"}}}; counts restart on every join.
 Commands (stdin, one per line, with --commands): `leave` (leave the room, stay running), `join`
 (join again), `quit`. A dependency that is missing fails at import, loudly.
@@ -21,6 +21,7 @@ import logging
 import math
 import struct
 import sys
+import threading
 import time
 
 import aioice.ice
@@ -34,7 +35,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 PING_INTERVAL_S = 10  # PROTOCOL.md section 5
 WIDTH, HEIGHT, FPS = 320, 240, 30
@@ -43,6 +46,15 @@ AUDIO_RATE, AUDIO_PTIME = 48000, 0.020
 
 def emit(event, **fields):
     print(json.dumps({"event": event, "t": round(time.time(), 3), **fields}), flush=True)
+
+
+def opus_format(sdp):
+    """The Opus rtpmap and fmtp of an SDP (to show how publishers' Opus parameters differ)."""
+    lines = sdp.splitlines()
+    rtpmap = next((line for line in lines if line.startswith("a=rtpmap:") and "opus/" in line.lower()), "")
+    pt = rtpmap[len("a=rtpmap:"):].split(" ")[0]
+    fmtp = next((line.split(" ", 1)[1] for line in lines if line.startswith(f"a=fmtp:{pt} ")), "")
+    return f"{rtpmap[len('a=rtpmap:'):]} {fmtp}".strip()
 
 
 # aioice never gathers 127.0.0.1; in a namespace that has only loopback it would gather nothing.
@@ -109,6 +121,25 @@ class PatternTrack(MediaStreamTrack):
         return frame
 
 
+async def set_remote(pc, sdp, kind):
+    """setRemoteDescription, then hands aiortc the candidates of the BUNDLE-tagged m-section:
+    aiortc (1.14) takes a bundled transport's remote candidates from the *last* m-section of the
+    group, while the relay, as RFC 8843 allows, lists them only in the first."""
+    await pc.setRemoteDescription(RTCSessionDescription(sdp, kind))
+    sections = sdp.split("\r\nm=")[1:]
+    if not sections:
+        return
+    lines = sections[0].split("\r\n")
+    mid = next(line[6:] for line in lines if line.startswith("a=mid:"))
+    for line in lines:
+        if line.startswith("a=candidate:"):
+            candidate = candidate_from_sdp(line[12:])
+            candidate.sdpMid = mid
+            await pc.addIceCandidate(candidate)
+    if "a=end-of-candidates" in lines:
+        await pc.addIceCandidate(None)
+
+
 class Session:
     """One join: the WebSocket, the publish leg and the subscribe leg (PROTOCOL.md section 3)."""
 
@@ -122,6 +153,8 @@ class Session:
         self.ice_servers = []
         self.publish_pc = None
         self.subscribe_pc = None
+        self.opus = None  # our Opus rtpmap and fmtp
+        self.pings, self.pongs = set(), 0  # ping timestamps sent, matching pongs received
         self.closed = asyncio.get_running_loop().create_future()
         self.tasks = []
 
@@ -139,6 +172,9 @@ class Session:
             try:
                 async for raw in ws:
                     await self.handle(json.loads(raw))
+            except ConnectionClosed:
+                if not self.closed.done():
+                    raise
             finally:
                 for task in self.tasks:
                     task.cancel()
@@ -158,8 +194,8 @@ class Session:
             emit("joined", session=self.number, me=self.me, participants=sorted(self.identities.values()))
             await self.publish()
         elif kind == "publish_answer":
-            await self.publish_pc.setRemoteDescription(RTCSessionDescription(m["sdp"], "answer"))
-            emit("published", tracks=[{k: t.get(k) for k in ("id", "kind", "codec", "mid")} for t in m["tracks"]])
+            await set_remote(self.publish_pc, m["sdp"], "answer")
+            emit("published", opus=self.opus, tracks=[{k: t.get(k) for k in ("id", "kind", "codec", "mid")} for t in m["tracks"]])
         elif kind == "subscribe_offer":
             await self.answer(m)
         elif kind == "participant_joined":
@@ -167,13 +203,18 @@ class Session:
             emit("participant_joined", id=m["participant"]["id"], identity=m["participant"]["identity"])
         elif kind == "participant_left":
             emit("participant_left", id=m["participant_id"], reason=m["reason"])
+        elif kind == "pong":
+            if m.get("timestamp") in self.pings:
+                self.pongs += 1
+            else:
+                emit("unexpected_pong", timestamp=m.get("timestamp"))
         elif kind == "error":
             emit("error", **{k: v for k, v in m.items() if k != "type"})
         elif kind == "closed":
             emit("closed", reason=m["reason"])
             if not self.closed.done():
                 self.closed.set_result(m["reason"])
-        # pong, track_published/unpublished/muted, reconnecting/resumed: nothing to do here.
+        # track_published/unpublished/muted, reconnecting/resumed: nothing to do here.
 
     def config(self):
         # An empty list, not None: aiortc would otherwise use a public STUN server.
@@ -187,6 +228,7 @@ class Session:
         caps = RTCRtpSender.getCapabilities("video").codecs
         video.setCodecPreferences([c for c in caps if c.mimeType in ("video/VP8", "video/rtx")])
         await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers here: no trickle needed
+        self.opus = opus_format(pc.localDescription.sdp)
         await self.send(type="publish_offer", sdp=pc.localDescription.sdp,
                         tracks=[{"mid": audio.mid, "source": "microphone"}, {"mid": video.mid, "source": "camera"}])
         await self.trickle("publish", pc)
@@ -208,14 +250,20 @@ class Session:
         if m.get("new_connection") or self.subscribe_pc is None:
             if self.subscribe_pc is not None:
                 await self.subscribe_pc.close()
-            self.subscribe_pc = RTCPeerConnection(self.config())
+            # max-bundle here, whatever --bundle-policy says: aiortc 1.14 with "balanced"
+            # answers a first offer that has two m-lines of one kind by binding the second to a
+            # transport of its own (its own ufrag, port 9) while listing it in the BUNDLE group,
+            # and then drops what arrives for it on the bundle. The relay runs one transport
+            # per connection (PROTOCOL.md asks clients to bundle every m-line).
+            self.subscribe_pc = RTCPeerConnection(RTCConfiguration(
+                iceServers=self.ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
             self.subscribe_pc.on("track", self.consume)
             fresh = True
         else:
             fresh = False
         self.by_mid = {t["mid"]: t for t in m["tracks"] if t.get("mid")}
         pc = self.subscribe_pc
-        await pc.setRemoteDescription(RTCSessionDescription(m["sdp"], "offer"))
+        await set_remote(pc, m["sdp"], "offer")
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send(type="subscribe_answer", sdp=pc.localDescription.sdp)
         emit("subscribe_answered", new_connection=bool(m.get("new_connection")),
@@ -248,13 +296,15 @@ class Session:
     async def ping(self):
         while True:
             await asyncio.sleep(self.args.ping_interval)
-            await self.send(type="ping", timestamp=int(time.time() * 1000))
+            timestamp = int(time.time() * 1000)
+            self.pings.add(timestamp)
+            await self.send(type="ping", timestamp=timestamp)
 
     async def report(self):
         while True:
             await asyncio.sleep(1)
             recv = {pid: {"identity": self.identities.get(pid), **c} for pid, c in self.counts.items()}
-            emit("stats", session=self.number, me=self.me, recv=recv)
+            emit("stats", session=self.number, me=self.me, pongs=self.pongs, recv=recv)
 
     async def leave(self):
         await self.send(type="leave")
@@ -271,14 +321,12 @@ class Session:
                 await pc.close()
 
 
-async def commands(queue):
-    """Feeds stdin lines into `queue`; EOF (the test went away) means quit."""
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        await queue.put(line.strip() or ("quit" if not line else ""))
-        if not line:
-            return
+def commands(loop, queue):
+    """(thread) Feeds stdin lines into `queue`; EOF (the test went away) means quit. A daemon
+    thread, so that a fatal error can exit while it waits for input."""
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(queue.put_nowait, line.strip())
+    loop.call_soon_threadsafe(queue.put_nowait, "quit")
 
 
 async def main():
@@ -298,7 +346,7 @@ async def main():
 
     queue = asyncio.Queue()
     if args.commands:
-        asyncio.create_task(commands(queue))
+        threading.Thread(target=commands, args=(asyncio.get_running_loop(), queue), daemon=True).start()
     if args.duration:
         asyncio.get_running_loop().call_later(args.duration, queue.put_nowait, "quit")
 

@@ -413,9 +413,14 @@ impl ControlledSelector for Agent {
     fn start(&mut self, _now: Instant) {}
 
     fn contact_candidates(&mut self, now: Instant) {
-        // A lite selector should not contact candidates
+        // A lite selector should not contact candidates, but it does obtain consent for the
+        // pair it sends on (RFC 7675 applies to lite agents too): a full peer that keeps its
+        // bindings alive with indications only (libnice does, every 25 s) sends nothing that
+        // refreshes consent, and the pair would be declared failed while media flows.
         if self.lite {
-            self.validate_selected_pair(now);
+            if self.validate_selected_pair(now) {
+                self.check_keepalive(now);
+            }
         } else if self.get_selected_pair().is_some() {
             if self.validate_selected_pair(now) {
                 self.check_keepalive(now);
