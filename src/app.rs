@@ -26,6 +26,7 @@ use tern_signaling::client_addr::TrustedProxies;
 use tern_signaling::http::{
     DevMinting, Signaling, error_response, log_request, loopback_host_only, router,
 };
+use tern_signaling::http_errors::json_errors;
 use tern_signaling::limits::JoinLimiter;
 use tern_signaling::origin::{self, OriginCheck, OriginPolicy};
 use tern_signaling::serve::{self, ConnectionGate, ConnectionLimits};
@@ -332,6 +333,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let mut app = app
         .layer(axum::middleware::from_fn_with_state(origins, origin::check))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(log_request));
     if dev_mode {
         app = app.layer(axum::middleware::from_fn(loopback_host_only));
@@ -369,7 +371,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let router = operations
             .metrics_router()
             .merge(operations.readiness_router())
-            .route("/healthz", get(|| async { "ok\n" }));
+            .route("/healthz", get(|| async { "ok\n" }))
+            .layer(axum::middleware::from_fn(json_errors));
         tokio::spawn(serve::serve(listener, None, router, gate))
     });
     info!(%http_addr, ?https_addr, ?metrics_addr, %media_addr, dev_mode, "relay started");

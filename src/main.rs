@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 use tern::config::{Config, LogFormat};
-use tern_signaling::auth::{Grants, KeySet, claims_for};
+use tern_signaling::auth::{Grants, KeySet, check_claim_text, claims_for};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 #[derive(Parser)]
@@ -390,6 +390,12 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             .map(|(k, s)| (k.clone(), s.clone().into_bytes())),
     );
     let name = args.name.unwrap_or_else(|| args.identity.clone());
+    if check_claim_text(&args.identity, &name, &args.room).is_err() {
+        bail!(
+            "identity and room must be 1 to 256 characters and the name at most 256, with no \
+             control characters: the relay refuses such a token"
+        );
+    }
     let claims = claims_for(
         &args.room,
         &args.identity,

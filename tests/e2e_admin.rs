@@ -411,3 +411,47 @@ async fn an_operator_mute_stops_the_media_until_the_operator_unmutes() {
         "sequence numbers continue across the mute"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_json_with_a_code_and_a_bounded_message() {
+    let relay = start_relay(|_| {}).await;
+    let ops = admin_token(&relay, "*");
+    // What axum refuses before the API's own code runs. `api` insists on a JSON body.
+    let oversized = format!(r#"{{"name":"{}"}}"#, "x".repeat(20 * 1024));
+    let cases = [
+        (
+            "POST",
+            "/api/rooms",
+            Some(oversized.as_str()),
+            413,
+            "payload_too_large",
+        ),
+        ("PUT", "/api/rooms", None, 405, "method_not_allowed"),
+        ("GET", "/api/rooms/a/b/c/d", None, 404, "not_found"),
+        ("GET", "/api/rooms/%FF", None, 400, "bad_request"),
+    ];
+    for (method, path, body, want_status, want_code) in cases {
+        let (status, reply) = api(&relay, method, path, Some(&ops), body).await;
+        assert_eq!(
+            (status, code(&reply)),
+            (want_status, want_code),
+            "{method} {path}"
+        );
+        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // Refusals that quote the request quote at most a few hundred bytes of it.
+    let long = "9".repeat(12_000);
+    for body in [
+        format!(r#"{{"name":"r","max_participants":"{long}"}}"#),
+        format!(r#"{{"name":"r","{long}":1}}"#),
+    ] {
+        let (status, reply) = api(&relay, "POST", "/api/rooms", Some(&ops), Some(&body)).await;
+        assert_eq!((status, code(&reply)), (422, "invalid_body"));
+        let message = reply["message"].as_str().unwrap();
+        assert!(
+            message.len() <= tern_signaling::protocol::MAX_ERROR_TEXT_BYTES,
+            "{} bytes",
+            message.len()
+        );
+    }
+}

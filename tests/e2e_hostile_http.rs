@@ -251,3 +251,55 @@ async fn a_flood_of_distinct_addresses_locks_nobody_out() {
         .await;
     c.assert_unharmed(1).await;
 }
+
+/// DNS rebinding: a page on evil.example points its name at 127.0.0.1 and calls the dev-mode
+/// relay with `Host` and `Origin` both evil.example:8080. Dev mode answers only loopback host
+/// names: no token, no CORS approval, no WebSocket. Loopback names still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_refuses_dns_rebound_hosts() {
+    let relay = start_relay(|_| {}).await;
+    let rebound = |path: &str, extra: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: evil.example:8080\r\nOrigin: http://evil.example:8080\r\n\
+             {extra}Connection: close\r\n\r\n"
+        )
+    };
+    let (status, body) = http_request(relay.http_addr, &rebound("/dev/token?room=r", "")).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("host_not_allowed"), "{body}");
+    let ws = "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let token = token(
+        &relay,
+        "r",
+        "alice",
+        tern_signaling::auth::Grants::participant(),
+    );
+    let head = response_head(
+        relay.http_addr,
+        &rebound(&format!("/rtc?access_token={token}"), ws)
+            .replace("Connection: close", "Connection: Upgrade"),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let (status, _) = http_request(relay.http_addr, &rebound("/", "")).await;
+    assert_eq!(status, 403);
+    let (status, body) = http_get(relay.http_addr, "/dev/token?room=r&identity=alice").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The dev token endpoint refuses what the relay would refuse at join: an identity with a
+/// newline (which could forge log lines) gets no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_tokens_are_not_minted_for_identities_the_relay_refuses() {
+    let relay = start_relay(|_| {}).await;
+    let (status, body) = http_get(
+        relay.http_addr,
+        "/dev/token?room=r&identity=mallory%0A2026-11-30T00:00:00Z%20INFO%20admin",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("token_invalid_claims"), "{body}");
+    let (status, _) = http_get(relay.http_addr, "/dev/token?room=%1B%5B2Jr&identity=a").await;
+    assert_eq!(status, 400);
+}

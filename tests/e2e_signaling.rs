@@ -5,9 +5,13 @@
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, SystemTime};
 use tern_signaling::auth::{Grants, KeySet, claims_for};
-use tern_signaling::protocol::{ClientMessage, IceCandidate, LeaveReason, Leg, ServerMessage};
+use tern_signaling::protocol::{
+    ClientMessage, ErrorCode, IceCandidate, LeaveReason, Leg, MAX_ERROR_TEXT_BYTES, ServerMessage,
+};
+use tokio_tungstenite::tungstenite::Message as Frame;
 
 /// Alice publishes, Bob receives; returns once Bob gets Alice's media.
 async fn healthy_call(relay: &tern::app::Running, room: &str) -> (Client, Client, MediaPump) {
@@ -596,5 +600,279 @@ async fn mute_is_announced_and_listeners_without_media_still_receive() {
                 _ => None,
             })
             .await;
+    }
+}
+
+/// A bare WebSocket session, without WebRTC, for what only the signaling sees.
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Joins `room` as `identity` and reads up to the relay's first subscribe offer.
+async fn bare_session(relay: &tern::app::Running, room: &str, identity: &str) -> Socket {
+    let url = ws_url(relay, &token(relay, room, identity, Grants::participant()));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    next_signal(&mut ws, "the first subscribe offer", |m| {
+        matches!(m, ServerMessage::SubscribeOffer { .. }).then_some(())
+    })
+    .await;
+    ws
+}
+
+/// Reads until `pick` takes a relay message; other messages and frames are skipped.
+async fn next_signal<T>(
+    ws: &mut Socket,
+    what: &str,
+    pick: impl Fn(&ServerMessage) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        match frame {
+            Some(Ok(Frame::Text(text))) => {
+                let message = serde_json::from_str(&text).expect("a server message");
+                if let Some(value) = pick(&message) {
+                    return value;
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("connection ended waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+async fn next_error(ws: &mut Socket) -> (ErrorCode, String) {
+    next_signal(ws, "an error", |m| match m {
+        ServerMessage::Error { code, message, .. } => Some((*code, message.clone())),
+        _ => None,
+    })
+    .await
+}
+
+async fn send_text(ws: &mut Socket, text: String) {
+    ws.send(Frame::Text(text.into())).await.expect("sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_with_control_characters_or_a_crit_header_are_refused_before_the_upgrade() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let relay = start_relay(|c| {
+        c.auth.keys.insert("k1".into(), SECRET.into());
+    })
+    .await;
+    let now = SystemTime::now();
+    let claims = |room: &str, identity: &str, name: &str| {
+        claims_for(
+            room,
+            identity,
+            name,
+            Grants::participant(),
+            now,
+            Duration::from_secs(60),
+        )
+    };
+    let refused = |token: String, code: &'static str| {
+        let relay = &relay;
+        async move {
+            let (status, body) =
+                upgrade_request(relay, &format!("?access_token={token}"), "").await;
+            assert_eq!(status, 401, "{body}");
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(json["code"], code, "{body}");
+        }
+    };
+    for (room, identity, name) in [
+        ("r", "ali\u{1b}[2Jce", "Alice"),
+        ("r", "alice", "Alice\r\nmallory joined"),
+        ("r\u{7f}", "alice", "Alice"),
+        ("r", "alice", "\u{9b}31m"),
+    ] {
+        let token = relay
+            .keys
+            .mint("k1", &claims(room, identity, name))
+            .unwrap();
+        refused(token, "token_invalid_claims").await;
+    }
+    // A header naming a critical extension (RFC 7515 §4.1.11), correctly signed.
+    let sign = |header: &str| {
+        let body = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims("r", "alice", "Alice")).unwrap())
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let signature = ring::hmac::sign(&key, body.as_bytes());
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    };
+    refused(
+        sign(r#"{"alg":"HS256","typ":"JWT","kid":"k1","crit":["exp"]}"#),
+        "token_malformed",
+    )
+    .await;
+    // The same token without `crit` gets in.
+    let plain = sign(r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#);
+    let (status, body) = upgrade_request(&relay, &format!("?access_token={plain}"), "").await;
+    assert_eq!(status, 101, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_pings_spend_the_message_budget() {
+    // A budget high enough that the flood's backlog drains in seconds, the pongs still far
+    // fewer than the pings while it lasts.
+    const PER_S: u32 = 250;
+    const PINGS: usize = 5_000;
+    let relay = start_relay(|c| c.session.max_messages_per_s = PER_S).await;
+    let ws = bare_session(&relay, "pings", "mallory").await;
+    let (mut sink, mut stream) = ws.split();
+    for _ in 0..PINGS {
+        sink.feed(Frame::Ping(Vec::new().into())).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    // Without the budget every ping is answered within a fraction of a second.
+    let mut pongs = 0;
+    let window = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(frame)) = tokio::time::timeout_at(window, stream.next()).await {
+        if let Frame::Pong(_) = frame.expect("the connection stays open") {
+            pongs += 1;
+        }
+    }
+    assert!(
+        pongs < PINGS / 5,
+        "{pongs} pongs to {PINGS} pings within 0.5 s at {PER_S} messages/s"
+    );
+    let breaches = "tern_limit_breaches_total{limit=\"message_rate\"}";
+    assert!(
+        metric(&relay, breaches).await >= 1.0,
+        "the flood is counted"
+    );
+    // Once the backlog has been read, a normal message gets through again (the first tries may
+    // meet an empty bucket: dropped, with at most one rate_limited a second).
+    let reader = tokio::spawn(async move {
+        let mut rate_limited = 0;
+        while let Some(Ok(frame)) = stream.next().await {
+            let Frame::Text(text) = frame else {
+                continue;
+            };
+            match serde_json::from_str(&text).expect("a server message") {
+                ServerMessage::Pong { timestamp: 7 } => return rate_limited,
+                ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                } => rate_limited += 1,
+                _ => {}
+            }
+        }
+        panic!("the connection closed");
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !reader.is_finished() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pong to a normal ping"
+        );
+        let ping = serde_json::to_string(&ClientMessage::Ping { timestamp: 7 }).unwrap();
+        sink.send(Frame::Text(ping.into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rate_limited = reader.await.unwrap();
+    assert!(
+        rate_limited >= 1,
+        "the client was told it is over the limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_texts_never_quote_a_message_whole() {
+    let relay = start_relay(|_| {}).await;
+    let mut ws = bare_session(&relay, "echo", "mallory").await;
+    let huge = "\u{1F980}".repeat(15_000); // 60,000 bytes
+    let garbage_sdp = format!("{}\r\n", "x".repeat(30_000));
+    let cases = [
+        (
+            format!(r#"{{"type":"{huge}"}}"#),
+            ErrorCode::UnknownMessageType,
+        ),
+        (
+            format!(
+                r#"{{"type":"publish_offer","sdp":"v=0","tracks":[{{"mid":"0","source":"{huge}"}}]}}"#
+            ),
+            ErrorCode::MalformedMessage,
+        ),
+        (
+            format!(r#"{{"type":"set_muted","track_id":"TR_1","muted":"{huge}"}}"#),
+            ErrorCode::MalformedMessage,
+        ),
+        // Refused by the relay rather than the decoder: its SDP parser quotes the bad line.
+        (
+            serde_json::to_string(&ClientMessage::PublishOffer {
+                sdp: garbage_sdp,
+                tracks: vec![],
+            })
+            .unwrap(),
+            ErrorCode::InvalidSdp,
+        ),
+    ];
+    for (text, code) in cases {
+        send_text(&mut ws, text).await;
+        let (got, message) = next_error(&mut ws).await;
+        assert_eq!(got, code, "{message:.300}");
+        assert!(
+            message.len() <= MAX_ERROR_TEXT_BYTES,
+            "{code:?}: {} bytes: {message:.300}",
+            message.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_answer_after_a_refused_one_is_invalid_state() {
+    let relay = start_relay(|_| {}).await;
+    let mut ws = bare_session(&relay, "answers", "alice").await;
+    // Parses, but the peer connection refuses it (no ICE credentials), after it has already
+    // taken it as the answer to its offer.
+    let answer = serde_json::to_string(&ClientMessage::SubscribeAnswer {
+        sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".into(),
+    })
+    .unwrap();
+    send_text(&mut ws, answer.clone()).await;
+    assert_eq!(next_error(&mut ws).await.0, ErrorCode::InvalidSdp);
+    // No offer is outstanding now: PROTOCOL.md says invalid_state, whatever the SDP.
+    send_text(&mut ws, answer).await;
+    let (code, message) = next_error(&mut ws).await;
+    assert_eq!(code, ErrorCode::InvalidState, "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_errors_are_json_with_a_stable_code() {
+    let relay = start_relay(|_| {}).await;
+    let good = token(&relay, "r", "alice", Grants::participant());
+    for (request, status, code) in [
+        ("GET /nowhere", 404, "not_found"),
+        ("POST /healthz", 405, "method_not_allowed"),
+        (
+            &*format!("GET /rtc?access_token={good}&protocol=one"),
+            400,
+            "bad_request",
+        ),
+    ] {
+        let (got, body) = http_request(
+            relay.http_addr,
+            &format!(
+                "{request} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(got, status, "{request}: {body}");
+        let json: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{request}: not JSON: {body:?}"));
+        assert_eq!(json["code"], code, "{request}: {body}");
+        assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(!body.contains(&good), "never echo tokens");
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::auth::KeySet;
 use crate::metrics::SignalingMetrics;
-use crate::protocol::{ParticipantState, TrackKind, TrackSource};
+use crate::protocol::{ParticipantState, TrackKind, TrackSource, bounded_error_text};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -208,8 +208,9 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response =
-            crate::http::error_response(self.status, self.code, self.message.into_owned());
+        // Messages may quote the request (serde names the field or value it refused).
+        let message = bounded_error_text(self.message.into_owned());
+        let mut response = crate::http::error_response(self.status, self.code, message);
         if self.bearer_challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -595,6 +596,76 @@ mod tests {
         }
     }
 
+    async fn body_of(response: Response) -> Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).expect("a JSON body")
+    }
+
+    #[tokio::test]
+    async fn oversized_bodies_are_refused_as_documented() {
+        // As the relay serves it: behind the layer that gives axum's refusals the JSON shape.
+        let (router, _) = api();
+        let router = router.layer(axum::middleware::from_fn(crate::http_errors::json_errors));
+        let body = format!(r#"{{"name":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        let doc = document();
+        let mut checked = 0;
+        for (template, item) in doc["paths"].as_object().unwrap() {
+            let path = template
+                .replace("{name}", "r")
+                .replace("{identity}", "alice");
+            for method in METHODS {
+                let Some(operation) = item.get(method) else {
+                    continue;
+                };
+                if operation.get("requestBody").is_none() {
+                    continue;
+                }
+                let request = Request::builder()
+                    .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+                    .uri(&path)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.clone()))
+                    .unwrap();
+                let response = router.clone().oneshot(request).await.unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "{method} {template}"
+                );
+                assert!(
+                    operation["responses"].get("413").is_some(),
+                    "{method} {template}: 413 undocumented"
+                );
+                assert_eq!(body_of(response).await["code"], "payload_too_large");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3, "three operations take a body");
+    }
+
+    #[tokio::test]
+    async fn refusals_never_quote_the_request_whole() {
+        let long = "7".repeat(12_000);
+        for body in [
+            format!(r#"{{"name":"r","max_participants":"{long}"}}"#),
+            format!(r#"{{"name":"r","{long}":1}}"#),
+            format!(r#"{{"name":"r","max_participants":{long}}}"#),
+        ] {
+            let refusal = parse_body::<CreateRoom>(body.as_bytes()).unwrap_err();
+            assert_eq!(refusal.code, "invalid_body");
+            let json = body_of(refusal.into_response()).await;
+            let message = json["message"].as_str().unwrap();
+            assert!(
+                message.len() <= crate::protocol::MAX_ERROR_TEXT_BYTES,
+                "{} bytes",
+                message.len()
+            );
+            assert!(message.starts_with("invalid JSON body: "), "{message}");
+        }
+    }
+
     /// The property names of a schema, resolved from `#/components/schemas`.
     fn properties(doc: &Value, schema: &str) -> BTreeSet<String> {
         doc["components"]["schemas"][schema]["properties"]
@@ -695,11 +766,15 @@ mod tests {
             AdminError::Unavailable,
         ]
         .map(|e| e.refusal().code);
-        for code in
-            codes
-                .iter()
-                .chain(&["invalid_body", "admin_grant_missing", "room_not_in_scope"])
-        {
+        for code in codes.iter().chain(&[
+            "invalid_body",
+            "admin_grant_missing",
+            "room_not_in_scope",
+            "payload_too_large",
+            "bad_request",
+            "not_found",
+            "method_not_allowed",
+        ]) {
             assert!(
                 OPENAPI.contains(&format!("`{code}`")),
                 "{code} undocumented"

@@ -3,6 +3,8 @@
 //! Tokens are checked before the WebSocket upgrade, so a refused client never holds a socket.
 //! The reason codes in [`TokenError`] are part of the HTTP API (401 bodies) and never change.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -60,7 +62,8 @@ pub enum TokenError {
     BadSignature,
     Expired,
     NotYetValid,
-    /// Decodes and verifies, but a required claim is empty or too long.
+    /// Decodes and verifies, but a required claim is empty or too long, or a claim has a
+    /// control character.
     InvalidClaims,
 }
 
@@ -90,13 +93,16 @@ impl TokenError {
     fn explain(self) -> &'static str {
         match self {
             TokenError::Missing => "no access_token query parameter or Bearer header",
-            TokenError::Malformed => "the token is not a well-formed HS256 JWT with a kid header",
+            TokenError::Malformed => {
+                "the token is not a well-formed HS256 JWT with a kid header and no crit header"
+            }
             TokenError::UnknownKey => "the token's kid names no key configured on this relay",
             TokenError::BadSignature => "the token's signature does not match its key",
             TokenError::Expired => "the token has expired; mint a new one",
             TokenError::NotYetValid => "the token is not valid yet (nbf in the future)",
             TokenError::InvalidClaims => {
-                "sub and room must be non-empty and at most 256 bytes; name at most 256 bytes"
+                "sub and room must be 1 to 256 characters, name at most 256, none of them a \
+                 control character"
             }
         }
     }
@@ -151,7 +157,7 @@ impl KeySet {
             return Err(TokenError::Missing);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-        if header.alg != Algorithm::HS256 {
+        if header.alg != Algorithm::HS256 || has_crit_header(token) {
             return Err(TokenError::Malformed);
         }
         let kid = header.kid.ok_or(TokenError::Malformed)?;
@@ -180,11 +186,7 @@ impl KeySet {
         if claims.nbf > now_s + LEEWAY_S {
             return Err(TokenError::NotYetValid);
         }
-        let short = |s: &str| s.chars().count() <= MAX_CLAIM_CHARS;
-        let claim_ok = |s: &str| !s.is_empty() && short(s);
-        if !claim_ok(&claims.sub) || !claim_ok(&claims.room) || !short(&claims.name) {
-            return Err(TokenError::InvalidClaims);
-        }
+        check_claim_text(&claims.sub, &claims.name, &claims.room)?;
         Ok(claims)
     }
 
@@ -198,6 +200,35 @@ impl KeySet {
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret))
             .map_err(|_| TokenError::Malformed)
     }
+}
+
+/// Checks an identity, display name and room for a join token: identity and room 1 to
+/// [`MAX_CLAIM_CHARS`] characters, name at most that, none with a control character (C0, DEL,
+/// C1); `InvalidClaims` otherwise. [`KeySet::verify`] applies exactly this, so that whoever mints
+/// tokens can refuse what the relay would. Identities and names are shown to everyone in the room
+/// and to operators (admin API, logs, terminals), where a control character could forge a line
+/// or an escape sequence.
+pub fn check_claim_text(identity: &str, name: &str, room: &str) -> Result<(), TokenError> {
+    let fits = |s: &str| s.chars().count() <= MAX_CLAIM_CHARS && !s.chars().any(char::is_control);
+    if identity.is_empty() || room.is_empty() || !fits(identity) || !fits(name) || !fits(room) {
+        return Err(TokenError::InvalidClaims);
+    }
+    Ok(())
+}
+
+/// Whether the token's header has a `crit` member. RFC 7515 §4.1.11: a token is invalid when
+/// `crit` names an extension the recipient does not understand, and the relay understands none
+/// (an empty list is forbidden outright). `jsonwebtoken` ignores header members it does not know,
+/// so the header is read again here; one that cannot be read counts as having one.
+fn has_crit_header(token: &str) -> bool {
+    let encoded = token.split('.').next().unwrap_or("");
+    URL_SAFE_NO_PAD
+        .decode(encoded)
+        .ok()
+        .and_then(|json| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+        })
+        .is_none_or(|header| header.contains_key("crit"))
 }
 
 /// Claims for a token valid from `now` for `ttl`.
@@ -282,6 +313,84 @@ mod tests {
         empty_room.room.clear();
         let token = ks.mint("k1", &empty_room).unwrap();
         assert_eq!(ks.verify(&token, now), Err(TokenError::InvalidClaims));
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// A token signed with `k1` whose header is exactly `header`.
+    fn signed_with_header(header: &str, now: SystemTime) -> String {
+        let body = format!(
+            "{}.{}",
+            b64(header.as_bytes()),
+            b64(&serde_json::to_vec(&claims(now)).unwrap())
+        );
+        let key = EncodingKey::from_secret(b"secret-one-secret-one");
+        let signature =
+            jsonwebtoken::crypto::sign(body.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{body}.{signature}")
+    }
+
+    #[test]
+    fn a_token_with_a_crit_header_is_refused() {
+        let now = SystemTime::now();
+        let plain = signed_with_header(r#"{"alg":"HS256","typ":"JWT","kid":"k1"}"#, now);
+        assert_eq!(keys().verify(&plain, now), Ok(claims(now)));
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT","kid":"k1","crit":["exp"]}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":["b64"],"b64":false}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":[]}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":null}"#,
+        ] {
+            let token = signed_with_header(header, now);
+            assert_eq!(
+                keys().verify(&token, now),
+                Err(TokenError::Malformed),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_with_control_characters_or_too_long_are_refused() {
+        let now = SystemTime::now();
+        let long = "x".repeat(MAX_CLAIM_CHARS + 1);
+        let longest = "é".repeat(MAX_CLAIM_CHARS);
+        let cases: [(&str, &str, &str, bool); 12] = [
+            ("alice", "Alice", "room", true),
+            (&longest, &longest, &longest, true),
+            ("alice", "", "room", true),
+            ("", "Alice", "room", false),
+            ("alice", "Alice", "", false),
+            (&long, "Alice", "room", false),
+            ("alice", &long, "room", false),
+            ("alice", "Alice", &long, false),
+            ("ali\u{1b}[2Jce", "Alice", "room", false),
+            ("alice", "Alice\nBob: hi", "room", false),
+            ("alice", "Alice\u{7f}", "room", false),
+            ("alice", "Alice", "ro\u{85}om", false),
+        ];
+        for (identity, name, room, ok) in cases {
+            let want = if ok {
+                Ok(())
+            } else {
+                Err(TokenError::InvalidClaims)
+            };
+            assert_eq!(
+                check_claim_text(identity, name, room),
+                want,
+                "{identity:?} {name:?} {room:?}"
+            );
+            let mut claims = claims(now);
+            (claims.sub, claims.name, claims.room) = (identity.into(), name.into(), room.into());
+            let token = keys().mint("k1", &claims).unwrap();
+            let verified = keys().verify(&token, now).map(|_| ());
+            assert_eq!(verified, want, "{identity:?} {name:?} {room:?}");
+        }
+        // C1 controls and DEL, but not other invisible characters: names in every script pass.
+        assert!(check_claim_text("\u{9f}", "a", "r").is_err());
+        assert!(check_claim_text("a", "\u{a0}Zoë \u{200d}", "r").is_ok());
     }
 
     #[test]

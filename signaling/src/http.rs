@@ -1,7 +1,7 @@
 //! The HTTP side of signaling: the `/rtc` WebSocket (token checked before the upgrade), health,
 //! the dev-mode token endpoint and the bundled web client.
 
-use crate::auth::{Grants, KeySet, TokenError, claims_for};
+use crate::auth::{Grants, KeySet, TokenError, check_claim_text, claims_for};
 use crate::client_addr::TrustedProxies;
 use crate::control::{JoinRequest, RoomControl};
 use crate::limits::{JoinLimiter, Limit};
@@ -262,6 +262,10 @@ async fn dev_token<C: RoomControl>(
         .identity
         .unwrap_or_else(|| format!("guest-{:06x}", rand::random::<u32>() & 0xff_ffff));
     let name = params.name.unwrap_or_else(|| identity.clone());
+    // Refuse what the relay would refuse at join: a token that cannot be used is no token.
+    if let Err(err) = check_claim_text(&identity, &name, &room) {
+        return error_response(StatusCode::BAD_REQUEST, err.code(), err.to_string());
+    }
     let claims = claims_for(
         &room,
         &identity,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client_addr;
 pub mod control;
 pub mod http;
+pub mod http_errors;
 pub mod limits;
 pub mod metrics;
 pub mod origin;

@@ -387,7 +387,7 @@ impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMessage::Error {
             code,
-            message: message.into(),
+            message: bounded_error_text(message.into()),
             request: None,
             track_id: None,
         }
@@ -400,11 +400,31 @@ impl ServerMessage {
     ) -> Self {
         ServerMessage::Error {
             code,
-            message: message.into(),
+            message: bounded_error_text(message.into()),
             request: Some(request),
             track_id: None,
         }
     }
+}
+
+/// Longest error text the relay sends (WebSocket `error` messages, HTTP error bodies), in bytes.
+pub const MAX_ERROR_TEXT_BYTES: usize = 256;
+
+/// `text` cut to at most [`MAX_ERROR_TEXT_BYTES`] at a char boundary, ending in `…` if cut.
+/// Error texts often quote the input they refuse (serde names the unknown variant, an SDP parser
+/// the bad line); unbounded, a client could make the relay send back all it sent.
+pub fn bounded_error_text(mut text: String) -> String {
+    const ELLIPSIS: char = '…';
+    if text.len() <= MAX_ERROR_TEXT_BYTES {
+        return text;
+    }
+    let mut end = MAX_ERROR_TEXT_BYTES - ELLIPSIS.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push(ELLIPSIS);
+    text
 }
 
 /// Why a text frame is not a usable [`ClientMessage`].
@@ -428,15 +448,19 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
                     let known = ClientMessageKind::ALL.iter().any(|k| k.as_str() == name);
                     (!known).then_some(name)
                 });
-            Err(match unknown_type {
-                Some(name) => DecodeError {
-                    code: ErrorCode::UnknownMessageType,
-                    message: format!("unknown message type {:?}", truncate(&name, 40)),
-                },
-                None => DecodeError {
-                    code: ErrorCode::MalformedMessage,
-                    message: format!("malformed message: {err}"),
-                },
+            let (code, message) = match unknown_type {
+                Some(name) => (
+                    ErrorCode::UnknownMessageType,
+                    format!("unknown message type {:?}", truncate(&name, 40)),
+                ),
+                None => (
+                    ErrorCode::MalformedMessage,
+                    format!("malformed message: {err}"),
+                ),
+            };
+            Err(DecodeError {
+                code,
+                message: bounded_error_text(message),
             })
         }
     }
@@ -496,6 +520,46 @@ mod tests {
             let err = decode_client_message(bad).unwrap_err();
             assert_eq!(err.code, ErrorCode::MalformedMessage, "{bad}");
         }
+    }
+
+    #[test]
+    fn decode_errors_never_quote_the_input_whole() {
+        let huge = "é".repeat(30_000);
+        for text in [
+            format!(r#"{{"type":"{huge}"}}"#),
+            format!(
+                r#"{{"type":"publish_offer","sdp":"","tracks":[{{"mid":"0","source":"{huge}"}}]}}"#
+            ),
+            format!(r#"{{"type":"trickle","leg":"{huge}","candidate":{{"candidate":""}}}}"#),
+            format!(r#"{{"type":"ping","timestamp":"{huge}"}}"#),
+            format!(r#"{{"type":"ping","timestamp":1,"{huge}"#),
+        ] {
+            let err = decode_client_message(&text).unwrap_err();
+            assert!(err.message.len() <= MAX_ERROR_TEXT_BYTES, "{}", err.message);
+            assert!(
+                err.message.len() > 40,
+                "still says what is wrong: {}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn error_texts_are_cut_at_a_char_boundary() {
+        assert_eq!(bounded_error_text("short".into()), "short");
+        let exact = "x".repeat(MAX_ERROR_TEXT_BYTES);
+        assert_eq!(bounded_error_text(exact.clone()), exact);
+        for filler in ["x", "é", "€", "🦀"] {
+            let cut = bounded_error_text(filler.repeat(MAX_ERROR_TEXT_BYTES + 1));
+            assert!(cut.len() <= MAX_ERROR_TEXT_BYTES && cut.len() > MAX_ERROR_TEXT_BYTES - 8);
+            assert!(cut.ends_with('…'), "{cut}");
+        }
+        let ServerMessage::Error { message, .. } =
+            ServerMessage::error(ErrorCode::InvalidSdp, "v".repeat(100_000))
+        else {
+            unreachable!()
+        };
+        assert!(message.len() <= MAX_ERROR_TEXT_BYTES);
     }
 
     #[test]

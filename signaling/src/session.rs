@@ -8,7 +8,7 @@ use crate::control::{Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionE
 use crate::limits::{Limit, TokenBucket};
 use crate::metrics::SignalingMetrics;
 use crate::protocol::{
-    ClientMessage, ErrorCode, LeaveReason, ServerMessage, decode_client_message,
+    ClientMessage, ErrorCode, LeaveReason, ServerMessage, bounded_error_text, decode_client_message,
 };
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -23,8 +23,9 @@ pub struct SessionLimits {
     pub max_message_bytes: usize,
     /// A connection that sends nothing (not even `ping`) for this long is treated as dropped.
     pub idle_timeout: Duration,
-    /// Messages per second one connection may send, sustained; bursts of the same number.
-    /// Messages over it are dropped with `rate_limited`.
+    /// Messages per second one connection may send, sustained; bursts of the same number. Every
+    /// frame counts (text, binary, ping, pong). Frames over it are dropped with `rate_limited`;
+    /// after a ping over it the connection is not read for the time one token takes to refill.
     pub max_messages_per_s: u32,
     /// A write to the client (one message, or the close) must finish within this; a client that
     /// stops reading is dropped then, so it holds no task or socket buffer for long.
@@ -88,24 +89,24 @@ pub async fn run<C, S, R>(
     );
     // One `rate_limited` reply per second at most: the replies must not become the flood.
     let mut last_rate_reply: Option<std::time::Instant> = None;
+    // The time the bucket takes to refill one token.
+    let token_interval = Duration::from_secs(1) / limits.max_messages_per_s.max(1);
+    // While false the client's frames are left unread, until `resume_reading` (a ping flood).
+    let mut reading = true;
+    let resume_reading = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(resume_reading);
 
     let how = loop {
         tokio::select! {
-            frame = stream.next() => {
+            frame = stream.next(), if reading => {
                 idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
-                let text = match frame {
-                    None | Some(Err(_)) => break Disconnect::Dropped,
-                    Some(Ok(Message::Close(_))) => break Disconnect::Dropped,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Binary(_))) => {
-                        if !pump.error(ErrorCode::MalformedMessage, "binary frames are not part of the protocol").await {
-                            break Disconnect::Dropped;
-                        }
-                        continue;
-                    }
-                    Some(Ok(Message::Text(text))) => text,
+                let frame = match frame {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break Disconnect::Dropped,
+                    Some(Ok(frame)) => frame,
                 };
-                if text.len() > limits.max_message_bytes {
+                if let Message::Text(text) = &frame
+                    && text.len() > limits.max_message_bytes
+                {
                     let message = format!(
                         "message of {} bytes exceeds the limit of {} bytes",
                         text.len(),
@@ -116,9 +117,20 @@ pub async fn run<C, S, R>(
                     pump.close(CLOSE_TOO_BIG, "message too big").await;
                     break Disconnect::ProtocolViolation;
                 }
+                // Every frame spends the budget, not only the JSON messages: pings, pongs and
+                // binary frames cost the relay as much to read, and a ping costs a pong too.
                 let now = std::time::Instant::now();
                 if !rate.take(now) {
                     metrics.limits.breached(Limit::MessageRate);
+                    if let Message::Ping(_) = frame {
+                        // The WebSocket layer answers each ping as it reads it, before it gets
+                        // here, so its pong cannot be withheld; only reading can be held back.
+                        // Over the limit, nothing more is read until the bucket has refilled:
+                        // the rest of the flood waits unread and the pongs stay near the limit
+                        // (unlimited, 37,500 pings/s cost 19 % of a core).
+                        reading = false;
+                        resume_reading.as_mut().reset(tokio::time::Instant::now() + token_interval);
+                    }
                     if last_rate_reply.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
                         last_rate_reply = Some(now);
                         let message = format!(
@@ -131,6 +143,16 @@ pub async fn run<C, S, R>(
                     }
                     continue;
                 }
+                let text = match frame {
+                    Message::Text(text) => text,
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+                    Message::Binary(_) => {
+                        if !pump.error(ErrorCode::MalformedMessage, "binary frames are not part of the protocol").await {
+                            break Disconnect::Dropped;
+                        }
+                        continue;
+                    }
+                };
                 match decode_client_message(&text) {
                     Err(err) => {
                         if !pump.error(err.code, &err.message).await {
@@ -149,10 +171,14 @@ pub async fn run<C, S, R>(
                     }
                 }
             }
+            () = &mut resume_reading, if !reading => reading = true,
             event = events.recv() => match event {
-                Some(SessionEvent::Message(message)) => {
-                    if let ServerMessage::Error { code, .. } = &message {
+                Some(SessionEvent::Message(mut message)) => {
+                    if let ServerMessage::Error { code, message: text, .. } = &mut message {
                         pump.metrics.error(*code);
+                        // The relay's texts may quote what the client sent (an SDP line, a
+                        // candidate); bounded here, where every error of the relay leaves.
+                        *text = bounded_error_text(std::mem::take(text));
                     }
                     if !pump.send(&message).await {
                         break Disconnect::Dropped;

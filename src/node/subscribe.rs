@@ -442,7 +442,9 @@ impl Worker {
             .legs
             .get_mut(&key)
             .ok_or_else(|| refuse(ErrorCode::InvalidState, "no subscribe leg"))?;
-        if !leg.subscribe().is_some_and(|s| s.offer_in_flight) {
+        if !leg.subscribe().is_some_and(|s| s.offer_in_flight)
+            || leg.pc.pending_local_description().is_none()
+        {
             return Err(refuse(
                 ErrorCode::InvalidState,
                 "no subscribe offer is outstanding",
@@ -458,6 +460,17 @@ impl Worker {
         let applied = catch_unwind(AssertUnwindSafe(|| pc.set_remote_description(now, answer)))
             .unwrap_or_else(|_| Err(rtc::shared::error::Error::Other("panic".into())));
         if let Err(e) = applied {
+            // `rtc` may have left have-local-offer on the way (it moves to stable before it
+            // validates): then the offer is spent, and a fresh one must follow, or this
+            // participant would never be offered anything again.
+            if leg.pc.pending_local_description().is_none() {
+                if let Some(state) = leg.subscribe() {
+                    state.offer_in_flight = false;
+                }
+                if let Some(p) = self.participants.get_mut(&id) {
+                    p.renegotiate_at = Some(now + self.config.renegotiation_debounce);
+                }
+            }
             return Err(refuse(
                 ErrorCode::InvalidSdp,
                 format!("answer refused: {e}"),
