@@ -64,7 +64,7 @@ async fn main() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let bin = std::env::var("TERN_BIN")
+    let bin = std::env::var("TERN_TEST_BIN")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/tern").to_owned());
     let relay = Relay(
         std::process::Command::new(&bin)

@@ -2,14 +2,14 @@
 //!
 //! Every option is listed with its default in deploy/tern.example.toml; keep the two in step.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tern_signaling::client_addr::TrustedProxies;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
@@ -24,7 +24,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct IceConfig {
     /// STUN servers handed to clients at join (`stun:host:port`).
@@ -49,7 +49,7 @@ impl Default for IceConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Receivers (http:// or https://) of room, participant and track events.
@@ -76,7 +76,7 @@ impl Default for WebhookConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DrainConfig {
     /// After SIGTERM, seconds to let calls in progress finish before exiting anyway.
@@ -89,7 +89,7 @@ impl Default for DrainConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of the plain HTTP/WebSocket listener (signaling, admin API, health, metrics, web
@@ -126,7 +126,7 @@ pub struct HttpConfig {
     pub write_timeout_s: u64,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// A separate listener for `/metrics`, `/healthz` and `/readyz` (e.g. on a private
@@ -136,7 +136,7 @@ pub struct MetricsConfig {
     pub token: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
     /// The one UDP socket every peer connection shares.
@@ -173,7 +173,7 @@ pub struct MediaConfig {
     pub tcp_stun_deadline_s: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Key id -> shared secret for HS256 join tokens. Empty: dev mode (a generated secret, and
@@ -185,7 +185,7 @@ pub struct AuthConfig {
     pub allow_dev_mode_on_public_address: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Seconds a participant whose signaling dropped may take to resume.
@@ -205,7 +205,7 @@ pub struct SessionConfig {
     pub write_timeout_s: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomConfig {
     /// Seconds a room created through the admin API waits for its first participant.
@@ -232,14 +232,14 @@ pub struct RoomConfig {
     pub keyframe_interval_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `tracing` env-filter directives, e.g. `info` or `tern=debug,rtc=warn`.
@@ -349,6 +349,12 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("{key}: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("{key}: {message}")]
+    Setting { key: String, message: String },
+    #[error(
+        "{name} names no setting (did you mean {hint}?); `tern --help` lists every setting and its variable"
+    )]
+    UnknownVariable { name: String, hint: String },
 }
 
 /// Room timeouts, here and in the admin API: a room never closes the instant it empties (a

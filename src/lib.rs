@@ -13,4 +13,5 @@ pub mod media;
 pub mod metrics;
 pub mod node;
 pub mod process_metrics;
+pub mod settings;
 pub mod webhooks;

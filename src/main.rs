@@ -1,7 +1,7 @@
 //! The `tern` binary: `tern` (= `tern serve`) runs the relay; `tern token` mints a join token.
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -183,11 +183,78 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+/// Settings named by their generic flag (`--section-key`), as (key, value).
+type SettingFlags = Vec<(String, String)>;
+
+/// The command line with a flag for every setting the named flags do not cover, on the
+/// commands that read the configuration.
+fn command() -> clap::Command {
+    let with_settings = |mut cmd: clap::Command| {
+        let taken: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        for setting in tern::settings::catalogue() {
+            let flag = setting.flag();
+            if taken.contains(&flag) {
+                continue;
+            }
+            let help = format!(
+                "{} [file: {}; env: {}]",
+                setting.help,
+                setting.key,
+                setting.env()
+            );
+            cmd = cmd.arg(
+                clap::Arg::new(setting.key.clone())
+                    .long(flag)
+                    .value_name("VALUE")
+                    .help(help)
+                    .help_heading("Settings (each key of the configuration file)"),
+            );
+        }
+        cmd
+    };
+    let cmd = with_settings(Cli::command());
+    let cmd = cmd.mut_subcommand("serve", with_settings);
+    let cmd = cmd.mut_subcommand("token", with_settings);
+    cmd.mut_subcommand("config", |config| {
+        config.mut_subcommand("check", with_settings)
+    })
+}
+
+/// The generic setting flags given in `matches`.
+fn setting_flags(matches: &clap::ArgMatches) -> SettingFlags {
+    tern::settings::catalogue()
+        .into_iter()
+        .filter_map(|setting| {
+            let value = matches
+                .try_get_one::<String>(&setting.key)
+                .ok()
+                .flatten()?
+                .clone();
+            Some((setting.key, value))
+        })
+        .collect()
+}
+
+/// The `TERN_*` variables the named flags read themselves.
+fn named_variables() -> Vec<String> {
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().and_then(|e| e.to_str()).map(str::to_owned))
+        .collect()
+}
+
+fn load_config(args: &ServeArgs, flags: &SettingFlags) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
+    let named = named_variables();
+    let named: Vec<&str> = named.iter().map(String::as_str).collect();
+    let from_env = tern::settings::from_environment(std::env::vars(), &named)?;
+    config = tern::settings::apply(config, &from_env)?;
     if let Some(addr) = args.http_listen {
         config.http.listen = addr;
     }
@@ -227,6 +294,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(format) = args.log_format {
         config.log.format = format;
     }
+    let config = tern::settings::apply(config, flags)?;
     config.validate()?;
     Ok(config)
 }
@@ -236,12 +304,27 @@ fn init_logging(config: &Config) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    // The generic setting flags of whichever command runs.
+    let flags = match matches.subcommand() {
+        Some(("config", config)) => config
+            .subcommand()
+            .map(|(_, check)| setting_flags(check))
+            .unwrap_or_default(),
+        Some((_, sub)) => setting_flags(sub),
+        None => setting_flags(&matches),
+    };
     let result = match cli.command {
-        Some(Command::Token(args)) => token(args),
-        Some(Command::Config(ConfigCommand::Check { file, serve })) => check_config(file, serve),
-        Some(Command::Serve(args)) => serve(args),
-        None => serve(cli.serve),
+        Some(Command::Token(args)) => token(args, &flags),
+        Some(Command::Config(ConfigCommand::Check { file, serve })) => {
+            check_config(file, serve, &flags)
+        }
+        Some(Command::Serve(args)) => serve(args, &flags),
+        None => serve(cli.serve, &flags),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -252,8 +335,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
+fn serve(args: ServeArgs, flags: &SettingFlags) -> anyhow::Result<()> {
+    let config = load_config(&args, flags)?;
     init_logging(&config);
     let drain_timeout = Duration::from_secs(config.drain.timeout_s);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -337,9 +420,9 @@ async fn drain(
     }
 }
 
-fn check_config(file: PathBuf, mut args: ServeArgs) -> anyhow::Result<()> {
+fn check_config(file: PathBuf, mut args: ServeArgs, flags: &SettingFlags) -> anyhow::Result<()> {
     args.config = Some(file.clone());
-    let config = load_config(&args)?;
+    let config = load_config(&args, flags)?;
     if let (Some(cert), Some(key)) = (&config.http.tls_cert_file, &config.http.tls_key_file) {
         tern_signaling::tls::server_config(cert, key)?;
     }
@@ -355,8 +438,8 @@ fn check_config(file: PathBuf, mut args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let config = load_config(&args.serve)?;
+fn token(args: TokenArgs, flags: &SettingFlags) -> anyhow::Result<()> {
+    let config = load_config(&args.serve, flags)?;
     if config.dev_mode() {
         bail!(
             "no API key configured: dev-mode secrets are generated per process, so a token \

@@ -11,25 +11,58 @@ use tern_signaling::auth::KeySet;
 fn tern() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
     // The developer's environment must not leak into these tests.
-    for var in [
-        "TERN_CONFIG",
-        "TERN_HTTP_LISTEN",
-        "TERN_MEDIA_LISTEN",
-        "TERN_ADVERTISE_IPS",
-        "TERN_API_KEY",
-        "TERN_API_SECRET",
-        "TERN_LOG",
-        "TERN_LOG_FORMAT",
-        "TERN_TLS_LISTEN",
-        "TERN_TLS_CERT",
-        "TERN_TLS_KEY",
-        "TERN_ALLOWED_ORIGINS",
-        "TERN_TURN_SECRET",
-        "TERN_TCP_LISTEN",
-    ] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars() {
+        if var.starts_with("TERN_") {
+            cmd.env_remove(var);
+        }
     }
     cmd
+}
+
+/// Every setting has a flag and a variable; precedence holds for them too; a `TERN_*` variable
+/// that names no setting stops the relay with a hint instead of being ignored.
+#[test]
+fn every_setting_has_a_flag_and_a_variable_and_unknown_variables_are_reported() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/tern.example.toml");
+    let help = String::from_utf8(tern().arg("--help").output().unwrap().stdout).unwrap();
+    for setting in tern::settings::catalogue() {
+        assert!(
+            help.contains(&setting.env()),
+            "--help does not name {}",
+            setting.env()
+        );
+    }
+    assert!(help.contains("--media-allow-srtp-sha1-80"));
+    // A variable applies, a flag beats it, and validation names the key.
+    let out = tern()
+        .args(["config", "check", example])
+        .env("TERN_ROOM_MAX_PARTICIPANTS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("room.max_participants"),
+        "{out:?}"
+    );
+    let out = tern()
+        .args(["config", "check", example, "--room-max-participants", "5"])
+        .env("TERN_ROOM_MAX_PARTICIPANTS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A misspelt variable is reported with the nearest real one.
+    let out = tern()
+        .args(["config", "check", example])
+        .env("TERN_MEDIA_ALLOW_SRTP_SHA1_8", "false")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TERN_MEDIA_ALLOW_SRTP_SHA1_8")
+            && err.contains("TERN_MEDIA_ALLOW_SRTP_SHA1_80"),
+        "{err}"
+    );
 }
 
 fn free_port() -> u16 {

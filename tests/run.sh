@@ -41,8 +41,8 @@ step "npm packages for the browser tests"
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 step "Python packages for the aiortc interop client (PyPI, pinned in tests/interop/requirements.txt)"
-TERN_INTEROP_VENV=$(bash tests/interop/venv.sh)
-export TERN_INTEROP_VENV
+TERN_TEST_INTEROP_VENV=$(bash tests/interop/venv.sh)
+export TERN_TEST_INTEROP_VENV
 
 step "build (debug, all targets)"
 cargo fetch --locked
@@ -74,7 +74,7 @@ step "admin API: schemathesis (property-based, from PyPI) against the relay's Op
 bash tests/api/schemathesis.sh target/debug/tern
 
 step "deploy/: promtool, systemd-analyze, dashboard, Kubernetes and Helm manifests (static)"
-"${TERN_SCHEMATHESIS_VENV:-$HOME/.cache/tern/schemathesis-venv}/bin/python" tests/deploy/check.py target/debug/tern
+"${TERN_TEST_SCHEMATHESIS_VENV:-$HOME/.cache/tern/schemathesis-venv}/bin/python" tests/deploy/check.py target/debug/tern
 
 step "headless Chromium: two pages call each other through the relay"
 isolated node tests/browser/smoke.mjs

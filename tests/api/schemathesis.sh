@@ -5,7 +5,7 @@
 # reachable, deleted rooms gone, auth really required). Usage: schemathesis.sh <tern binary>.
 set -euo pipefail
 tern=$(realpath "$1")
-venv=${TERN_SCHEMATHESIS_VENV:-$HOME/.cache/tern/schemathesis-venv}
+venv=${TERN_TEST_SCHEMATHESIS_VENV:-$HOME/.cache/tern/schemathesis-venv}
 version=4.32.5
 
 if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version | grep -q "$version"; then
@@ -37,8 +37,8 @@ status=0
   --wait-for-schema 20 \
   --header "Authorization: Bearer $token" \
   --checks all \
-  --max-time "${TERN_SCHEMATHESIS_SECONDS:-60}" \
-  --seed "${TERN_SCHEMATHESIS_SEED:-1}" \
+  --max-time "${TERN_TEST_SCHEMATHESIS_SECONDS:-60}" \
+  --seed "${TERN_TEST_SCHEMATHESIS_SEED:-1}" \
   --no-color || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- relay log" >&2

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { startRelay, launchBrowser, openParticipant, until, log, repo } from './lib.mjs';
 import { createHosts, mintToken, RELAY_IP } from './netns.mjs';
 
-const VENV = process.env.TERN_INTEROP_VENV || path.join(os.homedir(), '.cache', 'tern', 'interop-venv');
+const VENV = process.env.TERN_TEST_INTEROP_VENV || path.join(os.homedir(), '.cache', 'tern', 'interop-venv');
 const ROOM = 'interop';
 // Growth that proves a stream decodes (about 1 s of video at 30 fps and of 20 ms audio frames).
 const VIDEO_FRAMES = 20;
@@ -36,8 +36,8 @@ let failed = false;
  * last stats line gives what it decoded per participant; `command` writes to its stdin.
  */
 function startClient(name, ns, python, script, url, token) {
-  // TERN_INTEROP_ARGS_AIORTC / _GST: extra client options when debugging (e.g. --log-sdp).
-  const extra = (process.env[`TERN_INTEROP_ARGS_${name.toUpperCase()}`] || '').split(' ').filter(Boolean);
+  // TERN_TEST_INTEROP_ARGS_AIORTC / _GST: extra client options when debugging (e.g. --log-sdp).
+  const extra = (process.env[`TERN_TEST_INTEROP_ARGS_${name.toUpperCase()}`] || '').split(' ').filter(Boolean);
   const args = ['netns', 'exec', ns, python, path.join(repo, 'tests', 'interop', script),
     // A ping a second, not every 10 s as PROTOCOL.md asks: the call is shorter than that.
     '--url', url, '--token', token, '--commands', '--ping-interval', '1', ...extra];

@@ -48,11 +48,11 @@ async function freeUdpPort() {
 }
 
 /**
- * Starts `tern` (TERN_BIN or target/debug/tern) on free ports of `host`; resolves when healthy.
+ * Starts `tern` (TERN_TEST_BIN or target/debug/tern) on free ports of `host`; resolves when healthy.
  * `extraArgs` are appended to the command line.
  */
 export async function startRelay(extraArgs = [], host = '127.0.0.1') {
-  const bin = process.env.TERN_BIN || path.join(repo, 'target', 'debug', 'tern');
+  const bin = process.env.TERN_TEST_BIN || path.join(repo, 'target', 'debug', 'tern');
   const httpPort = await freeTcpPort();
   const mediaPort = await freeUdpPort();
   const args = ['--http-listen', `${host}:${httpPort}`, '--media-listen', `${host}:${mediaPort}`, ...extraArgs];
