@@ -246,10 +246,12 @@ impl Forwarder {
         }
     }
 
-    /// RTP ticks for a wall-clock gap, at least one so timestamps keep moving forward.
+    /// RTP ticks for a wall-clock gap, at least one so timestamps keep moving forward, and at
+    /// most half the 32-bit space: a receiver compares timestamps modulo 2^32, so a longer step
+    /// (a gap of over 6.6 h at 90 kHz) would read as a step backwards.
     fn elapsed_ticks(&self, elapsed: Duration) -> u32 {
         let ticks = elapsed.as_micros() * u128::from(self.config.clock_rate) / 1_000_000;
-        u32::try_from(ticks).unwrap_or(u32::MAX).max(1)
+        ticks.clamp(1, i32::MAX as u128) as u32
     }
 }
 
@@ -460,6 +462,20 @@ mod tests {
                 "{seq}: {verdict:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_restart_after_hours_still_moves_timestamps_forward() {
+        let t0 = Instant::now();
+        let mut f = video(0, u32::MAX - 10);
+        f.forward(&pkt(1, 1, 0, true), t0);
+        // 14 hours later (more than the 13.3 h the 90 kHz space spans) a new stream starts.
+        let t1 = t0 + Duration::from_secs(14 * 3600);
+        let Verdict::Forward { timestamp, .. } = f.forward(&pkt(2, 500, 7, true), t1) else {
+            panic!("not forwarded");
+        };
+        let step = timestamp.wrapping_sub(u32::MAX - 10) as i32;
+        assert!(step > 0, "timestamp went backwards by {step}");
     }
 
     #[test]
