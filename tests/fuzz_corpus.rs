@@ -43,3 +43,8 @@ fn sdp_seeds_made_by_a_real_stack() {
         tern::fuzzing::sdp_offer_and_answer(&seed);
     }
 }
+
+#[test]
+fn http_corpus() {
+    replay("http", tern::fuzzing::http_connection);
+}
