@@ -29,7 +29,8 @@ fn relay() -> &'static Relay {
     static RELAY: OnceLock<Relay> = OnceLock::new();
     RELAY.get_or_init(|| {
         std::panic::set_hook(Box::new(|info| {
-            eprintln!("panic: {info}");
+            // Straight to the stream: a test harness would capture `eprintln!` and lose it.
+            let _ = writeln!(std::io::stderr(), "panic: {info}");
             std::process::abort();
         }));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -100,13 +101,15 @@ pub fn http_connection(data: &[u8]) {
         }
         _ => request.extend_from_slice(rest),
     }
-    exchange(relay.addr, &request);
+    exchange(relay.addr, &request, Duration::from_millis(30));
     // Now and then, and after every upgrade (the session task lives on), the relay must still
     // answer.
     if shape % 4 == 3 || rest.first().is_some_and(|b| *b == 0) {
+        // The answer ends the connection (`Connection: close`); the wait is only a bound.
         let answer = exchange(
             relay.addr,
             b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
         );
         assert!(
             answer.starts_with(b"HTTP/1.1 200"),
@@ -116,15 +119,15 @@ pub fn http_connection(data: &[u8]) {
     }
 }
 
-/// Sends `bytes`, half-closes, and reads what comes back for a moment (a server waiting for
-/// more of a head would otherwise hold the fuzzer for its whole deadline).
-fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+/// Sends `bytes` and reads what comes back until the server closes or nothing arrives for
+/// `wait` (a server waiting for more of a head would otherwise hold the fuzzer for its whole
+/// deadline). No half-close: hyper ends a connection at the client's EOF, answered or not.
+fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
     let Ok(mut stream) = TcpStream::connect(addr) else {
         return Vec::new();
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(30)));
+    let _ = stream.set_read_timeout(Some(wait));
     let _ = stream.write_all(bytes);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     while answer.len() < 1 << 20 {
