@@ -194,6 +194,17 @@ async fn track_churn_cannot_renegotiate_everyone_many_times_a_second() {
         "the churn did not happen ({churn} track changes)"
     );
     let renegotiations = offers(&mut c.bob) - offers_before;
+    // What each kind of command cost the media worker in this run (a debug build), for the
+    // record; not asserted.
+    for command in ["publish_offer", "subscribe_answer"] {
+        let series = |suffix: &str| format!("tern_worker_command_seconds_{suffix}{{command=\"{command}\"}}");
+        let count = metric(&c.relay, &series("count")).await;
+        let sum = metric(&c.relay, &series("sum")).await;
+        eprintln!(
+            "{command}: {count} commands, {:.0} µs each on average",
+            sum / count.max(1.0) * 1e6
+        );
+    }
     let allowed = (elapsed.as_millis() / 300) as usize + 2;
     assert!(
         renegotiations <= allowed,
