@@ -4,18 +4,15 @@
 
 mod common;
 
+use common::call::{Call, call};
 use common::*;
 use std::time::Duration;
-use tern::app::Running;
 use tern_signaling::protocol::{ErrorCode, ServerMessage};
 use tokio::net::UdpSocket;
 
 struct Scene {
-    relay: Running,
-    bob: Client,
+    call: Call,
     mallory: Client,
-    _carol: Client,
-    _pump: MediaPump,
 }
 
 /// Carol publishes to Bob; Mallory is in the room with her own (verified) publish leg.
@@ -24,34 +21,20 @@ async fn scene(room: &str) -> Scene {
 }
 
 async fn scene_with(room: &str, adjust: impl FnOnce(&mut tern::config::Config)) -> Scene {
-    let relay = start_relay(adjust).await;
-    let carol = Client::connect(&relay, room, "carol").await;
-    carol.send(Command::Publish {
-        audio: true,
-        video: true,
-    });
-    let mut bob = Client::connect(&relay, room, "bob").await;
-    let mut mallory = Client::connect(&relay, room, "mallory").await;
+    let call = call(room, adjust).await;
+    let mut mallory = Client::connect(&call.relay, room, "mallory").await;
     mallory.send(Command::Publish {
         audio: true,
         video: false,
     });
-    let pump = MediaPump::start(&carol);
-    wait_more(&mut bob, "carol", "video", 5).await;
     wait_more(&mut mallory, "carol", "audio", 5).await;
-    Scene {
-        relay,
-        bob,
-        mallory,
-        _carol: carol,
-        _pump: pump,
-    }
+    Scene { call, mallory }
 }
 
 impl Scene {
     async fn drops(&self, reason: &str) -> f64 {
         metric(
-            &self.relay,
+            &self.call.relay,
             &format!("tern_packets_dropped_total{{reason=\"{reason}\"}}"),
         )
         .await
@@ -61,15 +44,15 @@ impl Scene {
     /// still be on their way to the relay when the healthy stream has been checked).
     async fn wait_drops(&self, reason: &str, count: f64) {
         let series = format!("tern_packets_dropped_total{{reason=\"{reason}\"}}");
-        wait_metric(&self.relay, &series, reason, |v| v >= count).await;
+        wait_metric(&self.call.relay, &series, reason, |v| v >= count).await;
     }
 
     /// Bob's stream from Carol kept flowing without a gap.
     async fn assert_call_unharmed(&mut self) {
-        wait_more(&mut self.bob, "carol", "video", 20).await;
-        wait_more(&mut self.bob, "carol", "audio", 20).await;
-        assert_no_gap(&self.bob, "carol", "video", 25);
-        assert_no_gap(&self.bob, "carol", "audio", 25);
+        wait_more(&mut self.call.bob, "carol", "video", 20).await;
+        wait_more(&mut self.call.bob, "carol", "audio", 20).await;
+        assert_no_gap(&self.call.bob, "carol", "video", 25);
+        assert_no_gap(&self.call.bob, "carol", "audio", 25);
     }
 
     /// The relay ufrag of Mallory's publish leg, from its answer.
@@ -126,7 +109,7 @@ async fn datagrams_from_unknown_addresses_are_dropped() {
     let socket = attacker().await;
     for i in 0..200u16 {
         socket
-            .send_to(&fake_srtp(i), s.relay.media_addr)
+            .send_to(&fake_srtp(i), s.call.relay.media_addr)
             .await
             .unwrap();
     }
@@ -141,7 +124,10 @@ async fn stun_with_an_unknown_ufrag_is_dropped() {
     let socket = attacker().await;
     for _ in 0..50 {
         let request = binding_request("nosuchufrag:x", &[0; 20]);
-        socket.send_to(&request, s.relay.media_addr).await.unwrap();
+        socket
+            .send_to(&request, s.call.relay.media_addr)
+            .await
+            .unwrap();
     }
     s.assert_call_unharmed().await;
     s.wait_drops("unknown_ufrag", before + 50.0).await;
@@ -155,7 +141,10 @@ async fn stun_without_valid_integrity_never_poisons_the_demux_table() {
     // A right ufrag but a forged MESSAGE-INTEGRITY: the leg must not learn this address.
     for _ in 0..20 {
         let request = binding_request(&format!("{ufrag}:attacker"), &[0x55; 20]);
-        socket.send_to(&request, s.relay.media_addr).await.unwrap();
+        socket
+            .send_to(&request, s.call.relay.media_addr)
+            .await
+            .unwrap();
     }
     // No success response ever comes back to the forger.
     let mut buf = [0u8; 1500];
@@ -171,7 +160,7 @@ async fn stun_without_valid_integrity_never_poisons_the_demux_table() {
     let before = s.drops("unknown_source").await;
     for i in 0..50u16 {
         socket
-            .send_to(&fake_srtp(i), s.relay.media_addr)
+            .send_to(&fake_srtp(i), s.call.relay.media_addr)
             .await
             .unwrap();
     }
@@ -187,7 +176,7 @@ async fn oversized_datagrams_are_dropped_unread() {
     let socket = attacker().await;
     for _ in 0..20 {
         socket
-            .send_to(&[0x80; 3000], s.relay.media_addr)
+            .send_to(&[0x80; 3000], s.call.relay.media_addr)
             .await
             .unwrap();
     }
@@ -195,7 +184,7 @@ async fn oversized_datagrams_are_dropped_unread() {
     for _ in 0..20 {
         s.mallory.send(Command::RawUdp {
             subscribe_leg: false,
-            to: s.relay.media_addr,
+            to: s.call.relay.media_addr,
             bytes: vec![0x80; 2500],
         });
     }
@@ -218,7 +207,7 @@ async fn malformed_rtp_from_a_verified_address_is_dropped() {
         for _ in 0..10 {
             s.mallory.send(Command::RawUdp {
                 subscribe_leg: false,
-                to: s.relay.media_addr,
+                to: s.call.relay.media_addr,
                 bytes: bytes.clone(),
             });
         }
@@ -260,7 +249,7 @@ async fn a_flood_from_one_source_is_cut_to_its_rate() {
     for i in 0..20_000u16 {
         s.mallory.send(Command::RawUdp {
             subscribe_leg: false,
-            to: s.relay.media_addr,
+            to: s.call.relay.media_addr,
             bytes: fake_srtp(i),
         });
         if i % 2_000 == 0 {
@@ -276,7 +265,7 @@ async fn a_panic_in_the_webrtc_stack_closes_only_that_leg() {
     let mut s = scene("h-panic").await;
     s.mallory.send(Command::RawUdp {
         subscribe_leg: false,
-        to: s.relay.media_addr,
+        to: s.call.relay.media_addr,
         bytes: b"TERN-FAULT-PANIC and whatever follows".to_vec(),
     });
     s.mallory
@@ -289,16 +278,17 @@ async fn a_panic_in_the_webrtc_stack_closes_only_that_leg() {
         })
         .await;
     s.assert_call_unharmed().await;
-    assert_eq!(metric(&s.relay, "tern_leg_panics_total").await, 1.0);
+    assert_eq!(metric(&s.call.relay, "tern_leg_panics_total").await, 1.0);
     assert_eq!(
-        metric(&s.relay, "tern_participants").await,
+        metric(&s.call.relay, "tern_participants").await,
         3.0,
         "mallory is still in the room"
     );
     // Her subscribe leg was not the one that panicked: she still receives.
     wait_more(&mut s.mallory, "carol", "video", 10).await;
     // And her publications are gone for the others.
-    s.bob
+    s.call
+        .bob
         .wait_for("mallory's track unpublished", |e| {
             matches!(e, Event::Signal(ServerMessage::TrackUnpublished { .. })).then_some(())
         })

@@ -13,7 +13,6 @@ Commands (stdin, one per line, with --commands): `leave` (leave the room, stay r
 Usage: aiortc_client.py --url ws://HOST:PORT/rtc --token JWT [--duration S] [--commands]
 """
 
-import argparse
 import asyncio
 import fractions
 import json
@@ -21,8 +20,10 @@ import logging
 import math
 import struct
 import sys
-import threading
 import time
+
+import harness
+from harness import emit, opus_format
 
 import aioice.ice
 import av
@@ -39,22 +40,10 @@ from aiortc.sdp import candidate_from_sdp
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-PING_INTERVAL_S = 10  # PROTOCOL.md section 5
 WIDTH, HEIGHT, FPS = 320, 240, 30
 AUDIO_RATE, AUDIO_PTIME = 48000, 0.020
 
 
-def emit(event, **fields):
-    print(json.dumps({"event": event, "t": round(time.time(), 3), **fields}), flush=True)
-
-
-def opus_format(sdp):
-    """The Opus rtpmap and fmtp of an SDP (to show how publishers' Opus parameters differ)."""
-    lines = sdp.splitlines()
-    rtpmap = next((line for line in lines if line.startswith("a=rtpmap:") and "opus/" in line.lower()), "")
-    pt = rtpmap[len("a=rtpmap:"):].split(" ")[0]
-    fmtp = next((line.split(" ", 1)[1] for line in lines if line.startswith(f"a=fmtp:{pt} ")), "")
-    return f"{rtpmap[len('a=rtpmap:'):]} {fmtp}".strip()
 
 
 # aioice never gathers 127.0.0.1; in a namespace that has only loopback it would gather nothing.
@@ -321,22 +310,9 @@ class Session:
                 await pc.close()
 
 
-def commands(loop, queue):
-    """(thread) Feeds stdin lines into `queue`; EOF (the test went away) means quit. A daemon
-    thread, so that a fatal error can exit while it waits for input."""
-    for line in sys.stdin:
-        loop.call_soon_threadsafe(queue.put_nowait, line.strip())
-    loop.call_soon_threadsafe(queue.put_nowait, "quit")
-
 
 async def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="ws://HOST:PORT/rtc")
-    parser.add_argument("--token", required=True, help="join token (JWT)")
-    parser.add_argument("--duration", type=float, default=0, help="quit after this many seconds (0: never)")
-    parser.add_argument("--commands", action="store_true", help="obey leave/join/quit on stdin")
-    parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S)
-    parser.add_argument("--log-sdp", action="store_true", help="print every SDP sent and received")
+    parser = harness.parser(__doc__)
     parser.add_argument("--bundle-policy", choices=[p.value for p in RTCBundlePolicy], default="balanced",
                         help="aiortc's default, balanced, offers one ICE ufrag per m-line (valid with BUNDLE)")
     parser.add_argument("--verbose", action="store_true", help="aiortc's and aioice's debug log on stderr")
@@ -344,35 +320,7 @@ async def main():
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 
-    queue = asyncio.Queue()
-    if args.commands:
-        threading.Thread(target=commands, args=(asyncio.get_running_loop(), queue), daemon=True).start()
-    if args.duration:
-        asyncio.get_running_loop().call_later(args.duration, queue.put_nowait, "quit")
-
-    number, session, runner = 0, None, None
-    command = "join"
-    while command != "quit":
-        if command == "join" and runner is None:
-            number += 1
-            session = Session(args, number)
-            runner = asyncio.create_task(session.run())
-            runner.add_done_callback(lambda t: queue.put_nowait("ended"))
-        elif command == "leave" and runner is not None:
-            await session.leave()
-            await runner
-            runner = None
-        elif command == "ended" and runner is not None and runner.done():
-            error = runner.exception()
-            runner = None
-            if error:
-                emit("fatal", error=repr(error))
-                sys.exit(1)
-        command = await queue.get()
-    if runner is not None:
-        await session.leave()
-        await runner
-    emit("quit")
+    await harness.run(args, Session)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ once a second, plus events), `leave`/`join`/`quit` on stdin with --commands.
 Usage: gst_client.py --url ws://HOST:PORT/rtc --token JWT [--duration S] [--commands]
 """
 
-import argparse
 import asyncio
 import json
 import sys
-import threading
 import time
+
+import harness
+from harness import emit, opus_format
 
 import gi
 
@@ -30,7 +31,6 @@ gi.require_version("GstWebRTC", "1.0")
 from gi.repository import Gst, GstSdp, GstWebRTC  # noqa: E402
 import websockets  # noqa: E402
 
-PING_INTERVAL_S = 10  # PROTOCOL.md section 5
 
 # Small video keeps the encoder cheap on a 2-core CI machine that also runs Chromium.
 PUBLISH = """
@@ -43,17 +43,6 @@ videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framer
 """
 
 
-def emit(event, **fields):
-    print(json.dumps({"event": event, "t": round(time.time(), 3), **fields}), flush=True)
-
-
-def opus_format(sdp):
-    """The Opus rtpmap and fmtp of an SDP (to show how publishers' Opus parameters differ)."""
-    lines = sdp.splitlines()
-    rtpmap = next((line for line in lines if line.startswith("a=rtpmap:") and "opus/" in line.lower()), "")
-    pt = rtpmap[len("a=rtpmap:"):].split(" ")[0]
-    fmtp = next((line.split(" ", 1)[1] for line in lines if line.startswith(f"a=fmtp:{pt} ")), "")
-    return f"{rtpmap[len('a=rtpmap:'):]} {fmtp}".strip()
 
 
 def media_of(sdp_text):
@@ -329,22 +318,9 @@ def watch(pipeline, name):
     pipeline.get_bus().set_sync_handler(on_message)
 
 
-def commands(loop, queue):
-    """(thread) Feeds stdin lines into `queue`; EOF (the test went away) means quit. A daemon
-    thread, so that a fatal error can exit while it waits for input."""
-    for line in sys.stdin:
-        loop.call_soon_threadsafe(queue.put_nowait, line.strip())
-    loop.call_soon_threadsafe(queue.put_nowait, "quit")
-
 
 async def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", required=True, help="ws://HOST:PORT/rtc")
-    parser.add_argument("--token", required=True, help="join token (JWT)")
-    parser.add_argument("--duration", type=float, default=0, help="quit after this many seconds (0: never)")
-    parser.add_argument("--commands", action="store_true", help="obey leave/join/quit on stdin")
-    parser.add_argument("--ping-interval", type=float, default=PING_INTERVAL_S)
-    parser.add_argument("--log-sdp", action="store_true", help="print every SDP sent and received")
+    parser = harness.parser(__doc__)
     args = parser.parse_args()
     Gst.init(None)
     missing = [e for e in ("webrtcbin", "nicesrc", "opusenc", "vp8enc", "vp8dec", "opusdec", "rtpvp8depay", "sctpenc")
@@ -352,35 +328,7 @@ async def main():
     if missing:
         sys.exit(f"GStreamer elements missing: {', '.join(missing)}")
 
-    queue = asyncio.Queue()
-    if args.commands:
-        threading.Thread(target=commands, args=(asyncio.get_running_loop(), queue), daemon=True).start()
-    if args.duration:
-        asyncio.get_running_loop().call_later(args.duration, queue.put_nowait, "quit")
-
-    number, session, runner = 0, None, None
-    command = "join"
-    while command != "quit":
-        if command == "join" and runner is None:
-            number += 1
-            session = Session(args, number)
-            runner = asyncio.ensure_future(session.run())
-            runner.add_done_callback(lambda t: queue.put_nowait("ended"))
-        elif command == "leave" and runner is not None:
-            await session.leave()
-            await runner
-            runner = None
-        elif command == "ended" and runner is not None and runner.done():
-            error = runner.exception()
-            runner = None
-            if error:
-                emit("fatal", error=repr(error))
-                sys.exit(1)
-        command = await queue.get()
-    if runner is not None:
-        await session.leave()
-        await runner
-    emit("quit")
+    await harness.run(args, Session)
 
 
 if __name__ == "__main__":
