@@ -7,7 +7,7 @@ use crate::node::control::RelayControl;
 use crate::node::engine::{EngineSettings, random_token};
 use crate::node::socket::bind_media_socket;
 use crate::node::tcp::{self, TcpSettings};
-use crate::node::worker::{Worker, WorkerConfig};
+use crate::node::relay::{Node, NodeConfig};
 use crate::webhooks::{self, WebhookSettings};
 use anyhow::Context;
 use axum::Router;
@@ -118,13 +118,13 @@ fn advertised(config: &Config, bound: SocketAddr) -> Vec<SocketAddr> {
         .collect()
 }
 
-fn worker_config(config: &Config, media_addr: SocketAddr) -> WorkerConfig {
+fn worker_config(config: &Config, media_addr: SocketAddr) -> NodeConfig {
     let mut srtp_profiles = vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm];
     if config.media.allow_srtp_sha1_80 {
         srtp_profiles.push(SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80);
     }
     let advertised = advertised(config, media_addr);
-    WorkerConfig {
+    NodeConfig {
         engine: EngineSettings {
             srtp_profiles,
             ice_disconnected_timeout: Duration::from_secs(config.media.ice_disconnected_timeout_s),
@@ -234,7 +234,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let metrics = Arc::new(Metrics::new());
     let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let mut worker = Worker::new(
+    let mut worker = Node::new(
         worker_config(&config, media_addr),
         socket,
         commands_rx,

@@ -4,7 +4,7 @@
 use crate::metrics::Metrics;
 use crate::node::control::Command;
 use crate::node::pair::client_peer_connection;
-use crate::node::worker::{Worker, WorkerConfig};
+use crate::node::relay::{Node, NodeConfig};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -43,7 +43,7 @@ pub fn signaling_input(data: &[u8]) {
 /// A media worker driven by hand (no socket loop), kept across inputs.
 struct Harness {
     runtime: tokio::runtime::Runtime,
-    worker: Worker,
+    worker: Node,
     joins: u64,
 }
 
@@ -58,13 +58,13 @@ fn harness() -> Option<Harness> {
     let addr = socket.local_addr().ok()?;
     // The worker is driven through `handle`; its command channel stays empty.
     let (_commands, commands_rx) = mpsc::channel(1);
-    let config = WorkerConfig {
+    let config = NodeConfig {
         advertised: vec![addr],
-        ..WorkerConfig::default()
+        ..NodeConfig::default()
     };
     let worker = {
         let _entered = runtime.enter();
-        Worker::new(config, socket, commands_rx, Metrics::new().media.clone()).ok()?
+        Node::new(config, socket, commands_rx, Metrics::new().media.clone()).ok()?
     };
     Some(Harness {
         runtime,

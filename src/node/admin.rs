@@ -2,7 +2,7 @@
 //! participants and tracks. Requests arrive as [`Command::Admin`](super::control::Command).
 
 use super::participants::{track_kind, wire_source};
-use super::worker::{RoomKey, Worker};
+use super::relay::{RoomKey, Node};
 use crate::config::{MAX_ROOM_TIMEOUT_S, MIN_ROOM_TIMEOUT_S};
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::MemberState;
@@ -60,7 +60,7 @@ fn checked(policy: RoomPolicy) -> Result<RoomPolicy, AdminError> {
     Ok(policy)
 }
 
-impl Worker {
+impl Node {
     pub(super) fn admin(
         &mut self,
         request: AdminRequest,

@@ -8,7 +8,7 @@
 
 use super::guard::RateLimit;
 use super::leg::LegMedia;
-use super::worker::{Worker, flush_leg};
+use super::relay::{Node, flush_leg};
 use crate::media::ids::ParticipantId;
 use crate::metrics::DropReason;
 use rtc::data_channel::RTCDataChannelMessage;
@@ -43,7 +43,7 @@ impl Default for DataSender {
     }
 }
 
-impl Worker {
+impl Node {
     /// One message a participant sent on its data channel.
     pub(super) fn data_message(
         &mut self,
@@ -51,7 +51,7 @@ impl Worker {
         message: RTCDataChannelMessage,
         now: Instant,
     ) {
-        let refuse = |worker: &mut Worker, code: ErrorCode, text: &str| {
+        let refuse = |worker: &mut Node, code: ErrorCode, text: &str| {
             worker.metrics.data_messages_refused.inc();
             worker.notify(from, ServerMessage::error(code, text));
         };

@@ -1,12 +1,12 @@
 //! Turning what happens in rooms into webhook events (see `crate::webhooks`). Only called on
 //! the control path (joins, leaves, publications), never per packet.
 
-use super::worker::{RoomKey, Worker};
+use super::relay::{RoomKey, Node};
 use crate::media::ids::ParticipantId;
 use crate::webhooks::{Event, EventKind, EventParticipant, EventTrack};
 use tern_signaling::protocol::{LeaveReason, TrackInfo};
 
-impl Worker {
+impl Node {
     fn room_name(&self, room: RoomKey) -> Option<String> {
         self.rooms.get(&room).map(|e| e.room.id().0.clone())
     }

@@ -17,4 +17,4 @@ pub mod sdp;
 pub mod socket;
 mod subscribe;
 pub mod tcp;
-pub mod worker;
+pub mod relay;

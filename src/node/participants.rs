@@ -7,7 +7,7 @@
 
 use super::control::Command;
 use super::demux::LegKey;
-use super::worker::{RoomKey, Worker};
+use super::relay::{RoomKey, Node};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::{MemberInfo, MemberState, Room, RoomError, TrackSource};
@@ -138,7 +138,7 @@ pub fn room_source(source: tern_signaling::protocol::TrackSource) -> TrackSource
     }
 }
 
-impl Worker {
+impl Node {
     pub(super) fn handle_command(&mut self, command: Command, now: Instant) {
         let kind = command_kind(&command);
         // The clock is read here, in the shell, to measure; decisions use `now`.

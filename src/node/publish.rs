@@ -8,7 +8,7 @@ use super::guard::RateLimit;
 use super::leg::{Leg, PublishedMid, negotiated_extensions};
 use super::participants::{room_source, track_kind, wire_source};
 use super::sdp::{self, Format, Section};
-use super::worker::{RoomKey, Worker, flush_leg};
+use super::relay::{RoomKey, Node, flush_leg};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::room::{PublicationInfo, TrackSource};
@@ -101,9 +101,9 @@ fn plan_publish(
     Ok(PublishPlan { sending })
 }
 
-impl Worker {
+impl Node {
     /// Creates a leg for a participant. It joins the demux table once its first local
-    /// description names its ufrag ([`Worker::sync_ufrag`]).
+    /// description names its ufrag ([`Node::sync_ufrag`]).
     pub(super) fn new_leg(
         &mut self,
         participant: ParticipantId,

@@ -10,7 +10,7 @@ use super::formats::{self, rtp_kind};
 use super::leg::{LegMedia, OutboundSlot, mid_extension, negotiated_extensions, sink_id};
 use super::publish::{Refusal, refuse};
 use super::sdp::{self, Section};
-use super::worker::{Worker, flush_leg};
+use super::relay::{Node, flush_leg};
 use crate::media::extmap::{ExtensionIds, ExtensionTranslator};
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::RewriteTarget;
@@ -24,7 +24,7 @@ use tern_signaling::limits::Limit;
 use tern_signaling::protocol::{ErrorCode, ServerMessage, TrackInfo};
 use tracing::{debug, warn};
 
-impl Worker {
+impl Node {
     /// Brings the subscribe leg in line with the tracks the participant should receive and
     /// sends a new offer if anything changed. Does nothing while an offer is in flight (the
     /// answer triggers the next round).

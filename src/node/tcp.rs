@@ -8,7 +8,7 @@
 //! datagram close the connection; a connection that has not been matched to a leg by an
 //! integrity-checked STUN request within the deadline is closed; connections are capped.
 
-use super::worker::MAX_DATAGRAM_BYTES;
+use super::relay::MAX_DATAGRAM_BYTES;
 use bytes::{Bytes, BytesMut};
 use prometheus::IntCounter;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! demux -> leg (SRTP) -> room (decide) -> legs (rewrite + SRTP) -> socket in one pass.
 //!
 //! Signaling reaches the worker through [`Command`]s and hears back on per-session channels; the
-//! control-plane logic lives in `participants.rs` and `negotiation.rs` as further `impl Worker`
+//! control-plane logic lives in `participants.rs` and `negotiation.rs` as further `impl Node`
 //! blocks.
 
 use super::control::Command;
@@ -67,7 +67,7 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 const HOUSEKEEPING: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
+pub struct NodeConfig {
     pub engine: EngineSettings,
     /// Host candidates the relay puts in its SDP (the socket's public addresses).
     pub advertised: Vec<SocketAddr>,
@@ -100,9 +100,9 @@ pub struct WorkerConfig {
     pub connect_timeout: Duration,
 }
 
-impl Default for WorkerConfig {
+impl Default for NodeConfig {
     fn default() -> Self {
-        WorkerConfig {
+        NodeConfig {
             engine: EngineSettings::default(),
             advertised: Vec::new(),
             ice_servers: IceServerConfig::default(),
@@ -155,8 +155,8 @@ pub(super) struct LegFindings {
     pub panicked: bool,
 }
 
-pub struct Worker {
-    pub(super) config: WorkerConfig,
+pub struct Node {
+    pub(super) config: NodeConfig,
     /// Where legs' output goes: the UDP socket, and the ICE-TCP connections by peer.
     pub(super) egress: Egress,
     /// STUN and learned addresses of ICE-TCP connections (a separate space from UDP's).
@@ -194,15 +194,15 @@ pub struct Worker {
     recv_arena: BytesMut,
 }
 
-impl Worker {
+impl Node {
     pub fn new(
-        config: WorkerConfig,
+        config: NodeConfig,
         socket: UdpSocket,
         commands: mpsc::Receiver<Command>,
         metrics: Arc<MediaMetrics>,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
-        Ok(Worker {
+        Ok(Node {
             config,
             egress: Egress {
                 udp: Arc::new(MediaSocket::new(socket)?),
