@@ -4,11 +4,12 @@ use crate::config::Config;
 use crate::ice_servers::IceServerConfig;
 use crate::metrics::{Metrics, NodeSnapshot};
 use crate::node::control::RelayControl;
+use crate::node::driver::{self, DriverIo, NodeThread};
 use crate::node::engine::{EngineSettings, random_token};
-use crate::node::socket::bind_media_socket;
+use crate::node::relay::{Node, NodeConfig, NodeShared};
+use crate::node::socket::bind_std_media_socket;
 use crate::node::tcp::{self, TcpSettings};
-use crate::node::relay::{Node, NodeConfig};
-use crate::webhooks::{self, WebhookSettings};
+use crate::webhooks::{self, WebhookSettings, Webhooks};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -19,7 +20,7 @@ use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::admin::{self, AdminApi, RoomPolicy};
 use tern_signaling::auth::KeySet;
 use tern_signaling::client_addr::TrustedProxies;
@@ -60,7 +61,7 @@ pub struct Running {
     http: JoinHandle<()>,
     https: Option<JoinHandle<()>>,
     metrics_listener: Option<JoinHandle<()>>,
-    worker: JoinHandle<()>,
+    node: NodeThread,
 }
 
 impl Running {
@@ -70,7 +71,7 @@ impl Running {
         for task in [&self.https, &self.metrics_listener].into_iter().flatten() {
             task.abort();
         }
-        self.worker.abort();
+        self.node.stop();
     }
 
     /// Stops taking joins: `/readyz` answers 503 and new joins are refused with `draining`
@@ -93,7 +94,7 @@ impl Running {
     pub async fn wait(&mut self) {
         tokio::select! {
             _ = &mut self.http => {}
-            _ = &mut self.worker => {}
+            _ = self.node.stopped() => {}
         }
     }
 }
@@ -131,7 +132,10 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> NodeConfig {
             ice_failed_timeout: Duration::from_secs(config.media.ice_failed_timeout_s),
             nack_history: config.media.nack_history,
         },
+        local_addr: media_addr,
         advertised,
+        tcp_candidates: Vec::new(),
+        webhooks: false,
         ice_servers: IceServerConfig {
             stun_urls: config.ice.stun_urls.clone(),
             turn_urls: config.ice.turn_urls.clone(),
@@ -155,7 +159,6 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> NodeConfig {
         keyframe_interval: Duration::from_millis(config.room.keyframe_interval_ms),
         max_tracks_per_participant: config.room.max_tracks_per_participant,
         max_sdp_bytes: config.room.max_sdp_bytes,
-        session_queue: config.session.event_queue,
         max_packets_per_leg_per_s: config.media.max_packets_per_second_per_leg,
         connect_timeout: Duration::from_secs(config.media.connect_timeout_s),
     }
@@ -184,7 +187,7 @@ fn bind_http_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// result.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
-    let socket = bind_media_socket(config.media.listen, config.media.socket_buffer_bytes)
+    let socket = bind_std_media_socket(config.media.listen, config.media.socket_buffer_bytes)
         .with_context(|| format!("cannot bind media UDP socket on {}", config.media.listen))?;
     let media_addr = socket.local_addr()?;
     let listener = bind_http_listener(config.http.listen)
@@ -234,21 +237,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let metrics = Arc::new(Metrics::new());
     let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let mut worker = Node::new(
-        worker_config(&config, media_addr),
-        socket,
-        commands_rx,
-        metrics.media.clone(),
-    )?;
+    let mut node_config = worker_config(&config, media_addr);
+    let mut tcp_events = None;
     let tcp_addr = match config.media.tcp_listen {
         Some(addr) => {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot bind ICE-TCP listener on {addr}"))?;
             let bound = listener.local_addr()?;
-            let candidates = advertised(&config, bound);
+            node_config.tcp_candidates = advertised(&config, bound);
             let (events_tx, events_rx) = mpsc::channel(4096);
-            worker.enable_tcp(events_rx, candidates);
+            tcp_events = Some(events_rx);
             tokio::spawn(tcp::serve(
                 listener,
                 events_tx,
@@ -263,9 +262,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    if !config.webhooks.urls.is_empty() {
+    let webhooks = if config.webhooks.urls.is_empty() {
+        Webhooks::default()
+    } else {
         let (key_id, secret) = config.webhook_key()?;
-        worker.set_webhooks(webhooks::start(
+        webhooks::start(
             WebhookSettings {
                 urls: config.webhooks.urls.clone(),
                 key_id,
@@ -276,11 +277,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 backoff: Duration::from_millis(500),
             },
             metrics.webhooks.clone(),
-        ));
-    }
-    let resume_tokens = worker.known_resume_tokens();
-    let snapshot = worker.snapshot();
-    let worker = tokio::spawn(worker.run());
+        )
+    };
+    node_config.webhooks = webhooks.is_enabled();
+    let snapshot = Arc::new(NodeSnapshot::default());
+    let node = Node::new(
+        node_config,
+        NodeShared {
+            metrics: metrics.media.clone(),
+            snapshot: snapshot.clone(),
+        },
+        Instant::now(),
+        SystemTime::now(),
+    );
+    let resume_tokens = node.known_resume_tokens();
+    let worker = driver::spawn(
+        node,
+        DriverIo {
+            socket,
+            commands: commands_rx,
+            tcp_events,
+            webhooks,
+            session_queue: config.session.event_queue,
+        },
+        metrics.media.clone(),
+    )
+    .context("cannot start the media node's thread")?;
     let draining = Arc::new(AtomicBool::new(false));
     let control = RelayControl::new(commands_tx, draining.clone(), resume_tokens);
 
@@ -391,7 +413,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http,
         https,
         metrics_listener,
-        worker,
+        node: worker,
     })
 }
 

@@ -5,7 +5,7 @@
 
 pub mod app;
 pub mod config;
-#[doc(hidden)]
+#[cfg(feature = "harness")]
 pub mod fuzzing;
 pub mod ice_servers;
 pub mod logging;

@@ -62,10 +62,9 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(event: EventKind, room: &str) -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+    /// An event that happened at `at`.
+    pub fn new(event: EventKind, room: &str, at: SystemTime) -> Self {
+        let now = at.duration_since(UNIX_EPOCH).unwrap_or_default();
         Event {
             id: format!("EV_{:016x}", rand::random::<u64>()),
             event,

@@ -28,6 +28,23 @@ async fn scene_with(room: &str, adjust: impl FnOnce(&mut tern::config::Config)) 
         video: false,
     });
     wait_more(&mut mallory, "carol", "audio", 5).await;
+    // Her track is announced once her publish leg has connected.
+    let mallory_id = mallory
+        .signals()
+        .find_map(|s| match s {
+            ServerMessage::Joined { participant, .. } => Some(participant.id.clone()),
+            _ => None,
+        })
+        .expect("mallory joined");
+    let mut call = call;
+    call.bob
+        .wait_for("mallory's track published", |e| match e {
+            Event::Signal(ServerMessage::TrackPublished { track }) => {
+                (track.participant_id == mallory_id).then_some(())
+            }
+            _ => None,
+        })
+        .await;
     Scene { call, mallory }
 }
 

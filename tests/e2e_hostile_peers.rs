@@ -197,7 +197,8 @@ async fn track_churn_cannot_renegotiate_everyone_many_times_a_second() {
     // What each kind of command cost the media worker in this run (a debug build), for the
     // record; not asserted.
     for command in ["publish_offer", "subscribe_answer"] {
-        let series = |suffix: &str| format!("tern_worker_command_seconds_{suffix}{{command=\"{command}\"}}");
+        let series =
+            |suffix: &str| format!("tern_worker_command_seconds_{suffix}{{command=\"{command}\"}}");
         let count = metric(&c.relay, &series("count")).await;
         let sum = metric(&c.relay, &series("sum")).await;
         eprintln!(

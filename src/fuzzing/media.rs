@@ -116,7 +116,7 @@ pub fn demux_and_leg(data: &[u8]) {
         };
         for d in datagrams(data) {
             let _ = demux.route(client_addr(), d);
-            let _ = demux.learn(LegKey(1), client_addr());
+            demux.learn(LegKey(1), client_addr());
             let well_formed = match guard::classify(d) {
                 Class::Stun | Class::Dtls => true,
                 Class::Rtp => guard::rtp_header_fits(d),

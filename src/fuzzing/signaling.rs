@@ -2,23 +2,24 @@
 //! the worker's real publish-offer and subscribe-answer handling.
 
 use crate::metrics::Metrics;
-use crate::node::control::Command;
+use crate::node::command::{CommandReply, NodeCommand};
+use crate::node::output::NodeEvent;
 use crate::node::pair::client_peer_connection;
-use crate::node::relay::{Node, NodeConfig};
+use crate::node::relay::{Node, NodeConfig, NodeShared};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::auth::{Grants, KeySet};
-use tern_signaling::control::{Admission, JoinRequest, SessionEvent, SessionKey};
+use tern_signaling::control::{JoinRequest, SessionEvent, SessionKey};
 use tern_signaling::origin::OriginPolicy;
 use tern_signaling::protocol::{
     ClientMessage, ServerMessage, TrackAnnouncement, TrackSource, decode_client_message,
 };
-use tokio::sync::{mpsc, oneshot};
 
 /// A WebSocket text frame, an `access_token`, an `Origin` header: all untrusted text.
 pub fn signaling_input(data: &[u8]) {
@@ -40,43 +41,30 @@ pub fn signaling_input(data: &[u8]) {
     let _ = policy.allows(text, Some("relay.example:443"));
 }
 
-/// A media worker driven by hand (no socket loop), kept across inputs.
+/// A media node driven by hand, kept across inputs: no socket, no runtime.
 struct Harness {
-    runtime: tokio::runtime::Runtime,
-    worker: Node,
+    node: Node,
     joins: u64,
 }
 
 fn harness() -> Option<Harness> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let socket = runtime
-        .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
-        .ok()?;
-    let addr = socket.local_addr().ok()?;
-    // The worker is driven through `handle`; its command channel stays empty.
-    let (_commands, commands_rx) = mpsc::channel(1);
     let config = NodeConfig {
-        advertised: vec![addr],
+        advertised: vec![SocketAddr::from(([127, 0, 0, 1], 3478))],
         ..NodeConfig::default()
     };
-    let worker = {
-        let _entered = runtime.enter();
-        Node::new(config, socket, commands_rx, Metrics::new().media.clone()).ok()?
+    let shared = NodeShared {
+        metrics: Metrics::new().media.clone(),
+        snapshot: Default::default(),
     };
     Some(Harness {
-        runtime,
-        worker,
+        node: Node::new(config, shared, Instant::now(), SystemTime::now()),
         joins: 0,
     })
 }
 
 impl Harness {
-    fn join(&mut self, now: Instant) -> Option<Admission> {
+    fn join(&mut self, now: Instant) -> Option<SessionKey> {
         self.joins += 1;
-        let (reply, mut answer) = oneshot::channel();
         let request = JoinRequest {
             room: "fuzz".to_owned(),
             identity: format!("p{}", self.joins),
@@ -84,28 +72,43 @@ impl Harness {
             grants: Grants::participant(),
             resume_token: None,
         };
-        self.worker.handle(Command::Join { request, reply }, now);
-        answer.try_recv().ok()?.ok()
+        let joined = match self.node.handle_command(NodeCommand::Join(request), now) {
+            CommandReply::Joined(joined) => joined.ok(),
+            _ => None,
+        };
+        // The subscribe offer the join scheduled goes out.
+        self.node.handle_timeout(now);
+        joined
     }
 
     fn send(&mut self, session: SessionKey, message: ClientMessage, now: Instant) {
-        self.worker
-            .handle(Command::Message { session, message }, now);
+        self.node
+            .handle_command(NodeCommand::Message { session, message }, now);
+        // What the node does next on its own (the debounced subscribe offer, leg timers).
+        self.node.handle_timeout(now + Duration::from_millis(50));
     }
 
-    /// Participants and legs the worker holds.
+    /// What the node told `session` since last asked (everything else it queued is dropped).
+    fn told(&mut self, session: SessionKey) -> Vec<ServerMessage> {
+        while self.node.poll_transmit().is_some() {}
+        std::iter::from_fn(|| self.node.poll_event())
+            .filter_map(|event| match event {
+                NodeEvent::Session {
+                    session: to,
+                    event: SessionEvent::Message(message),
+                } if to == session => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Participants and legs the node holds.
     fn population(&mut self, now: Instant) -> (u64, u64) {
-        let (reply, mut answer) = oneshot::channel();
-        self.worker.handle(Command::Stats { reply }, now);
-        answer
-            .try_recv()
-            .map(|s| (s.participants, s.legs))
-            .unwrap_or((u64::MAX, u64::MAX))
+        match self.node.handle_command(NodeCommand::Stats, now) {
+            CommandReply::Stats(s) => (s.participants, s.legs),
+            _ => (u64::MAX, u64::MAX),
+        }
     }
-}
-
-fn drain(events: &mut mpsc::Receiver<SessionEvent>) {
-    while events.try_recv().is_ok() {}
 }
 
 /// Which announcements accompany a fuzzed publish offer.
@@ -142,14 +145,8 @@ pub fn sdp_offer_and_answer(data: &[u8]) {
         let Some(h) = slot.as_mut() else {
             return;
         };
-        let runtime = h.runtime.handle().clone();
-        let _entered = runtime.enter();
         let now = Instant::now();
-        let Some(Admission {
-            session,
-            mut events,
-        }) = h.join(now)
-        else {
+        let Some(session) = h.join(now) else {
             return;
         };
         let message = if selector.is_multiple_of(2) {
@@ -162,9 +159,9 @@ pub fn sdp_offer_and_answer(data: &[u8]) {
             ClientMessage::SubscribeAnswer { sdp }
         };
         h.send(session, message, now);
-        drain(&mut events);
+        h.told(session);
         h.send(session, ClientMessage::Leave {}, now);
-        drain(&mut events);
+        h.told(session);
         assert_eq!(
             h.population(now),
             (0, 0),
@@ -235,15 +232,11 @@ pub fn sdp_seeds() -> Vec<Vec<u8>> {
 /// A client's answer to the subscribe offer the relay sends at join.
 fn subscribe_answer_seed(now: Instant) -> Option<String> {
     let mut h = harness()?;
-    let runtime = h.runtime.handle().clone();
-    let _entered = runtime.enter();
-    let mut admission = h.join(now)?;
-    let mut offer = None;
-    while let Ok(event) = admission.events.try_recv() {
-        if let SessionEvent::Message(ServerMessage::SubscribeOffer { sdp, .. }) = event {
-            offer = Some(sdp);
-        }
-    }
+    let session = h.join(now)?;
+    let offer = h.told(session).into_iter().find_map(|m| match m {
+        ServerMessage::SubscribeOffer { sdp, .. } => Some(sdp),
+        _ => None,
+    });
     let mut client = client_peer_connection(now).ok()?;
     client
         .set_remote_description(now, RTCSessionDescription::offer(offer?).ok()?)
@@ -264,10 +257,9 @@ mod tests {
     /// Runs one input through the harness and returns what the participant was told.
     fn outcome(selector: u8, sdp: &str) -> Vec<ServerMessage> {
         let mut h = harness().expect("harness");
-        let runtime = h.runtime.handle().clone();
-        let _entered = runtime.enter();
         let now = Instant::now();
-        let mut admission = h.join(now).expect("joined");
+        let session = h.join(now).expect("joined");
+        h.told(session);
         let message = if selector.is_multiple_of(2) {
             ClientMessage::PublishOffer {
                 sdp: sdp.to_owned(),
@@ -278,14 +270,8 @@ mod tests {
                 sdp: sdp.to_owned(),
             }
         };
-        h.send(admission.session, message, now);
-        let mut told = Vec::new();
-        while let Ok(event) = admission.events.try_recv() {
-            if let SessionEvent::Message(message) = event {
-                told.push(message);
-            }
-        }
-        told
+        h.send(session, message, now);
+        h.told(session)
     }
 
     #[test]

@@ -1,44 +1,18 @@
-//! The worker's side of the admin API: room policies, summaries, and operator actions on
-//! participants and tracks. Requests arrive as [`Command::Admin`](super::control::Command).
+//! The node's side of the admin API: room policies, summaries, and operator actions on
+//! participants and tracks. Requests arrive as [`NodeCommand::Admin`](super::command::NodeCommand).
 
+use super::command::{AdminReply, AdminRequest};
 use super::participants::{track_kind, wire_source};
-use super::relay::{RoomKey, Node};
+use super::relay::{Node, RoomKey};
 use crate::config::{MAX_ROOM_TIMEOUT_S, MIN_ROOM_TIMEOUT_S};
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::MemberState;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tern_signaling::admin::{
-    AdminError, CreateRoom, MuteTrack, ParticipantSummary, PatchRoom, RoomPolicy, RoomSummary,
-    TrackSummary,
+    AdminError, CreateRoom, MuteTrack, ParticipantSummary, RoomPolicy, RoomSummary, TrackSummary,
 };
 use tern_signaling::protocol::{LeaveReason, ParticipantState, ServerMessage};
 use tracing::info;
-
-/// One admin API call, as the worker receives it.
-#[derive(Debug)]
-pub enum AdminRequest {
-    List,
-    Get(String),
-    Create(CreateRoom),
-    Patch(String, PatchRoom),
-    Delete(String),
-    Remove {
-        room: String,
-        identity: String,
-    },
-    Mute {
-        room: String,
-        identity: String,
-        mute: MuteTrack,
-    },
-}
-
-#[derive(Debug)]
-pub enum AdminReply {
-    Rooms(Vec<RoomSummary>),
-    Room(RoomSummary),
-    Done,
-}
 
 fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -86,6 +60,7 @@ impl Node {
                 let entry = self.rooms.get_mut(&key).ok_or(AdminError::NoSuchRoom)?;
                 entry.policy = checked(patch.over(&entry.policy))?;
                 info!(room = %name, policy = ?entry.policy, "room policy changed");
+                self.arm_room_timer(key, now);
                 self.summary_reply(key, now)
             }
             AdminRequest::Delete(name) => {
@@ -166,7 +141,7 @@ impl Node {
         for id in members {
             self.remove_participant(id, LeaveReason::RoomDeleted, now);
         }
-        self.close_room(key);
+        self.close_room(key, now);
     }
 
     fn admin_mute(

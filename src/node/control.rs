@@ -1,7 +1,10 @@
-//! The relay's side of [`RoomControl`]: signaling sessions talk to the media worker through one
-//! bounded command channel; the worker answers on each session's own bounded event channel.
+//! The relay's side of [`RoomControl`]: signaling sessions talk to the media node's driver
+//! through one bounded command channel; the node answers on each session's own bounded event
+//! channel.
 
-use super::admin::{AdminReply, AdminRequest};
+#[cfg(feature = "fault-injection")]
+use super::command::LegReport;
+use super::command::{AdminReply, AdminRequest};
 use super::resume::KnownResumeTokens;
 use crate::metrics::NodeStats;
 use std::sync::Arc;
@@ -38,18 +41,6 @@ pub enum Command {
     LegReports {
         reply: oneshot::Sender<Vec<LegReport>>,
     },
-}
-
-/// What a test can learn about one leg's transport.
-#[cfg(feature = "fault-injection")]
-#[derive(Debug, Clone)]
-pub struct LegReport {
-    pub participant: String,
-    pub role: &'static str,
-    /// `controlled` or `controlling`.
-    pub ice_role: String,
-    pub selected_pair_changes: u32,
-    pub srtp_cipher: String,
 }
 
 /// A cheap handle to the worker, cloned into every signaling session.

@@ -120,7 +120,7 @@ impl Node {
             });
             if sent {
                 self.metrics.data_messages_sent.inc();
-                flush_leg(leg, &self.egress, &self.metrics);
+                flush_leg(leg, &mut self.transmits);
             } else {
                 self.metrics.count_drop(DropReason::DataBacklog);
             }

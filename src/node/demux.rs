@@ -11,7 +11,6 @@
 
 use ring::hmac;
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::Entry;
 use std::net::{IpAddr, SocketAddr};
 
 /// A leg, as the worker numbers them. Never reused, so a stale key cannot alias a new leg.
@@ -33,9 +32,10 @@ pub enum Route {
 }
 
 /// How many client addresses one leg may be reached from at once (NAT rebinding, ICE restart).
+/// This bounds the table: an address is learned only from a request signed with a leg's own
+/// ICE password, so the table holds at most this many per leg. (There is no bound per source
+/// IP: a carrier-grade or office NAT puts hundreds of legitimate participants behind one.)
 const MAX_ADDRS_PER_LEG: usize = 4;
-/// How many learned addresses one source IP may hold across all legs.
-const MAX_ADDRS_PER_IP: u32 = 256;
 
 #[derive(Default)]
 pub struct Demux {
@@ -43,7 +43,6 @@ pub struct Demux {
     by_ufrag: FxHashMap<String, (LegKey, hmac::Key)>,
     by_addr: FxHashMap<SocketAddr, LegKey>,
     addrs_of_leg: FxHashMap<LegKey, Vec<SocketAddr>>,
-    per_ip: FxHashMap<IpAddr, u32>,
 }
 
 /// v4-mapped IPv6 addresses (from a dual-stack socket) are the IPv4 address they carry.
@@ -81,29 +80,21 @@ impl Demux {
         self.by_ufrag.remove(ufrag);
     }
 
-    /// Binds `from` to `key` after an authentic request from it. Returns false when a bound
-    /// refused it.
-    pub fn learn(&mut self, key: LegKey, from: SocketAddr) -> bool {
+    /// Binds `from` to `key` after an authentic request from it.
+    pub fn learn(&mut self, key: LegKey, from: SocketAddr) {
         if self.by_addr.get(&from) == Some(&key) {
-            return true;
-        }
-        let count = self.per_ip.get(&from.ip()).copied().unwrap_or(0);
-        if count >= MAX_ADDRS_PER_IP {
-            return false;
+            return;
         }
         // The address now belongs to this leg (a client reusing a port for a new leg).
         if let Some(previous) = self.by_addr.insert(from, key) {
             self.forget_addr_of(previous, from);
         }
-        *self.per_ip.entry(from.ip()).or_default() += 1;
         let addrs = self.addrs_of_leg.entry(key).or_default();
         addrs.push(from);
         if addrs.len() > MAX_ADDRS_PER_LEG {
             let oldest = addrs.remove(0);
             self.by_addr.remove(&oldest);
-            self.release_ip(oldest.ip());
         }
-        true
     }
 
     /// Forgets everything about a closed leg; returns the addresses it had.
@@ -114,7 +105,6 @@ impl Demux {
             if self.by_addr.get(addr) == Some(&key) {
                 self.by_addr.remove(addr);
             }
-            self.release_ip(addr.ip());
         }
         addrs
     }
@@ -133,16 +123,6 @@ impl Demux {
     fn forget_addr_of(&mut self, key: LegKey, addr: SocketAddr) {
         if let Some(addrs) = self.addrs_of_leg.get_mut(&key) {
             addrs.retain(|a| *a != addr);
-        }
-        self.release_ip(addr.ip());
-    }
-
-    fn release_ip(&mut self, ip: IpAddr) {
-        if let Entry::Occupied(mut e) = self.per_ip.entry(ip) {
-            *e.get_mut() -= 1;
-            if *e.get() == 0 {
-                e.remove();
-            }
         }
     }
 }
@@ -322,7 +302,7 @@ mod tests {
         assert_eq!(demux.route(addr(5000), &foreign), Route::UnknownUfrag);
         let srtp = [0x80u8, 0x60, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
         assert_eq!(demux.route(addr(5000), &srtp), Route::UnknownSource);
-        assert!(demux.learn(LegKey(1), addr(5000)));
+        demux.learn(LegKey(1), addr(5000));
         assert_eq!(demux.route(addr(5000), &srtp), Route::Leg(LegKey(1)));
         assert_eq!(demux.route(addr(5001), &srtp), Route::UnknownSource);
     }
@@ -378,7 +358,7 @@ mod tests {
         // Responses are routed by learned address only.
         let response = stun(0x0101, &[(0x0006, b"u:c")]);
         assert_eq!(demux.route(addr(1), &response), Route::UnknownSource);
-        assert!(demux.learn(LegKey(1), addr(1)));
+        demux.learn(LegKey(1), addr(1));
         assert_eq!(demux.route(addr(1), &response), Route::Leg(LegKey(1)));
         // A MESSAGE-INTEGRITY of the wrong size is no integrity at all.
         let short = stun(0x0001, &[(0x0006, b"u:c"), (0x0008, &[0u8; 16])]);
@@ -396,7 +376,7 @@ mod tests {
     fn bounds_per_leg_evict_the_oldest_address() {
         let mut demux = Demux::default();
         for port in 0..6 {
-            assert!(demux.learn(LegKey(1), addr(6000 + port)));
+            demux.learn(LegKey(1), addr(6000 + port));
         }
         assert_eq!(demux.learned_addrs(), MAX_ADDRS_PER_LEG);
         assert_eq!(demux.route(addr(6000), &[0x80; 12]), Route::UnknownSource);
@@ -406,14 +386,27 @@ mod tests {
     #[test]
     fn an_address_moves_to_the_leg_that_verified_it_last() {
         let mut demux = Demux::default();
-        assert!(demux.learn(LegKey(1), addr(7000)));
-        assert!(demux.learn(LegKey(2), addr(7000)));
+        demux.learn(LegKey(1), addr(7000));
+        demux.learn(LegKey(2), addr(7000));
         assert_eq!(demux.route(addr(7000), &[0x80; 12]), Route::Leg(LegKey(2)));
         demux.remove_leg(LegKey(1));
         assert_eq!(demux.route(addr(7000), &[0x80; 12]), Route::Leg(LegKey(2)));
         demux.remove_leg(LegKey(2));
         assert_eq!(demux.learned_addrs(), 0);
-        assert!(demux.per_ip.is_empty());
+        assert!(demux.addrs_of_leg.is_empty());
+    }
+
+    #[test]
+    fn a_thousand_legs_behind_one_nat_address_are_all_reachable() {
+        let mut demux = Demux::default();
+        for leg in 0..1_000u16 {
+            demux.learn(LegKey(u64::from(leg)), addr(10_000 + leg));
+        }
+        assert_eq!(demux.learned_addrs(), 1_000);
+        assert_eq!(
+            demux.route(addr(10_999), &[0x80; 12]),
+            Route::Leg(LegKey(999))
+        );
     }
 
     #[test]

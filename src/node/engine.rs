@@ -135,8 +135,16 @@ fn interceptors(
             },
         );
     match role {
+        // The generator never learns of packets recovered by RTX (`rtc` unwraps RTX after the
+        // interceptors), so without a cap it would NACK each loss every 100 ms until the packet
+        // left its window, about 25 times, and the publisher would resend it as often.
         LegRole::Publish => registry
-            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(
+                Slot::NackGenerator,
+                NackGeneratorBuilder::new()
+                    .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
+                    .build(),
+            )
             .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
         // No sender-report interceptor: the relay derives each forwarded stream's reports from
@@ -149,6 +157,9 @@ fn interceptors(
         ),
     }
 }
+
+/// How often a publish leg asks for one lost packet (100 ms apart).
+const MAX_NACKS_PER_PACKET: u16 = 3;
 
 /// Random `[a-zA-Z0-9]` text from the OS-seeded CSPRNG.
 pub fn random_token(len: usize) -> String {

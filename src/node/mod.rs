@@ -1,20 +1,27 @@
-//! The async/IO shell: the only code that touches tokio, sockets and webrtc-rs.
+//! The media node: a sans-IO state machine (`relay.rs` and its `impl Node` blocks) holding the
+//! legs and rooms, and the driver (`driver.rs`), which is all its IO.
 
 mod admin;
+pub mod command;
 pub mod control;
 mod data;
 pub mod demux;
+pub mod driver;
 pub mod engine;
 mod events;
 pub mod formats;
 pub mod guard;
 pub mod leg;
+pub mod output;
 pub mod pair;
 mod participants;
 mod publish;
+pub mod relay;
 pub mod resume;
 pub mod sdp;
+#[cfg(feature = "harness")]
+pub mod sim;
 pub mod socket;
 mod subscribe;
 pub mod tcp;
-pub mod relay;
+pub mod timers;

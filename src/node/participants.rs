@@ -5,26 +5,24 @@
 //! back with the same participant id; a join with an identity already in the room replaces the
 //! old participant, whose session is told why.
 
-use super::control::Command;
+use super::command::{CommandReply, NodeCommand};
 use super::demux::LegKey;
-use super::relay::{RoomKey, Node};
+use super::output::NodeEvent;
+use super::relay::{Node, RoomKey};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::{MemberInfo, MemberState, Room, RoomError, TrackSource};
-use crate::metrics::{CommandKind, NodeStats};
+use crate::metrics::NodeStats;
 use crate::webhooks::EventKind;
 use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::admin::RoomPolicy;
 use tern_signaling::auth::Grants;
-use tern_signaling::control::{
-    Admission, Disconnect, JoinRefusal, JoinRequest, SessionEvent, SessionKey,
-};
+use tern_signaling::control::{Disconnect, JoinRefusal, JoinRequest, SessionEvent, SessionKey};
 use tern_signaling::limits::{Limit, TokenBucket};
 use tern_signaling::protocol::{
     ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ParticipantState,
     ServerMessage, TrackInfo, TrackKind,
 };
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub struct RoomEntry {
@@ -36,6 +34,10 @@ pub struct RoomEntry {
     pub empty_since: Option<Instant>,
     /// Whether anybody ever joined: picks the departure timeout over the empty timeout.
     pub had_participants: bool,
+    /// The room's own next deadline, as armed on the node's timers.
+    pub timer_at: Option<Instant>,
+    /// The closing deadline armed on the node's timers.
+    pub close_armed: Option<Instant>,
 }
 
 impl RoomEntry {
@@ -44,19 +46,22 @@ impl RoomEntry {
         policy: RoomPolicy,
         keyframe_interval: Duration,
         now: Instant,
+        wall: SystemTime,
     ) -> Self {
         RoomEntry {
             room: Room::new(name, keyframe_interval),
             policy,
-            created_at: SystemTime::now(),
+            created_at: wall,
             created_by_api: false,
             empty_since: Some(now),
             had_participants: false,
+            timer_at: None,
+            close_armed: None,
         }
     }
 
     /// When an empty room closes.
-    fn closes_at(&self) -> Option<Instant> {
+    pub(super) fn closes_at(&self) -> Option<Instant> {
         let since = self.empty_since?;
         let timeout = if self.had_participants {
             self.policy.departure_timeout_s
@@ -67,19 +72,14 @@ impl RoomEntry {
     }
 }
 
-/// The live signaling connection of a participant.
-pub struct SessionLink {
-    pub key: SessionKey,
-    pub events: mpsc::Sender<SessionEvent>,
-}
-
 pub struct Participant {
     pub id: ParticipantId,
     pub room: RoomKey,
     pub identity: String,
     pub name: String,
     pub grants: Grants,
-    pub session: Option<SessionLink>,
+    /// The live signaling connection, if any.
+    pub session: Option<SessionKey>,
     pub resume_token: String,
     pub publish_leg: Option<LegKey>,
     pub subscribe_leg: Option<LegKey>,
@@ -97,20 +97,6 @@ pub struct Participant {
     pub joined_at: SystemTime,
     /// When the join was accepted, until the first peer connection connects (join duration).
     pub awaiting_media: Option<Instant>,
-}
-
-fn command_kind(command: &Command) -> CommandKind {
-    match command {
-        Command::Join { .. } => CommandKind::Join,
-        Command::Message { message, .. } => match message {
-            ClientMessage::PublishOffer { .. } => CommandKind::PublishOffer,
-            ClientMessage::SubscribeAnswer { .. } => CommandKind::SubscribeAnswer,
-            ClientMessage::Trickle { .. } => CommandKind::Trickle,
-            _ => CommandKind::OtherMessage,
-        },
-        Command::Disconnected { .. } => CommandKind::Disconnected,
-        _ => CommandKind::Admin,
-    }
 }
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
@@ -139,48 +125,40 @@ pub fn room_source(source: tern_signaling::protocol::TrackSource) -> TrackSource
 }
 
 impl Node {
-    pub(super) fn handle_command(&mut self, command: Command, now: Instant) {
-        let kind = command_kind(&command);
-        // The clock is read here, in the shell, to measure; decisions use `now`.
-        let started = Instant::now();
-        self.run_command(command, now);
-        self.metrics
-            .command_took(kind, started.elapsed().as_secs_f64());
-    }
-
-    fn run_command(&mut self, command: Command, now: Instant) {
+    pub(super) fn run_command(&mut self, command: NodeCommand, now: Instant) -> CommandReply {
         match command {
-            Command::Join { request, reply } => {
-                let result = self.join(request, now);
-                if let Err(Ok(admission)) = reply.send(result) {
-                    // The session gave up waiting: treat it as an immediate drop.
-                    self.disconnected(admission.session, Disconnect::Dropped, now);
+            NodeCommand::Join(request) => CommandReply::Joined(self.join(request, now)),
+            NodeCommand::Message { session, message } => {
+                self.message(session, message, now);
+                CommandReply::Done
+            }
+            NodeCommand::Disconnected { session, how } => {
+                self.disconnected(session, how, now);
+                CommandReply::Done
+            }
+            NodeCommand::SessionLost(session) => {
+                if let Some(id) = self.current(session) {
+                    warn!(participant = %id, "signaling session could not take its events; waiting for resume");
+                    self.session_lost(id, now);
                 }
+                CommandReply::Done
             }
-            Command::Message { session, message } => self.message(session, message, now),
-            Command::Disconnected { session, how } => self.disconnected(session, how, now),
-            Command::Stats { reply } => {
-                let _ = reply.send(self.stats());
-            }
-            Command::Admin { request, reply } => {
-                let _ = reply.send(self.admin(request, now));
-            }
+            NodeCommand::Admin(request) => CommandReply::Admin(self.admin(request, now)),
+            NodeCommand::Stats => CommandReply::Stats(self.stats()),
             #[cfg(feature = "fault-injection")]
-            Command::LegReports { reply } => {
-                let _ = reply.send(self.leg_reports(now));
-            }
+            NodeCommand::LegReports => CommandReply::LegReports(self.leg_reports(now)),
         }
     }
 
     #[cfg(feature = "fault-injection")]
-    fn leg_reports(&mut self, now: Instant) -> Vec<super::control::LegReport> {
+    fn leg_reports(&mut self, now: Instant) -> Vec<super::command::LegReport> {
         use rtc::statistics::StatsSelector;
         self.legs
             .values_mut()
             .map(|leg| {
                 let stats = leg.pc.get_stats(now, StatsSelector::None);
                 let transport = stats.transport();
-                super::control::LegReport {
+                super::command::LegReport {
                     participant: leg.participant.to_string(),
                     role: leg.role.as_str(),
                     ice_role: transport
@@ -220,7 +198,7 @@ impl Node {
         stats
     }
 
-    fn join(&mut self, request: JoinRequest, now: Instant) -> Result<Admission, JoinRefusal> {
+    fn join(&mut self, request: JoinRequest, now: Instant) -> Result<SessionKey, JoinRefusal> {
         let room_name = RoomId(request.room.clone());
         if let Some(token) = &request.resume_token {
             return self.resume(token, &room_name, &request, now);
@@ -273,8 +251,8 @@ impl Node {
         entry.empty_since = None;
         entry.had_participants = true;
         let resume_token = self.resume_tokens.issue(id, None);
-        let (events_tx, events) = mpsc::channel(self.config.session_queue);
         let key = self.new_session_key(id);
+        let joined_at = self.wall(now);
         self.participants.insert(
             id,
             Participant {
@@ -283,10 +261,7 @@ impl Node {
                 identity: request.identity.clone(),
                 name: request.name.clone(),
                 grants: request.grants,
-                session: Some(super::participants::SessionLink {
-                    key,
-                    events: events_tx,
-                }),
+                session: Some(key),
                 resume_token,
                 publish_leg: None,
                 subscribe_leg: None,
@@ -300,21 +275,19 @@ impl Node {
                 unreceivable: Default::default(),
                 restart_subscribe_ice: false,
                 data: Default::default(),
-                joined_at: SystemTime::now(),
+                joined_at,
                 awaiting_media: Some(now),
             },
         );
         info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
-        self.participant_event(EventKind::ParticipantJoined, id, None);
+        self.participant_event(EventKind::ParticipantJoined, id, None, now);
         // The subscribe leg (with the data channel) is set up right away: data and the first
         // media then need no further round trip. Without the subscribe grant there is none (and
         // so no data channel either: data rides the subscribe leg).
-        if request.grants.subscribe
-            && let Some(p) = self.participants.get_mut(&id)
-        {
-            p.renegotiate_at = Some(now);
+        if request.grants.subscribe {
+            self.schedule_renegotiation(id, now);
         }
-        self.send_joined(id, false);
+        self.send_joined(id, false, now);
         let info = self.participant_info(id);
         if let Some(info) = info {
             self.broadcast(
@@ -324,10 +297,7 @@ impl Node {
             );
         }
         self.process_room_outputs(room_id, now);
-        Ok(Admission {
-            session: key,
-            events,
-        })
+        Ok(key)
     }
 
     fn resume(
@@ -336,7 +306,7 @@ impl Node {
         room_name: &RoomId,
         request: &JoinRequest,
         now: Instant,
-    ) -> Result<Admission, JoinRefusal> {
+    ) -> Result<SessionKey, JoinRefusal> {
         let id = self
             .resume_tokens
             .participant(token)
@@ -353,20 +323,14 @@ impl Node {
             return Err(JoinRefusal::ResumeFailed);
         }
         let key = self.new_session_key(id);
-        let (events_tx, events) = mpsc::channel(self.config.session_queue);
         // The presented token is spent: the `joined` of this connection carries the next one.
         let resume_token = self.resume_tokens.issue(id, Some(token));
         let participant = self.participants.get_mut(&id).expect("checked above");
         participant.resume_token = resume_token;
-        if let Some(old) = participant.session.take() {
-            let _ = old
-                .events
-                .try_send(SessionEvent::Close(LeaveReason::Replaced));
+        let old = participant.session.replace(key);
+        if let Some(old) = old {
+            self.end_session(old, LeaveReason::Replaced);
         }
-        participant.session = Some(SessionLink {
-            key,
-            events: events_tx,
-        });
         let was_reconnecting = self
             .rooms
             .get(&room_id)
@@ -376,7 +340,7 @@ impl Node {
             entry.room.set_active(id);
         }
         info!(participant = %id, "session resumed");
-        self.send_joined(id, true);
+        self.send_joined(id, true, now);
         if was_reconnecting {
             self.broadcast(
                 room_id,
@@ -402,10 +366,7 @@ impl Node {
             }
         }
         self.process_room_outputs(room_id, now);
-        Ok(Admission {
-            session: key,
-            events,
-        })
+        Ok(key)
     }
 
     fn new_session_key(&mut self, id: ParticipantId) -> SessionKey {
@@ -421,7 +382,7 @@ impl Node {
     fn current(&self, session: SessionKey) -> Option<ParticipantId> {
         let id = ParticipantId(session.participant);
         let p = self.participants.get(&id)?;
-        (p.session.as_ref()?.key == session).then_some(id)
+        (p.session? == session).then_some(id)
     }
 
     fn message(&mut self, session: SessionKey, message: ClientMessage, now: Instant) {
@@ -540,6 +501,7 @@ impl Node {
         if let Some(entry) = self.rooms.get_mut(&room_id) {
             entry.room.set_reconnecting(id, now + grace);
         }
+        self.arm_room_timer(room_id, now);
         self.broadcast(
             room_id,
             Some(id),
@@ -556,7 +518,7 @@ impl Node {
         reason: LeaveReason,
         now: Instant,
     ) {
-        if self.webhooks.is_enabled() {
+        if self.config.webhooks {
             let room = self.participants.get(&id).map(|p| p.room);
             let tracks: Vec<TrackInfo> = room
                 .and_then(|r| self.rooms.get(&r).map(|e| (r, e)))
@@ -568,9 +530,9 @@ impl Node {
                 })
                 .unwrap_or_default();
             for track in &tracks {
-                self.track_event(EventKind::TrackUnpublished, id, track);
+                self.track_event(EventKind::TrackUnpublished, id, track, now);
             }
-            self.participant_event(EventKind::ParticipantLeft, id, Some(reason));
+            self.participant_event(EventKind::ParticipantLeft, id, Some(reason), now);
         }
         let Some(participant) = self.participants.remove(&id) else {
             return;
@@ -583,8 +545,8 @@ impl Node {
         {
             self.close_leg(leg);
         }
-        if let Some(session) = &participant.session {
-            let _ = session.events.try_send(SessionEvent::Close(reason));
+        if let Some(session) = participant.session {
+            self.end_session(session, reason);
         }
         let room_id = participant.room;
         let unpublished = match self.rooms.get_mut(&room_id) {
@@ -634,52 +596,43 @@ impl Node {
         self.next_room += 1;
         self.room_keys.insert(name.clone(), key);
         info!(room = %name, "room created");
-        let entry = RoomEntry::new(name, policy, self.config.keyframe_interval, now);
+        let wall = self.wall(now);
+        let entry = RoomEntry::new(name, policy, self.config.keyframe_interval, now, wall);
         self.rooms.insert(key, entry);
-        self.room_event(EventKind::RoomStarted, key);
+        self.room_event(EventKind::RoomStarted, key, now);
+        self.arm_room_timer(key, now);
         Some(key)
     }
 
-    pub(super) fn close_empty_rooms(&mut self, now: Instant) {
-        let expired: Vec<RoomKey> = self
-            .rooms
-            .iter()
-            .filter(|(_, e)| e.room.is_empty() && e.closes_at().is_some_and(|at| now >= at))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in expired {
-            self.close_room(key);
-        }
-    }
-
     /// Forgets a room (its participants must be gone already).
-    pub(super) fn close_room(&mut self, key: RoomKey) {
-        self.room_event(EventKind::RoomFinished, key);
+    pub(super) fn close_room(&mut self, key: RoomKey, now: Instant) {
+        self.room_event(EventKind::RoomFinished, key, now);
         if let Some(entry) = self.rooms.remove(&key) {
             info!(room = %entry.room.id(), "room closed");
             self.room_keys.remove(entry.room.id());
         }
     }
 
-    /// Sends one event to one participant. A session that cannot keep up is closed (state
-    /// events are never dropped): the client resumes and gets the full state again.
+    /// Sends one event to one participant's session, if it has one. (The driver closes a
+    /// session that cannot keep up and reports it lost: state events are never dropped, the
+    /// client resumes and gets the full state again.)
     pub(super) fn notify(&mut self, id: ParticipantId, message: ServerMessage) {
-        let Some(p) = self.participants.get_mut(&id) else {
+        let Some(session) = self.participants.get(&id).and_then(|p| p.session) else {
             return;
         };
-        let Some(session) = &p.session else {
-            return;
-        };
-        if let Err(err) = session.events.try_send(SessionEvent::Message(message)) {
-            if matches!(err, mpsc::error::TrySendError::Full(_)) {
-                warn!(participant = %id, "session too slow for its events; closing it");
-                self.metrics.limits.breached(Limit::SlowSession);
-            }
-            // Dropping the sender ends the connection. The others hear about it from
-            // housekeeping, not from inside whatever broadcast is running now.
-            p.session = None;
-            self.lost_sessions.push(id);
-        }
+        self.events.push_back(NodeEvent::Session {
+            session,
+            event: SessionEvent::Message(message),
+        });
+    }
+
+    /// Tells a session why it ends (`closed`), and lets it go.
+    fn end_session(&mut self, session: SessionKey, reason: LeaveReason) {
+        self.events.push_back(NodeEvent::Session {
+            session,
+            event: SessionEvent::Close(reason),
+        });
+        self.events.push_back(NodeEvent::SessionEnded(session));
     }
 
     /// Sends one event to every participant of a room (but `except`).
@@ -737,7 +690,8 @@ impl Node {
         })
     }
 
-    fn send_joined(&mut self, id: ParticipantId, resumed: bool) {
+    fn send_joined(&mut self, id: ParticipantId, resumed: bool, now: Instant) {
+        let wall = self.wall(now);
         let Some(me) = self.participant_info(id) else {
             return;
         };
@@ -767,10 +721,7 @@ impl Node {
             resume_grace_s: self.config.resume_grace.as_secs(),
             resumed,
             participants: others,
-            ice_servers: self
-                .config
-                .ice_servers
-                .for_participant(&identity, SystemTime::now()),
+            ice_servers: self.config.ice_servers.for_participant(&identity, wall),
         };
         self.notify(id, joined);
     }

@@ -7,8 +7,8 @@ use super::formats;
 use super::guard::RateLimit;
 use super::leg::{Leg, PublishedMid, negotiated_extensions};
 use super::participants::{room_source, track_kind, wire_source};
+use super::relay::{Node, RoomKey, flush_leg};
 use super::sdp::{self, Format, Section};
-use super::relay::{RoomKey, Node, flush_leg};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::room::{PublicationInfo, TrackSource};
@@ -129,7 +129,7 @@ impl Node {
             pc.add_local_candidate(candidate)
                 .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
         }
-        for addr in &self.tcp_candidates {
+        for addr in &self.config.tcp_candidates {
             let candidate = tcp_candidate(*addr)
                 .map_err(|e| refuse(ErrorCode::Internal, format!("bad ICE-TCP address: {e}")))?;
             pc.add_local_candidate(candidate)
@@ -332,7 +332,7 @@ impl Node {
         }
         for gone in &removed {
             if gone.announced {
-                self.unpublish_track(id, room_id, gone.track);
+                self.unpublish_track(id, room_id, gone.track, now);
             }
         }
         if let Some(leg) = self.legs.get_mut(&key)
@@ -402,7 +402,7 @@ impl Node {
                 let _ = entry.room.set_muted(m.track, true);
             }
             if let Some(info) = self.track_info(room_id, m.track) {
-                self.track_event(EventKind::TrackPublished, owner, &info);
+                self.track_event(EventKind::TrackPublished, owner, &info, now);
                 self.broadcast(
                     room_id,
                     Some(owner),
@@ -414,9 +414,15 @@ impl Node {
     }
 
     /// Takes a track out of the room and tells everybody.
-    fn unpublish_track(&mut self, owner: ParticipantId, room_id: RoomKey, track: TrackId) {
+    fn unpublish_track(
+        &mut self,
+        owner: ParticipantId,
+        room_id: RoomKey,
+        track: TrackId,
+        now: Instant,
+    ) {
         if let Some(info) = self.track_info(room_id, track) {
-            self.track_event(EventKind::TrackUnpublished, owner, &info);
+            self.track_event(EventKind::TrackUnpublished, owner, &info, now);
         }
         if let Some(entry) = self.rooms.get_mut(&room_id) {
             let _ = entry.room.unpublish(track);
@@ -530,7 +536,7 @@ impl Node {
             state.extensions =
                 negotiated_extensions(pairs.iter().map(|(id, uri)| (*id, uri.as_str())));
         }
-        flush_leg(leg, &self.egress, &self.metrics);
+        flush_leg(leg, &mut self.transmits);
         self.sync_ufrag(key);
         self.arm_timer(key);
         Ok(sdp)

@@ -1,29 +1,31 @@
-//! The media worker: one task that owns the UDP socket, the demux table, every leg and every
-//! room placed on it. Nothing on the packet path takes a lock or waits: datagrams go socket ->
-//! demux -> leg (SRTP) -> room (decide) -> legs (rewrite + SRTP) -> socket in one pass.
+//! The node: the legs, the demux and the rooms placed on it, as a sans-IO state machine shaped
+//! like the `rtc` legs inside it. Inputs are `handle_datagram`, `handle_tcp_frame`,
+//! `handle_command` and `handle_timeout`; outputs are `poll_transmit`, `poll_event` and
+//! `poll_timeout`. Time is always an argument: the node owns no socket, reads no clock and waits
+//! on nothing, so a test can run minutes of a call in milliseconds (see `sim`), and the driver
+//! (`driver.rs`) is all the IO there is.
 //!
-//! Signaling reaches the worker through [`Command`]s and hears back on per-session channels; the
-//! control-plane logic lives in `participants.rs` and `negotiation.rs` as further `impl Node`
-//! blocks.
+//! Nothing on the packet path takes a lock or waits: a datagram goes demux -> leg (SRTP) ->
+//! room (decide) -> legs (rewrite + SRTP) -> transmits in one call. The control plane lives in
+//! `participants.rs`, `publish.rs`, `subscribe.rs`, `admin.rs` and `data.rs` as further
+//! `impl Node` blocks.
 
-use super::control::Command;
+use super::command::{CommandReply, NodeCommand};
 use super::demux::{Demux, LegKey, Route, normalize};
 use super::engine::{EngineSettings, LegRole};
 use super::guard::{self, Class};
 use super::leg::{Leg, LegMedia, sink_parts};
+use super::output::{Carrier, NodeEvent, Transmit};
 use super::participants::{Participant, RoomEntry};
 use super::resume::{KnownResumeTokens, ResumeTokens};
-use super::tcp::{TcpEvent, TcpWriter};
+use super::timers::{Timer, Timers};
 use crate::ice_servers::IceServerConfig;
 use crate::media::codec::Codec;
 use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::rewrite;
 use crate::media::room::{RoomOutput, SinkId};
-use crate::metrics::{
-    DropReason, Feedback, LATENCY_SAMPLE, LegFailure, MediaMetrics, NodeSnapshot,
-};
-use crate::webhooks::Webhooks;
+use crate::metrics::{DropReason, Feedback, LegFailure, MediaMetrics, NodeSnapshot};
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -36,17 +38,13 @@ use rtc::rtp::packet::Packet;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rustc_hash::FxHashMap;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::io::ErrorKind;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tern_signaling::admin::RoomPolicy;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// With the `fault-injection` feature, a datagram starting with this makes its leg panic.
@@ -54,23 +52,23 @@ const FAULT_PANIC: &[u8] = b"TERN-FAULT-PANIC";
 
 /// Larger than any datagram a WebRTC peer sends (MTU-sized); bigger ones are dropped unread.
 pub const MAX_DATAGRAM_BYTES: usize = 1_600;
-/// Free space kept for the next datagram; larger ones are cut here and then dropped as oversized.
-const RECV_BUFFER_BYTES: usize = 4_096;
-/// Datagrams are received into slices of one arena, so handing each to its leg (which takes an
-/// owned buffer) costs no allocation of its own.
-const RECV_ARENA_BYTES: usize = 256 * 1024;
-/// Datagrams read per wake-up before the worker looks at commands and timers again.
-const RECV_BATCH: usize = 64;
 /// The state gauges are republished at least this often (and after every command).
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
-/// Housekeeping (room timers, debounced renegotiation) runs at least this often.
-const HOUSEKEEPING: Duration = Duration::from_millis(10);
+/// The least delay before a room's deadline is looked at again.
+const MIN_RETRY: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub engine: EngineSettings,
+    /// The address the media socket is bound to.
+    pub local_addr: SocketAddr,
     /// Host candidates the relay puts in its SDP (the socket's public addresses).
     pub advertised: Vec<SocketAddr>,
+    /// The relay's passive ICE-TCP candidates (advertised addresses with the ICE-TCP port);
+    /// empty without ICE-TCP.
+    pub tcp_candidates: Vec<SocketAddr>,
+    /// Whether anyone receives webhook events (they are not built otherwise).
+    pub webhooks: bool,
     /// STUN/TURN servers handed to participants at join (TURN credentials minted per join).
     pub ice_servers: IceServerConfig,
     /// How long a participant whose signaling dropped stays in the room to resume.
@@ -91,8 +89,6 @@ pub struct NodeConfig {
     pub keyframe_interval: Duration,
     pub max_tracks_per_participant: usize,
     pub max_sdp_bytes: usize,
-    /// Events a session may have queued before it counts as too slow and is closed.
-    pub session_queue: usize,
     /// Datagrams per second one leg may send (bursts of half that); more is a flood.
     pub max_packets_per_leg_per_s: u32,
     /// A leg whose ICE and DTLS have not both completed this long after it was created has
@@ -104,7 +100,10 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             engine: EngineSettings::default(),
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertised: Vec::new(),
+            tcp_candidates: Vec::new(),
+            webhooks: false,
             ice_servers: IceServerConfig::default(),
             resume_grace: Duration::from_secs(10),
             room_defaults: RoomPolicy {
@@ -123,7 +122,6 @@ impl Default for NodeConfig {
             keyframe_interval: Duration::from_millis(500),
             max_tracks_per_participant: 8,
             max_sdp_bytes: 32 * 1024,
-            session_queue: 256,
             max_packets_per_leg_per_s: 5_000,
             connect_timeout: Duration::from_secs(15),
         }
@@ -132,7 +130,7 @@ impl Default for NodeConfig {
 
 /// The worker's number for a room (its name is in the room itself); cheap to copy on the packet
 /// path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RoomKey(pub u64);
 
 /// A packet received from a publisher, waiting to be fanned out.
@@ -155,97 +153,70 @@ pub(super) struct LegFindings {
     pub panicked: bool,
 }
 
+/// What the node shares with the rest of the relay (gauges and resume tokens it publishes).
+#[derive(Clone)]
+pub struct NodeShared {
+    pub metrics: Arc<MediaMetrics>,
+    pub snapshot: Arc<NodeSnapshot>,
+}
+
 pub struct Node {
     pub(super) config: NodeConfig,
-    /// Where legs' output goes: the UDP socket, and the ICE-TCP connections by peer.
-    pub(super) egress: Egress,
+    /// Datagrams and frames waiting for `poll_transmit`.
+    pub(super) transmits: VecDeque<Transmit>,
+    /// Events waiting for `poll_event`.
+    pub(super) events: VecDeque<NodeEvent>,
+    pub(super) timers: Timers,
+    /// A moment of both clocks, so wall-clock time (webhook and admin timestamps, TURN credential
+    /// expiry) follows from the `now` every input carries without reading a clock.
+    epoch: (Instant, SystemTime),
     /// STUN and learned addresses of ICE-TCP connections (a separate space from UDP's).
     pub(super) tcp_demux: Demux,
-    tcp_events: Option<mpsc::Receiver<TcpEvent>>,
-    /// The relay's TCP candidates (advertised addresses with the ICE-TCP port).
-    pub(super) tcp_candidates: Vec<SocketAddr>,
-    pub(super) local_addr: SocketAddr,
     pub(super) demux: Demux,
     pub(super) legs: FxHashMap<LegKey, Leg>,
     pub(super) next_leg: u64,
-    timers: BinaryHeap<Reverse<(Instant, LegKey)>>,
-    /// When each leg that has not connected yet must have.
-    connect_deadlines: BinaryHeap<Reverse<(Instant, LegKey)>>,
     pub(super) participants: FxHashMap<ParticipantId, Participant>,
     pub(super) rooms: FxHashMap<RoomKey, RoomEntry>,
     pub(super) room_keys: HashMap<crate::media::ids::RoomId, RoomKey>,
     pub(super) next_room: u64,
     pub(super) resume_tokens: ResumeTokens,
     pub(super) next_connection: u64,
-    /// Participants whose session was closed for being too slow, to be announced.
-    pub(super) lost_sessions: Vec<ParticipantId>,
     pub(super) metrics: Arc<MediaMetrics>,
     /// RTP/RTCP packets that got through SRTP on any leg (see `engine::new_peer_connection`).
     pub(super) decrypted: Arc<AtomicU64>,
-    /// Where the state gauges are published for `/metrics`, and when they were last.
+    /// Where the state gauges are published for `/metrics`.
     snapshot: Arc<NodeSnapshot>,
-    snapshot_at: Option<Instant>,
-    pub(super) webhooks: Webhooks,
-    commands: mpsc::Receiver<Command>,
     inbound: Vec<Inbound>,
-    /// Inbound packets fanned out so far (picks the latency samples).
-    inbound_seen: u64,
     fan_out: Vec<(SinkId, u16, u32)>,
-    recv_arena: BytesMut,
 }
 
 impl Node {
-    pub fn new(
-        config: NodeConfig,
-        socket: UdpSocket,
-        commands: mpsc::Receiver<Command>,
-        metrics: Arc<MediaMetrics>,
-    ) -> std::io::Result<Self> {
-        let local_addr = socket.local_addr()?;
-        Ok(Node {
+    /// A node with nothing in it, as of `now` (and `wall`, the same moment on the wall clock).
+    pub fn new(config: NodeConfig, shared: NodeShared, now: Instant, wall: SystemTime) -> Self {
+        let mut node = Node {
             config,
-            egress: Egress {
-                udp: Arc::new(MediaSocket::new(socket)?),
-                tcp: FxHashMap::default(),
-            },
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: Timers::default(),
+            epoch: (now, wall),
             tcp_demux: Demux::default(),
-            tcp_events: None,
-            tcp_candidates: Vec::new(),
-            local_addr,
             demux: Demux::default(),
             legs: FxHashMap::default(),
             next_leg: 1,
-            timers: BinaryHeap::new(),
-            connect_deadlines: BinaryHeap::new(),
             participants: FxHashMap::default(),
             rooms: FxHashMap::default(),
             room_keys: HashMap::new(),
             next_room: 1,
             resume_tokens: ResumeTokens::default(),
             next_connection: 1,
-            lost_sessions: Vec::new(),
-            metrics,
+            metrics: shared.metrics,
             decrypted: Arc::default(),
-            snapshot: Arc::default(),
-            snapshot_at: None,
-            webhooks: Webhooks::default(),
-            commands,
+            snapshot: shared.snapshot,
             inbound: Vec::new(),
-            inbound_seen: 0,
             fan_out: Vec::new(),
-            recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
-        })
-    }
-
-    /// The worker's state gauges, republished after every command and at least every
-    /// [`SNAPSHOT_INTERVAL`].
-    pub fn snapshot(&self) -> Arc<NodeSnapshot> {
-        self.snapshot.clone()
-    }
-
-    fn publish_snapshot(&mut self, now: Instant) {
-        self.snapshot.publish(self.stats());
-        self.snapshot_at = Some(now);
+        };
+        node.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
+        node
     }
 
     /// The resume tokens of current sessions, for signaling.
@@ -253,77 +224,140 @@ impl Node {
         self.resume_tokens.known()
     }
 
-    /// Room and participant events go to these webhooks.
-    pub fn set_webhooks(&mut self, webhooks: Webhooks) {
-        self.webhooks = webhooks;
+    /// The wall-clock time at `now`.
+    pub(super) fn wall(&self, now: Instant) -> SystemTime {
+        let (instant, wall) = self.epoch;
+        wall + now.saturating_duration_since(instant)
     }
 
-    /// Runs until every command sender is gone.
-    pub async fn run(mut self) {
-        info!(addr = %self.local_addr, "media worker running");
-        let socket = self.egress.udp.clone();
-        let mut next_housekeeping = Instant::now();
-        loop {
-            let now = Instant::now();
-            if now >= next_housekeeping {
-                self.housekeeping(now);
-                next_housekeeping = now + HOUSEKEEPING;
-            }
-            self.run_leg_timers(now);
-            self.run_connect_deadlines(now);
-            let wake = [&self.timers, &self.connect_deadlines]
-                .into_iter()
-                .filter_map(|heap| heap.peek().map(|Reverse((at, _))| *at))
-                .fold(next_housekeeping, Instant::min);
-            tokio::select! {
-                command = self.commands.recv() => match command {
-                    Some(command) => {
-                        let now = Instant::now();
-                        self.handle_command(command, now);
-                        self.publish_snapshot(now);
-                    }
-                    None => break,
-                },
-                ready = socket.socket.readable() => {
-                    if ready.is_ok() {
-                        self.receive_batch(&socket.socket);
-                    }
-                }
-                event = next_tcp_event(&mut self.tcp_events) => match event {
-                    Some(event) => self.handle_tcp_event(event, Instant::now()),
-                    None => self.tcp_events = None,
-                },
-                _ = tokio::time::sleep_until(wake.into()) => {}
-            }
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for signaling, webhooks or ICE-TCP.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` is next due, and why (a stale deadline may come first: handling
+    /// it early does nothing).
+    pub fn poll_timeout(&self) -> Option<(Instant, Timer)> {
+        self.timers.next()
+    }
+
+    /// Runs every deadline due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            self.fire(timer, at, now);
         }
-        info!("media worker stopped");
     }
 
-    fn receive_batch(&mut self, socket: &UdpSocket) {
-        for _ in 0..RECV_BATCH {
-            if self.recv_arena.capacity() - self.recv_arena.len() < RECV_BUFFER_BYTES {
-                self.recv_arena.reserve(RECV_ARENA_BYTES);
-            }
-            match socket.try_recv_buf_from(&mut self.recv_arena) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    self.metrics.udp_bytes_received.inc_by(n as u64);
-                    let datagram = self.recv_arena.split();
-                    self.handle_datagram(normalize(from), datagram, now);
-                }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
-                Err(err) => {
-                    // ICMP errors surface here on Linux (a peer went away); nothing to do.
-                    debug!("udp receive error: {err}");
+    /// One command from signaling or an operator, answered at once.
+    pub fn handle_command(&mut self, command: NodeCommand, now: Instant) -> CommandReply {
+        let reply = self.run_command(command, now);
+        self.publish_snapshot();
+        reply
+    }
+
+    fn publish_snapshot(&mut self) {
+        self.snapshot.publish(self.stats());
+    }
+
+    fn fire(&mut self, timer: Timer, at: Instant, now: Instant) {
+        match timer {
+            Timer::Leg(key) => {
+                let Some(leg) = self.legs.get_mut(&key) else {
                     return;
+                };
+                if leg.armed != Some(at) {
+                    return; // superseded by an earlier deadline that already ran
                 }
+                leg.armed = None;
+                self.leg_input(key, None, now);
+            }
+            Timer::ConnectDeadline(key) => self.check_connect_deadline(key, now),
+            Timer::Renegotiate(id) => {
+                let due = self
+                    .participants
+                    .get(&id)
+                    .and_then(|p| p.renegotiate_at)
+                    .is_some_and(|at| at <= now);
+                if due {
+                    self.renegotiate_subscriber(id, now);
+                }
+            }
+            Timer::Room(room) => {
+                let Some(entry) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                entry.timer_at = None;
+                if entry.room.poll_timeout().is_some_and(|at| at <= now) {
+                    entry.room.handle_timeout(now);
+                }
+                self.process_room_outputs(room, now);
+            }
+            Timer::RoomClose(room) => {
+                let Some(entry) = self.rooms.get(&room) else {
+                    return;
+                };
+                if entry.room.is_empty() && entry.closes_at().is_some_and(|at| at <= now) {
+                    self.close_room(room, now);
+                }
+            }
+            Timer::Snapshot => {
+                self.publish_snapshot();
+                self.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
             }
         }
     }
 
-    /// Everything that arrives on the media socket starts here.
-    pub(super) fn handle_datagram(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
-        self.handle_packet(from, TransportProtocol::UDP, datagram, now);
+    /// Renegotiates `id`'s subscribe leg at `at` (or earlier, if it already was to be).
+    pub(super) fn schedule_renegotiation(&mut self, id: ParticipantId, at: Instant) {
+        let Some(p) = self.participants.get_mut(&id) else {
+            return;
+        };
+        if p.renegotiate_at.is_none_or(|current| at < current) {
+            p.renegotiate_at = Some(at);
+            self.timers.arm(at, Timer::Renegotiate(id));
+        }
+    }
+
+    /// Keeps a timer on a room's own next deadline and on its closing.
+    pub(super) fn arm_room_timer(&mut self, room: RoomKey, now: Instant) {
+        let Some(entry) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        // A deadline the room did not clear when it was handled is retried a moment later, not
+        // in a loop.
+        if let Some(at) = entry.room.poll_timeout().map(|at| at.max(now + MIN_RETRY))
+            && entry.timer_at.is_none_or(|armed| at < armed)
+        {
+            entry.timer_at = Some(at);
+            self.timers.arm(at, Timer::Room(room));
+        }
+        if let Some(at) = entry.closes_at()
+            && entry.close_armed != Some(at)
+        {
+            entry.close_armed = Some(at);
+            self.timers.arm(at, Timer::RoomClose(room));
+        }
+    }
+
+    /// A datagram from the media socket (`from` with v4-mapped addresses unmapped, see
+    /// [`normalize`]).
+    pub fn handle_datagram(&mut self, from: SocketAddr, datagram: BytesMut, now: Instant) {
+        self.handle_packet(normalize(from), TransportProtocol::UDP, datagram, now);
+    }
+
+    /// One RFC 4571 frame from the ICE-TCP connection from `from`.
+    pub fn handle_tcp_frame(&mut self, from: SocketAddr, frame: BytesMut, now: Instant) {
+        self.handle_packet(normalize(from), TransportProtocol::TCP, frame, now);
+    }
+
+    /// The ICE-TCP connection from `from` closed.
+    pub fn handle_tcp_closed(&mut self, from: SocketAddr) {
+        self.tcp_demux.forget(normalize(from));
     }
 
     /// One datagram, or one ICE-TCP frame: same checks, same path into the leg.
@@ -413,12 +447,11 @@ impl Node {
 
     /// `from` sent an authentic request for `key`: what else comes from there is the leg's.
     fn learn(&mut self, key: LegKey, from: SocketAddr, tcp: bool) {
-        if !tcp {
+        if tcp {
+            self.tcp_demux.learn(key, from);
+            self.events.push_back(NodeEvent::TcpMatched(from));
+        } else {
             self.demux.learn(key, from);
-        } else if self.tcp_demux.learn(key, from)
-            && let Some(writer) = self.egress.tcp.get(&from)
-        {
-            writer.mark_matched();
         }
     }
 
@@ -431,38 +464,18 @@ impl Node {
             .iter()
             .find(|a| a.is_ipv4() == from.is_ipv4())
             .copied()
-            .unwrap_or(self.local_addr)
+            .unwrap_or(self.config.local_addr)
     }
 
     /// The relay's TCP candidate of the same family as `from`.
     fn tcp_candidate_for(&self, from: SocketAddr) -> SocketAddr {
-        self.tcp_candidates
+        let candidates = &self.config.tcp_candidates;
+        candidates
             .iter()
             .find(|a| a.is_ipv4() == from.is_ipv4())
-            .or(self.tcp_candidates.first())
+            .or(candidates.first())
             .copied()
-            .unwrap_or(self.local_addr)
-    }
-
-    /// Takes ICE-TCP connections from `events`; legs offer `candidates` (passive) from now on.
-    pub fn enable_tcp(&mut self, events: mpsc::Receiver<TcpEvent>, candidates: Vec<SocketAddr>) {
-        self.tcp_events = Some(events);
-        self.tcp_candidates = candidates;
-    }
-
-    fn handle_tcp_event(&mut self, event: TcpEvent, now: Instant) {
-        match event {
-            TcpEvent::Opened { peer, writer } => {
-                self.egress.tcp.insert(peer, writer);
-            }
-            TcpEvent::Frame { peer, frame } => {
-                self.handle_packet(peer, TransportProtocol::TCP, frame, now);
-            }
-            TcpEvent::Closed { peer } => {
-                self.egress.tcp.remove(&peer);
-                self.tcp_demux.forget(peer);
-            }
-        }
+            .unwrap_or(self.config.local_addr)
     }
 
     /// Feeds one input (a datagram, or a timeout when `message` is `None`) to a leg, drains what
@@ -510,7 +523,7 @@ impl Node {
         let room = self.participants.get(&leg.participant).map(|p| p.room);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             collect_leg_output(leg, room, &mut self.inbound, &mut findings, &self.metrics);
-            flush_leg(leg, &self.egress, &self.metrics);
+            flush_leg(leg, &mut self.transmits);
         }));
         if outcome.is_err() {
             findings.panicked = true;
@@ -602,7 +615,7 @@ impl Node {
                 .map(|mut s| s.write_rtcp(now, vec![Box::new(translated)]).is_ok())
                 .unwrap_or(false);
             if sent {
-                flush_leg(leg, &self.egress, &self.metrics);
+                flush_leg(leg, &mut self.transmits);
             }
         }
     }
@@ -655,13 +668,6 @@ impl Node {
                 let (sink, seq, ts) = self.fan_out[i];
                 self.send_forwarded(sink, &packet, kind, seq, ts, now);
             }
-            self.inbound_seen += 1;
-            if !self.fan_out.is_empty() && self.inbound_seen.is_multiple_of(LATENCY_SAMPLE) {
-                // `now` was read when the datagram came off the socket.
-                self.metrics
-                    .forwarding_latency
-                    .observe(now.elapsed().as_secs_f64());
-            }
         }
         self.inbound = inbound;
         for room in rooms_touched {
@@ -701,6 +707,7 @@ impl Node {
         let sender = slot.sender;
         let payload_len = out.payload.len() as u64;
         let metrics = &self.metrics;
+        let transmits = &mut self.transmits;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let written = leg
                 .pc
@@ -713,7 +720,7 @@ impl Node {
             } else {
                 metrics.count_drop(DropReason::SendRefused);
             }
-            flush_leg(leg, &self.egress, metrics);
+            flush_leg(leg, transmits);
         }));
         if outcome.is_err() {
             self.leg_panicked(leg_key, now);
@@ -724,15 +731,14 @@ impl Node {
     pub(super) fn process_room_outputs(&mut self, room: RoomKey, now: Instant) {
         loop {
             let Some(output) = self.rooms.get_mut(&room).and_then(|e| e.room.poll_output()) else {
+                self.arm_room_timer(room, now);
                 return;
             };
             match output {
                 RoomOutput::RequestKeyframe(track) => self.send_keyframe_request(room, track, now),
                 RoomOutput::SubscriptionsChanged(participant) => {
-                    if let Some(p) = self.participants.get_mut(&participant) {
-                        let due = now + self.config.renegotiation_debounce;
-                        p.renegotiate_at = Some(p.renegotiate_at.map_or(due, |at| at.min(due)));
-                    }
+                    let due = now + self.config.renegotiation_debounce;
+                    self.schedule_renegotiation(participant, due);
                 }
                 RoomOutput::GraceExpired(participant) => {
                     self.remove_participant(
@@ -774,7 +780,7 @@ impl Node {
             .unwrap_or(false);
         if sent {
             self.metrics.keyframe_requests_sent.inc();
-            flush_leg(leg, &self.egress, &self.metrics);
+            flush_leg(leg, &mut self.transmits);
         }
     }
 
@@ -783,84 +789,21 @@ impl Node {
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
         };
-        let next = leg.pc.poll_timeout();
-        if let Some(at) = next
-            && leg.armed.is_none_or(|armed| at < armed)
-        {
+        let Some(at) = leg.pc.poll_timeout() else {
+            return;
+        };
+        if leg.armed.is_none_or(|armed| at < armed) {
             leg.armed = Some(at);
-            self.timers.push(Reverse((at, key)));
-        }
-    }
-
-    fn run_leg_timers(&mut self, now: Instant) {
-        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(leg) = self.legs.get_mut(&key) else {
-                continue;
-            };
-            if leg.armed != Some(at) {
-                continue; // superseded by an earlier deadline that already ran
-            }
-            leg.armed = None;
-            self.leg_input(key, None, now);
+            self.timers.arm(at, Timer::Leg(key));
         }
     }
 
     /// Gives a new leg until `connect_timeout` from now to connect.
     pub(super) fn arm_connect_deadline(&mut self, key: LegKey, now: Instant) {
-        self.connect_deadlines
-            .push(Reverse((now + self.config.connect_timeout, key)));
-    }
-
-    fn run_connect_deadlines(&mut self, now: Instant) {
-        while let Some(Reverse((at, key))) = self.connect_deadlines.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.connect_deadlines.pop();
-            self.check_connect_deadline(key, now);
-        }
-    }
-
-    /// Runs one command and then housekeeping, as the run loop would; for driving a worker
-    /// without its socket loop (fuzzing).
-    pub fn handle(&mut self, command: Command, now: Instant) {
-        self.handle_command(command, now);
-        self.housekeeping(now);
-    }
-
-    fn housekeeping(&mut self, now: Instant) {
-        for id in std::mem::take(&mut self.lost_sessions) {
-            self.session_lost(id, now);
-        }
-        if self
-            .snapshot_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= SNAPSHOT_INTERVAL)
-        {
-            self.publish_snapshot(now);
-        }
-        let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
-        for room in rooms {
-            if let Some(entry) = self.rooms.get_mut(&room)
-                && entry.room.poll_timeout().is_some_and(|at| at <= now)
-            {
-                entry.room.handle_timeout(now);
-            }
-            self.process_room_outputs(room, now);
-        }
-        let due: Vec<ParticipantId> = self
-            .participants
-            .values()
-            .filter(|p| p.renegotiate_at.is_some_and(|at| at <= now))
-            .map(|p| p.id)
-            .collect();
-        for participant in due {
-            self.renegotiate_subscriber(participant, now);
-        }
-        self.close_empty_rooms(now);
+        self.timers.arm(
+            now + self.config.connect_timeout,
+            Timer::ConnectDeadline(key),
+        );
     }
 
     /// A panic inside the WebRTC stack closes that leg only: the participant stays, a lost
@@ -913,7 +856,6 @@ impl Node {
             }
             LegRole::Subscribe if p.subscribe_leg == Some(key) => {
                 p.subscribe_leg = None;
-                p.renegotiate_at = Some(now);
                 let tracks = self
                     .rooms
                     .get(&room)
@@ -924,6 +866,7 @@ impl Node {
                         entry.room.detach(track, participant);
                     }
                 }
+                self.schedule_renegotiation(participant, now);
             }
             _ => {}
         }
@@ -997,7 +940,7 @@ impl Node {
         if let Some(mut leg) = self.legs.remove(&key) {
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 let _ = leg.pc.close();
-                flush_leg(&mut leg, &self.egress, &self.metrics);
+                flush_leg(&mut leg, &mut self.transmits);
             }));
             self.forget_routes(key);
         }
@@ -1008,7 +951,7 @@ impl Node {
     fn forget_routes(&mut self, key: LegKey) {
         self.demux.remove_leg(key);
         for peer in self.tcp_demux.remove_leg(key) {
-            self.egress.tcp.remove(&peer);
+            self.events.push_back(NodeEvent::TcpClose(peer));
         }
     }
 }
@@ -1119,63 +1062,18 @@ fn collect_leg_output(
     }
 }
 
-/// Sends everything a leg queued.
-pub(super) fn flush_leg(leg: &mut Leg, egress: &Egress, metrics: &MediaMetrics) {
+/// Queues everything a leg wrote for sending.
+pub(super) fn flush_leg(leg: &mut Leg, transmits: &mut VecDeque<Transmit>) {
     while let Some(out) = leg.pc.poll_write() {
-        let to = out.transport.peer_addr;
-        let tcp = out.transport.transport_protocol == TransportProtocol::TCP;
-        if tcp {
-            match egress.tcp.get(&to) {
-                Some(writer) if writer.send(&out.message) => {
-                    metrics.tcp_bytes_sent.inc_by(out.message.len() as u64 + 2);
-                }
-                _ => metrics.count_drop(DropReason::TcpBacklog),
-            }
-            continue;
-        }
-        match egress.udp.try_send_to(&out.message, to) {
-            Ok(n) => metrics.udp_bytes_sent.inc_by(n as u64),
-            Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                metrics.count_drop(DropReason::SocketBusy)
-            }
-            Err(_) => metrics.count_drop(DropReason::SendError),
-        }
-    }
-}
-
-/// Where a leg's packets leave the relay.
-pub struct Egress {
-    pub udp: Arc<MediaSocket>,
-    pub tcp: FxHashMap<SocketAddr, TcpWriter>,
-}
-
-async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
-    match events {
-        Some(events) => events.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The media socket. A dual-stack (IPv6) socket sends to IPv4 peers through their v4-mapped
-/// address; the rest of the relay sees plain IPv4 ([`normalize`]).
-pub struct MediaSocket {
-    pub socket: UdpSocket,
-    dual_stack: bool,
-}
-
-impl MediaSocket {
-    pub fn new(socket: UdpSocket) -> std::io::Result<Self> {
-        let dual_stack = socket.local_addr()?.is_ipv6();
-        Ok(MediaSocket { socket, dual_stack })
-    }
-
-    fn try_send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-        let to = match to {
-            SocketAddr::V4(v4) if self.dual_stack => {
-                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
-            }
-            other => other,
+        let carrier = if out.transport.transport_protocol == TransportProtocol::TCP {
+            Carrier::Tcp
+        } else {
+            Carrier::Udp
         };
-        self.socket.try_send_to(bytes, to)
+        transmits.push_back(Transmit {
+            to: out.transport.peer_addr,
+            carrier,
+            bytes: out.message,
+        });
     }
 }

@@ -7,8 +7,18 @@ use tokio::net::UdpSocket;
 use tracing::{info, warn};
 
 /// Binds the media UDP socket at `addr` with receive and send buffers of `buffer_bytes`.
-/// An IPv6 wildcard address also accepts IPv4 (v4-mapped).
+/// An IPv6 wildcard address also accepts IPv4 (v4-mapped). Call inside the runtime that will
+/// wait on it.
 pub fn bind_media_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    UdpSocket::from_std(bind_std_media_socket(addr, buffer_bytes)?)
+}
+
+/// [`bind_media_socket`], not yet registered with a runtime (non-blocking), for handing to
+/// another thread.
+pub fn bind_std_media_socket(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
@@ -16,7 +26,7 @@ pub fn bind_media_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Resu
     socket.bind(&addr.into())?;
     socket.set_nonblocking(true)?;
     set_buffers(&socket, buffer_bytes);
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn set_buffers(socket: &Socket, bytes: usize) {
@@ -59,5 +69,29 @@ fn force_buffer(socket: &Socket, option: libc::c_int, bytes: usize) {
             (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+    }
+}
+
+/// The media socket. A dual-stack (IPv6) socket sends to IPv4 peers through their v4-mapped
+/// address; the rest of the relay sees plain IPv4 ([`normalize`](super::demux::normalize)).
+pub struct MediaSocket {
+    pub socket: UdpSocket,
+    dual_stack: bool,
+}
+
+impl MediaSocket {
+    pub fn new(socket: UdpSocket) -> std::io::Result<Self> {
+        let dual_stack = socket.local_addr()?.is_ipv6();
+        Ok(MediaSocket { socket, dual_stack })
+    }
+
+    pub fn try_send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        let to = match to {
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            other => other,
+        };
+        self.socket.try_send_to(bytes, to)
     }
 }

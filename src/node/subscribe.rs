@@ -9,8 +9,8 @@ use super::engine::LegRole;
 use super::formats::{self, rtp_kind};
 use super::leg::{LegMedia, OutboundSlot, mid_extension, negotiated_extensions, sink_id};
 use super::publish::{Refusal, refuse};
-use super::sdp::{self, Section};
 use super::relay::{Node, flush_leg};
+use super::sdp::{self, Section};
 use crate::media::extmap::{ExtensionIds, ExtensionTranslator};
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::RewriteTarget;
@@ -38,7 +38,7 @@ impl Node {
         if let Some(last) = participant.last_offer_at {
             let earliest = last + self.config.renegotiation_interval;
             if now < earliest {
-                participant.renegotiate_at = Some(earliest);
+                self.schedule_renegotiation(id, earliest);
                 return;
             }
         }
@@ -355,7 +355,7 @@ impl Node {
             }
             state.offer_in_flight = true;
         }
-        flush_leg(leg, &self.egress, &self.metrics);
+        flush_leg(leg, &mut self.transmits);
         self.sync_ufrag(key);
         self.arm_timer(key);
         self.send_offer_message(id, key, sdp);
@@ -467,9 +467,7 @@ impl Node {
                 if let Some(state) = leg.subscribe() {
                     state.offer_in_flight = false;
                 }
-                if let Some(p) = self.participants.get_mut(&id) {
-                    p.renegotiate_at = Some(now + self.config.renegotiation_debounce);
-                }
+                self.schedule_renegotiation(id, now + self.config.renegotiation_debounce);
             }
             return Err(refuse(
                 ErrorCode::InvalidSdp,
@@ -478,7 +476,7 @@ impl Node {
         }
         self.apply_subscribe_answer(id, key, &sections);
         if let Some(leg) = self.legs.get_mut(&key) {
-            flush_leg(leg, &self.egress, &self.metrics);
+            flush_leg(leg, &mut self.transmits);
         }
         self.arm_timer(key);
         self.attach_ready_slots(key, now);
@@ -505,10 +503,12 @@ impl Node {
             .into_iter()
             .filter(|t| !unreceivable.contains(t))
             .collect();
-        if let Some(p) = self.participants.get_mut(&id)
-            && (on_leg != wanted || p.restart_subscribe_ice)
+        if self
+            .participants
+            .get(&id)
+            .is_some_and(|p| on_leg != wanted || p.restart_subscribe_ice)
         {
-            p.renegotiate_at = Some(now + self.config.renegotiation_debounce);
+            self.schedule_renegotiation(id, now + self.config.renegotiation_debounce);
         }
         Ok(())
     }

@@ -53,6 +53,14 @@ impl Call {
         let n = (seconds * 100) as usize;
         wait_more(&mut self.bob, "carol", "video", n).await;
         wait_more(&mut self.bob, "carol", "audio", n).await;
+        // Shown when an assertion below fails: where the relay dropped packets.
+        let body = self.relay.metrics.render(self.relay.snapshot.read());
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("tern_packets_dropped_total"))
+        {
+            eprintln!("{line}");
+        }
         assert_no_gap(&self.bob, "carol", "video", n);
         assert_no_gap(&self.bob, "carol", "audio", n);
     }

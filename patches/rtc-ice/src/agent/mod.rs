@@ -151,6 +151,9 @@ pub struct Agent {
     pub(crate) candidate_pairs: Vec<CandidatePair>,
     pub(crate) nominated_pair: Option<usize>,
     pub(crate) selected_pair: Option<usize>,
+    /// The pair in use when an ICE restart began: media keeps flowing on it until the restart
+    /// selects a new one (RFC 8445 section 9). Tern patch.
+    pub(crate) restart_fallback: Option<(Candidate, Candidate)>,
 
     // LRU of outbound Binding request Transaction IDs
     pub(crate) pending_binding_requests: Vec<BindingRequest>,
@@ -268,6 +271,7 @@ impl Agent {
 
             nominated_pair: None,
             selected_pair: None,
+            restart_fallback: None,
             candidate_pairs: vec![],
 
             connection_state: ConnectionState::New,
@@ -612,7 +616,8 @@ impl Agent {
         interval
     }
 
-    /// Returns the selected pair (local_candidate, remote_candidate) or none
+    /// Returns the selected pair (local_candidate, remote_candidate) or none. While an ICE
+    /// restart has not selected a new pair, the one in use before it.
     pub fn get_selected_candidate_pair(&self) -> Option<(&Candidate, &Candidate)> {
         if let Some(pair_index) = self.get_selected_pair() {
             let candidate_pair = &self.candidate_pairs[pair_index];
@@ -621,7 +626,9 @@ impl Agent {
                 &self.remote_candidates[candidate_pair.remote_index],
             ))
         } else {
-            None
+            self.restart_fallback
+                .as_ref()
+                .map(|(local, remote)| (local, remote))
         }
     }
 
@@ -708,6 +715,9 @@ impl Agent {
     /// pair, and restarts the agent's timers. With nothing staged, the current credentials are
     /// kept and only the session is restarted.
     pub fn apply_restart(&mut self, now: Instant, keep_local_candidates: bool) -> Result<()> {
+        let previous = self
+            .get_selected_candidate_pair()
+            .map(|(local, remote)| (local.clone(), remote.clone()));
         if let Some(credentials) = self.ufrag_pwd.pending_local_credentials.take() {
             self.ufrag_pwd.local_credentials = credentials;
         }
@@ -718,6 +728,7 @@ impl Agent {
         self.candidate_pairs = vec![];
 
         self.set_selected_pair(Some(now), None);
+        self.restart_fallback = previous;
         self.delete_all_candidates(keep_local_candidates);
         self.start(now);
 
@@ -831,6 +842,7 @@ impl Agent {
 
             self.candidate_pairs[pair_index].nominated = true;
             self.selected_pair = Some(pair_index);
+            self.restart_fallback = None;
 
             self.update_connection_state(now, ConnectionState::Connected);
 
@@ -847,6 +859,7 @@ impl Agent {
             }
         } else {
             self.selected_pair = None;
+            self.restart_fallback = None;
         }
     }
 

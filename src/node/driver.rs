@@ -1,0 +1,374 @@
+//! The node's IO: the one place that reads the clock, owns the media socket, the ICE-TCP
+//! connections and the signaling sessions' channels, and waits. Everything it does is move bytes
+//! and messages between them and the sans-IO [`Node`].
+//!
+//! The node runs on a thread of its own with a current-thread runtime (the socket is registered
+//! there, so its wake-ups never cross threads, and the node need not be `Send`-friendly inside).
+//! The loop: run the node's due deadlines, send what it queued, then wait for the first of a
+//! command, a readable socket, an ICE-TCP event, a stop request or the node's next deadline.
+
+use super::command::{CommandReply, NodeCommand};
+use super::control::Command;
+use super::demux::normalize;
+use super::guard::{self, Class};
+use super::output::{Carrier, NodeEvent};
+use super::relay::Node;
+use super::socket::MediaSocket;
+use super::tcp::{TcpEvent, TcpWriter};
+use crate::metrics::{DropReason, LATENCY_SAMPLE, MediaMetrics};
+use crate::webhooks::Webhooks;
+use bytes::BytesMut;
+use rustc_hash::FxHashMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tern_signaling::control::{Admission, Disconnect, JoinRefusal, SessionEvent, SessionKey};
+use tern_signaling::limits::Limit;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// Free space kept for the next datagram; larger ones are cut here and then dropped as oversized.
+const RECV_BUFFER_BYTES: usize = 4_096;
+/// Datagrams are received into slices of one arena, so handing each to the node (which takes an
+/// owned buffer) costs no allocation of its own.
+const RECV_ARENA_BYTES: usize = 256 * 1024;
+/// Datagrams read per wake-up before commands and deadlines are looked at again.
+const RECV_BATCH: usize = 64;
+/// How long the loop sleeps when the node has no deadline at all (it always has one: the
+/// snapshot timer).
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// Where the driver's outside connections come from.
+pub struct DriverIo {
+    /// The bound media socket (non-blocking); registered on the node's own thread.
+    pub socket: std::net::UdpSocket,
+    pub commands: mpsc::Receiver<Command>,
+    /// ICE-TCP connection events, when ICE-TCP is on.
+    pub tcp_events: Option<mpsc::Receiver<TcpEvent>>,
+    pub webhooks: Webhooks,
+    /// Events queued per signaling session before it counts as too slow and is closed.
+    pub session_queue: usize,
+}
+
+pub struct NodeDriver {
+    node: Node,
+    socket: MediaSocket,
+    commands: mpsc::Receiver<Command>,
+    tcp_events: Option<mpsc::Receiver<TcpEvent>>,
+    webhooks: Webhooks,
+    session_queue: usize,
+    metrics: Arc<MediaMetrics>,
+    tcp: FxHashMap<SocketAddr, TcpWriter>,
+    sessions: FxHashMap<SessionKey, mpsc::Sender<SessionEvent>>,
+    /// Sessions whose channel refused an event, to be reported to the node.
+    lost: Vec<SessionKey>,
+    recv_arena: BytesMut,
+    /// Forwarded RTP datagrams so far (picks the latency samples).
+    forwarded: u64,
+}
+
+/// The node's thread, as the rest of the relay holds it.
+pub struct NodeThread {
+    stop: Arc<Notify>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl NodeThread {
+    /// Asks the node to stop; it does so at its next wake-up.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Waits until the node's thread has ended (stopped, or every command sender gone).
+    pub async fn stopped(&mut self) {
+        let _ = self.stopped.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// Sets the flag when the thread ends, however it ends.
+struct StoppedGuard(watch::Sender<bool>);
+
+impl Drop for StoppedGuard {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Starts `node` on a thread of its own, driven by `io`.
+pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::Result<NodeThread> {
+    let stop = Arc::new(Notify::new());
+    let stop_rx = stop.clone();
+    let (stopped_tx, stopped) = watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("tern-node".into())
+        .spawn(move || {
+            let _guard = StoppedGuard(stopped_tx);
+            runtime.block_on(async move {
+                let socket =
+                    match tokio::net::UdpSocket::from_std(io.socket).and_then(MediaSocket::new) {
+                        Ok(socket) => socket,
+                        Err(err) => {
+                            tracing::error!("media socket unusable: {err}");
+                            return;
+                        }
+                    };
+                NodeDriver {
+                    node,
+                    socket,
+                    commands: io.commands,
+                    tcp_events: io.tcp_events,
+                    webhooks: io.webhooks,
+                    session_queue: io.session_queue,
+                    metrics,
+                    tcp: FxHashMap::default(),
+                    sessions: FxHashMap::default(),
+                    lost: Vec::new(),
+                    recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
+                    forwarded: 0,
+                }
+                .run(stop_rx)
+                .await;
+            });
+        })?;
+    Ok(NodeThread { stop, stopped })
+}
+
+impl NodeDriver {
+    /// Runs until stopped or every command sender is gone.
+    async fn run(mut self, stop: Arc<Notify>) {
+        info!(addr = ?self.socket.local_addr(), "media node running");
+        loop {
+            self.node.handle_timeout(Instant::now());
+            self.flush();
+            let wake = self
+                .node
+                .poll_timeout()
+                .map_or(Instant::now() + IDLE_WAKE, |(at, _)| at);
+            tokio::select! {
+                _ = stop.notified() => break,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.command(command),
+                    None => break,
+                },
+                ready = self.socket.socket.readable() => {
+                    if ready.is_ok() {
+                        self.receive_batch();
+                    }
+                }
+                event = next_tcp_event(&mut self.tcp_events) => match event {
+                    Some(event) => self.tcp_event(event),
+                    None => self.tcp_events = None,
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        info!("media node stopped");
+    }
+
+    fn receive_batch(&mut self) {
+        for _ in 0..RECV_BATCH {
+            if self.recv_arena.capacity() - self.recv_arena.len() < RECV_BUFFER_BYTES {
+                self.recv_arena.reserve(RECV_ARENA_BYTES);
+            }
+            match self.socket.socket.try_recv_buf_from(&mut self.recv_arena) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    self.metrics.udp_bytes_received.inc_by(n as u64);
+                    let datagram = self.recv_arena.split();
+                    let rtp = guard::classify(&datagram) == Class::Rtp;
+                    self.node.handle_datagram(from, datagram, now);
+                    let sent = self.flush();
+                    if rtp && sent > 0 {
+                        self.forwarded += 1;
+                        if self.forwarded.is_multiple_of(LATENCY_SAMPLE) {
+                            self.metrics
+                                .forwarding_latency
+                                .observe(now.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    // ICMP errors surface here on Linux (a peer went away); nothing to do.
+                    debug!("udp receive error: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn tcp_event(&mut self, event: TcpEvent) {
+        match event {
+            TcpEvent::Opened { peer, writer } => {
+                self.tcp.insert(peer, writer);
+            }
+            TcpEvent::Frame { peer, frame } => {
+                self.node.handle_tcp_frame(peer, frame, Instant::now());
+            }
+            TcpEvent::Closed { peer } => {
+                self.tcp.remove(&peer);
+                self.node.handle_tcp_closed(peer);
+            }
+        }
+        self.flush();
+    }
+
+    /// Runs one command, timing what it cost the node.
+    fn execute(&mut self, command: NodeCommand) -> CommandReply {
+        let kind = command.kind();
+        let started = Instant::now();
+        let reply = self.node.handle_command(command, started);
+        self.metrics
+            .command_took(kind, started.elapsed().as_secs_f64());
+        reply
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Join { request, reply } => {
+                let admitted = match self.execute(NodeCommand::Join(request)) {
+                    CommandReply::Joined(result) => {
+                        result.map(|session| self.open_session(session))
+                    }
+                    _ => Err(JoinRefusal::Unavailable),
+                };
+                if let Err(Ok(admission)) = reply.send(admitted) {
+                    // The session gave up waiting: treat it as an immediate drop.
+                    self.sessions.remove(&admission.session);
+                    self.execute(NodeCommand::Disconnected {
+                        session: admission.session,
+                        how: Disconnect::Dropped,
+                    });
+                }
+            }
+            Command::Message { session, message } => {
+                self.execute(NodeCommand::Message { session, message });
+            }
+            Command::Disconnected { session, how } => {
+                self.execute(NodeCommand::Disconnected { session, how });
+            }
+            Command::Stats { reply } => {
+                if let CommandReply::Stats(stats) = self.execute(NodeCommand::Stats) {
+                    let _ = reply.send(stats);
+                }
+            }
+            Command::Admin { request, reply } => {
+                if let CommandReply::Admin(result) = self.execute(NodeCommand::Admin(request)) {
+                    let _ = reply.send(result);
+                }
+            }
+            #[cfg(feature = "fault-injection")]
+            Command::LegReports { reply } => {
+                if let CommandReply::LegReports(reports) = self.execute(NodeCommand::LegReports) {
+                    let _ = reply.send(reports);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn open_session(&mut self, session: SessionKey) -> Admission {
+        let (sender, events) = mpsc::channel(self.session_queue);
+        self.sessions.insert(session, sender);
+        Admission { session, events }
+    }
+
+    /// Sends what the node queued and delivers its events, until it has nothing more to say.
+    /// Returns how many datagrams went out.
+    fn flush(&mut self) -> usize {
+        let mut sent = 0;
+        loop {
+            while let Some(transmit) = self.node.poll_transmit() {
+                sent += 1;
+                match transmit.carrier {
+                    Carrier::Udp => self.send_udp(&transmit.bytes, transmit.to),
+                    Carrier::Tcp => self.send_tcp(&transmit.bytes, transmit.to),
+                }
+            }
+            while let Some(event) = self.node.poll_event() {
+                self.deliver(event);
+            }
+            // Reported after the events are out, not from inside whatever produced them.
+            let lost = std::mem::take(&mut self.lost);
+            if lost.is_empty() {
+                return sent;
+            }
+            for session in lost {
+                self.execute(NodeCommand::SessionLost(session));
+            }
+        }
+    }
+
+    fn send_udp(&self, bytes: &[u8], to: SocketAddr) {
+        match self.socket.try_send_to(bytes, to) {
+            Ok(n) => self.metrics.udp_bytes_sent.inc_by(n as u64),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                self.metrics.count_drop(DropReason::SocketBusy)
+            }
+            Err(_) => self.metrics.count_drop(DropReason::SendError),
+        }
+    }
+
+    fn send_tcp(&self, bytes: &[u8], to: SocketAddr) {
+        match self.tcp.get(&to) {
+            Some(writer) if writer.send(bytes) => {
+                // The RFC 4571 length prefix is on the wire too.
+                self.metrics.tcp_bytes_sent.inc_by(bytes.len() as u64 + 2);
+            }
+            _ => self.metrics.count_drop(DropReason::TcpBacklog),
+        }
+    }
+
+    fn deliver(&mut self, event: NodeEvent) {
+        match event {
+            NodeEvent::Session { session, event } => {
+                let Some(sender) = self.sessions.get(&session) else {
+                    return; // ended already: nobody to tell
+                };
+                if let Err(err) = sender.try_send(event) {
+                    if matches!(err, mpsc::error::TrySendError::Full(_)) {
+                        warn!(
+                            participant = session.participant,
+                            "session too slow for its events; closing it"
+                        );
+                        self.metrics.limits.breached(Limit::SlowSession);
+                    }
+                    // Dropping the sender ends the connection; the node hears it is lost.
+                    self.sessions.remove(&session);
+                    self.lost.push(session);
+                }
+            }
+            NodeEvent::SessionEnded(session) => {
+                self.sessions.remove(&session);
+            }
+            NodeEvent::Webhook(event) => self.webhooks.emit(event),
+            NodeEvent::TcpMatched(peer) => {
+                if let Some(writer) = self.tcp.get(&peer) {
+                    writer.mark_matched();
+                }
+            }
+            // Dropping the writer closes the connection.
+            NodeEvent::TcpClose(peer) => {
+                self.tcp.remove(&peer);
+            }
+        }
+    }
+}
+
+async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option<TcpEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Receives with the address the rest of the relay uses (see [`normalize`]).
+impl MediaSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr().map(normalize)
+    }
+}
