@@ -8,6 +8,7 @@ pub mod config;
 #[cfg(feature = "harness")]
 pub mod fuzzing;
 pub mod ice_servers;
+pub mod loadtest;
 pub mod logging;
 pub mod media;
 pub mod metrics;

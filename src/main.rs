@@ -1,4 +1,5 @@
-//! The `tern` binary: `tern` (= `tern serve`) runs the relay; `tern token` mints a join token.
+//! The `tern` binary: `tern` (= `tern serve`) runs the relay; `tern token` mints a join token;
+//! `tern loadtest` loads a relay with synthetic participants.
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -38,6 +39,8 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    // Its help text is on `LoadtestArgs`.
+    Loadtest(tern::loadtest::LoadtestArgs),
 }
 
 #[derive(Subcommand)]
@@ -324,6 +327,7 @@ fn main() -> ExitCode {
             check_config(file, serve, &flags)
         }
         Some(Command::Serve(args)) => serve(args, &flags),
+        Some(Command::Loadtest(args)) => tern::loadtest::main(args),
         None => serve(cli.serve, &flags),
     };
     match result {

@@ -1,0 +1,84 @@
+//! `tern loadtest` against a relay in-process: a small run delivers every stream with
+//! (practically) no loss, and every field of the report is filled.
+
+mod common;
+
+use clap::Parser;
+use tern::loadtest::{LoadtestArgs, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_delivers_every_stream() {
+    let secret = "loadtest-smoke-secret-of-at-least-32-bytes";
+    let relay = common::start_relay(|config| {
+        config.auth.keys.insert("smoke".into(), secret.into());
+    })
+    .await;
+    let url = format!("http://{}", relay.http_addr);
+    let args = LoadtestArgs::try_parse_from([
+        "loadtest",
+        "--url",
+        &url,
+        "--rooms",
+        "2",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--duration",
+        "3s",
+        "--api-key",
+        "smoke",
+        "--api-secret",
+        secret,
+        "--threads",
+        "1",
+    ])
+    .unwrap();
+    let report = run(&args).await.expect("the load test runs");
+    let text = report.table();
+    println!("{text}");
+
+    assert_eq!(report.participants, 6);
+    assert_eq!(report.participants_joined, 6, "{text}");
+    assert_eq!(report.participants_ready, 6, "{text}");
+    // 2 rooms x 1 publisher x 2 kinds x 2 receivers.
+    assert_eq!(report.streams_expected, 8);
+    assert_eq!(report.streams_received, 8, "{text}");
+    // 3 s of 50 Opus + 30 VP8 frames (2 packets each at 500 kbit/s) per publisher, roughly.
+    assert!(report.packets_sent >= 2 * 3 * 80, "{text}");
+    assert_eq!(report.packets_expected, 2 * report.packets_sent);
+    let loss = report.loss_percent.expect("loss measured");
+    assert!(loss <= 0.5, "loss {loss} %\n{text}");
+    for (name, value) in [
+        ("latency p50", report.latency_p50_ms),
+        ("latency p95", report.latency_p95_ms),
+        ("latency p99", report.latency_p99_ms),
+        ("latency max", report.latency_max_ms),
+        ("jitter", report.jitter_mean_ms),
+        ("join time p50", report.join_time_p50_ms),
+        ("join time p95", report.join_time_p95_ms),
+        (
+            "media threads CPU",
+            report.loadtest_media_threads_cpu_percent,
+        ),
+    ] {
+        assert!(value.is_some_and(|v| v >= 0.0), "{name} missing\n{text}");
+    }
+    assert!(report.latency_p50_ms <= report.latency_max_ms);
+    assert!(report.loadtest_cpu_percent > 0.0, "{text}");
+    assert!(report.keyframes_sent >= 2, "{text}");
+    assert_eq!(report.packets_foreign, 0, "{text}");
+    assert!(report.errors.is_empty(), "{text}");
+
+    // The same summary as one JSON document with snake_case fields.
+    let json = serde_json::to_value(&report).unwrap();
+    for field in [
+        "streams_received",
+        "loss_percent",
+        "latency_p99_ms",
+        "join_time_p95_ms",
+        "loadtest_cpu_percent",
+    ] {
+        assert!(!json[field].is_null(), "{field} in {json}");
+    }
+}
