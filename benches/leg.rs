@@ -22,8 +22,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tern::node::engine::{EngineSettings, LegRole, host_candidate, new_peer_connection};
+use tern::node::engine::{EngineSettings, host_candidate, new_peer_connection};
 use tern::node::pair::{End, Pair, client_peer_connection, datagram};
+use tern::node::role::LegRole;
 
 const PAYLOAD: usize = 1_200;
 

@@ -6,7 +6,6 @@
 //! README's metric table documents each name; keep them in step.
 
 use crate::media::codec::MediaKind;
-use crate::node::tcp::TcpCounters;
 use crate::process_metrics::ProcessMetrics;
 use crate::webhooks::WebhookMetrics;
 use prometheus::{
@@ -144,6 +143,15 @@ impl ByKind {
             MediaKind::Video => &self.video,
         }
     }
+}
+
+/// Why the relay closed an ICE-TCP connection, and how many are open (see `node::tcp`).
+#[derive(Clone)]
+pub struct TcpCounters {
+    pub over_limit: IntCounter,
+    pub no_stun: IntCounter,
+    pub oversized_frame: IntCounter,
+    pub open: prometheus::IntGauge,
 }
 
 /// Counters the media worker increments on the packet path.

@@ -6,9 +6,10 @@ use crate::media::forwarder::{Forwarder, ForwarderConfig, InboundPacket};
 use crate::media::rewrite::{RewriteTarget, rewrite};
 use crate::metrics::Metrics;
 use crate::node::demux::{Demux, LegKey};
-use crate::node::engine::{EngineSettings, LegRole, host_candidate, new_peer_connection};
+use crate::node::engine::{EngineSettings, host_candidate, new_peer_connection};
 use crate::node::guard::{self, Class, RateLimit};
 use crate::node::pair::{End, Pair, client_peer_connection, datagram};
+use crate::node::role::LegRole;
 use bytes::Bytes;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{

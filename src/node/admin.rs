@@ -3,7 +3,8 @@
 
 use super::command::{AdminReply, AdminRequest};
 use super::participants::{track_kind, wire_source};
-use super::relay::{Node, RoomKey};
+use super::relay::Node;
+use super::state::RoomKey;
 use crate::config::{MAX_ROOM_TIMEOUT_S, MIN_ROOM_TIMEOUT_S};
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::MemberState;
@@ -98,9 +99,8 @@ impl Node {
     }
 
     fn member_named(&self, room: RoomKey, identity: &str) -> Result<ParticipantId, AdminError> {
-        self.participants
-            .values()
-            .find(|p| p.room == room && p.identity == identity)
+        self.members_of(room)
+            .find(|p| p.identity == identity)
             .map(|p| p.id)
             .ok_or(AdminError::NoSuchParticipant)
     }
@@ -132,12 +132,7 @@ impl Node {
 
     /// Everybody leaves with `room_deleted`, then the room is gone.
     fn delete_room(&mut self, key: RoomKey, now: Instant) {
-        let members: Vec<ParticipantId> = self
-            .participants
-            .values()
-            .filter(|p| p.room == key)
-            .map(|p| p.id)
-            .collect();
+        let members: Vec<ParticipantId> = self.members_of(key).map(|p| p.id).collect();
         for id in members {
             self.remove_participant(id, LeaveReason::RoomDeleted, now);
         }
@@ -180,9 +175,7 @@ impl Node {
     fn room_summary(&self, key: RoomKey, now: Instant) -> Option<RoomSummary> {
         let entry = self.rooms.get(&key)?;
         let mut participants: Vec<ParticipantSummary> = self
-            .participants
-            .values()
-            .filter(|p| p.room == key)
+            .members_of(key)
             .filter_map(|p| {
                 let member = entry.room.member(p.id)?;
                 let mut tracks: Vec<TrackSummary> = entry

@@ -30,17 +30,10 @@ struct Delivered<'a> {
 }
 
 /// Per-participant data state.
-pub struct DataSender {
-    pub rate: RateLimit,
-}
-
-impl Default for DataSender {
-    fn default() -> Self {
-        // Chat, not file transfer: 20 messages a second, bursts of 40.
-        DataSender {
-            rate: RateLimit::new(20, 40),
-        }
-    }
+/// What one participant may send on its data channel: chat, not file transfer (20 messages a
+/// second, bursts of 40).
+pub(super) fn data_rate() -> RateLimit {
+    RateLimit::new(20, 40)
 }
 
 impl Node {
@@ -66,7 +59,7 @@ impl Node {
             );
             return;
         }
-        if !p.data.rate.allow(now) {
+        if !p.data_rate.allow(now) {
             refuse(
                 self,
                 ErrorCode::LimitExceeded,
@@ -99,9 +92,8 @@ impl Node {
             return;
         };
         let receivers: Vec<_> = self
-            .participants
-            .values()
-            .filter(|o| o.room == room && o.id != from)
+            .members_of(room)
+            .filter(|o| o.id != from)
             .filter_map(|o| o.subscribe_leg)
             .collect();
         for key in receivers {

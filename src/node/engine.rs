@@ -7,6 +7,7 @@
 //! bounded send history for video NACKs and sends sender reports.
 
 use super::formats;
+use super::role::LegRole;
 use crate::media::extmap::HeaderExtension;
 use crate::metrics::MediaMetrics;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -29,24 +30,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// Which way media flows on a leg, from the relay's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LegRole {
-    /// The participant's own media arrives here.
-    Publish,
-    /// Everybody else's media leaves here.
-    Subscribe,
-}
-
-impl LegRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LegRole::Publish => "publish",
-            LegRole::Subscribe => "subscribe",
-        }
-    }
-}
 
 /// Settings shared by every leg of a node.
 #[derive(Debug, Clone)]

@@ -2,7 +2,8 @@
 //! the control path (joins, leaves, publications), never per packet.
 
 use super::output::NodeEvent;
-use super::relay::{Node, RoomKey};
+use super::relay::Node;
+use super::state::RoomKey;
 use crate::media::ids::ParticipantId;
 use crate::webhooks::{Event, EventKind, EventParticipant, EventTrack};
 use std::time::Instant;

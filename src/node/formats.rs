@@ -9,7 +9,7 @@
 //! publishers differed: a subscriber's first answer accepts one Opus payload type, and every
 //! later Opus track either had no payload type to go out with or repeated that one in offers.)
 
-use super::engine::LegRole;
+use super::role::LegRole;
 use super::sdp::same_format;
 use crate::media::codec::{Codec, MediaKind};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;

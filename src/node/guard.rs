@@ -5,6 +5,9 @@
 
 use std::time::Instant;
 
+/// Larger than any datagram a WebRTC peer sends (MTU-sized); bigger ones are dropped unread.
+pub const MAX_DATAGRAM_BYTES: usize = 1_600;
+
 /// What a datagram on the media port claims to be, by its first byte (RFC 7983 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {

@@ -6,8 +6,8 @@
 //! sender without a lookup by name.
 
 use super::demux::LegKey;
-use super::engine::LegRole;
 use super::guard::RateLimit;
+use super::role::LegRole;
 use super::sdp::Format;
 use crate::media::codec::{Codec, MediaKind};
 use crate::media::extmap::{ExtensionIds, HeaderExtension};

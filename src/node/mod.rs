@@ -16,12 +16,15 @@ pub mod output;
 pub mod pair;
 mod participants;
 mod publish;
+pub mod refusal;
 pub mod relay;
 pub mod resume;
+pub mod role;
 pub mod sdp;
 #[cfg(feature = "harness")]
 pub mod sim;
 pub mod socket;
+pub mod state;
 mod subscribe;
 pub mod tcp;
 pub mod timers;

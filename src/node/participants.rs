@@ -6,17 +6,17 @@
 //! old participant, whose session is told why.
 
 use super::command::{CommandReply, NodeCommand};
-use super::demux::LegKey;
 use super::output::NodeEvent;
-use super::relay::{Node, RoomKey};
+use super::refusal::{Refusal, refuse};
+use super::relay::Node;
+use super::state::{Participant, RoomEntry, RoomKey};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
-use crate::media::room::{MemberInfo, MemberState, Room, RoomError, TrackSource};
+use crate::media::room::{MemberInfo, MemberState, RoomError, TrackSource};
 use crate::metrics::NodeStats;
 use crate::webhooks::EventKind;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 use tern_signaling::admin::RoomPolicy;
-use tern_signaling::auth::Grants;
 use tern_signaling::control::{Disconnect, JoinRefusal, JoinRequest, SessionEvent, SessionKey};
 use tern_signaling::limits::{Limit, TokenBucket};
 use tern_signaling::protocol::{
@@ -24,80 +24,6 @@ use tern_signaling::protocol::{
     ServerMessage, TrackInfo, TrackKind,
 };
 use tracing::{info, warn};
-
-pub struct RoomEntry {
-    pub room: Room,
-    pub policy: RoomPolicy,
-    pub created_at: SystemTime,
-    pub created_by_api: bool,
-    /// Since when the room has had nobody in it; it closes after the policy's timeout.
-    pub empty_since: Option<Instant>,
-    /// Whether anybody ever joined: picks the departure timeout over the empty timeout.
-    pub had_participants: bool,
-    /// The room's own next deadline, as armed on the node's timers.
-    pub timer_at: Option<Instant>,
-    /// The closing deadline armed on the node's timers.
-    pub close_armed: Option<Instant>,
-}
-
-impl RoomEntry {
-    pub fn new(
-        name: RoomId,
-        policy: RoomPolicy,
-        keyframe_interval: Duration,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Self {
-        RoomEntry {
-            room: Room::new(name, keyframe_interval),
-            policy,
-            created_at: wall,
-            created_by_api: false,
-            empty_since: Some(now),
-            had_participants: false,
-            timer_at: None,
-            close_armed: None,
-        }
-    }
-
-    /// When an empty room closes.
-    pub(super) fn closes_at(&self) -> Option<Instant> {
-        let since = self.empty_since?;
-        let timeout = if self.had_participants {
-            self.policy.departure_timeout_s
-        } else {
-            self.policy.empty_timeout_s
-        };
-        Some(since + Duration::from_secs(u64::from(timeout)))
-    }
-}
-
-pub struct Participant {
-    pub id: ParticipantId,
-    pub room: RoomKey,
-    pub identity: String,
-    pub name: String,
-    pub grants: Grants,
-    /// The live signaling connection, if any.
-    pub session: Option<SessionKey>,
-    pub resume_token: String,
-    pub publish_leg: Option<LegKey>,
-    pub subscribe_leg: Option<LegKey>,
-    /// When the subscribe leg should next be renegotiated (debounced).
-    pub renegotiate_at: Option<Instant>,
-    /// When the last subscribe offer went out (offers are spaced by the renegotiation interval).
-    pub last_offer_at: Option<Instant>,
-    /// Publish offers this participant may still send now.
-    pub offers: TokenBucket,
-    /// Tracks this participant's subscribe leg cannot receive (codec); it was told once.
-    pub unreceivable: std::collections::HashSet<TrackId>,
-    /// The next subscribe offer restarts ICE (the participant resumed, maybe from elsewhere).
-    pub restart_subscribe_ice: bool,
-    pub data: super::data::DataSender,
-    pub joined_at: SystemTime,
-    /// When the join was accepted, until the first peer connection connects (join duration).
-    pub awaiting_media: Option<Instant>,
-}
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
     match kind {
@@ -204,11 +130,13 @@ impl Node {
             return self.resume(token, &room_name, &request, now);
         }
         // A second join with the same identity replaces the first.
-        let existing_room = self.room_keys.get(&room_name).copied();
         let existing = self
-            .participants
-            .values()
-            .find(|p| Some(p.room) == existing_room && p.identity == request.identity)
+            .room_keys
+            .get(&room_name)
+            .and_then(|room| {
+                self.members_of(*room)
+                    .find(|p| p.identity == request.identity)
+            })
             .map(|p| p.id);
         if let Some(old) = existing {
             info!(identity = %request.identity, room = %room_name, "identity joined again; replacing");
@@ -274,7 +202,7 @@ impl Node {
                 ),
                 unreceivable: Default::default(),
                 restart_subscribe_ice: false,
-                data: Default::default(),
+                data_rate: super::data::data_rate(),
                 joined_at,
                 awaiting_media: Some(now),
             },
@@ -400,7 +328,7 @@ impl Node {
                     self.publish_offer(id, sdp, tracks, now)
                 } else {
                     self.metrics.limits.breached(Limit::OfferRate);
-                    Err((
+                    Err(refuse(
                         ErrorCode::RateLimited,
                         format!(
                             "at most {} publish offers a second; send it again later",
@@ -421,19 +349,15 @@ impl Node {
                 Ok(())
             }
         };
-        if let Err((code, text)) = result {
+        if let Err(refusal) = result {
+            let (code, text) = refusal.into_wire();
             self.notify(id, ServerMessage::error_for(code, kind, text));
         }
     }
 
-    fn set_muted(
-        &mut self,
-        id: ParticipantId,
-        track_id: &str,
-        muted: bool,
-    ) -> Result<(), (ErrorCode, String)> {
+    fn set_muted(&mut self, id: ParticipantId, track_id: &str, muted: bool) -> Result<(), Refusal> {
         let unknown = || {
-            (
+            refuse(
                 ErrorCode::UnknownTrack,
                 format!("{track_id:.40} is not one of your tracks"),
             )
@@ -460,9 +384,9 @@ impl Node {
             return Err(unknown());
         }
         entry.room.set_muted(track, muted).map_err(|e| match e {
-            RoomError::NotAllowed => (
+            RoomError::NotAllowed => refuse(
                 ErrorCode::NotAllowed,
-                "an operator muted this track; only an operator can unmute it".to_owned(),
+                "an operator muted this track; only an operator can unmute it",
             ),
             _ => unknown(),
         })?;
@@ -635,6 +559,16 @@ impl Node {
         self.events.push_back(NodeEvent::SessionEnded(session));
     }
 
+    /// The participants of a room, from the room's own member table: the one index of
+    /// membership (a participant's `room` points back).
+    pub(super) fn members_of(&self, room: RoomKey) -> impl Iterator<Item = &Participant> + '_ {
+        self.rooms
+            .get(&room)
+            .into_iter()
+            .flat_map(|entry| entry.room.members())
+            .filter_map(|member| self.participants.get(&member.id))
+    }
+
     /// Sends one event to every participant of a room (but `except`).
     pub(super) fn broadcast(
         &mut self,
@@ -643,9 +577,8 @@ impl Node {
         message: ServerMessage,
     ) {
         let targets: Vec<ParticipantId> = self
-            .participants
-            .values()
-            .filter(|p| p.room == room && Some(p.id) != except)
+            .members_of(room)
+            .filter(|p| Some(p.id) != except)
             .map(|p| p.id)
             .collect();
         for id in targets {
@@ -702,9 +635,8 @@ impl Node {
         let resume_token = p.resume_token.clone();
         let identity = p.identity.clone();
         let mut others: Vec<ParticipantInfo> = self
-            .participants
-            .values()
-            .filter(|o| o.room == room && o.id != id)
+            .members_of(room)
+            .filter(|o| o.id != id)
             .filter_map(|o| self.participant_info(o.id))
             .collect();
         others.sort_by(|a, b| a.id.cmp(&b.id));

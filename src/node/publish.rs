@@ -2,13 +2,16 @@
 //! stays) a published track with exactly one codec format, which never changes mid-call.
 
 use super::demux::LegKey;
-use super::engine::{LegRole, host_candidate, new_peer_connection, tcp_candidate};
+use super::engine::{host_candidate, new_peer_connection, tcp_candidate};
 use super::formats;
 use super::guard::RateLimit;
 use super::leg::{Leg, PublishedMid, negotiated_extensions};
 use super::participants::{room_source, track_kind, wire_source};
-use super::relay::{Node, RoomKey, flush_leg};
+use super::refusal::{Refusal, refuse};
+use super::relay::{Node, flush_leg};
+use super::role::LegRole;
 use super::sdp::{self, Format, Section};
+use super::state::RoomKey;
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::room::{PublicationInfo, TrackSource};
@@ -23,12 +26,6 @@ use tern_signaling::protocol::{
     ErrorCode, IceCandidate, Leg as WireLeg, ServerMessage, TrackAnnouncement, TrackInfo,
 };
 use tracing::warn;
-
-pub(super) type Refusal = (ErrorCode, String);
-
-pub(super) fn refuse(code: ErrorCode, text: impl Into<String>) -> Refusal {
-    (code, text.into())
-}
 
 /// What each sending m-line of an offer will carry.
 struct PublishPlan {
@@ -117,27 +114,22 @@ impl Node {
             self.decrypted.clone(),
             now,
         )
-        .map_err(|e| {
-            refuse(
-                ErrorCode::Internal,
-                format!("cannot create peer connection: {e}"),
-            )
-        })?;
+        .map_err(|e| Refusal::internal("creating a peer connection", e))?;
         for addr in &self.config.advertised {
             let candidate = host_candidate(*addr)
-                .map_err(|e| refuse(ErrorCode::Internal, format!("bad advertised address: {e}")))?;
+                .map_err(|e| Refusal::internal("adding its host candidate", e))?;
             pc.add_local_candidate(candidate)
-                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+                .map_err(|e| Refusal::internal("adding its candidates", e))?;
         }
         for addr in &self.config.tcp_candidates {
             let candidate = tcp_candidate(*addr)
-                .map_err(|e| refuse(ErrorCode::Internal, format!("bad ICE-TCP address: {e}")))?;
+                .map_err(|e| Refusal::internal("adding its ICE-TCP candidate", e))?;
             pc.add_local_candidate(candidate)
-                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+                .map_err(|e| Refusal::internal("adding its candidates", e))?;
         }
         // End of candidates: the relay has no others to trickle.
         pc.add_local_candidate(RTCIceCandidateInit::default())
-            .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+            .map_err(|e| Refusal::internal("adding its candidates", e))?;
         let key = LegKey(self.next_leg);
         self.next_leg += 1;
         let limit = RateLimit::new(
@@ -204,7 +196,7 @@ impl Node {
         let participant = self
             .participants
             .get(&id)
-            .ok_or_else(|| refuse(ErrorCode::Internal, "no participant"))?;
+            .ok_or_else(|| Refusal::internal("finding the participant", "no participant"))?;
         if !participant.grants.publish {
             return Err(refuse(
                 ErrorCode::NotAllowed,
@@ -473,7 +465,7 @@ impl Node {
         let leg = self
             .legs
             .get_mut(&key)
-            .ok_or_else(|| refuse(ErrorCode::Internal, "leg gone"))?;
+            .ok_or_else(|| Refusal::internal("answering the offer", "leg gone"))?;
         let pc = &mut leg.pc;
         let result = catch_unwind(AssertUnwindSafe(|| {
             pc.set_remote_description(now, offer)
@@ -513,7 +505,7 @@ impl Node {
                 .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}")))?;
             pc.local_description()
                 .map(|d| d.sdp)
-                .ok_or_else(|| refuse(ErrorCode::Internal, "no local description"))
+                .ok_or_else(|| Refusal::internal("answering the offer", "no local description"))
         }))
         .unwrap_or_else(|_| {
             Err(refuse(
@@ -551,7 +543,7 @@ impl Node {
         let participant = self
             .participants
             .get(&id)
-            .ok_or_else(|| refuse(ErrorCode::Internal, "no participant"))?;
+            .ok_or_else(|| Refusal::internal("finding the participant", "no participant"))?;
         let key = match leg {
             WireLeg::Publish => participant.publish_leg,
             WireLeg::Subscribe => participant.subscribe_leg,

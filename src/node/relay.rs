@@ -12,12 +12,13 @@
 
 use super::command::{CommandReply, NodeCommand};
 use super::demux::{Demux, LegKey, Route, normalize};
-use super::engine::{EngineSettings, LegRole};
-use super::guard::{self, Class};
+use super::engine::EngineSettings;
+use super::guard::{self, Class, MAX_DATAGRAM_BYTES};
 use super::leg::{Leg, LegMedia, sink_parts};
 use super::output::{Carrier, NodeEvent, Transmit};
-use super::participants::{Participant, RoomEntry};
 use super::resume::{KnownResumeTokens, ResumeTokens};
+use super::role::LegRole;
+use super::state::{Participant, RoomEntry, RoomKey};
 use super::timers::{Timer, Timers};
 use crate::ice_servers::IceServerConfig;
 use crate::media::codec::Codec;
@@ -50,8 +51,6 @@ use tracing::{debug, info, warn};
 /// With the `fault-injection` feature, a datagram starting with this makes its leg panic.
 const FAULT_PANIC: &[u8] = b"TERN-FAULT-PANIC";
 
-/// Larger than any datagram a WebRTC peer sends (MTU-sized); bigger ones are dropped unread.
-pub const MAX_DATAGRAM_BYTES: usize = 1_600;
 /// The state gauges are republished at least this often (and after every command).
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 /// The least delay before a room's deadline is looked at again.
@@ -127,11 +126,6 @@ impl Default for NodeConfig {
         }
     }
 }
-
-/// The worker's number for a room (its name is in the room itself); cheap to copy on the packet
-/// path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RoomKey(pub u64);
 
 /// A packet received from a publisher, waiting to be fanned out.
 pub(super) struct Inbound {

@@ -5,11 +5,11 @@
 
 use super::data::DATA_CHANNEL_LABEL;
 use super::demux::LegKey;
-use super::engine::LegRole;
 use super::formats::{self, rtp_kind};
 use super::leg::{LegMedia, OutboundSlot, mid_extension, negotiated_extensions, sink_id};
-use super::publish::{Refusal, refuse};
+use super::refusal::{Refusal, refuse};
 use super::relay::{Node, flush_leg};
+use super::role::LegRole;
 use super::sdp::{self, Section};
 use crate::media::extmap::{ExtensionIds, ExtensionTranslator};
 use crate::media::ids::{ParticipantId, TrackId};
@@ -78,8 +78,8 @@ impl Node {
                     self.open_data_channel(key);
                     key
                 }
-                Err((_, text)) => {
-                    warn!(participant = %id, "cannot create subscribe leg: {text}");
+                Err(refusal) => {
+                    warn!(participant = %id, "cannot create subscribe leg: {}", refusal.text());
                     return;
                 }
             },
@@ -131,7 +131,8 @@ impl Node {
                 continue;
             };
             changed = true;
-            if let Err((code, text)) = self.add_outbound_slot(key, *track, publisher) {
+            if let Err(refusal) = self.add_outbound_slot(key, *track, publisher) {
+                let (code, text) = refusal.into_wire();
                 self.codec_not_receivable(id, *track, code, text);
             }
         }
@@ -192,9 +193,12 @@ impl Node {
         track: TrackId,
         publisher: ParticipantId,
     ) -> Result<(), Refusal> {
-        let published = self
-            .publication_format(publisher, track)
-            .ok_or_else(|| refuse(ErrorCode::Internal, "publication has no format"))?;
+        let published = self.publication_format(publisher, track).ok_or_else(|| {
+            Refusal::internal(
+                "adding a track to the subscribe leg",
+                "publication has no format",
+            )
+        })?;
         let format = formats::find(published.codec, &published.fmtp).ok_or_else(|| {
             refuse(
                 ErrorCode::CodecNotReceivable,
@@ -209,7 +213,7 @@ impl Node {
         let leg = self
             .legs
             .get_mut(&key)
-            .ok_or_else(|| refuse(ErrorCode::Internal, "leg gone"))?;
+            .ok_or_else(|| Refusal::internal("adding a track to the subscribe leg", "leg gone"))?;
         let accepted = leg
             .subscribe()
             .and_then(|s| s.accepted(format.codec.kind()).map(<[u8]>::to_vec));
@@ -283,9 +287,9 @@ impl Node {
                 ),
             ));
         }
-        let state = leg
-            .subscribe()
-            .ok_or_else(|| refuse(ErrorCode::Internal, "not a subscribe leg"))?;
+        let state = leg.subscribe().ok_or_else(|| {
+            Refusal::internal("adding a track to the subscribe leg", "not a subscribe leg")
+        })?;
         state
             .insert(OutboundSlot {
                 track,

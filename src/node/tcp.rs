@@ -8,9 +8,9 @@
 //! datagram close the connection; a connection that has not been matched to a leg by an
 //! integrity-checked STUN request within the deadline is closed; connections are capped.
 
-use super::relay::MAX_DATAGRAM_BYTES;
+use super::guard::MAX_DATAGRAM_BYTES;
+use crate::metrics::TcpCounters;
 use bytes::{Bytes, BytesMut};
-use prometheus::IntCounter;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,15 +55,6 @@ impl TcpWriter {
     pub fn mark_matched(&self) {
         self.matched.store(true, Ordering::Relaxed);
     }
-}
-
-/// Why the relay closed a TCP connection.
-#[derive(Clone)]
-pub struct TcpCounters {
-    pub over_limit: IntCounter,
-    pub no_stun: IntCounter,
-    pub oversized_frame: IntCounter,
-    pub open: prometheus::IntGauge,
 }
 
 /// Accepts connections until the listener fails for good.

@@ -5,7 +5,7 @@
 //! matches). That keeps arming O(log n) and the queue free of lookups.
 
 use super::demux::LegKey;
-use super::relay::RoomKey;
+use super::state::RoomKey;
 use crate::media::ids::ParticipantId;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
