@@ -104,6 +104,34 @@ fn a_subscriber_that_drops_signaling_resumes_and_keeps_receiving() {
 }
 
 #[test]
+fn a_publisher_that_changes_networks_restarts_ice_and_its_media_goes_on() {
+    let (mut sim, alice, bob) = call();
+    let old = sim.client(alice).publish.addr;
+    let answers = |sim: &Sim| {
+        sim.client(alice)
+            .told
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::PublishAnswer { .. }))
+            .count()
+    };
+    let before = answers(&sim);
+    // Rounds 0..200 went out in `call`; 200..400 go out from the new network.
+    sim.move_publish_leg(alice);
+    sim.run(Duration::from_secs(2), Some(Media::STEADY));
+    // The relay answered the restart and learned the new address from Alice's checks; until
+    // then what she sent from there was dropped as from an unknown source.
+    assert_eq!(answers(&sim), before + 1);
+    assert_ne!(sim.client(alice).publish.addr, old);
+    let audio = sim.client(bob).tags_from("alice", "audio");
+    assert_eq!(audio.last(), Some(&399));
+    let settled: Vec<u32> = audio.iter().copied().filter(|n| *n >= 250).collect();
+    assert_eq!(settled.len(), 150);
+    assert_contiguous(&settled, "audio from the new network");
+    let lost = 200 - audio.iter().filter(|n| **n >= 200).count();
+    assert!(lost <= 5, "{lost} audio packets lost in the move");
+}
+
+#[test]
 fn a_participant_that_never_resumes_is_removed_when_its_grace_ends() {
     let mut sim = Sim::new(NodeConfig {
         resume_grace: Duration::from_secs(10),

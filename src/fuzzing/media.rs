@@ -4,21 +4,12 @@ use crate::media::codec::Codec;
 use crate::media::extmap::{ExtensionIds, ExtensionTranslator, HeaderExtension};
 use crate::media::forwarder::{Forwarder, ForwarderConfig, InboundPacket};
 use crate::media::rewrite::{RewriteTarget, rewrite};
-use crate::metrics::Metrics;
-use crate::node::demux::{Demux, LegKey};
-use crate::node::engine::{EngineSettings, host_candidate, new_peer_connection};
-use crate::node::guard::{self, Class, RateLimit};
-use crate::node::pair::{End, Pair, client_peer_connection, datagram};
-use crate::node::role::LegRole;
+use crate::node::relay::NodeConfig;
+use crate::node::sim::{ClientId, Media, Sim};
 use bytes::Bytes;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::sansio::Protocol;
+use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Splits fuzz input into datagrams: each is a 2-byte big-endian length, then that many bytes.
@@ -34,110 +25,50 @@ fn datagrams(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-fn relay_addr() -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, 1], 3478))
-}
-
-fn client_addr() -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, 2], 5000))
-}
-
-/// A relay publish leg connected (ICE, DTLS, SRTP) to a browser-like client, kept across fuzz
-/// inputs because building one costs milliseconds.
-fn connected_leg() -> Option<Pair> {
-    let now = Instant::now();
-    let metrics = Metrics::new().media.clone();
-    let mut relay = new_peer_connection(
-        LegRole::Publish,
-        &EngineSettings::default(),
-        metrics,
-        Default::default(),
-        now,
-    )
-    .ok()?;
-    relay
-        .add_local_candidate(host_candidate(relay_addr()).ok()?)
-        .ok()?;
-    let mut client = client_peer_connection(now).ok()?;
-    client
-        .add_local_candidate(host_candidate(client_addr()).ok()?)
-        .ok()?;
-    client
-        .add_track(MediaStreamTrack::new(
-            "s".into(),
-            "v".into(),
-            "v".into(),
-            RtpCodecKind::Video,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(1),
-                    ..Default::default()
-                },
-                codec: RTCRtpCodec {
-                    mime_type: "video/VP8".into(),
-                    clock_rate: 90_000,
-                    ..Default::default()
-                },
-                ..Default::default()
-            }],
-        ))
-        .ok()?;
-    let offer = client.create_offer(None).ok()?;
-    client.set_local_description(now, offer.clone()).ok()?;
-    relay.set_remote_description(now, offer).ok()?;
-    let answer = relay.create_answer(None).ok()?;
-    relay.set_local_description(now, answer.clone()).ok()?;
-    client.set_remote_description(now, answer).ok()?;
-    let mut pair = Pair::new(
-        End::new(client, client_addr()),
-        End::new(relay, relay_addr()),
-        now,
-    );
-    pair.drive(Duration::from_secs(10), Pair::both_connected)
-        .then_some(pair)
-}
-
 thread_local! {
-    static LEG: RefCell<Option<Pair>> = const { RefCell::new(None) };
+    static CALL: RefCell<Option<LiveCall>> = const { RefCell::new(None) };
 }
 
-/// The shared-socket input path: demux, first checks, then a connected leg's `handle_read` and
-/// everything it produces. Any datagram may be hostile.
+/// A node with a call on it (Alice publishing audio and video to Bob, every leg connected),
+/// kept across fuzz inputs because building one costs milliseconds.
+struct LiveCall {
+    sim: Sim,
+    alice: ClientId,
+}
+
+fn live_call() -> Option<LiveCall> {
+    let mut sim = Sim::new(NodeConfig::default());
+    let alice = sim.join("fuzz", "alice").ok()?;
+    let bob = sim.join("fuzz", "bob").ok()?;
+    sim.publish(alice, true, true);
+    sim.run(Duration::from_secs(1), Some(Media::STEADY));
+    let receiving = !sim.client(bob).tags_from("alice", "video").is_empty();
+    receiving.then_some(LiveCall { sim, alice })
+}
+
+/// The media port's whole input path, through the real node: demux, first checks, the leg's
+/// ICE, DTLS and SRTP, and everything the node does with what gets through. Every datagram comes
+/// from the address of Alice's publish leg (so it reaches the leg; from anywhere else the demux
+/// drops it). Afterwards the call must still forward: hostile input may end Alice's own legs,
+/// never the node.
 pub fn demux_and_leg(data: &[u8]) {
-    let mut demux = Demux::default();
-    demux.add_ufrag("relayufrag", "relaypassword", LegKey(1));
-    let mut limit = RateLimit::new(5_000, 2_500);
-    LEG.with(|cell| {
+    CALL.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = connected_leg();
+            *slot = live_call();
         }
-        let Some(pair) = slot.as_mut() else {
+        let Some(call) = slot.as_mut() else {
             return;
         };
+        let from = call.sim.client(call.alice).publish.addr;
         for d in datagrams(data) {
-            let _ = demux.route(client_addr(), d);
-            demux.learn(LegKey(1), client_addr());
-            let well_formed = match guard::classify(d) {
-                Class::Stun | Class::Dtls => true,
-                Class::Rtp => guard::rtp_header_fits(d),
-                Class::Rtcp => guard::rtcp_header_fits(d),
-                Class::Other => false,
-            };
-            if !well_formed || !limit.allow(pair.now) {
-                continue;
-            }
-            pair.now += Duration::from_micros(100);
-            let relay = &mut pair.b.pc;
-            let _ = relay.handle_read(datagram(pair.now, client_addr(), relay_addr(), d));
-            while relay.poll_event().is_some() {}
-            while relay.poll_read().is_some() {}
-            while relay.poll_write().is_some() {}
+            call.sim.inject(from, d);
+            call.sim.run(Duration::from_micros(100), None);
         }
-        let _ = pair.b.pc.handle_timeout(pair.now);
-        while pair.b.pc.poll_write().is_some() {}
-        // A leg the input killed is rebuilt for the next input.
-        if pair.b.state != rtc::peer_connection::state::RTCPeerConnectionState::Connected {
+        call.sim.run(Duration::from_millis(20), Some(Media::STEADY));
+        // A call the input ended (or whose legs it closed) is rebuilt for the next input.
+        let alice = call.sim.client(call.alice);
+        if alice.closed.is_some() || alice.publish.state != RTCPeerConnectionState::Connected {
             *slot = None;
         }
     });
@@ -217,9 +148,9 @@ pub fn rtp_and_rtcp(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_fuzzed_leg_really_connects() {
+    fn the_fuzzed_call_really_forwards() {
         assert!(
-            super::connected_leg().is_some(),
+            super::live_call().is_some(),
             "the demux_leg target would test nothing"
         );
     }

@@ -356,6 +356,25 @@ impl Sim {
                 .expect("a video track");
             client.video = Some((sender, ssrc));
         }
+        self.offer_publish(id);
+    }
+
+    /// `id` moves to another network: its publish peer connection now sends from a new
+    /// address, restarts ICE there and offers again (as a browser does when its network
+    /// changes).
+    pub fn move_publish_leg(&mut self, id: ClientId) {
+        let client = &mut self.clients[id.0];
+        let moved = next_addr(client.publish.addr, &mut self.next_port);
+        client.publish.addr = moved;
+        if let Ok(candidate) = host_candidate(moved) {
+            let _ = client.publish.pc.add_local_candidate(candidate);
+        }
+        client.publish.pc.restart_ice();
+        self.offer_publish(id);
+    }
+
+    fn offer_publish(&mut self, id: ClientId) {
+        let client = &mut self.clients[id.0];
         let offer = client.publish.pc.create_offer(None).expect("an offer");
         client
             .publish
