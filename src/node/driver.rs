@@ -11,8 +11,9 @@ use super::command::{CommandReply, NodeCommand};
 use super::control::Command;
 use super::demux::normalize;
 use super::guard::{self, Class};
-use super::output::{Carrier, NodeEvent};
+use super::output::{Carrier, NodeEvent, Transmit};
 use super::relay::Node;
+use super::send_batch::{BATCH, SendBatch};
 use super::socket::MediaSocket;
 use super::tcp::{TcpEvent, TcpWriter};
 use crate::metrics::{DropReason, LATENCY_SAMPLE, MediaMetrics};
@@ -21,6 +22,7 @@ use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_signaling::control::{Admission, Disconnect, JoinRefusal, SessionEvent, SessionKey};
@@ -63,6 +65,9 @@ pub struct NodeDriver {
     sessions: FxHashMap<SessionKey, mpsc::Sender<SessionEvent>>,
     /// Sessions whose channel refused an event, to be reported to the node.
     lost: Vec<SessionKey>,
+    /// UDP datagrams the node produced, sent together.
+    outgoing: Vec<Transmit>,
+    send_batch: SendBatch,
     recv_arena: BytesMut,
     /// Forwarded RTP datagrams so far (picks the latency samples).
     forwarded: u64,
@@ -116,6 +121,7 @@ pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::R
                             return;
                         }
                     };
+                let dual_stack = socket.dual_stack();
                 NodeDriver {
                     node,
                     socket,
@@ -127,6 +133,8 @@ pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::R
                     tcp: FxHashMap::default(),
                     sessions: FxHashMap::default(),
                     lost: Vec::new(),
+                    outgoing: Vec::with_capacity(BATCH),
+                    send_batch: SendBatch::new(dual_stack),
                     recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
                     forwarded: 0,
                 }
@@ -285,10 +293,11 @@ impl NodeDriver {
             while let Some(transmit) = self.node.poll_transmit() {
                 sent += 1;
                 match transmit.carrier {
-                    Carrier::Udp => self.send_udp(&transmit.bytes, transmit.to),
+                    Carrier::Udp => self.outgoing.push(transmit),
                     Carrier::Tcp => self.send_tcp(&transmit.bytes, transmit.to),
                 }
             }
+            self.send_udp();
             while let Some(event) = self.node.poll_event() {
                 self.deliver(event);
             }
@@ -303,14 +312,19 @@ impl NodeDriver {
         }
     }
 
-    fn send_udp(&self, bytes: &[u8], to: SocketAddr) {
-        match self.socket.try_send_to(bytes, to) {
-            Ok(n) => self.metrics.udp_bytes_sent.inc_by(n as u64),
-            Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                self.metrics.count_drop(DropReason::SocketBusy)
-            }
-            Err(_) => self.metrics.count_drop(DropReason::SendError),
+    /// Sends the queued datagrams, a batch per system call.
+    fn send_udp(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
         }
+        let fd = self.socket.socket.as_raw_fd();
+        let sent = self.send_batch.send(fd, &self.outgoing);
+        self.outgoing.clear();
+        self.metrics.udp_bytes_sent.inc_by(sent.bytes as u64);
+        self.metrics
+            .count_drops(DropReason::SocketBusy, sent.busy as u64);
+        self.metrics
+            .count_drops(DropReason::SendError, sent.failed as u64);
     }
 
     fn send_tcp(&self, bytes: &[u8], to: SocketAddr) {

@@ -21,6 +21,7 @@ pub mod relay;
 pub mod resume;
 pub mod role;
 pub mod sdp;
+pub mod send_batch;
 #[cfg(feature = "harness")]
 pub mod sim;
 pub mod socket;

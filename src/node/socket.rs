@@ -85,13 +85,8 @@ impl MediaSocket {
         Ok(MediaSocket { socket, dual_stack })
     }
 
-    pub fn try_send_to(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-        let to = match to {
-            SocketAddr::V4(v4) if self.dual_stack => {
-                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
-            }
-            other => other,
-        };
-        self.socket.try_send_to(bytes, to)
+    /// Whether IPv4 peers are reached through v4-mapped addresses.
+    pub fn dual_stack(&self) -> bool {
+        self.dual_stack
     }
 }
