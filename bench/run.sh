@@ -17,6 +17,8 @@
 #                         processes under 30 % of a core); then it measures anyway and says so
 #   BENCH_OUT=bench/results   where the results go
 #   BENCH_TERN=PATH       use this relay binary instead of building one
+#   BENCH_RELAY=PATH      run this relay binary under the load of the built (or BENCH_TERN) one's
+#                         loadtest, e.g. an older relay to compare with
 #   BENCH_KEEP=1          keep the working directory (relay logs, all samples, loadtest output)
 #   BENCH_HOOK=CMD        run CMD in the background (bash -c, inside the namespace, RELAY_PID and
 #                         LOADTEST_PID exported) right after the loadtest starts; bench/profile.sh
@@ -75,7 +77,7 @@ wait_quiet() {
 # ---------------------------------------------------------------------------------------------
 # One scenario, inside the namespace: bash run.sh __scenario NAME DIR TERN
 inner() {
-  local name=$1 dir=$2 tern=$3
+  local name=$1 dir=$2 tern=$3 relay=${4:-$3}
   local pin_relay=() pin_load=()
   if [[ ${BENCH_PIN:-1} == 1 ]]; then
     pin_relay=(taskset -c 0)
@@ -98,7 +100,7 @@ inner() {
   TERN_API_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   export TERN_API_KEY TERN_API_SECRET
 
-  "${pin_relay[@]}" "$tern" "${relay_args[@]}" >"$dir/relay.log" 2>&1 &
+  "${pin_relay[@]}" "$relay" "${relay_args[@]}" >"$dir/relay.log" 2>&1 &
   RELAY_PID=$!
   local i
   for i in $(seq 150); do
@@ -230,6 +232,7 @@ else
   # A copy: another build of target/ during the run must not swap the binary under us.
   cp target/release/tern "$WORK/tern"
 fi
+cp "${BENCH_RELAY:-$WORK/tern}" "$WORK/relay"
 
 stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
 out=${BENCH_OUT:-$ROOT/bench/results}
@@ -239,7 +242,7 @@ for s in "${scenarios[@]}"; do
   echo "bench: $s: tern loadtest $(scenario_args "$s") --duration ${BENCH_DURATION:-30s}" >&2
   wait_quiet
   mkdir -p "$WORK/$s"
-  unshare -n bash "$HERE/run.sh" __scenario "$s" "$WORK/$s" "$WORK/tern" &
+  unshare -n bash "$HERE/run.sh" __scenario "$s" "$WORK/$s" "$WORK/tern" "$WORK/relay" &
   CHILD=$!
   wait "$CHILD" || die "scenario $s failed"
   CHILD=""
