@@ -103,7 +103,19 @@ pub struct SubscribeState {
     /// The relay's `tern` data channel on this leg, and whether it is open.
     pub data_channel: Option<rtc::data_channel::RTCDataChannelId>,
     pub data_open: bool,
+    /// The offer in flight carries new ICE credentials (a new leg, an ICE restart): until its
+    /// answer is applied the leg cannot answer the client's checks, which often arrive first
+    /// (media is faster than signaling).
+    pub awaiting_credentials: bool,
+    /// Connectivity checks (already authenticated by the demux) held until then, replayed once
+    /// the answer is applied; without this the client's first check is lost and its next one
+    /// comes one retransmission interval later (200 ms for some stacks).
+    pub early_checks: Vec<rtc::shared::TaggedBytesMut>,
 }
+
+/// Connectivity checks held per leg while its answer is awaited (a client sends one per
+/// candidate pair and retransmits: a few is enough, more is a flood).
+pub const MAX_EARLY_CHECKS: usize = 8;
 
 impl SubscribeState {
     pub fn accepted(&self, kind: MediaKind) -> Option<&[u8]> {

@@ -14,7 +14,7 @@ use super::command::{CommandReply, NodeCommand};
 use super::demux::{Demux, LegKey, Route, normalize};
 use super::engine::EngineSettings;
 use super::guard::{self, Class, MAX_DATAGRAM_BYTES};
-use super::leg::{Leg, LegMedia, sink_parts};
+use super::leg::{Leg, LegMedia, MAX_EARLY_CHECKS, sink_parts};
 use super::output::{Carrier, NodeEvent, Transmit};
 use super::resume::{KnownResumeTokens, ResumeTokens};
 use super::role::LegRole;
@@ -430,6 +430,15 @@ impl Node {
             },
             message: datagram,
         };
+        if class == Class::Stun
+            && let Some(state) = self.legs.get_mut(&key).and_then(|l| l.subscribe())
+            && state.awaiting_credentials
+        {
+            if state.early_checks.len() < MAX_EARLY_CHECKS {
+                state.early_checks.push(message);
+            }
+            return;
+        }
         self.leg_input(key, Some(message), now);
         // Nothing got through SRTP: authentication failed, a replay, or garbage after
         // decryption. (RTCP that an interceptor consumed, such as receiver reports, did get

@@ -187,6 +187,10 @@ pub struct Sim {
     pub relay_addr: SocketAddr,
     /// One-way delay of every datagram.
     pub latency: Duration,
+    /// How long a client's automatic replies (subscribe answers) take to reach the node.
+    pub signaling_delay: Duration,
+    /// Those replies on their way, in delivery order.
+    signals: VecDeque<(Instant, SessionKey, ClientMessage)>,
     /// Drops the datagrams it returns `true` for.
     pub filter: Option<Filter>,
     /// Datagrams the filter dropped.
@@ -218,6 +222,8 @@ impl Sim {
             clients: Vec::new(),
             relay_addr,
             latency: Duration::from_millis(5),
+            signaling_delay: Duration::ZERO,
+            signals: VecDeque::new(),
             filter: None,
             dropped: 0,
             in_flight: VecDeque::new(),
@@ -528,6 +534,9 @@ impl Sim {
         if let Some(first) = self.in_flight.front() {
             next = next.min(first.at);
         }
+        if let Some((at, _, _)) = self.signals.front() {
+            next = next.min(*at);
+        }
         if let Some((at, _)) = self.node.poll_timeout() {
             next = next.min(at);
         }
@@ -589,6 +598,14 @@ impl Sim {
             }
             for i in 0..self.clients.len() {
                 moved |= self.drain_client(i);
+            }
+            while self.signals.front().is_some_and(|(at, _, _)| *at <= now) {
+                let Some((_, session, message)) = self.signals.pop_front() else {
+                    break;
+                };
+                self.node
+                    .handle_command(NodeCommand::Message { session, message }, now);
+                moved = true;
             }
             while self.in_flight.front().is_some_and(|f| f.at <= now) {
                 let Some(InFlight { datagram, .. }) = self.in_flight.pop_front() else {
@@ -657,10 +674,10 @@ impl Sim {
             }
             SessionEvent::Close(reason) => client.closed = Some(reason),
         }
-        for message in std::mem::take(&mut client.outbox) {
-            if let Some(session) = client.session {
-                self.node
-                    .handle_command(NodeCommand::Message { session, message }, now);
+        if let Some(session) = client.session {
+            let at = now + self.signaling_delay;
+            for message in std::mem::take(&mut client.outbox) {
+                self.signals.push_back((at, session, message));
             }
         }
     }

@@ -55,6 +55,7 @@ impl Node {
         }
         let restart_ice =
             std::mem::take(&mut participant.restart_subscribe_ice) && existing.is_some();
+        let new_credentials = restart_ice || existing.is_none();
         let unreceivable = self
             .participants
             .get(&id)
@@ -142,7 +143,23 @@ impl Node {
         if restart_ice && let Some(leg) = self.legs.get_mut(&key) {
             leg.pc.restart_ice();
         }
+        if new_credentials && let Some(state) = self.legs.get_mut(&key).and_then(|l| l.subscribe())
+        {
+            state.awaiting_credentials = true;
+        }
         self.send_subscribe_offer(id, key, now);
+    }
+
+    /// The leg can answer checks now: the ones that came before its answer get their responses.
+    fn replay_early_checks(&mut self, key: LegKey, now: Instant) {
+        let Some(state) = self.legs.get_mut(&key).and_then(|l| l.subscribe()) else {
+            return;
+        };
+        state.awaiting_credentials = false;
+        for mut check in std::mem::take(&mut state.early_checks) {
+            check.now = now;
+            self.leg_input(key, Some(check), now);
+        }
     }
 
     /// Opens the relay's `tern` data channel on a new subscribe leg (part of its first offer).
@@ -483,6 +500,7 @@ impl Node {
             flush_leg(leg, &mut self.transmits);
         }
         self.arm_timer(key);
+        self.replay_early_checks(key, now);
         self.attach_ready_slots(key, now);
         // Changes that arrived while the offer was in flight.
         let pending = self
