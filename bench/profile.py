@@ -84,7 +84,7 @@ STAGES = [
     ("  SRTP encrypt (rtc_srtp, incl. AES-GCM)", r"rtc_srtp::.*encrypt_rtp"),
     ("SRTP decrypt (rtc_srtp, incl. AES-GCM)", r"rtc_srtp::.*decrypt_rtp"),
     ("AES-GCM seal + open (ring)", r"^ring::aead::aes_gcm::(seal|open)"),
-    ("driver: sendto, one per copy (incl. the kernel's loopback delivery)", r"^__x64_sys_sendto$"),
+    ("driver: sends, one sendmmsg per batch (incl. the kernel's loopback delivery)", r"^__x64_sys_(sendto|sendmmsg)$"),
     ("driver: receive syscalls", r"^__x64_sys_recv(mmsg|msg|from)$"),
     ("driver: epoll_wait (going to sleep, waking)", r"^__x64_sys_epoll_wait$"),
     ("timers (poll_timeout / handle_timeout)", r"(poll_timeout|handle_timeout)$"),
