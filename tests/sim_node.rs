@@ -5,7 +5,7 @@
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use std::time::Duration;
 use tern::node::relay::NodeConfig;
-use tern::node::sim::{ClientId, Media, Sim};
+use tern::node::sim::{ClientId, Datagram, Media, Sim};
 use tern::node::timers::Timer;
 use tern_signaling::protocol::{LeaveReason, ServerMessage};
 
@@ -200,6 +200,26 @@ fn an_empty_room_closes_after_its_departure_timeout() {
     assert_eq!(sim.metric("tern_rooms"), 0.0);
 }
 
+/// A network filter that loses the next `count` SRTP packets of `ssrc` on the path `on` picks
+/// (the SSRC is in the clear; RTCP, payload types 72-76 with the marker bit, is left alone).
+fn lose_rtp(
+    mut count: u32,
+    ssrc: u32,
+    on: impl Fn(&Datagram) -> bool + 'static,
+) -> Box<dyn FnMut(&Datagram) -> bool> {
+    Box::new(move |d| {
+        let rtp = d.bytes.len() > 12
+            && d.bytes[0] >> 6 == 2
+            && !(72..=76).contains(&(d.bytes[1] & 0x7f))
+            && d.bytes[8..12] == ssrc.to_be_bytes();
+        if rtp && count > 0 && on(d) {
+            count -= 1;
+            return true;
+        }
+        false
+    })
+}
+
 /// Whether a datagram is DTLS (RFC 7983: first byte 20..=63).
 fn is_dtls(bytes: &[u8]) -> bool {
     matches!(bytes.first(), Some(20..=63))
@@ -300,20 +320,8 @@ fn a_video_packet_lost_on_the_way_to_a_subscriber_is_retransmitted() {
         .find(|r| r.tag.starts_with("alice/video/"))
         .map(|r| r.ssrc)
         .expect("bob receives alice's video");
-    // The next 3 video packets from the relay to Bob are lost (the SSRC is in the clear).
-    let mut lose = 3;
-    sim.filter = Some(Box::new(move |d| {
-        let video = d.to == bob_addr
-            && d.bytes.len() > 12
-            && d.bytes[0] >> 6 == 2
-            && !(72..=76).contains(&(d.bytes[1] & 0x7f))
-            && d.bytes[8..12] == ssrc.to_be_bytes();
-        if video && lose > 0 {
-            lose -= 1;
-            return true;
-        }
-        false
-    }));
+    // The next 3 video packets from the relay to Bob are lost.
+    sim.filter = Some(lose_rtp(3, ssrc, move |d| d.to == bob_addr));
     let before = sim.client(bob).tags_from("alice", "video").len();
     sim.run(Duration::from_secs(2), Some(Media::STEADY));
     assert_eq!(sim.dropped, 3);
@@ -336,18 +344,8 @@ fn a_packet_lost_on_the_way_from_a_publisher_is_asked_for_a_bounded_number_of_ti
     // One of Alice's video packets is lost on the way to the relay (her video SSRC is
     // 0x2000_0000 + 0x100 in the harness).
     let ssrc: u32 = 0x2000_0100;
-    let mut lose = 1;
-    sim.filter = Some(Box::new(move |d| {
-        let video = d.from == alice_addr
-            && d.to == relay
-            && d.bytes.len() > 12
-            && !(72..=76).contains(&(d.bytes[1] & 0x7f))
-            && d.bytes[8..12] == ssrc.to_be_bytes();
-        if video && lose > 0 {
-            lose -= 1;
-            return true;
-        }
-        false
+    sim.filter = Some(lose_rtp(1, ssrc, move |d| {
+        d.from == alice_addr && d.to == relay
     }));
     let nacks_before = sim.client(alice).nacks;
     let before = sim.client(bob).tags_from("alice", "video").len();

@@ -4,13 +4,10 @@
 use crate::metrics::Metrics;
 use crate::node::command::{CommandReply, NodeCommand};
 use crate::node::output::NodeEvent;
-use crate::node::pair::client_peer_connection;
+use crate::node::pair::{client_peer_connection, synthetic_track};
 use crate::node::relay::{Node, NodeConfig, NodeShared};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -170,28 +167,6 @@ pub fn sdp_offer_and_answer(data: &[u8]) {
     });
 }
 
-fn track(kind: RtpCodecKind, mime: &str, ssrc: u32, clock_rate: u32) -> MediaStreamTrack {
-    MediaStreamTrack::new(
-        "seed".into(),
-        format!("seed-{ssrc}"),
-        "seed".into(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: mime.into(),
-                clock_rate,
-                channels: if kind == RtpCodecKind::Audio { 2 } else { 0 },
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    )
-}
-
 /// Well-formed inputs for [`sdp_offer_and_answer`] made by a real WebRTC stack: publish offers
 /// (audio and video; video only) and an answer to the relay's subscribe offer. Fuzzing starts
 /// from these, and the corpus replay checks the relay accepts them.
@@ -203,11 +178,20 @@ pub fn sdp_seeds() -> Vec<Vec<u8>> {
         (
             2,
             vec![
-                track(RtpCodecKind::Audio, "audio/opus", 1, 48_000),
-                track(RtpCodecKind::Video, "video/VP8", 2, 90_000),
+                synthetic_track(RtpCodecKind::Audio, 1, "audio/opus", 48_000, 2),
+                synthetic_track(RtpCodecKind::Video, 2, "video/VP8", 90_000, 0),
             ],
         ),
-        (0, vec![track(RtpCodecKind::Video, "video/VP8", 3, 90_000)]),
+        (
+            0,
+            vec![synthetic_track(
+                RtpCodecKind::Video,
+                3,
+                "video/VP8",
+                90_000,
+                0,
+            )],
+        ),
     ] {
         let Ok(mut client) = client_peer_connection(now) else {
             continue;

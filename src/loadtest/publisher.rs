@@ -4,14 +4,12 @@
 use super::media::{Stamp, Vp8Packetizer, opus_payload};
 use super::scenario::{ParticipantSpec, audio_stream, video_stream};
 use super::shared::clock_ns;
+use crate::node::pair::synthetic_track;
 use bytes::Bytes;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverId};
 use std::time::{Duration, Instant};
 use tern_signaling::protocol::{ClientMessage, TrackAnnouncement, TrackSource};
@@ -269,25 +267,7 @@ fn add_track(
         ),
         _ => ("audio/opus", 48_000, 2, AUDIO_PERIOD, 960),
     };
-    let track = MediaStreamTrack::new(
-        "loadtest".into(),
-        format!("loadtest-{stream}"),
-        "synthetic".into(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: mime.into(),
-                clock_rate,
-                channels,
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    );
+    let track = synthetic_track(kind, ssrc, mime, clock_rate, channels);
     let sender = pc.add_track(track)?;
     Ok(Track {
         sender,

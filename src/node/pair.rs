@@ -8,6 +8,7 @@ use super::engine::DeliverRtcp;
 use bytes::BytesMut;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -15,6 +16,9 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -63,7 +67,7 @@ pub fn client_peer_connection_with(
         configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
         configure_twcc_receiver_only,
     };
-    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+    use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
     let mut engine = MediaEngine::default();
     match settings.video_mime_types {
         None => engine.register_default_codecs()?,
@@ -117,6 +121,36 @@ pub fn client_peer_connection_with(
         .with_interceptor_registry(registry)
         .with_setting_engine(setting_engine.build())
         .build(now)
+}
+
+/// A local track of one encoding with a fixed SSRC, for senders that make up their media (test
+/// clients, the load generator).
+pub fn synthetic_track(
+    kind: RtpCodecKind,
+    ssrc: u32,
+    mime: &str,
+    clock_rate: u32,
+    channels: u16,
+) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        "synthetic".into(),
+        format!("synthetic-{ssrc:x}"),
+        "synthetic".into(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: RTCRtpCodec {
+                mime_type: mime.into(),
+                clock_rate,
+                channels,
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
+    )
 }
 
 /// One side of a [`Pair`].

@@ -9,11 +9,10 @@
 use super::command::{CommandReply, NodeCommand};
 use super::engine::host_candidate;
 use super::output::{Carrier, NodeEvent};
-use super::pair::client_peer_connection;
+use super::pair::{client_peer_connection, synthetic_track};
 use super::relay::{Node, NodeConfig, NodeShared};
 use crate::metrics::Metrics;
 use bytes::{Bytes, BytesMut};
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -23,9 +22,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
 use rtc::sansio::Protocol;
 use std::collections::VecDeque;
@@ -349,7 +346,13 @@ impl Sim {
             let sender = client
                 .publish
                 .pc
-                .add_track(track(RtpCodecKind::Audio, ssrc, "audio/opus", 48_000, 2))
+                .add_track(synthetic_track(
+                    RtpCodecKind::Audio,
+                    ssrc,
+                    "audio/opus",
+                    48_000,
+                    2,
+                ))
                 .expect("an audio track");
             client.audio = Some((sender, ssrc));
         }
@@ -358,7 +361,13 @@ impl Sim {
             let sender = client
                 .publish
                 .pc
-                .add_track(track(RtpCodecKind::Video, ssrc, "video/VP8", 90_000, 0))
+                .add_track(synthetic_track(
+                    RtpCodecKind::Video,
+                    ssrc,
+                    "video/VP8",
+                    90_000,
+                    0,
+                ))
                 .expect("a video track");
             client.video = Some((sender, ssrc));
         }
@@ -756,32 +765,4 @@ impl Media {
         every: Duration::from_millis(10),
         keyframe_every: Some(30),
     };
-}
-
-fn track(
-    kind: RtpCodecKind,
-    ssrc: u32,
-    mime: &str,
-    clock_rate: u32,
-    channels: u16,
-) -> MediaStreamTrack {
-    MediaStreamTrack::new(
-        "sim-stream".into(),
-        format!("sim-{ssrc:x}"),
-        "synthetic".into(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: mime.into(),
-                clock_rate,
-                channels,
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    )
 }

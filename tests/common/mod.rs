@@ -12,7 +12,6 @@ pub mod stun;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 pub use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
@@ -24,9 +23,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLa
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::statistics::StatsSelector;
 use std::collections::HashMap;
@@ -35,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tern::app::{DEV_KID, Running};
 use tern::config::Config;
 use tern::node::engine::host_candidate;
-use tern::node::pair::{ClientSettings, datagram};
+use tern::node::pair::{ClientSettings, datagram, synthetic_track};
 use tern_signaling::auth::{Grants, claims_for};
 use tern_signaling::protocol::{
     ClientMessage, IceCandidate, Leg, ServerMessage, TrackAnnouncement, TrackSource,
@@ -646,34 +643,6 @@ struct Driver {
 const AUDIO_SSRC_BASE: u32 = 0x1000_0000;
 const VIDEO_SSRC_BASE: u32 = 0x2000_0000;
 
-fn track(
-    kind: RtpCodecKind,
-    ssrc: u32,
-    mime: &str,
-    clock_rate: u32,
-    channels: u16,
-) -> MediaStreamTrack {
-    MediaStreamTrack::new(
-        "client-stream".into(),
-        format!("client-{ssrc:x}"),
-        "synthetic".into(),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: RTCRtpCodec {
-                mime_type: mime.into(),
-                clock_rate,
-                channels,
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    )
-}
-
 impl Driver {
     async fn new(
         name: String,
@@ -1054,7 +1023,13 @@ impl Driver {
             let sender = self
                 .publish
                 .pc
-                .add_track(track(RtpCodecKind::Audio, ssrc, "audio/opus", 48_000, 2))
+                .add_track(synthetic_track(
+                    RtpCodecKind::Audio,
+                    ssrc,
+                    "audio/opus",
+                    48_000,
+                    2,
+                ))
                 .unwrap();
             self.audio = Some((sender, ssrc));
         }
@@ -1063,7 +1038,13 @@ impl Driver {
             let sender = self
                 .publish
                 .pc
-                .add_track(track(RtpCodecKind::Video, ssrc, self.video_mime, 90_000, 0))
+                .add_track(synthetic_track(
+                    RtpCodecKind::Video,
+                    ssrc,
+                    self.video_mime,
+                    90_000,
+                    0,
+                ))
                 .unwrap();
             self.video = Some((sender, ssrc));
         }
@@ -1234,7 +1215,7 @@ impl Driver {
         let sender = self
             .publish
             .pc
-            .add_track(track(
+            .add_track(synthetic_track(
                 RtpCodecKind::Video,
                 new_ssrc,
                 self.video_mime,
