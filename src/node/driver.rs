@@ -9,7 +9,6 @@
 
 use super::command::{CommandReply, NodeCommand};
 use super::control::Command;
-use super::demux::normalize;
 use super::guard::{self, Class};
 use super::output::{Carrier, NodeEvent, Transmit};
 use super::relay::Node;
@@ -377,12 +376,5 @@ async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Receives with the address the rest of the relay uses (see [`normalize`]).
-impl MediaSocket {
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.socket.local_addr().map(normalize)
     }
 }

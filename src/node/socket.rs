@@ -85,6 +85,11 @@ impl MediaSocket {
         Ok(MediaSocket { socket, dual_stack })
     }
 
+    /// The bound address, as the rest of the relay writes addresses (v4-mapped unmapped).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr().map(super::demux::normalize)
+    }
+
     /// Whether IPv4 peers are reached through v4-mapped addresses.
     pub fn dual_stack(&self) -> bool {
         self.dual_stack
