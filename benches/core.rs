@@ -97,11 +97,11 @@ fn bench_fan_out(c: &mut Criterion) {
                     timestamp: u32::from(seq) * 3000,
                     keyframe_start: true,
                     payload_bytes: 1000,
+                    ..InboundPacket::default()
                 };
                 out.clear();
-                room.forward(TrackId(1), &meta, now, |sink, s, t| {
-                    out.push(rewrite(&packet, &target, s, t));
-                    let _ = sink;
+                room.forward(TrackId(1), &meta, now, |f| {
+                    out.push(rewrite(&packet, &target, f.sequence_number, f.timestamp));
                 });
                 out.len()
             })

@@ -97,6 +97,7 @@ fn relay_leg(role: LegRole, now: Instant) -> End {
         &EngineSettings::default(),
         metrics,
         Default::default(),
+        Default::default(),
         now,
     )
     .unwrap();

@@ -56,10 +56,15 @@ pub enum DropReason {
     AdminMuted,
     /// An ICE-TCP connection's send queue was full (the client reads too slowly) or it closed.
     TcpBacklog,
+    /// A publisher packet seen before (a retransmission that crossed its original, or a copy
+    /// the publisher sent as a bandwidth probe).
+    Duplicate,
+    /// A padding-only publisher packet (the publisher's bandwidth probe).
+    Padding,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::StunUnauthenticated,
@@ -77,6 +82,8 @@ impl DropReason {
         DropReason::DataBacklog,
         DropReason::AdminMuted,
         DropReason::TcpBacklog,
+        DropReason::Duplicate,
+        DropReason::Padding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +105,8 @@ impl DropReason {
             DropReason::DataBacklog => "data_backlog",
             DropReason::AdminMuted => "admin_muted",
             DropReason::TcpBacklog => "tcp_backlog",
+            DropReason::Duplicate => "duplicate",
+            DropReason::Padding => "padding",
         }
     }
 }
@@ -168,6 +177,9 @@ pub struct MediaMetrics {
     drops: Vec<IntCounter>,
     feedback: Vec<IntCounter>,
     pub keyframe_requests_sent: IntCounter,
+    /// Subscriptions moved to a better or a worse simulcast layer.
+    layer_switches_up: IntCounter,
+    layer_switches_down: IntCounter,
     pub nacks_sent: IntCounter,
     pub retransmissions_sent: IntCounter,
     pub data_messages_received: IntCounter,
@@ -193,6 +205,15 @@ impl MediaMetrics {
     pub fn count_drops(&self, reason: DropReason, n: u64) {
         if n > 0 {
             self.drops[reason as usize].inc_by(n);
+        }
+    }
+
+    pub fn count_switches(&self, up: u32, down: u32) {
+        if up > 0 {
+            self.layer_switches_up.inc_by(u64::from(up));
+        }
+        if down > 0 {
+            self.layer_switches_down.inc_by(u64::from(down));
         }
     }
 
@@ -423,6 +444,13 @@ impl Metrics {
         );
         let signaling =
             SignalingMetrics::register(&registry).expect("signaling metrics registered once");
+        let layer_switches = counter_vec(
+            &registry,
+            "tern_layer_switches_total",
+            "Subscriptions moved to another simulcast layer (at its keyframe), by direction: \
+             up to a better one, down to a worse one.",
+            "direction",
+        );
         let media = MediaMetrics {
             limits: signaling.limits.clone(),
             rtp_packets_received: ByKind::new(&rtp_received),
@@ -477,6 +505,8 @@ impl Metrics {
                 "tern_keyframe_requests_sent_total",
                 "PLIs sent to publishers (after throttling).",
             ),
+            layer_switches_up: layer_switches.with_label_values(&["up"]),
+            layer_switches_down: layer_switches.with_label_values(&["down"]),
             nacks_sent: counter(
                 &registry,
                 "tern_nacks_sent_total",

@@ -86,6 +86,8 @@ impl Sender {
                     timestamp: self.timestamp,
                     keyframe_start: key && i == 0,
                     payload_bytes: 900,
+                    marker: i + 1 == self.packets_per_frame,
+                    ..InboundPacket::default()
                 };
                 self.sequence_number = self.sequence_number.wrapping_add(1);
                 packet
@@ -274,8 +276,8 @@ fn three_hours_of_a_call_stay_continuous_through_wraps_restarts_loss_and_reorder
             };
             for (track, packet) in deliver {
                 let mut out = Vec::new();
-                room.forward(track, &packet, now, |sink, seq, ts| {
-                    out.push((sink, seq, ts))
+                room.forward(track, &packet, now, |f| {
+                    out.push((f.sink, f.sequence_number, f.timestamp))
                 });
                 for &(sink, seq, ts) in &out {
                     received.entry(sink).or_default().record(at, seq, ts);
@@ -283,7 +285,7 @@ fn three_hours_of_a_call_stay_continuous_through_wraps_restarts_loss_and_reorder
                 // Now and then: the publisher's sender report for this stream must translate to
                 // the timestamp each subscriber saw on this very packet.
                 if packet.sequence_number.is_multiple_of(1000) {
-                    room.sender_report(track, packet.ssrc, packet.timestamp, |sink, rtp| {
+                    room.sender_report(track, packet.ssrc, packet.timestamp, 0, |sink, rtp| {
                         let seen = out.iter().find(|(s, _, _)| *s == sink).map(|o| o.2);
                         assert_eq!(Some(rtp), seen, "sender report off at {at:?}");
                         sender_report_checks += 1;
@@ -292,7 +294,7 @@ fn three_hours_of_a_call_stay_continuous_through_wraps_restarts_loss_and_reorder
             }
         }
         while let Some(output) = room.poll_output() {
-            if let RoomOutput::RequestKeyframe(VIDEO) = output {
+            if let RoomOutput::RequestKeyframe { track: VIDEO, .. } = output {
                 senders[1].keyframe_due = true;
             }
         }

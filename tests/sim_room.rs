@@ -53,6 +53,7 @@ fn packet(seq: u16, key: bool) -> InboundPacket {
         timestamp: u32::from(seq) * 3000,
         keyframe_start: key,
         payload_bytes: 1000,
+        ..InboundPacket::default()
     }
 }
 
@@ -163,15 +164,18 @@ fn attached_subscriptions_start_at_a_keyframe_with_their_own_numbering() {
     outputs(&mut r);
     // Not attached yet: nothing forwarded.
     let mut sent = Vec::new();
-    r.forward(TrackId(10), &packet(1, true), t0, |s, q, t| {
-        sent.push((s, q, t))
+    r.forward(TrackId(10), &packet(1, true), t0, |f| {
+        sent.push((f.sink, f.sequence_number, f.timestamp))
     });
     assert!(sent.is_empty());
 
     r.attach(TrackId(10), B, SinkId(100), 1000, 50, t0).unwrap();
     assert_eq!(
         outputs(&mut r),
-        vec![RoomOutput::RequestKeyframe(TrackId(10))]
+        vec![RoomOutput::RequestKeyframe {
+            track: TrackId(10),
+            ssrc: Some(7)
+        }]
     );
     r.attach(TrackId(10), C, SinkId(200), 7, 9, t0).unwrap();
     assert!(
@@ -179,17 +183,17 @@ fn attached_subscriptions_start_at_a_keyframe_with_their_own_numbering() {
         "keyframe requests are throttled per track"
     );
 
-    let fan = r.forward(TrackId(10), &packet(2, false), t0, |s, q, t| {
-        sent.push((s, q, t))
+    let fan = r.forward(TrackId(10), &packet(2, false), t0, |f| {
+        sent.push((f.sink, f.sequence_number, f.timestamp))
     });
     assert_eq!(fan.awaiting_keyframe, 2);
     assert!(sent.is_empty());
-    let fan = r.forward(TrackId(10), &packet(3, true), t0, |s, q, t| {
-        sent.push((s, q, t))
+    let fan = r.forward(TrackId(10), &packet(3, true), t0, |f| {
+        sent.push((f.sink, f.sequence_number, f.timestamp))
     });
     assert_eq!(fan.forwarded, 2);
-    r.forward(TrackId(10), &packet(4, false), t0, |s, q, t| {
-        sent.push((s, q, t))
+    r.forward(TrackId(10), &packet(4, false), t0, |f| {
+        sent.push((f.sink, f.sequence_number, f.timestamp))
     });
     assert_eq!(
         sent,
@@ -202,8 +206,8 @@ fn attached_subscriptions_start_at_a_keyframe_with_their_own_numbering() {
     );
     r.detach(TrackId(10), C);
     sent.clear();
-    r.forward(TrackId(10), &packet(5, false), t0, |s, q, t| {
-        sent.push((s, q, t))
+    r.forward(TrackId(10), &packet(5, false), t0, |f| {
+        sent.push((f.sink, f.sequence_number, f.timestamp))
     });
     assert_eq!(sent, vec![(SinkId(100), 1002, 6050)]);
 }
@@ -225,7 +229,7 @@ fn keyframe_requests_from_subscribers_are_throttled_and_only_for_video() {
         r.handle_timeout(now);
         requests += outputs(&mut r)
             .iter()
-            .filter(|o| matches!(o, RoomOutput::RequestKeyframe(_)))
+            .filter(|o| matches!(o, RoomOutput::RequestKeyframe { .. }))
             .count();
     }
     assert_eq!(
@@ -272,13 +276,18 @@ fn sender_reports_are_translated_with_each_subscriptions_offset() {
         timestamp: 1_000,
         keyframe_start: true,
         payload_bytes: 1000,
+        ..InboundPacket::default()
     };
-    r.forward(TrackId(10), &audio, t0, |_, _, _| {});
+    r.forward(TrackId(10), &audio, t0, |_| {});
     let mut reports = Vec::new();
-    r.sender_report(TrackId(10), 7, 1_960, |sink, rtp| reports.push((sink, rtp)));
+    r.sender_report(TrackId(10), 7, 1_960, 0, |sink, rtp| {
+        reports.push((sink, rtp))
+    });
     assert_eq!(reports, vec![(SinkId(1), 5_960), (SinkId(2), 90_960)]);
     reports.clear();
-    r.sender_report(TrackId(10), 8, 1_960, |sink, rtp| reports.push((sink, rtp)));
+    r.sender_report(TrackId(10), 8, 1_960, 0, |sink, rtp| {
+        reports.push((sink, rtp))
+    });
     assert!(
         reports.is_empty(),
         "a report about another SSRC is not this stream's"

@@ -109,19 +109,36 @@ pub fn rtp_and_rtcp(data: &[u8]) {
             for codec in Codec::ALL {
                 keyframe_start |= codec.is_keyframe_start(&packet.payload);
             }
+            let info = Codec::Vp8.inspect(&packet.payload);
             let meta = InboundPacket {
                 ssrc: packet.header.ssrc,
                 sequence_number: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
+                marker: packet.header.marker,
                 keyframe_start,
                 payload_bytes: packet.payload.len() as u32,
+                resolution: info.resolution,
+                vp8: info.vp8,
             };
-            if let crate::media::forwarder::Verdict::Forward {
+            if packet.payload.is_empty() {
+                forwarder.skip(&meta);
+                let _ = forwarder.insert_padding();
+            } else if let crate::media::forwarder::Verdict::Forward {
                 sequence_number,
                 timestamp,
+                vp8,
             } = forwarder.forward(&meta, now)
             {
-                let out = rewrite(&packet, &target, sequence_number, timestamp);
+                let mut out = rewrite(&packet, &target, sequence_number, timestamp);
+                if let Some(vp8) = vp8 {
+                    let mut payload = out.payload.to_vec();
+                    crate::media::codec::vp8::rewrite(
+                        &mut payload,
+                        vp8.picture_id,
+                        vp8.tl0_picture_index,
+                    );
+                    out.payload = payload.into();
+                }
                 if let Ok(wire) = out.marshal() {
                     let back = rtc::rtp::packet::Packet::unmarshal(&mut &wire[..])
                         .expect("a rewritten packet parses back");

@@ -1,13 +1,18 @@
-//! Per-subscription rewriting of sequence numbers and timestamps.
+//! Per-subscription rewriting of sequence numbers, timestamps and VP8 picture numbering.
 //!
 //! A subscriber sees one continuous RTP stream per track whatever the publisher does: a
-//! subscription that starts mid-call begins at a keyframe, and a publisher that restarts (new
-//! SSRC, or a sequence jump on the same SSRC) continues where the old stream left off, with the
-//! timestamp advanced by the wall-clock time that passed. Loss in the publisher's stream stays
-//! visible as the same gap, so the subscriber's NACKs still name real packets.
+//! subscription that starts mid-call begins at a keyframe, a publisher that restarts (new SSRC,
+//! or a sequence jump on the same SSRC) continues where the old stream left off, and a switch to
+//! another simulcast layer splices at that layer's keyframe with the timestamp carried across
+//! (through the layers' sender reports when the caller has them, else by the wall clock) and
+//! VP8 PictureID/TL0PICIDX continuing from the last picture sent. Loss in the publisher's stream
+//! stays visible as the same gap, so the subscriber's NACKs still name real packets; packets
+//! the relay drops on purpose (padding) close their gap, and padding the relay inserts (probes)
+//! takes numbers of its own, so the subscriber never sees a loss that was not one.
 //!
 //! Plain synchronous code: the caller passes the time and acts on the returned [`Verdict`].
 
+use super::codec::Vp8Descriptor;
 use std::time::{Duration, Instant};
 
 /// A forward sequence jump larger than this on one SSRC is a restart, not loss (RFC 3550 A.1).
@@ -16,17 +21,24 @@ const MAX_DROPOUT: u16 = 3000;
 /// Larger than any retransmission history (browsers keep about 1 s), so late retransmissions
 /// are never mistaken for a restart.
 const MAX_MISORDER: u16 = 1500;
+/// Sequence shifts remembered for late packets (each dropped padding packet or inserted probe
+/// is one); a late packet from before the oldest is dropped as stale rather than misnumbered.
+const MAX_SHIFTS: usize = 16;
 
 /// What the forwarder needs to know about one inbound packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct InboundPacket {
     pub ssrc: u32,
     pub sequence_number: u16,
     pub timestamp: u32,
+    pub marker: bool,
     /// The first packet of a frame a decoder can start from (always true for audio).
     pub keyframe_start: bool,
-    /// Payload size, for the publication's bitrate.
+    /// Payload size, for the publication's bitrate; 0 for a padding-only packet.
     pub payload_bytes: u32,
+    /// The frame size, when this packet starts a keyframe that says it.
+    pub resolution: Option<(u16, u16)>,
+    pub vp8: Option<Vp8Descriptor>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,11 +52,19 @@ pub struct ForwarderConfig {
     pub initial_timestamp: u32,
 }
 
+/// New VP8 descriptor values for a forwarded packet, when they differ from the publisher's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Rewrite {
+    pub picture_id: Option<u16>,
+    pub tl0_picture_index: Option<u8>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Forward {
         sequence_number: u16,
         timestamp: u32,
+        vp8: Option<Vp8Rewrite>,
     },
     Drop(DropReason),
 }
@@ -58,18 +78,31 @@ pub enum DropReason {
     Stale,
 }
 
+/// A change of the sequence offset: packets numbered below `boundary` (extended) keep `before`.
+#[derive(Debug, Clone, Copy)]
+struct Shift {
+    boundary: u64,
+    before: u16,
+}
+
 /// The input stream currently mapped onto the output.
 ///
 /// Sequence numbers are kept extended (unwrapped into 64 bits, RFC 3550 A.1) so that "older than
 /// where this subscription started" stays true across any number of 16-bit wraps: a 16-bit
 /// comparison with the first number turns every packet "stale" after 32,768 of them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Source {
     ssrc: u32,
     first_extended: u64,
     highest_extended: u64,
     sequence_offset: u16,
     timestamp_offset: u32,
+    /// Oldest first.
+    shifts: Vec<Shift>,
+    /// Late packets below this were numbered under a shift no longer remembered.
+    forgotten_below: u64,
+    picture_id_offset: u16,
+    tl0_offset: u8,
 }
 
 impl Source {
@@ -86,6 +119,26 @@ impl Source {
         self.highest_extended
             .wrapping_add_signed(i64::from(seq_diff(sequence_number, self.highest())))
     }
+
+    /// The offset that numbered `extended` when it was (or would have been) new.
+    fn offset_for(&self, extended: u64) -> u16 {
+        self.shifts
+            .iter()
+            .find(|s| extended < s.boundary)
+            .map_or(self.sequence_offset, |s| s.before)
+    }
+
+    fn shift(&mut self, boundary: u64, new_offset: u16) {
+        if self.shifts.len() == MAX_SHIFTS {
+            let oldest = self.shifts.remove(0);
+            self.forgotten_below = oldest.boundary;
+        }
+        self.shifts.push(Shift {
+            boundary,
+            before: self.sequence_offset,
+        });
+        self.sequence_offset = new_offset;
+    }
 }
 
 /// A publisher that restarted its numbering on the same SSRC: where the old numbering ended.
@@ -101,6 +154,15 @@ struct LastOut {
     sequence_number: u16,
     timestamp: u32,
     at: Instant,
+    /// It ended a frame: padding may follow without splitting one.
+    marker: bool,
+}
+
+/// The newest VP8 picture sent, to continue the numbering on a switch.
+#[derive(Debug, Clone, Copy)]
+struct LastPicture {
+    picture_id: Option<u16>,
+    tl0_picture_index: Option<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +174,7 @@ pub struct Forwarder {
     /// Where the previous numbering of a renumbered SSRC ended.
     renumbered: Option<Renumbered>,
     last_out: Option<LastOut>,
+    last_picture: Option<LastPicture>,
 }
 
 /// Signed distance from `b` to `a` in 16-bit sequence space.
@@ -127,6 +190,7 @@ impl Forwarder {
             retired_ssrc: None,
             renumbered: None,
             last_out: None,
+            last_picture: None,
         }
     }
 
@@ -135,13 +199,18 @@ impl Forwarder {
         self.source.is_none()
     }
 
+    /// The SSRC being forwarded now.
+    pub fn current_ssrc(&self) -> Option<u32> {
+        self.source.as_ref().map(|s| s.ssrc)
+    }
+
     /// Decides what to do with one packet and, when it is forwarded, its new numbers.
     pub fn forward(&mut self, packet: &InboundPacket, now: Instant) -> Verdict {
         if self.is_late_from_a_replaced_stream(packet) {
             return Verdict::Drop(DropReason::Stale);
         }
-        let Some(source) = self.source.filter(|s| s.ssrc == packet.ssrc) else {
-            return self.start_source(packet, now);
+        let Some(source) = self.source.as_ref().filter(|s| s.ssrc == packet.ssrc) else {
+            return self.start_source(packet, now, None);
         };
         let ahead = seq_diff(packet.sequence_number, source.highest());
         if ahead > i32::from(MAX_DROPOUT) || ahead < -i32::from(MAX_MISORDER) {
@@ -151,19 +220,34 @@ impl Forwarder {
                 highest: source.highest(),
             });
             self.source = None;
-            return self.start_source(packet, now);
+            return self.start_source(packet, now, None);
         }
-        if source.extend(packet.sequence_number) < source.first_extended {
+        let extended = source.extend(packet.sequence_number);
+        if extended < source.first_extended || extended < source.forgotten_below {
             return Verdict::Drop(DropReason::Stale);
         }
-        self.emit(source, packet, now)
+        self.emit(packet, extended, now)
+    }
+
+    /// Splices another stream in at `packet` (the first packet of a keyframe of the layer being
+    /// switched to): the output continues from the last packet sent. `timestamp` is where the
+    /// caller places this packet in the output (from sender reports); it is used when it moves
+    /// forward from the last packet sent, else the wall clock decides.
+    pub fn switch_to(
+        &mut self,
+        packet: &InboundPacket,
+        timestamp: Option<u32>,
+        now: Instant,
+    ) -> Verdict {
+        self.renumbered = None;
+        self.start_source(packet, now, timestamp)
     }
 
     /// A late packet of a stream the current one replaced: of a retired SSRC, or of the old
     /// numbering of a renumbered SSRC (near where that numbering ended, and not near the current
     /// one). Forwarding it would restart the output on a dead stream.
     fn is_late_from_a_replaced_stream(&self, packet: &InboundPacket) -> bool {
-        let current = self.source.filter(|s| s.ssrc == packet.ssrc);
+        let current = self.source.as_ref().filter(|s| s.ssrc == packet.ssrc);
         if current.is_none() && self.retired_ssrc == Some(packet.ssrc) {
             return true;
         }
@@ -182,6 +266,7 @@ impl Forwarder {
     /// forwarding now (used to translate the publisher's sender reports).
     pub fn timestamp_offset(&self, ssrc: u32) -> Option<u32> {
         self.source
+            .as_ref()
             .filter(|s| s.ssrc == ssrc)
             .map(|s| s.timestamp_offset)
     }
@@ -192,7 +277,42 @@ impl Forwarder {
         self.source = None;
     }
 
-    fn start_source(&mut self, packet: &InboundPacket, now: Instant) -> Verdict {
+    /// The relay dropped this packet of the current stream (padding-only): when it is the
+    /// newest, later packets are numbered one lower, so the subscriber sees no gap. (A late
+    /// one leaves its gap: the packets after it are already out.)
+    pub fn skip(&mut self, packet: &InboundPacket) {
+        let Some(source) = self.source.as_mut().filter(|s| s.ssrc == packet.ssrc) else {
+            return;
+        };
+        let ahead = seq_diff(packet.sequence_number, source.highest());
+        if ahead <= 0 || ahead > i32::from(MAX_DROPOUT) {
+            return;
+        }
+        let extended = source.extend(packet.sequence_number);
+        let offset = source.sequence_offset.wrapping_sub(1);
+        source.shift(extended, offset);
+        source.highest_extended = extended;
+    }
+
+    /// Numbers for one padding packet the relay inserts into this stream (a bandwidth probe),
+    /// if it can go now: only between frames, after a packet that ended one. Later packets are
+    /// numbered one higher.
+    pub fn insert_padding(&mut self) -> Option<(u16, u32)> {
+        let last = self.last_out.as_mut().filter(|l| l.marker)?;
+        let source = self.source.as_mut()?;
+        let sequence_number = last.sequence_number.wrapping_add(1);
+        last.sequence_number = sequence_number;
+        let offset = source.sequence_offset.wrapping_add(1);
+        source.shift(source.highest_extended + 1, offset);
+        Some((sequence_number, last.timestamp))
+    }
+
+    fn start_source(
+        &mut self,
+        packet: &InboundPacket,
+        now: Instant,
+        timestamp: Option<u32>,
+    ) -> Verdict {
         if self.config.starts_at_keyframe && !packet.keyframe_start {
             return Verdict::Drop(DropReason::AwaitingKeyframe);
         }
@@ -201,34 +321,80 @@ impl Forwarder {
                 self.config.initial_sequence_number,
                 self.config.initial_timestamp,
             ),
-            Some(last) => (
-                last.sequence_number.wrapping_add(1),
-                last.timestamp
-                    .wrapping_add(self.elapsed_ticks(now.saturating_duration_since(last.at))),
-            ),
+            Some(last) => {
+                let by_clock = last
+                    .timestamp
+                    .wrapping_add(self.elapsed_ticks(now.saturating_duration_since(last.at)));
+                let ahead = |ts: u32| {
+                    let step = ts.wrapping_sub(last.timestamp) as i32;
+                    step > 0 && (step as u32) < self.config.clock_rate * 10
+                };
+                (
+                    last.sequence_number.wrapping_add(1),
+                    timestamp.filter(|ts| ahead(*ts)).unwrap_or(by_clock),
+                )
+            }
         };
         if let Some(old) = self.source.take()
             && old.ssrc != packet.ssrc
         {
             self.retired_ssrc = Some(old.ssrc);
         }
+        if self.retired_ssrc == Some(packet.ssrc) {
+            self.retired_ssrc = None;
+        }
+        let (picture_id_offset, tl0_offset) = self.picture_offsets(packet);
         let first_extended = Source::FIRST_CYCLE + u64::from(packet.sequence_number);
-        let source = Source {
+        self.source = Some(Source {
             ssrc: packet.ssrc,
             first_extended,
             highest_extended: first_extended,
             sequence_offset: sequence_number.wrapping_sub(packet.sequence_number),
             timestamp_offset: timestamp.wrapping_sub(packet.timestamp),
-        };
-        self.emit(source, packet, now)
+            shifts: Vec::new(),
+            forgotten_below: 0,
+            picture_id_offset,
+            tl0_offset,
+        });
+        self.emit(packet, first_extended, now)
     }
 
-    fn emit(&mut self, mut source: Source, packet: &InboundPacket, now: Instant) -> Verdict {
-        let sequence_number = packet.sequence_number.wrapping_add(source.sequence_offset);
+    /// Offsets that make this stream's first picture follow the last one sent.
+    fn picture_offsets(&self, packet: &InboundPacket) -> (u16, u8) {
+        let (Some(last), Some(vp8)) = (self.last_picture, packet.vp8) else {
+            return (0, 0);
+        };
+        let picture_id_offset = match (last.picture_id, vp8.picture_id) {
+            (Some(last_id), Some(id)) => last_id
+                .wrapping_add(1)
+                .wrapping_sub(id.value)
+                .rem_euclid(id.modulus()),
+            _ => 0,
+        };
+        let tl0_offset = match (last.tl0_picture_index, vp8.tl0_picture_index) {
+            (Some(last_tl0), Some(tl0)) => last_tl0.wrapping_add(1).wrapping_sub(tl0),
+            _ => 0,
+        };
+        (picture_id_offset, tl0_offset)
+    }
+
+    fn emit(&mut self, packet: &InboundPacket, extended: u64, now: Instant) -> Verdict {
+        let Some(source) = self.source.as_mut() else {
+            return Verdict::Drop(DropReason::Stale);
+        };
+        let offset = source.offset_for(extended);
+        let sequence_number = packet.sequence_number.wrapping_add(offset);
         let timestamp = packet.timestamp.wrapping_add(source.timestamp_offset);
-        source.highest_extended = source
-            .highest_extended
-            .max(source.extend(packet.sequence_number));
+        source.highest_extended = source.highest_extended.max(extended);
+        let vp8 = packet.vp8.map(|d| {
+            let picture_id = d
+                .picture_id
+                .map(|id| id.value.wrapping_add(source.picture_id_offset) % id.modulus());
+            let tl0_picture_index = d
+                .tl0_picture_index
+                .map(|tl0| tl0.wrapping_add(source.tl0_offset));
+            (d, picture_id, tl0_picture_index)
+        });
         let newest = self
             .last_out
             .is_none_or(|last| seq_diff(sequence_number, last.sequence_number) > 0);
@@ -237,12 +403,27 @@ impl Forwarder {
                 sequence_number,
                 timestamp,
                 at: now,
+                marker: packet.marker,
             });
+            if let Some((_, picture_id, tl0_picture_index)) = vp8 {
+                self.last_picture = Some(LastPicture {
+                    picture_id,
+                    tl0_picture_index,
+                });
+            }
         }
-        self.source = Some(source);
+        let rewrite = vp8.and_then(|(d, picture_id, tl0_picture_index)| {
+            let changed = picture_id != d.picture_id.map(|id| id.value)
+                || tl0_picture_index != d.tl0_picture_index;
+            changed.then_some(Vp8Rewrite {
+                picture_id,
+                tl0_picture_index,
+            })
+        });
         Verdict::Forward {
             sequence_number,
             timestamp,
+            vp8: rewrite,
         }
     }
 
@@ -284,6 +465,7 @@ mod tests {
             timestamp: ts,
             keyframe_start: key,
             payload_bytes: 100,
+            ..InboundPacket::default()
         }
     }
 
@@ -291,7 +473,150 @@ mod tests {
         Verdict::Forward {
             sequence_number: seq,
             timestamp: ts,
+            vp8: None,
         }
+    }
+
+    fn vp8_pkt(ssrc: u32, seq: u16, key: bool, picture_id: u16, tl0: u8) -> InboundPacket {
+        InboundPacket {
+            vp8: Some(Vp8Descriptor {
+                keyframe_start: key,
+                picture_id: Some(crate::media::codec::vp8::PictureId {
+                    value: picture_id,
+                    wide: true,
+                }),
+                tl0_picture_index: Some(tl0),
+                ..Vp8Descriptor::default()
+            }),
+            marker: true,
+            ..pkt(ssrc, seq, u32::from(seq) * 3000, key)
+        }
+    }
+
+    fn numbers(verdict: Verdict) -> (u16, u32, Option<Vp8Rewrite>) {
+        match verdict {
+            Verdict::Forward {
+                sequence_number,
+                timestamp,
+                vp8,
+            } => (sequence_number, timestamp, vp8),
+            other => panic!("dropped: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_layer_switch_continues_numbering_timestamps_and_picture_ids() {
+        let t0 = Instant::now();
+        let mut f = video(65_530, u32::MAX - 1_000);
+        // Layer q (SSRC 1): pictures 700.. with TL0 10..
+        for i in 0..10u16 {
+            let p = vp8_pkt(1, 100 + i, i == 0, 700 + i, 10 + i as u8);
+            let (seq, _, vp8) =
+                numbers(f.forward(&p, t0 + Duration::from_millis(u64::from(i) * 33)));
+            assert_eq!(seq, 65_530u16.wrapping_add(i));
+            assert_eq!(vp8, None, "the first stream keeps its own numbering");
+        }
+        // Switch to layer f (SSRC 2), numbering unrelated, at its keyframe; the caller places it
+        // 33 ms after the last packet through sender reports.
+        let last_ts = (u32::MAX - 1_000).wrapping_add(9 * 3000);
+        let key = vp8_pkt(2, 40_000, true, 0x7ffe, 200);
+        let at = t0 + Duration::from_millis(330);
+        let (seq, ts, vp8) = numbers(f.switch_to(&key, Some(last_ts.wrapping_add(2_970)), at));
+        assert_eq!(seq, 65_530u16.wrapping_add(10));
+        assert_eq!(ts, last_ts.wrapping_add(2_970));
+        assert_eq!(
+            vp8,
+            Some(Vp8Rewrite {
+                picture_id: Some(710),
+                tl0_picture_index: Some(20),
+            })
+        );
+        // The stream continues, PictureIDs wrapping at 15 bits in the old layer's sequence.
+        let (seq, _, vp8) = numbers(f.forward(&vp8_pkt(2, 40_001, false, 0x7fff, 200), at));
+        assert_eq!(seq, 65_530u16.wrapping_add(11));
+        assert_eq!(vp8.unwrap().picture_id, Some(711));
+        // Late packets of the old layer are stale, and switching back to it is allowed.
+        assert_eq!(
+            f.forward(&vp8_pkt(1, 105, false, 705, 15), at),
+            Verdict::Drop(DropReason::Stale)
+        );
+        let back = vp8_pkt(1, 200, true, 800, 30);
+        let (seq, ts, vp8) = numbers(f.switch_to(&back, None, at + Duration::from_millis(33)));
+        assert_eq!(seq, 65_530u16.wrapping_add(12));
+        assert!(
+            ts.wrapping_sub(last_ts) as i32 > 2_970,
+            "wall clock moves it forward"
+        );
+        assert_eq!(vp8.unwrap().picture_id, Some(712));
+        // A timestamp hint that would step backwards is ignored.
+        let again = vp8_pkt(2, 40_100, true, 1, 1);
+        let (_, ts2, _) = numbers(f.switch_to(
+            &again,
+            Some(ts.wrapping_sub(5)),
+            at + Duration::from_millis(66),
+        ));
+        assert!(ts2.wrapping_sub(ts) as i32 > 0);
+    }
+
+    #[test]
+    fn dropped_padding_closes_its_gap_and_late_packets_keep_their_numbers() {
+        let t0 = Instant::now();
+        let mut f = video(1_000, 0);
+        assert_eq!(f.forward(&pkt(1, 65_534, 0, true), t0), fwd(1_000, 0));
+        // 65,535 is lost for now; 0 and 1 are padding the relay drops.
+        assert_eq!(f.forward(&pkt(1, 0, 0, false), t0).clone(), fwd(1_002, 0));
+        f.skip(&pkt(1, 1, 0, false));
+        f.skip(&pkt(1, 2, 0, false));
+        assert_eq!(f.forward(&pkt(1, 3, 0, false), t0), fwd(1_003, 0));
+        // The lost packet's retransmission still fills its own hole.
+        assert_eq!(f.forward(&pkt(1, 65_535, 0, false), t0), fwd(1_001, 0));
+        assert_eq!(f.forward(&pkt(1, 0, 0, false), t0), fwd(1_002, 0));
+        // Skipping something old does nothing.
+        f.skip(&pkt(1, 0, 0, false));
+        assert_eq!(f.forward(&pkt(1, 4, 0, false), t0), fwd(1_004, 0));
+    }
+
+    #[test]
+    fn inserted_padding_takes_numbers_only_between_frames() {
+        let t0 = Instant::now();
+        let mut f = video(10, 500);
+        let mut first = pkt(1, 100, 500, true);
+        first.marker = false;
+        assert_eq!(f.forward(&first, t0), fwd(10, 500));
+        assert_eq!(f.insert_padding(), None, "never inside a frame");
+        let mut end = pkt(1, 101, 500, false);
+        end.marker = true;
+        assert_eq!(f.forward(&end, t0), fwd(11, 500));
+        assert_eq!(f.insert_padding(), Some((12, 500)));
+        assert_eq!(f.insert_padding(), Some((13, 500)));
+        assert_eq!(f.forward(&pkt(1, 102, 3500, false), t0), fwd(14, 3500));
+        // A retransmission from before the padding keeps its number.
+        assert_eq!(f.forward(&pkt(1, 101, 500, false), t0), fwd(11, 500));
+    }
+
+    #[test]
+    fn shifts_beyond_memory_make_very_late_packets_stale_not_misnumbered() {
+        let t0 = Instant::now();
+        let mut f = video(0, 0);
+        let mut seq = 0u16;
+        let mut p = pkt(1, seq, 0, true);
+        p.marker = true;
+        f.forward(&p, t0);
+        for _ in 0..(MAX_SHIFTS + 4) {
+            seq += 1;
+            let mut p = pkt(1, seq, 0, false);
+            p.marker = true;
+            f.forward(&p, t0);
+            f.insert_padding().unwrap();
+        }
+        assert_eq!(
+            f.forward(&pkt(1, 1, 0, false), t0),
+            Verdict::Drop(DropReason::Stale)
+        );
+        assert!(matches!(
+            f.forward(&pkt(1, seq, 0, false), t0),
+            Verdict::Forward { .. }
+        ));
     }
 
     #[test]
@@ -330,6 +655,7 @@ mod tests {
                 Verdict::Forward {
                     sequence_number,
                     timestamp,
+                    ..
                 } => outs.push((sequence_number, timestamp)),
                 other => panic!("dropped: {other:?}"),
             }

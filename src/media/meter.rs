@@ -14,9 +14,11 @@ pub struct BitrateMeter {
 }
 
 impl BitrateMeter {
-    pub fn record(&mut self, bytes: u32, now: Instant) {
+    /// Counts bytes; returns the reading of the window this packet closed, if it closed one.
+    pub fn record(&mut self, bytes: u32, now: Instant) -> Option<u64> {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
+        let mut closed = None;
         if elapsed >= WINDOW {
             // A gap of several windows means the stream paused: the window covers only its bytes.
             self.last_bps = if elapsed < 2 * WINDOW {
@@ -26,8 +28,10 @@ impl BitrateMeter {
             };
             self.window_start = Some(now);
             self.bytes = 0;
+            closed = Some(self.last_bps);
         }
         self.bytes += u64::from(bytes);
+        closed
     }
 
     /// Bits per second over the last complete window; 0 once the stream has been silent for two

@@ -6,6 +6,7 @@ pub mod extmap;
 pub mod forwarder;
 pub mod ids;
 pub mod keyframe;
+pub mod layers;
 pub mod meter;
 pub mod rewrite;
 pub mod room;

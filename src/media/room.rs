@@ -7,9 +7,12 @@
 //! outputs are returned or queued for [`Room::poll_output`].
 
 use super::codec::{Codec, MediaKind};
-use super::forwarder::{DropReason, Forwarder, ForwarderConfig, InboundPacket, Verdict};
+use super::forwarder::{
+    DropReason, Forwarder, ForwarderConfig, InboundPacket, Verdict, Vp8Rewrite,
+};
 use super::ids::{ParticipantId, RoomId, TrackId};
 use super::keyframe::KeyframeRequester;
+use super::layers::{Arrival, ClockMapping, LayerSet};
 use super::meter::BitrateMeter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -57,17 +60,59 @@ pub struct PublicationInfo {
     pub codec: Codec,
 }
 
+/// Which layer of a track a subscription should receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerTarget {
+    /// Nobody decided yet: the track's only layer, or its best.
+    Auto,
+    /// This layer (a slot of the publication's [`LayerSet`]).
+    Layer(u8),
+    /// Nothing (the subscriber's audio continues).
+    Paused,
+}
+
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub subscriber: ParticipantId,
     sink: Option<SinkId>,
     forwarder: Option<Forwarder>,
+    /// The layer being forwarded now.
+    current: Option<u8>,
+    target: LayerTarget,
 }
 
 impl Subscription {
+    fn new(subscriber: ParticipantId) -> Self {
+        Subscription {
+            subscriber,
+            sink: None,
+            forwarder: None,
+            current: None,
+            target: LayerTarget::Auto,
+        }
+    }
+
     pub fn sink(&self) -> Option<SinkId> {
         self.sink
     }
+
+    /// The layer slot being forwarded now.
+    pub fn current_layer(&self) -> Option<u8> {
+        self.current
+    }
+
+    pub fn target(&self) -> LayerTarget {
+        self.target
+    }
+}
+
+/// One packet for one subscriber: where it goes and its new numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub sink: SinkId,
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub vp8: Option<Vp8Rewrite>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +126,9 @@ pub struct Publication {
     pub admin_muted: bool,
     meter: BitrateMeter,
     keyframes: KeyframeRequester,
+    /// The layer a keyframe was last wanted on (a subscription waiting to start or switch).
+    keyframe_layer: Option<u8>,
+    pub layers: LayerSet,
     subscriptions: Vec<Subscription>,
 }
 
@@ -98,6 +146,15 @@ impl Publication {
         &self.subscriptions
     }
 
+    /// The slot `target` stands for now, if any.
+    fn resolve(&self, target: LayerTarget) -> Option<u8> {
+        match target {
+            LayerTarget::Layer(slot) => Some(slot),
+            LayerTarget::Paused => None,
+            LayerTarget::Auto => self.layers.by_quality().last().copied(),
+        }
+    }
+
     /// Bits per second received on this track, over about the last second.
     pub fn bitrate_bps(&self, now: Instant) -> u64 {
         self.meter.bitrate_bps(now)
@@ -107,8 +164,9 @@ impl Publication {
 /// Something the shell must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomOutput {
-    /// Ask the publisher of this track for a keyframe (already throttled).
-    RequestKeyframe(TrackId),
+    /// Ask the publisher of this track for a keyframe (already throttled), on the SSRC of the
+    /// layer somebody waits for when there is one.
+    RequestKeyframe { track: TrackId, ssrc: Option<u32> },
     /// The set of tracks this member should receive changed: renegotiate its subscribe leg.
     SubscriptionsChanged(ParticipantId),
     /// This member did not resume in time and must be removed.
@@ -132,6 +190,15 @@ pub struct FanOut {
     pub stale: u32,
     /// The track is muted by an operator: nothing was forwarded.
     pub suppressed: bool,
+    /// Seen before (a retransmission that crossed its original, a probe's copy): dropped.
+    pub duplicate: bool,
+    /// Padding only (the publisher's bandwidth probe): dropped, its gap closed.
+    pub padding: bool,
+    /// Subscriptions that moved to another layer with this packet, up and down in quality.
+    pub switched_up: u32,
+    pub switched_down: u32,
+    /// An SSRC the track has no room for (more layers than any encoder sends).
+    pub unknown_layer: bool,
 }
 
 pub struct Room {
@@ -215,11 +282,7 @@ impl Room {
         if can_subscribe {
             let mut any = false;
             for publication in self.publications.values_mut() {
-                publication.subscriptions.push(Subscription {
-                    subscriber: id,
-                    sink: None,
-                    forwarder: None,
-                });
+                publication.subscriptions.push(Subscription::new(id));
                 any = true;
             }
             if any {
@@ -245,7 +308,7 @@ impl Room {
         }
         self.outputs.retain(|o| match o {
             RoomOutput::SubscriptionsChanged(p) | RoomOutput::GraceExpired(p) => *p != id,
-            RoomOutput::RequestKeyframe(_) => true,
+            RoomOutput::RequestKeyframe { .. } => true,
         });
         Ok(owned)
     }
@@ -273,11 +336,7 @@ impl Room {
         let mut subscriptions = Vec::new();
         for member in self.members.values() {
             if member.id != info.owner && member.info.can_subscribe {
-                subscriptions.push(Subscription {
-                    subscriber: member.id,
-                    sink: None,
-                    forwarder: None,
-                });
+                subscriptions.push(Subscription::new(member.id));
                 self.outputs
                     .push_back(RoomOutput::SubscriptionsChanged(member.id));
             }
@@ -291,6 +350,8 @@ impl Room {
                 admin_muted: false,
                 meter: BitrateMeter::default(),
                 keyframes: KeyframeRequester::new(self.keyframe_interval),
+                keyframe_layer: None,
+                layers: LayerSet::default(),
                 subscriptions,
             },
         );
@@ -342,9 +403,13 @@ impl Room {
                 if let Some(forwarder) = &mut subscription.forwarder {
                     forwarder.reset_source();
                 }
+                subscription.current = None;
             }
             if publication.kind() == MediaKind::Video && publication.keyframes.request(now) {
-                self.outputs.push_back(RoomOutput::RequestKeyframe(id));
+                self.outputs.push_back(RoomOutput::RequestKeyframe {
+                    track: id,
+                    ssrc: None,
+                });
             }
         }
         Ok(())
@@ -372,14 +437,19 @@ impl Room {
             .find(|s| s.subscriber == subscriber)
             .ok_or(RoomError::NotMember)?;
         subscription.sink = Some(sink);
+        subscription.current = None;
         subscription.forwarder = Some(Forwarder::new(ForwarderConfig {
             clock_rate: codec.clock_rate(),
             starts_at_keyframe: codec.kind() == MediaKind::Video,
             initial_sequence_number,
             initial_timestamp,
         }));
+        let target = subscription.target;
+        let wanted = publication.resolve(target);
         if codec.kind() == MediaKind::Video && publication.keyframes.request(now) {
-            self.outputs.push_back(RoomOutput::RequestKeyframe(track));
+            let ssrc = wanted.and_then(|slot| publication.layers.layer(slot).map(|l| l.ssrc));
+            self.outputs
+                .push_back(RoomOutput::RequestKeyframe { track, ssrc });
         }
         Ok(())
     }
@@ -395,66 +465,246 @@ impl Room {
         {
             subscription.sink = None;
             subscription.forwarder = None;
+            subscription.current = None;
+        }
+    }
+
+    /// Binds a publisher's SSRC to a layer of its track by rid (when the publisher simulcasts).
+    /// Returns false when the track already has all the layers it may have.
+    pub fn bind_layer(&mut self, track: TrackId, ssrc: u32, rid: Option<&str>) -> bool {
+        self.publications
+            .get_mut(&track)
+            .is_some_and(|p| p.layers.bind(ssrc, rid).is_some())
+    }
+
+    /// Chooses the layer a subscription receives. Moving to another layer happens at that
+    /// layer's next keyframe (one is requested); pausing stops forwarding at once.
+    pub fn set_target(
+        &mut self,
+        track: TrackId,
+        subscriber: ParticipantId,
+        target: LayerTarget,
+        now: Instant,
+    ) {
+        let Some(publication) = self.publications.get_mut(&track) else {
+            return;
+        };
+        let Some(index) = publication
+            .subscriptions
+            .iter()
+            .position(|s| s.subscriber == subscriber)
+        else {
+            return;
+        };
+        let wanted = publication.resolve(target);
+        let subscription = &mut publication.subscriptions[index];
+        subscription.target = target;
+        if wanted.is_none() {
+            subscription.current = None;
+            if let Some(forwarder) = &mut subscription.forwarder {
+                forwarder.reset_source();
+            }
+            return;
+        }
+        let switching = subscription.sink.is_some() && subscription.current != wanted;
+        if switching && publication.kind() == MediaKind::Video {
+            publication.keyframe_layer = wanted;
+            if publication.keyframes.request(now) {
+                let ssrc = wanted.and_then(|slot| publication.layers.layer(slot).map(|l| l.ssrc));
+                self.outputs
+                    .push_back(RoomOutput::RequestKeyframe { track, ssrc });
+            }
         }
     }
 
     /// Fans one packet out to every attached subscription. `emit` is called with each sink and
-    /// the packet's new sequence number and timestamp for it; nothing is allocated.
+    /// the packet's new numbering for it; nothing is allocated.
     pub fn forward(
         &mut self,
         track: TrackId,
         packet: &InboundPacket,
         now: Instant,
-        mut emit: impl FnMut(SinkId, u16, u32),
+        mut emit: impl FnMut(Forwarded),
     ) -> FanOut {
         let mut fan_out = FanOut::default();
         let Some(publication) = self.publications.get_mut(&track) else {
             return fan_out;
         };
+        let slot = match publication.layers.slot_of(packet.ssrc) {
+            Some(slot) => slot,
+            None => match publication.layers.bind(packet.ssrc, None) {
+                Some(slot) => slot,
+                None => {
+                    fan_out.unknown_layer = true;
+                    return fan_out;
+                }
+            },
+        };
+        let arrival = publication.layers.observe(
+            slot,
+            packet.sequence_number,
+            packet.payload_bytes,
+            packet.resolution,
+            now,
+        );
+        if arrival == Arrival::Duplicate {
+            fan_out.duplicate = true;
+            return fan_out;
+        }
         publication.meter.record(packet.payload_bytes, now);
+        if packet.payload_bytes == 0 {
+            fan_out.padding = true;
+            for subscription in &mut publication.subscriptions {
+                if let (Some(forwarder), Some(current)) =
+                    (&mut subscription.forwarder, subscription.current)
+                    && current == slot
+                {
+                    forwarder.skip(packet);
+                }
+            }
+            return fan_out;
+        }
         if publication.admin_muted {
             fan_out.suppressed = true;
             return fan_out;
         }
-        if packet.keyframe_start && publication.kind() == MediaKind::Video {
+        let video = publication.kind() == MediaKind::Video;
+        if packet.keyframe_start && video && arrival == Arrival::New {
             publication.keyframes.keyframe_received(now);
         }
+        let clock_rate = publication.info.codec.clock_rate();
+        let best = publication.layers.by_quality().last().copied();
+        let mut keyframe_wanted = false;
         for subscription in &mut publication.subscriptions {
             let (Some(sink), Some(forwarder)) = (subscription.sink, &mut subscription.forwarder)
             else {
                 continue;
             };
-            match forwarder.forward(packet, now) {
+            let wanted = match subscription.target {
+                LayerTarget::Layer(wanted) => Some(wanted),
+                LayerTarget::Paused => None,
+                LayerTarget::Auto => best,
+            };
+            let verdict = if subscription.current == Some(slot) {
+                forwarder.forward(packet, now)
+            } else if wanted != Some(slot) {
+                continue;
+            } else if !video {
+                subscription.current = Some(slot);
+                forwarder.forward(packet, now)
+            } else if packet.keyframe_start && arrival == Arrival::New {
+                // The splice: this keyframe of the wanted layer replaces the current one.
+                let timestamp = subscription.current.and_then(|current| {
+                    let from_ssrc = publication.layers.layer(current)?.ssrc;
+                    let offset = forwarder.timestamp_offset(from_ssrc)?;
+                    let in_current = publication.layers.translate_timestamp(
+                        slot,
+                        packet.timestamp,
+                        current,
+                        clock_rate,
+                    )?;
+                    Some(in_current.wrapping_add(offset))
+                });
+                let verdict = forwarder.switch_to(packet, timestamp, now);
+                if matches!(verdict, Verdict::Forward { .. }) {
+                    if let Some(current) = subscription.current {
+                        let layers = &publication.layers;
+                        if layers.rank_of(slot) > layers.rank_of(current) {
+                            fan_out.switched_up += 1;
+                        } else {
+                            fan_out.switched_down += 1;
+                        }
+                    }
+                    subscription.current = Some(slot);
+                }
+                verdict
+            } else {
+                keyframe_wanted = true;
+                Verdict::Drop(DropReason::AwaitingKeyframe)
+            };
+            match verdict {
                 Verdict::Forward {
                     sequence_number,
                     timestamp,
+                    vp8,
                 } => {
                     fan_out.forwarded += 1;
-                    emit(sink, sequence_number, timestamp);
+                    emit(Forwarded {
+                        sink,
+                        sequence_number,
+                        timestamp,
+                        vp8,
+                    });
                 }
                 Verdict::Drop(DropReason::AwaitingKeyframe) => fan_out.awaiting_keyframe += 1,
                 Verdict::Drop(DropReason::Stale) => fan_out.stale += 1,
             }
         }
-        if fan_out.awaiting_keyframe > 0 && publication.keyframes.request(now) {
-            self.outputs.push_back(RoomOutput::RequestKeyframe(track));
+        if fan_out.awaiting_keyframe > 0 {
+            if keyframe_wanted {
+                publication.keyframe_layer = Some(slot);
+            }
+            if publication.keyframes.request(now) {
+                let ssrc = publication
+                    .keyframe_layer
+                    .and_then(|s| publication.layers.layer(s))
+                    .map_or(packet.ssrc, |l| l.ssrc);
+                self.outputs.push_back(RoomOutput::RequestKeyframe {
+                    track,
+                    ssrc: Some(ssrc),
+                });
+            }
         }
         fan_out
+    }
+
+    /// Numbers for one padding packet in a video subscription of `subscriber` (a bandwidth
+    /// probe toward it), where one can go now.
+    pub fn probe_padding(&mut self, subscriber: ParticipantId) -> Option<Forwarded> {
+        let mut tracks: Vec<&mut Publication> = self
+            .publications
+            .values_mut()
+            .filter(|p| p.kind() == MediaKind::Video)
+            .collect();
+        tracks.sort_by_key(|p| p.id);
+        for publication in tracks {
+            for subscription in &mut publication.subscriptions {
+                if subscription.subscriber != subscriber || subscription.current.is_none() {
+                    continue;
+                }
+                if let (Some(sink), Some(forwarder)) =
+                    (subscription.sink, &mut subscription.forwarder)
+                    && let Some((sequence_number, timestamp)) = forwarder.insert_padding()
+                {
+                    return Some(Forwarded {
+                        sink,
+                        sequence_number,
+                        timestamp,
+                        vp8: None,
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// Translates a publisher's sender report (RFC 3550 §6.4.1) for every subscription that is
     /// forwarding that stream: same NTP time, RTP time moved by the subscription's timestamp
     /// offset. Receivers then map all of a participant's streams to one clock (lip sync).
     pub fn sender_report(
-        &self,
+        &mut self,
         track: TrackId,
         ssrc: u32,
         rtp_time: u32,
+        ntp_time: u64,
         mut emit: impl FnMut(SinkId, u32),
     ) {
-        let Some(publication) = self.publications.get(&track) else {
+        let Some(publication) = self.publications.get_mut(&track) else {
             return;
         };
+        publication
+            .layers
+            .record_sender_report(ssrc, ClockMapping { rtp_time, ntp_time });
         for subscription in &publication.subscriptions {
             if let (Some(sink), Some(forwarder)) = (subscription.sink, &subscription.forwarder)
                 && let Some(offset) = forwarder.timestamp_offset(ssrc)
@@ -470,7 +720,8 @@ impl Room {
             && publication.kind() == MediaKind::Video
             && publication.keyframes.request_from_subscriber(now)
         {
-            self.outputs.push_back(RoomOutput::RequestKeyframe(track));
+            self.outputs
+                .push_back(RoomOutput::RequestKeyframe { track, ssrc: None });
         }
     }
 
@@ -495,15 +746,21 @@ impl Room {
                 self.outputs.push_back(RoomOutput::GraceExpired(member.id));
             }
         }
-        let mut due: Vec<TrackId> = Vec::new();
+        let mut due: Vec<(TrackId, Option<u32>)> = Vec::new();
         for publication in self.publications.values_mut() {
             if publication.keyframes.handle_timeout(now) {
-                due.push(publication.id);
+                let ssrc = publication
+                    .keyframe_layer
+                    .and_then(|s| publication.layers.layer(s))
+                    .map(|l| l.ssrc);
+                due.push((publication.id, ssrc));
             }
         }
         due.sort();
-        self.outputs
-            .extend(due.into_iter().map(RoomOutput::RequestKeyframe));
+        self.outputs.extend(
+            due.into_iter()
+                .map(|(track, ssrc)| RoomOutput::RequestKeyframe { track, ssrc }),
+        );
     }
 
     pub fn poll_output(&mut self) -> Option<RoomOutput> {

@@ -6,14 +6,16 @@
 //! NACKs, receiver reports and transport-cc feedback for the publisher; the subscribe leg keeps a
 //! bounded send history for video NACKs and sends sender reports.
 
+use super::feedback::{FeedbackExport, FeedbackQueue};
 use super::formats;
 use super::role::LegRole;
 use crate::media::extmap::HeaderExtension;
 use crate::metrics::MediaMetrics;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet,
-    ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder,
+    Attribute, CongestionControlBuilder, Interceptor, NackGeneratorBuilder, NackResponderBuilder,
+    Packet, ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccReceiverBuilder,
+    TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -72,13 +74,9 @@ fn header_extensions(role: LegRole) -> Vec<(HeaderExtension, RtpCodecKind)> {
         (E::VideoOrientation, Video),
         (E::PlayoutDelay, Video),
     ];
+    list.extend([(E::TransportCc, Audio), (E::TransportCc, Video)]);
     if role == LegRole::Publish {
-        list.extend([
-            (E::Rid, Video),
-            (E::RepairedRid, Video),
-            (E::TransportCc, Audio),
-            (E::TransportCc, Video),
-        ]);
+        list.extend([(E::Rid, Video), (E::RepairedRid, Video)]);
     }
     list
 }
@@ -103,6 +101,7 @@ fn interceptors(
     settings: &EngineSettings,
     metrics: Arc<MediaMetrics>,
     decrypted: Arc<AtomicU64>,
+    feedback: FeedbackQueue,
 ) -> Registry {
     let registry = Registry::new()
         .with(Slot::from(14_000), DeliverRtcp::default())
@@ -122,6 +121,8 @@ fn interceptors(
         // interceptors), so without a cap it would NACK each loss every 100 ms until the packet
         // left its window, about 25 times, and the publisher would resend it as often.
         LegRole::Publish => registry
+            // Wire-ward of everything that must see a repaired simulcast packet as itself.
+            .with(Slot::from(600), super::repair::RepairedRidUnwrap::default())
             .with(
                 Slot::NackGenerator,
                 NackGeneratorBuilder::new()
@@ -132,12 +133,20 @@ fn interceptors(
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
         // No sender-report interceptor: the relay derives each forwarded stream's reports from
         // the publisher's, so receivers keep audio and video in sync.
-        LegRole::Subscribe => registry.with(
-            Slot::NackResponder,
-            NackResponderBuilder::new()
-                .with_size(settings.nack_history)
-                .build(),
-        ),
+        // Transport-wide numbers on everything sent, and the send history that feedback is
+        // joined to; the estimate itself is the media core's (no pacer: see `feedback`).
+        LegRole::Subscribe => registry
+            .with(
+                Slot::NackResponder,
+                NackResponderBuilder::new()
+                    .with_size(settings.nack_history)
+                    .build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(FeedbackExport::new(feedback)).build(),
+            ),
     }
 }
 
@@ -159,15 +168,17 @@ pub fn random_token(len: usize) -> String {
 /// restart; the caller reads the ufrag from each local description (it is the demux key).
 /// `decrypted` counts the RTP and RTCP packets that got through SRTP on this leg (shared by the
 /// legs of one worker, which compares it before and after feeding a datagram).
+/// A subscribe leg's transport-cc reports go to `feedback` (a publish leg's queue stays empty).
 pub fn new_peer_connection(
     role: LegRole,
     settings: &EngineSettings,
     metrics: Arc<MediaMetrics>,
     decrypted: Arc<AtomicU64>,
+    feedback: FeedbackQueue,
     now: Instant,
 ) -> Result<RTCPeerConnection, RtcError> {
     let engine = media_engine(role)?;
-    let registry = interceptors(role, settings, metrics, decrypted);
+    let registry = interceptors(role, settings, metrics, decrypted, feedback);
     // The relay is the DTLS server on every leg, so that it chooses the SRTP profile, by its
     // own order (patches/rtc-dtls): a publish answer says `a=setup:passive`; on subscribe legs
     // the relay offers `actpass` and browsers answer `active`.

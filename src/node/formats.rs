@@ -105,9 +105,10 @@ pub fn parameters(format: &CatalogueFormat, role: LegRole) -> RTCRtpCodecParamet
             feedback("ccm", "fir"),
         ],
     };
-    // Transport-wide feedback toward publishers (browsers ramp up slowly without it); subscribe
-    // legs have no estimator to feed yet.
-    if role == LegRole::Publish {
+    // Transport-wide feedback: toward publishers, so browsers ramp up quickly; from
+    // subscribers, for all their media, since the relay's estimate of their downlink is built
+    // on it.
+    if role == LegRole::Subscribe || format.codec.kind() == MediaKind::Video {
         rtcp_feedback.push(feedback("transport-cc", ""));
     }
     RTCRtpCodecParameters {

@@ -57,11 +57,22 @@ impl PublishState {
         self.mids.iter().find(|m| m.mid == mid)
     }
 
-    /// The SSRC and receiver of a track, for keyframe requests.
-    pub fn stream_of_track(&self, track: TrackId) -> Option<(u32, RTCRtpReceiverId)> {
+    /// The SSRC and receiver to send a track's keyframe request to: `wanted` when it is one of
+    /// the track's streams, else any of them.
+    pub fn stream_for_keyframe(
+        &self,
+        track: TrackId,
+        wanted: Option<u32>,
+    ) -> Option<(u32, RTCRtpReceiverId)> {
+        if let Some(ssrc) = wanted
+            && let Some(stream) = self.streams.get(&ssrc).filter(|s| s.track == track)
+        {
+            return Some((ssrc, stream.receiver));
+        }
         self.streams
             .iter()
-            .find(|(_, s)| s.track == track)
+            .filter(|(_, s)| s.track == track)
+            .min_by_key(|(ssrc, _)| **ssrc)
             .map(|(ssrc, s)| (*ssrc, s.receiver))
     }
 }
@@ -111,6 +122,8 @@ pub struct SubscribeState {
     /// the answer is applied; without this the client's first check is lost and its next one
     /// comes one retransmission interval later (200 ms for some stacks).
     pub early_checks: Vec<rtc::shared::TaggedBytesMut>,
+    /// Transport-cc reports the leg's chain joined to its send history, for the estimator.
+    pub feedback: super::feedback::FeedbackQueue,
 }
 
 /// Connectivity checks held per leg while its answer is awaited (a client sends one per

@@ -5,7 +5,7 @@ use super::demux::LegKey;
 use super::engine::{host_candidate, new_peer_connection, tcp_candidate};
 use super::formats;
 use super::guard::RateLimit;
-use super::leg::{Leg, PublishedMid, negotiated_extensions};
+use super::leg::{Leg, LegMedia, PublishedMid, negotiated_extensions};
 use super::participants::{room_source, track_kind, wire_source};
 use super::refusal::{Refusal, refuse};
 use super::relay::{Node, flush_leg};
@@ -107,11 +107,13 @@ impl Node {
         role: LegRole,
         now: Instant,
     ) -> Result<LegKey, Refusal> {
+        let feedback = super::feedback::FeedbackQueue::default();
         let mut pc = new_peer_connection(
             role,
             &self.config.engine,
             self.metrics.clone(),
             self.decrypted.clone(),
+            feedback.clone(),
             now,
         )
         .map_err(|e| Refusal::internal("creating a peer connection", e))?;
@@ -136,10 +138,11 @@ impl Node {
             self.config.max_packets_per_leg_per_s,
             self.config.max_packets_per_leg_per_s / 2,
         );
-        self.legs.insert(
-            key,
-            Leg::new(key, role, participant, pc, String::new(), limit),
-        );
+        let mut leg = Leg::new(key, role, participant, pc, String::new(), limit);
+        if let LegMedia::Subscribe(state) = &mut leg.media {
+            state.feedback = feedback;
+        }
+        self.legs.insert(key, leg);
         self.arm_connect_deadline(key, now);
         Ok(key)
     }
@@ -585,7 +588,7 @@ impl Node {
     ) -> Option<Format> {
         let leg = self.participants.get(&publisher)?.publish_leg?;
         match &self.legs.get(&leg)?.media {
-            super::leg::LegMedia::Publish(state) => state
+            LegMedia::Publish(state) => state
                 .mids
                 .iter()
                 .find(|m| m.track == track)

@@ -22,10 +22,11 @@ use super::state::{Participant, RoomEntry, RoomKey};
 use super::timers::{Timer, Timers};
 use crate::ice_servers::IceServerConfig;
 use crate::media::codec::Codec;
+use crate::media::codec::vp8;
 use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::rewrite;
-use crate::media::room::{RoomOutput, SinkId};
+use crate::media::room::{Forwarded, RoomOutput, SinkId};
 use crate::metrics::{DropReason, Feedback, LegFailure, MediaMetrics, NodeSnapshot};
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
@@ -135,10 +136,18 @@ pub(super) struct Inbound {
     pub packet: Packet,
 }
 
+/// A publisher stream `rtc` bound (by rid, for a simulcast layer).
+pub(super) struct LayerBinding {
+    pub track: TrackId,
+    pub ssrc: u32,
+    pub rid: Option<String>,
+}
+
 /// What draining a leg turned up that needs more than the leg itself.
 #[derive(Default)]
 pub(super) struct LegFindings {
     pub state: Option<RTCPeerConnectionState>,
+    pub layers: Vec<LayerBinding>,
     pub keyframe_requests: Vec<TrackId>,
     pub sender_reports: Vec<SenderReport>,
     /// RTP packets and RTCP compounds the leg delivered.
@@ -181,7 +190,7 @@ pub struct Node {
     /// Where the state gauges are published for `/metrics`.
     snapshot: Arc<NodeSnapshot>,
     inbound: Vec<Inbound>,
-    fan_out: Vec<(SinkId, u16, u32)>,
+    fan_out: Vec<Forwarded>,
 }
 
 impl Node {
@@ -539,6 +548,19 @@ impl Node {
         if let Some(state) = findings.state {
             self.leg_state_changed(key, state, now);
         }
+        if let Some(entry) = room.and_then(|r| self.rooms.get_mut(&r)) {
+            for binding in &findings.layers {
+                if !entry
+                    .room
+                    .bind_layer(binding.track, binding.ssrc, binding.rid.as_deref())
+                {
+                    debug!(
+                        ssrc = binding.ssrc,
+                        "more simulcast layers than a track may have"
+                    );
+                }
+            }
+        }
         if !self.inbound.is_empty() {
             self.forward_inbound(now);
         }
@@ -583,15 +605,17 @@ impl Node {
         let Some(room) = self.participants.get(&leg.participant).map(|p| p.room) else {
             return;
         };
-        let Some(entry) = self.rooms.get(&room) else {
+        let Some(entry) = self.rooms.get_mut(&room) else {
             return;
         };
         let mut targets: Vec<(SinkId, u32)> = Vec::new();
-        entry
-            .room
-            .sender_report(track, report.ssrc, report.rtp_time, |sink, rtp| {
-                targets.push((sink, rtp))
-            });
+        entry.room.sender_report(
+            track,
+            report.ssrc,
+            report.rtp_time,
+            report.ntp_time,
+            |sink, rtp| targets.push((sink, rtp)),
+        );
         for (sink, rtp_time) in targets {
             let (leg_key, slot_index) = sink_parts(sink);
             let Some(leg) = self.legs.get_mut(&leg_key) else {
@@ -643,18 +667,22 @@ impl Node {
             let Some(entry) = self.rooms.get_mut(&room) else {
                 continue;
             };
+            let info = codec.inspect(&packet.payload);
             let meta = InboundPacket {
                 ssrc: packet.header.ssrc,
                 sequence_number: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
-                keyframe_start: codec.is_keyframe_start(&packet.payload),
+                marker: packet.header.marker,
+                keyframe_start: info.keyframe_start,
                 payload_bytes: packet.payload.len() as u32,
+                resolution: info.resolution,
+                vp8: info.vp8,
             };
             let fan_out = &mut self.fan_out;
             fan_out.clear();
-            let summary = entry.room.forward(track, &meta, now, |sink, seq, ts| {
-                fan_out.push((sink, seq, ts))
-            });
+            let summary = entry
+                .room
+                .forward(track, &meta, now, |forwarded| fan_out.push(forwarded));
             self.metrics.count_drops(
                 DropReason::AwaitingKeyframe,
                 u64::from(summary.awaiting_keyframe),
@@ -664,12 +692,23 @@ impl Node {
             if summary.suppressed {
                 self.metrics.count_drop(DropReason::AdminMuted);
             }
+            if summary.duplicate {
+                self.metrics.count_drop(DropReason::Duplicate);
+            }
+            if summary.padding {
+                self.metrics.count_drop(DropReason::Padding);
+            }
+            if summary.unknown_layer {
+                self.metrics.count_drop(DropReason::UnknownStream);
+            }
+            self.metrics
+                .count_switches(summary.switched_up, summary.switched_down);
             if summary.awaiting_keyframe > 0 && !rooms_touched.contains(&room) {
                 rooms_touched.push(room);
             }
             for i in 0..self.fan_out.len() {
-                let (sink, seq, ts) = self.fan_out[i];
-                self.send_forwarded(sink, &packet, kind, seq, ts, now);
+                let forwarded = self.fan_out[i];
+                self.send_forwarded(&forwarded, &packet, kind, now);
             }
         }
         self.inbound = inbound;
@@ -681,14 +720,12 @@ impl Node {
     /// Rewrites one packet for one subscriber slot and sends it.
     fn send_forwarded(
         &mut self,
-        sink: SinkId,
+        forwarded: &Forwarded,
         packet: &Packet,
         kind: crate::media::codec::MediaKind,
-        sequence_number: u16,
-        timestamp: u32,
         now: Instant,
     ) {
-        let (leg_key, slot_index) = sink_parts(sink);
+        let (leg_key, slot_index) = sink_parts(forwarded.sink);
         let Some(leg) = self.legs.get_mut(&leg_key) else {
             self.metrics.count_drop(DropReason::SendRefused);
             return;
@@ -706,7 +743,19 @@ impl Node {
             self.metrics.count_drop(DropReason::SendRefused);
             return;
         };
-        let out = rewrite(packet, target, sequence_number, timestamp);
+        let mut out = rewrite(
+            packet,
+            target,
+            forwarded.sequence_number,
+            forwarded.timestamp,
+        );
+        if let Some(vp8) = forwarded.vp8 {
+            // Copied only for a subscription whose picture numbering differs from the
+            // publisher's (after a layer switch).
+            let mut payload = out.payload.to_vec();
+            vp8::rewrite(&mut payload, vp8.picture_id, vp8.tl0_picture_index);
+            out.payload = payload.into();
+        }
         let sender = slot.sender;
         let payload_len = out.payload.len() as u64;
         let metrics = &self.metrics;
@@ -738,7 +787,9 @@ impl Node {
                 return;
             };
             match output {
-                RoomOutput::RequestKeyframe(track) => self.send_keyframe_request(room, track, now),
+                RoomOutput::RequestKeyframe { track, ssrc } => {
+                    self.send_keyframe_request(room, track, ssrc, now)
+                }
                 RoomOutput::SubscriptionsChanged(participant) => {
                     let due = now + self.config.renegotiation_debounce;
                     self.schedule_renegotiation(participant, due);
@@ -754,7 +805,15 @@ impl Node {
         }
     }
 
-    fn send_keyframe_request(&mut self, room: RoomKey, track: TrackId, now: Instant) {
+    /// A PLI on `ssrc` (the layer somebody waits for) or on the track's first stream. Simulcast
+    /// encoders answer a PLI on one layer with keyframes on all of them.
+    fn send_keyframe_request(
+        &mut self,
+        room: RoomKey,
+        track: TrackId,
+        ssrc: Option<u32>,
+        now: Instant,
+    ) {
         let Some(owner) = self
             .rooms
             .get(&room)
@@ -769,7 +828,10 @@ impl Node {
         let Some(leg) = self.legs.get_mut(&leg_key) else {
             return;
         };
-        let Some((ssrc, receiver)) = leg.publish().and_then(|s| s.stream_of_track(track)) else {
+        let Some((ssrc, receiver)) = leg
+            .publish()
+            .and_then(|s| s.stream_for_keyframe(track, ssrc))
+        else {
             return;
         };
         let pli = PictureLossIndication {
@@ -1001,6 +1063,11 @@ fn collect_leg_output(
                             receiver: init.receiver_id,
                         },
                     );
+                    findings.layers.push(LayerBinding {
+                        track: published.track,
+                        ssrc: init.ssrc,
+                        rid: init.rid.clone(),
+                    });
                 }
             }
             _ => {}

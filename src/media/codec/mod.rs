@@ -1,8 +1,10 @@
 //! The codecs the relay forwards, and what it must know of each payload (keyframes).
 
 mod h264;
-mod vp8;
+pub mod vp8;
 mod vp9;
+
+pub use vp8::Vp8Descriptor;
 
 /// Audio or video; the two kinds the relay forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +63,25 @@ impl Codec {
         }
     }
 
+    /// What the relay reads from one payload: where a decoder can start, the frame size when the
+    /// payload says it, and VP8's descriptor fields (rewritten on layer switches).
+    pub fn inspect(self, payload: &[u8]) -> PayloadInfo {
+        match self {
+            Codec::Vp8 => match vp8::parse(payload) {
+                Some(d) => PayloadInfo {
+                    keyframe_start: d.keyframe_start,
+                    resolution: d.resolution,
+                    vp8: Some(d),
+                },
+                None => PayloadInfo::default(),
+            },
+            _ => PayloadInfo {
+                keyframe_start: self.is_keyframe_start(payload),
+                ..PayloadInfo::default()
+            },
+        }
+    }
+
     /// Whether a decoder can start at this packet: the first packet of a keyframe for video,
     /// any packet for audio. Malformed payloads are never a keyframe.
     pub fn is_keyframe_start(self, payload: &[u8]) -> bool {
@@ -71,6 +92,14 @@ impl Codec {
             Codec::H264 => h264::is_keyframe_start(payload),
         }
     }
+}
+
+/// What [`Codec::inspect`] found in one payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PayloadInfo {
+    pub keyframe_start: bool,
+    pub resolution: Option<(u16, u16)>,
+    pub vp8: Option<Vp8Descriptor>,
 }
 
 #[cfg(test)]
