@@ -296,6 +296,48 @@ pub enum ServerMessage {
     Closed {
         reason: LeaveReason,
     },
+    /// Added in 1.1. What the relay now forwards of one of the subscriber's video tracks: sent
+    /// when the subscription pauses or resumes and when its layer changes, at most once a second
+    /// per track. Each message is the whole state, not a change.
+    SubscriptionState {
+        track_id: String,
+        paused: bool,
+        /// Why the subscription is paused; absent while it is not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<PauseReason>,
+        /// The layer forwarded, 0 being the publisher's lowest quality (a track without
+        /// simulcast is layer 0); absent while paused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layer: Option<u8>,
+        /// The forwarded layer's frame size in pixels, when the relay knows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+    },
+    /// Added in 1.1. The room's cap on what one publisher sends of video (its
+    /// `max_publisher_kbps`), for the sum of all its video encodings; absent means no cap. Sent
+    /// right after every `joined` (resumes included) while the room has a cap, and again
+    /// whenever the cap changes: a client forgets its cap on `joined`.
+    PublishLimits {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_video_kbps: Option<u32>,
+    },
+}
+
+/// Why the relay forwards nothing of a subscription (`subscription_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// The subscriber's estimated downlink cannot carry even the track's lowest layer.
+    Bandwidth,
+    /// The room's `max_subscriber_kbps` leaves nothing for this track.
+    SubscriberBudget,
+    /// The room's `max_egress_kbps` leaves nothing for this track.
+    RoomBudget,
+    /// The publisher sends no layer the relay can forward (none arrives, e.g. its encoder
+    /// turned every layer off).
+    NoLayer,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -582,5 +624,100 @@ mod tests {
             let json = serde_json::to_value(kind).unwrap();
             assert_eq!(json.as_str(), Some(kind.as_str()));
         }
+    }
+
+    /// Serializes `message`, checks it is exactly `json`, and parses `json` back into `message`.
+    fn assert_server_wire(message: ServerMessage, json: &str) {
+        assert_eq!(serde_json::to_string(&message).unwrap(), json);
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(json).unwrap(),
+            message
+        );
+    }
+
+    #[test]
+    fn subscription_state_round_trips() {
+        assert_server_wire(
+            ServerMessage::SubscriptionState {
+                track_id: "TR_11".into(),
+                paused: false,
+                reason: None,
+                layer: Some(2),
+                width: Some(1280),
+                height: Some(720),
+            },
+            r#"{"type":"subscription_state","track_id":"TR_11","paused":false,"layer":2,"width":1280,"height":720}"#,
+        );
+        assert_server_wire(
+            ServerMessage::SubscriptionState {
+                track_id: "TR_11".into(),
+                paused: false,
+                reason: None,
+                layer: None,
+                width: None,
+                height: None,
+            },
+            r#"{"type":"subscription_state","track_id":"TR_11","paused":false}"#,
+        );
+        for (reason, name) in [
+            (PauseReason::Bandwidth, "bandwidth"),
+            (PauseReason::SubscriberBudget, "subscriber_budget"),
+            (PauseReason::RoomBudget, "room_budget"),
+            (PauseReason::NoLayer, "no_layer"),
+        ] {
+            assert_server_wire(
+                ServerMessage::SubscriptionState {
+                    track_id: "TR_11".into(),
+                    paused: true,
+                    reason: Some(reason),
+                    layer: None,
+                    width: None,
+                    height: None,
+                },
+                &format!(
+                    r#"{{"type":"subscription_state","track_id":"TR_11","paused":true,"reason":"{name}"}}"#
+                ),
+            );
+        }
+        // Explicit nulls, as another relay implementation may write them, mean absent.
+        let nulls: ServerMessage = serde_json::from_str(
+            r#"{"type":"subscription_state","track_id":"TR_11","paused":false,"reason":null,"layer":null,"width":null,"height":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            nulls,
+            ServerMessage::SubscriptionState {
+                track_id: "TR_11".into(),
+                paused: false,
+                reason: None,
+                layer: None,
+                width: None,
+                height: None,
+            }
+        );
+    }
+
+    #[test]
+    fn publish_limits_round_trip() {
+        assert_server_wire(
+            ServerMessage::PublishLimits {
+                max_video_kbps: Some(800),
+            },
+            r#"{"type":"publish_limits","max_video_kbps":800}"#,
+        );
+        assert_server_wire(
+            ServerMessage::PublishLimits {
+                max_video_kbps: None,
+            },
+            r#"{"type":"publish_limits"}"#,
+        );
+        let null: ServerMessage =
+            serde_json::from_str(r#"{"type":"publish_limits","max_video_kbps":null}"#).unwrap();
+        assert_eq!(
+            null,
+            ServerMessage::PublishLimits {
+                max_video_kbps: None
+            }
+        );
     }
 }

@@ -10,6 +10,97 @@ export const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 10000;
 const RESUME_DELAYS_MS = [250, 500, 1000, 2000];
 
+const layer = (l) => Object.freeze(l);
+
+/**
+ * Camera simulcast layers, lowest quality first: the relay numbers a track's layers in the order
+ * of its `a=simulcast` line, which follows `sendEncodings` (PROTOCOL.md section 3.1).
+ */
+export const CAMERA_LAYERS = Object.freeze([
+  layer({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 }),
+  layer({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 }),
+  layer({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 }),
+]);
+
+/** Screen share layers: full resolution at low frame rates, so that text stays readable. */
+export const SCREEN_LAYERS = Object.freeze([
+  layer({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300000, maxFramerate: 5 }),
+  layer({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1200000, maxFramerate: 15 }),
+]);
+
+// Codecs whose layers travel in one stream (SVC) rather than as simulcast; the relay forwards
+// such a stream whole. L3T3_KEY: three spatial and three temporal layers, spatial layers
+// depending on each other only at keyframes, as Chrome's own VP9 SVC does by default.
+const SVC_CODECS = ['video/vp9', 'video/av1'];
+const SVC_CAMERA_MODE = 'L3T3_KEY';
+// A screen share keeps its resolution (text) and drops frames instead.
+const SVC_SCREEN_MODE = 'L1T3';
+
+// A higher layer squeezed below this share of its own maxBitrate looks worse than the layer
+// under it at its full rate: a cap turns it off instead.
+const MIN_LAYER_SHARE = 0.5;
+// A higher layer without a maxBitrate of its own is kept under a cap only with this much left.
+const MIN_UNBOUNDED_LAYER_BPS = 100000;
+
+/**
+ * getUserMedia video constraints for a camera: 1280x720 at 30 fps where the camera can (ideal,
+ * so any camera works), enough pixels for three simulcast layers.
+ */
+export function cameraConstraints({ width = 1280, height = 720, frameRate = 30 } = {}) {
+  return { width: { ideal: width }, height: { ideal: height }, frameRate: { ideal: frameRate } };
+}
+
+/**
+ * The camera layers worth sending for a capture of `width` x `height`. Chrome encodes fewer
+ * simulcast layers for smaller frames (3 from 960x540, 2 from 480x270, else 1, by pixel count)
+ * and drops the *highest* encodings it has no layer for; so a smaller capture sends the top
+ * layers of CAMERA_LAYERS, and a small one a single layer (null).
+ */
+export function cameraLayersFor(width, height) {
+  const pixels = (width || 0) * (height || 0);
+  const count = pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  return count === 1 ? null : CAMERA_LAYERS.slice(CAMERA_LAYERS.length - count);
+}
+
+/**
+ * Splits a publisher's video cap over its encodings. `tracks`: per video track, the maxBitrate
+ * (bps, or undefined for none) of each layer, lowest first. Returns per track and layer
+ * `{ active, maxBitrate }`, the sum of active maxBitrates within `capBps` (null: no cap, every
+ * layer as it is). The lowest layers come first, shared evenly between tracks (a track that
+ * needs less leaves the rest to the others); then the second layer of every track in order,
+ * then the third: a layer gets its maxBitrate if it fits, what is left if that is at least
+ * MIN_LAYER_SHARE of it, or is turned off with every layer above it.
+ */
+export function planVideoEncodings(tracks, capBps) {
+  if (capBps === null || capBps === undefined) {
+    return tracks.map((layers) => layers.map((maxBitrate) => ({ active: true, maxBitrate })));
+  }
+  const plan = tracks.map((layers) => layers.map(() => ({ active: false, maxBitrate: undefined })));
+  let left = Math.max(0, capBps);
+  const want = (i, l) => (tracks[i][l] === undefined ? Infinity : tracks[i][l]);
+  const withBase = tracks.map((_, i) => i).filter((i) => tracks[i].length > 0);
+  withBase.sort((a, b) => want(a, 0) - want(b, 0));
+  withBase.forEach((i, n) => {
+    const give = Math.min(want(i, 0), Math.floor(left / (withBase.length - n)));
+    if (give > 0) plan[i][0] = { active: true, maxBitrate: give };
+    left -= give;
+  });
+  const depth = Math.max(0, ...tracks.map((layers) => layers.length));
+  for (let l = 1; l < depth; l++) {
+    tracks.forEach((layers, i) => {
+      if (l >= layers.length || !plan[i][l - 1].active) return;
+      const full = want(i, l);
+      const least = full === Infinity ? MIN_UNBOUNDED_LAYER_BPS : full * MIN_LAYER_SHARE;
+      const give = Math.min(full, left);
+      if (give > 0 && give >= least) {
+        plan[i][l] = { active: true, maxBitrate: give };
+        left -= give;
+      }
+    });
+  }
+  return plan;
+}
+
 export class TernError extends Error {
   constructor(code, message) {
     super(message);
@@ -23,6 +114,9 @@ export class TernError extends Error {
  * - `participant_joined` / `participant_left` / `participant_reconnecting` / `participant_resumed`
  * - `track_published` / `track_unpublished` / `track_muted` (relay messages as documented)
  * - `track` ({ track, stream, info }): a remote track arrived (info: the relay's TrackInfo)
+ * - `subscription_state` (the relay message plus `participant_id`): what the relay forwards of
+ *   a video track we receive; also kept in `subscriptions` and on the TrackInfo
+ * - `publish_limits` (the relay message): the room's cap on our video, applied to our senders
  * - `data` ({ from, data }) and `chat` ({ from, text, name }) from the data channel
  * - `error` ({ code, message, track_id? })
  */
@@ -34,6 +128,10 @@ export class Room extends EventTarget {
     this.participants = new Map(); // id -> ParticipantInfo of everybody else
     this.remoteTracks = new Map(); // relay track id -> MediaStreamTrack
     this.localTracks = new Map(); // relay track id -> { track, source, selfMuted, adminMuted }
+    // Relay track id -> { paused, reason, layer, width, height } of the video tracks we receive
+    // that the relay told us about (`subscription_state`); a track without one is not paused.
+    this.subscriptions = new Map();
+    this.publishLimits = { maxVideoKbps: null }; // the room's cap on our video (null: none)
     this.iceServers = [];
     this.publishPc = null;
     this.subscribePc = null;
@@ -42,7 +140,7 @@ export class Room extends EventTarget {
     this.resumeGraceMs = 10000;
     this._url = null;
     this._token = null;
-    this._published = []; // { transceiver, source }
+    this._published = []; // { transceiver, source, stopped, layers, degradationPreference }
     this._pendingPublish = [];
     this._subscribedByMid = new Map();
     this._pingTimer = null;
@@ -110,6 +208,14 @@ export class Room extends EventTarget {
       urls: s.urls, username: s.username, credential: s.credential,
     }));
     this.participants = new Map(message.participants.map((p) => [p.id, p]));
+    for (const id of [...this.subscriptions.keys()]) if (!this._remoteTrackInfo(id)) this.subscriptions.delete(id);
+    for (const p of this.participants.values()) {
+      for (const t of p.tracks) if (this.subscriptions.has(t.id)) t.subscription = this.subscriptions.get(t.id);
+    }
+    // The relay repeats the room's cap (publish_limits) right after every joined, resumes
+    // included; no repeat means there is none now. Not applied here: a cap that still holds
+    // follows at once, and lifting it meanwhile would only make the senders flap.
+    this.publishLimits = { maxVideoKbps: null };
     // After a resume: an operator may have muted or unmuted our tracks meanwhile.
     for (const t of (message.participant && message.participant.tracks) || []) {
       this._applyOperatorMute(t.id, !!t.admin_muted);
@@ -168,6 +274,7 @@ export class Room extends EventTarget {
           const entry = this._published.find((p) => p.transceiver.mid === t.mid);
           if (entry) this.localTracks.set(t.id, { track: entry.transceiver.sender.track, source: t.source, selfMuted: false, adminMuted: !!t.admin_muted });
         }
+        await this._applyPublishLimits();
         this._settlePublish(null, message.tracks);
         break;
       case 'subscribe_offer':
@@ -188,14 +295,34 @@ export class Room extends EventTarget {
       case 'track_published': {
         const p = this.participants.get(message.track.participant_id);
         if (p) p.tracks.push(message.track);
+        if (this.subscriptions.has(message.track.id)) message.track.subscription = this.subscriptions.get(message.track.id);
         break;
       }
       case 'track_unpublished': {
         const p = this.participants.get(message.participant_id);
         if (p) p.tracks = p.tracks.filter((t) => t.id !== message.track_id);
         this.remoteTracks.delete(message.track_id);
+        this.subscriptions.delete(message.track_id);
         break;
       }
+      case 'subscription_state': {
+        const state = {
+          paused: !!message.paused,
+          reason: message.paused ? message.reason || null : null,
+          layer: message.layer ?? null,
+          width: message.width ?? null,
+          height: message.height ?? null,
+        };
+        this.subscriptions.set(message.track_id, state);
+        const t = this._remoteTrackInfo(message.track_id);
+        if (t) t.subscription = state;
+        message.participant_id = t ? t.participant_id : null;
+        break;
+      }
+      case 'publish_limits':
+        this.publishLimits = { maxVideoKbps: message.max_video_kbps ?? null };
+        await this._applyPublishLimits();
+        break;
       case 'track_muted': {
         const p = this.participants.get(message.participant_id);
         const t = p && p.tracks.find((x) => x.id === message.track_id);
@@ -220,6 +347,15 @@ export class Room extends EventTarget {
     }
   }
 
+  /** The TrackInfo of a track somebody else publishes, or null. */
+  _remoteTrackInfo(trackId) {
+    for (const p of this.participants.values()) {
+      const t = p.tracks.find((x) => x.id === trackId);
+      if (t) return t;
+    }
+    return null;
+  }
+
   _settlePublish(error, tracks) {
     const pending = this._pendingPublish.shift();
     if (!pending) return;
@@ -238,29 +374,113 @@ export class Room extends EventTarget {
   /**
    * Publishes one track. `source` is 'camera', 'microphone' or 'screen'; `videoCodec` (e.g.
    * 'video/VP9') is put first in the offer (the relay answers one codec per track, the first it
-   * supports). Resolves with the relay's TrackInfo of the new track.
+   * supports). `simulcast` (video only): true (the default) sends CAMERA_LAYERS or SCREEN_LAYERS
+   * as far as the capture size allows (see cameraLayersFor), or one SVC encoding when
+   * `videoCodec` is VP9 or AV1; false sends one plain encoding; an array of encodings
+   * ({ rid, scaleResolutionDownBy, maxBitrate, maxFramerate }, lowest quality first) sends
+   * those. Resolves with the relay's TrackInfo of the new track.
    */
-  async publishTrack(track, source, { stream, videoCodec } = {}) {
+  async publishTrack(track, source, { stream, videoCodec, simulcast = true } = {}) {
     const pc = this._ensurePublishPc();
-    const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream || new MediaStream([track])] });
+    const init = { direction: 'sendonly', streams: [stream || new MediaStream([track])] };
+    let layers = null;
+    let degradationPreference;
+    if (track.kind === 'video') {
+      if (source === 'screen') {
+        // Encoders keep the resolution of 'detail' content and give up frames instead.
+        if ('contentHint' in track && !track.contentHint) track.contentHint = 'detail';
+        degradationPreference = 'maintain-resolution';
+      }
+      layers = videoLayers(track, source, videoCodec, simulcast);
+      if (layers) init.sendEncodings = layers.map((l) => ({ ...l }));
+    }
+    let transceiver;
+    try {
+      transceiver = pc.addTransceiver(track, init);
+    } catch (err) {
+      // A browser without this SVC mode refuses it (Chrome does not list the modes it has in
+      // getCapabilities): send one plain encoding instead.
+      if (!layers || !layers.some((l) => l.scalabilityMode)) throw err;
+      layers = null;
+      delete init.sendEncodings;
+      transceiver = pc.addTransceiver(track, init);
+    }
     if (videoCodec && track.kind === 'video' && RTCRtpSender.getCapabilities) {
       const codecs = RTCRtpSender.getCapabilities('video').codecs;
       const wanted = (c) => c.mimeType.toLowerCase() === videoCodec.toLowerCase();
       transceiver.setCodecPreferences([...codecs.filter(wanted), ...codecs.filter((c) => !wanted(c))]);
     }
-    this._published.push({ transceiver, source, stopped: false });
+    // `layers`: what the encodings are when no cap applies; [{}] for the browser's own single one.
+    this._published.push({ transceiver, source, stopped: false, layers: layers || [{}], degradationPreference });
     const tracks = await this._renegotiatePublish(false);
     return tracks.find((t) => t.mid === transceiver.mid) || null;
   }
 
-  /** Publishes every track of a stream (camera and microphone by kind unless `sources` says). */
-  async publish(stream, { sources = new Map(), videoCodec } = {}) {
+  /**
+   * Publishes every track of a stream (camera and microphone by kind unless `sources` says);
+   * `simulcast` as in publishTrack, for its video tracks.
+   */
+  async publish(stream, { sources = new Map(), videoCodec, simulcast } = {}) {
     const infos = [];
     for (const track of stream.getTracks()) {
       const source = sources.get(track) || (track.kind === 'audio' ? 'microphone' : 'camera');
-      infos.push(await this.publishTrack(track, source, { stream, videoCodec }));
+      infos.push(await this.publishTrack(track, source, { stream, videoCodec, simulcast }));
     }
     return infos;
+  }
+
+  /**
+   * Writes the encodings of every video track we send: their own layers without a cap, under
+   * the room's cap (publish_limits) the plan of planVideoEncodings. Runs in the message queue,
+   * so two setParameters of one sender never overlap (the second would fail).
+   */
+  async _applyPublishLimits() {
+    const capKbps = this.publishLimits.maxVideoKbps;
+    const senders = [];
+    for (const entry of this._published) {
+      const sender = entry.transceiver.sender;
+      if (entry.stopped || !sender.track || sender.track.kind !== 'video') continue;
+      if (entry.degradationPreference && !entry.degradationPreferenceSet) {
+        // Once, and apart from the encodings: a browser that refuses it still gets the cap.
+        entry.degradationPreferenceSet = true;
+        await setSenderParameters(entry, (params) => {
+          params.degradationPreference = entry.degradationPreference;
+          return true;
+        });
+      }
+      const { encodings } = sender.getParameters();
+      if (!encodings || encodings.length === 0) continue;
+      senders.push({ entry, layers: effectiveLayers(entry.layers, encodings) });
+    }
+    const plan = planVideoEncodings(senders.map((s) => s.layers.map((l) => l.maxBitrate)),
+      capKbps === null ? null : capKbps * 1000);
+    for (const [i, { entry, layers }] of senders.entries()) {
+      await setSenderParameters(entry, (params) => {
+        let changed = false;
+        params.encodings.forEach((encoding, e) => {
+          const want = { ...layers[e], ...plan[i][e] };
+          if (encoding.active !== want.active) {
+            encoding.active = want.active;
+            changed = true;
+          }
+          if (want.maxBitrate === undefined && 'maxBitrate' in encoding) {
+            delete encoding.maxBitrate;
+            changed = true;
+          } else if (want.maxBitrate !== undefined && encoding.maxBitrate !== want.maxBitrate) {
+            encoding.maxBitrate = want.maxBitrate;
+            changed = true;
+          }
+          // Set by our layers only; a browser's own value for a layer we never set stays.
+          for (const key of ['scaleResolutionDownBy', 'maxFramerate']) {
+            if (want[key] !== undefined && encoding[key] !== want[key]) {
+              encoding[key] = want[key];
+              changed = true;
+            }
+          }
+        });
+        return changed;
+      });
+    }
   }
 
   /** Stops publishing a track (e.g. the screen share ended). */
@@ -399,6 +619,52 @@ export class Room extends EventTarget {
     this._send({ type: 'leave' });
     this._finish('left');
     if (this.ws) this.ws.close();
+  }
+}
+
+/**
+ * The encodings to send a video track with (lowest quality first), or null for the browser's
+ * default single encoding. See publishTrack for `simulcast`.
+ */
+function videoLayers(track, source, videoCodec, simulcast) {
+  if (Array.isArray(simulcast)) return simulcast.map((l) => ({ ...l }));
+  if (!simulcast) return null;
+  if (videoCodec && SVC_CODECS.includes(videoCodec.toLowerCase())) {
+    return [{ scalabilityMode: source === 'screen' ? SVC_SCREEN_MODE : SVC_CAMERA_MODE }];
+  }
+  const { width, height } = track.getSettings ? track.getSettings() : {};
+  if (source === 'screen') {
+    // Screens are not held to the camera's layer counts, but a tiny window needs only one.
+    return width >= 480 ? SCREEN_LAYERS.map((l) => ({ ...l })) : null;
+  }
+  const layers = cameraLayersFor(width, height);
+  return layers && layers.map((l) => ({ ...l }));
+}
+
+/**
+ * Our layers matched to the encodings the sender really has. A relay that does not take
+ * simulcast leaves one encoding (the first, our lowest layer): that one becomes the full layer.
+ */
+function effectiveLayers(layers, encodings) {
+  if (encodings.length === 1 && layers.length > 1) {
+    const top = { ...layers[layers.length - 1], scaleResolutionDownBy: layers[layers.length - 1].scaleResolutionDownBy ?? 1 };
+    delete top.rid;
+    return [top];
+  }
+  return encodings.map((encoding, i) => layers.find((l) => l.rid && l.rid === encoding.rid) || layers[i] || {});
+}
+
+/** getParameters, `change` (returns whether it changed anything), setParameters if it did. */
+async function setSenderParameters(entry, change) {
+  const sender = entry.transceiver.sender;
+  const params = sender.getParameters();
+  if (!params.encodings || !change(params)) return;
+  try {
+    await sender.setParameters(params);
+  } catch (err) {
+    // Not an `error` event: the user can do nothing about it, and the relay holds the room's cap
+    // whatever we send.
+    console.warn(`tern: cannot set the parameters of a ${entry.source} track: ${err.message}`);
   }
 }
 
