@@ -180,6 +180,10 @@ pub struct MediaMetrics {
     /// Subscriptions moved to a better or a worse simulcast layer.
     layer_switches_up: IntCounter,
     layer_switches_down: IntCounter,
+    /// Subscribers' downlink estimates, observed at each transport-cc report batch.
+    pub bandwidth_estimate: Histogram,
+    /// Padding the relay sent to probe subscribers' downlinks.
+    pub probe_bytes_sent: IntCounter,
     pub nacks_sent: IntCounter,
     pub retransmissions_sent: IntCounter,
     pub data_messages_received: IntCounter,
@@ -507,6 +511,20 @@ impl Metrics {
             ),
             layer_switches_up: layer_switches.with_label_values(&["up"]),
             layer_switches_down: layer_switches.with_label_values(&["down"]),
+            bandwidth_estimate: histogram(
+                &registry,
+                "tern_bandwidth_estimate_bps",
+                "Subscribers' estimated downlink bandwidth (bits per second), observed each time \
+                 transport-cc feedback updates an estimate.",
+                vec![
+                    50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6, 20e6,
+                ],
+            ),
+            probe_bytes_sent: counter(
+                &registry,
+                "tern_probe_bytes_sent_total",
+                "Padding bytes the relay sent to probe subscribers' downlinks.",
+            ),
             nacks_sent: counter(
                 &registry,
                 "tern_nacks_sent_total",

@@ -295,15 +295,21 @@ impl Forwarder {
     }
 
     /// Numbers for one padding packet the relay inserts into this stream (a bandwidth probe),
-    /// if it can go now: only between frames, after a packet that ended one. Later packets are
-    /// numbered one higher.
+    /// if it can go now: only between frames, after a packet that ended one, or while nothing is
+    /// forwarded (paused). Later packets are numbered one higher.
     pub fn insert_padding(&mut self) -> Option<(u16, u32)> {
-        let last = self.last_out.as_mut().filter(|l| l.marker)?;
-        let source = self.source.as_mut()?;
+        let between_frames = self.source.is_none() || self.last_out.is_some_and(|l| l.marker);
+        if !between_frames {
+            return None;
+        }
+        // A paused subscription (no source) pads freely: the next stream starts after it.
+        let last = self.last_out.as_mut()?;
         let sequence_number = last.sequence_number.wrapping_add(1);
         last.sequence_number = sequence_number;
-        let offset = source.sequence_offset.wrapping_add(1);
-        source.shift(source.highest_extended + 1, offset);
+        if let Some(source) = self.source.as_mut() {
+            let offset = source.sequence_offset.wrapping_add(1);
+            source.shift(source.highest_extended + 1, offset);
+        }
         Some((sequence_number, last.timestamp))
     }
 

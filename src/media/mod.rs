@@ -1,6 +1,9 @@
 //! The pure forwarding core: no tokio, no sockets, no clock (time is always an argument).
 //! Everything here is deterministic and unit-tested; `node` is the only IO around it.
 
+pub mod allocator;
+pub mod bandwidth;
+pub mod bwe;
 pub mod codec;
 pub mod extmap;
 pub mod forwarder;

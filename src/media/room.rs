@@ -6,6 +6,10 @@
 //! sink. The room never touches a socket or a clock: inputs are method calls with the time,
 //! outputs are returned or queued for [`Room::poll_output`].
 
+use super::allocator::{Priority, Target};
+use super::bandwidth::{
+    BandwidthConfig, BandwidthPolicy, Decision, RoomBandwidth, SentPacket, VideoSubscription,
+};
 use super::codec::{Codec, MediaKind};
 use super::forwarder::{
     DropReason, Forwarder, ForwarderConfig, InboundPacket, Verdict, Vp8Rewrite,
@@ -63,7 +67,8 @@ pub struct PublicationInfo {
 /// Which layer of a track a subscription should receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerTarget {
-    /// Nobody decided yet: the track's only layer, or its best.
+    /// Nobody decided yet: the track's only layer, or its lowest (the next allocation round,
+    /// which a new subscription triggers at once, decides).
     Auto,
     /// This layer (a slot of the publication's [`LayerSet`]).
     Layer(u8),
@@ -151,7 +156,7 @@ impl Publication {
         match target {
             LayerTarget::Layer(slot) => Some(slot),
             LayerTarget::Paused => None,
-            LayerTarget::Auto => self.layers.by_quality().last().copied(),
+            LayerTarget::Auto => self.layers.by_quality().first().copied(),
         }
     }
 
@@ -171,6 +176,20 @@ pub enum RoomOutput {
     SubscriptionsChanged(ParticipantId),
     /// This member did not resume in time and must be removed.
     GraceExpired(ParticipantId),
+    /// Tell a subscriber what it now receives of a track: a layer (quality rank, 0 = lowest,
+    /// with its size when known) or nothing, and why.
+    SubscriptionState {
+        subscriber: ParticipantId,
+        track: TrackId,
+        target: Target,
+        resolution: Option<(u16, u16)>,
+    },
+    /// Send this many padding packets toward a subscriber now (a bandwidth probe): numbers for
+    /// each come from [`Room::probe_padding`].
+    SendPadding {
+        subscriber: ParticipantId,
+        packets: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,17 +226,49 @@ pub struct Room {
     publications: HashMap<TrackId, Publication>,
     outputs: VecDeque<RoomOutput>,
     keyframe_interval: Duration,
+    bandwidth: RoomBandwidth,
+    padding_due: Vec<(ParticipantId, u32)>,
 }
 
 impl Room {
     pub fn new(id: RoomId, keyframe_interval: Duration) -> Self {
+        Room::with_bandwidth(id, keyframe_interval, BandwidthConfig::default())
+    }
+
+    pub fn with_bandwidth(
+        id: RoomId,
+        keyframe_interval: Duration,
+        config: BandwidthConfig,
+    ) -> Self {
         Room {
             id,
             members: BTreeMap::new(),
             publications: HashMap::new(),
             outputs: VecDeque::new(),
             keyframe_interval,
+            bandwidth: RoomBandwidth::new(config),
+            padding_due: Vec::new(),
         }
+    }
+
+    /// The bandwidth control loop: estimates, the last allocation, the budgets.
+    pub fn bandwidth(&self) -> &RoomBandwidth {
+        &self.bandwidth
+    }
+
+    /// New budgets, effective at once.
+    pub fn set_bandwidth_policy(&mut self, policy: BandwidthPolicy, now: Instant) {
+        self.bandwidth.set_policy(policy, now);
+    }
+
+    /// A subscriber's transport-cc reports for its estimate.
+    pub fn transport_feedback(
+        &mut self,
+        subscriber: ParticipantId,
+        reports: &[SentPacket],
+        now: Instant,
+    ) {
+        self.bandwidth.on_feedback(subscriber, now, reports);
     }
 
     pub fn id(&self) -> &RoomId {
@@ -306,8 +357,11 @@ impl Room {
         for publication in self.publications.values_mut() {
             publication.subscriptions.retain(|s| s.subscriber != id);
         }
+        self.bandwidth.remove_subscriber(id);
         self.outputs.retain(|o| match o {
             RoomOutput::SubscriptionsChanged(p) | RoomOutput::GraceExpired(p) => *p != id,
+            RoomOutput::SubscriptionState { subscriber, .. }
+            | RoomOutput::SendPadding { subscriber, .. } => *subscriber != id,
             RoomOutput::RequestKeyframe { .. } => true,
         });
         Ok(owned)
@@ -446,6 +500,9 @@ impl Room {
         }));
         let target = subscription.target;
         let wanted = publication.resolve(target);
+        if codec.kind() == MediaKind::Video {
+            self.bandwidth.add_subscriber(subscriber, now);
+        }
         if codec.kind() == MediaKind::Video && publication.keyframes.request(now) {
             let ssrc = wanted.and_then(|slot| publication.layers.layer(slot).map(|l| l.ssrc));
             self.outputs
@@ -471,7 +528,14 @@ impl Room {
 
     /// Binds a publisher's SSRC to a layer of its track by rid (when the publisher simulcasts).
     /// Returns false when the track already has all the layers it may have.
-    pub fn bind_layer(&mut self, track: TrackId, ssrc: u32, rid: Option<&str>) -> bool {
+    pub fn bind_layer(
+        &mut self,
+        track: TrackId,
+        ssrc: u32,
+        rid: Option<&str>,
+        now: Instant,
+    ) -> bool {
+        self.bandwidth.wake(now);
         self.publications
             .get_mut(&track)
             .is_some_and(|p| p.layers.bind(ssrc, rid).is_some())
@@ -533,7 +597,10 @@ impl Room {
         let slot = match publication.layers.slot_of(packet.ssrc) {
             Some(slot) => slot,
             None => match publication.layers.bind(packet.ssrc, None) {
-                Some(slot) => slot,
+                Some(slot) => {
+                    self.bandwidth.wake(now);
+                    slot
+                }
                 None => {
                     fan_out.unknown_layer = true;
                     return fan_out;
@@ -669,7 +736,7 @@ impl Room {
         tracks.sort_by_key(|p| p.id);
         for publication in tracks {
             for subscription in &mut publication.subscriptions {
-                if subscription.subscriber != subscriber || subscription.current.is_none() {
+                if subscription.subscriber != subscriber {
                     continue;
                 }
                 if let (Some(sink), Some(forwarder)) =
@@ -734,7 +801,10 @@ impl Room {
             .publications
             .values()
             .filter_map(|p| p.keyframes.poll_timeout());
-        members.chain(keyframes).min()
+        members
+            .chain(keyframes)
+            .chain(self.bandwidth.poll_timeout())
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -761,6 +831,116 @@ impl Room {
             due.into_iter()
                 .map(|(track, ssrc)| RoomOutput::RequestKeyframe { track, ssrc }),
         );
+        self.bandwidth.handle_timeout(now);
+        if self.bandwidth.is_round_due(now) {
+            self.allocate(now);
+        }
+        self.padding_due.clear();
+        self.bandwidth.padding_due(now, &mut self.padding_due);
+        for (subscriber, packets) in self.padding_due.drain(..) {
+            self.outputs.push_back(RoomOutput::SendPadding {
+                subscriber,
+                packets,
+            });
+        }
+    }
+
+    /// One allocation round: every attached video subscription gets a layer or is paused.
+    fn allocate(&mut self, now: Instant) {
+        let cap = self.bandwidth.policy().max_publisher_bps;
+        let mut audio: BTreeMap<ParticipantId, u64> = BTreeMap::new();
+        let mut tracks: Vec<(TrackId, Priority, Vec<u64>)> = Vec::new();
+        let mut ids: Vec<TrackId> = self.publications.keys().copied().collect();
+        ids.sort();
+        for id in &ids {
+            let publication = &self.publications[id];
+            if publication.kind() == MediaKind::Audio {
+                let bps = publication.bitrate_bps(now);
+                for s in publication
+                    .subscriptions
+                    .iter()
+                    .filter(|s| s.sink.is_some())
+                {
+                    *audio.entry(s.subscriber).or_default() += bps;
+                }
+                continue;
+            }
+            let mut rates = Vec::new();
+            publication.layers.bitrates_by_quality(now, &mut rates);
+            // The relay never forwards more of a publisher than its cap allows.
+            if let Some(cap) = cap {
+                for rate in &mut rates {
+                    if *rate > cap {
+                        *rate = 0;
+                    }
+                }
+            }
+            let priority = match publication.info.source {
+                TrackSource::Screen => Priority::Screen,
+                _ => Priority::Normal,
+            };
+            tracks.push((*id, priority, rates));
+        }
+        let mut subscriptions: Vec<VideoSubscription> = Vec::new();
+        for (track, priority, rates) in &tracks {
+            for s in &self.publications[track].subscriptions {
+                if s.sink.is_some() && !self.publications[track].admin_muted {
+                    subscriptions.push(VideoSubscription {
+                        track: *track,
+                        subscriber: s.subscriber,
+                        priority: *priority,
+                        layer_bps: rates,
+                    });
+                }
+            }
+        }
+        let decisions: Vec<Decision> = self
+            .bandwidth
+            .round(now, &subscriptions, |id| {
+                audio.get(&id).copied().unwrap_or(0)
+            })
+            .to_vec();
+        for decision in decisions {
+            self.apply(decision, now);
+        }
+    }
+
+    fn apply(&mut self, decision: Decision, now: Instant) {
+        let Some(publication) = self.publications.get(&decision.track) else {
+            return;
+        };
+        let (target, resolution) = match decision.target {
+            Target::Layer(rank) => {
+                let slot = publication
+                    .layers
+                    .by_quality()
+                    .get(usize::from(rank))
+                    .copied();
+                let resolution = slot
+                    .and_then(|slot| publication.layers.layer(slot))
+                    .and_then(|l| l.resolution);
+                (
+                    slot.map_or(LayerTarget::Auto, LayerTarget::Layer),
+                    resolution,
+                )
+            }
+            Target::Paused(_) => (LayerTarget::Paused, None),
+        };
+        let unchanged = publication
+            .subscriptions
+            .iter()
+            .any(|s| s.subscriber == decision.subscriber && s.target == target);
+        if !unchanged {
+            self.set_target(decision.track, decision.subscriber, target, now);
+        }
+        if decision.notify {
+            self.outputs.push_back(RoomOutput::SubscriptionState {
+                subscriber: decision.subscriber,
+                track: decision.track,
+                target: decision.target,
+                resolution,
+            });
+        }
     }
 
     pub fn poll_output(&mut self) -> Option<RoomOutput> {

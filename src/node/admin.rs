@@ -59,8 +59,14 @@ impl Node {
             AdminRequest::Patch(name, patch) => {
                 let key = self.room_named(&name)?;
                 let entry = self.rooms.get_mut(&key).ok_or(AdminError::NoSuchRoom)?;
-                entry.policy = checked(patch.over(&entry.policy))?;
+                let policy = checked(patch.over(&entry.policy))?;
+                let cap_changed = policy.max_publisher_kbps != entry.policy.max_publisher_kbps;
+                entry.set_policy(policy, now);
                 info!(room = %name, policy = ?entry.policy, "room policy changed");
+                if cap_changed {
+                    self.tell_publish_limits(key);
+                }
+                self.process_room_outputs(key, now);
                 self.arm_room_timer(key, now);
                 self.summary_reply(key, now)
             }

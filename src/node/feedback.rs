@@ -19,6 +19,8 @@ const MAX_QUEUED: usize = 4_096;
 /// One packet the subscriber reported on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SentReport {
+    /// Increases by one per packet sent: repeats and reordering show.
+    pub id: u64,
     pub ssrc: u32,
     pub rtp_sequence_number: u16,
     pub departure: Instant,
@@ -51,6 +53,7 @@ impl BandwidthEstimator for FeedbackExport {
                 queue.pop_front();
             }
             queue.push_back(SentReport {
+                id: report.id,
                 ssrc: report.ssrc,
                 rtp_sequence_number: report.rtp_sequence_number,
                 departure: report.departure,

@@ -656,5 +656,37 @@ impl Node {
             ice_servers: self.config.ice_servers.for_participant(&identity, wall),
         };
         self.notify(id, joined);
+        let cap = self
+            .rooms
+            .get(&room)
+            .map_or(0, |e| e.policy.max_publisher_kbps);
+        if cap > 0 {
+            self.notify(
+                id,
+                ServerMessage::PublishLimits {
+                    max_video_kbps: Some(cap),
+                },
+            );
+        }
+    }
+
+    /// Tells every publisher of a room the room's cap on its video (after a change).
+    pub(super) fn tell_publish_limits(&mut self, room: RoomKey) {
+        let Some(cap) = self.rooms.get(&room).map(|e| e.policy.max_publisher_kbps) else {
+            return;
+        };
+        let publishers: Vec<ParticipantId> = self
+            .members_of(room)
+            .filter(|p| p.grants.publish)
+            .map(|p| p.id)
+            .collect();
+        for id in publishers {
+            self.notify(
+                id,
+                ServerMessage::PublishLimits {
+                    max_video_kbps: (cap > 0).then_some(cap),
+                },
+            );
+        }
     }
 }

@@ -21,11 +21,13 @@ use super::role::LegRole;
 use super::state::{Participant, RoomEntry, RoomKey};
 use super::timers::{Timer, Timers};
 use crate::ice_servers::IceServerConfig;
+use crate::media::allocator::{PauseReason, Target};
+use crate::media::bandwidth::SentPacket;
 use crate::media::codec::Codec;
 use crate::media::codec::vp8;
 use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, TrackId};
-use crate::media::rewrite::rewrite;
+use crate::media::rewrite::{RewriteTarget, rewrite};
 use crate::media::room::{Forwarded, RoomOutput, SinkId};
 use crate::metrics::{DropReason, Feedback, LegFailure, MediaMetrics, NodeSnapshot};
 use bytes::BytesMut;
@@ -36,6 +38,7 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp::packet::PADDING_ONLY_LEN;
 use rtc::rtp::packet::Packet;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -191,6 +194,7 @@ pub struct Node {
     snapshot: Arc<NodeSnapshot>,
     inbound: Vec<Inbound>,
     fan_out: Vec<Forwarded>,
+    feedback_buffer: Vec<super::feedback::SentReport>,
 }
 
 impl Node {
@@ -217,6 +221,7 @@ impl Node {
             snapshot: shared.snapshot,
             inbound: Vec::new(),
             fan_out: Vec::new(),
+            feedback_buffer: Vec::new(),
         };
         node.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
         node
@@ -552,7 +557,7 @@ impl Node {
             for binding in &findings.layers {
                 if !entry
                     .room
-                    .bind_layer(binding.track, binding.ssrc, binding.rid.as_deref())
+                    .bind_layer(binding.track, binding.ssrc, binding.rid.as_deref(), now)
                 {
                     debug!(
                         ssrc = binding.ssrc,
@@ -564,6 +569,7 @@ impl Node {
         if !self.inbound.is_empty() {
             self.forward_inbound(now);
         }
+        self.deliver_transport_feedback(key, now);
         if !findings.keyframe_requests.is_empty() {
             let participant = self.legs.get(&key).map(|l| l.participant);
             if let Some(room) = participant
@@ -717,6 +723,117 @@ impl Node {
         }
     }
 
+    /// A subscriber's transport-cc reports, from its subscribe leg's chain to its room's
+    /// estimator.
+    fn deliver_transport_feedback(&mut self, key: LegKey, now: Instant) {
+        let Some(leg) = self.legs.get(&key) else {
+            return;
+        };
+        let LegMedia::Subscribe(state) = &leg.media else {
+            return;
+        };
+        let mut reports = std::mem::take(&mut self.feedback_buffer);
+        reports.clear();
+        super::feedback::drain(&state.feedback, &mut reports);
+        let participant = leg.participant;
+        if !reports.is_empty()
+            && let Some(room) = self.participants.get(&participant).map(|p| p.room)
+            && let Some(entry) = self.rooms.get_mut(&room)
+        {
+            let sent: Vec<SentPacket> = reports
+                .iter()
+                .map(|r| SentPacket {
+                    id: r.id,
+                    departure: r.departure,
+                    arrival: r.arrival,
+                    size_bytes: r.size_bytes,
+                })
+                .collect();
+            entry.room.transport_feedback(participant, &sent, now);
+            if let Some(estimate) = entry.room.bandwidth().estimate_bps(participant) {
+                self.metrics.bandwidth_estimate.observe(estimate as f64);
+            }
+            self.process_room_outputs(room, now);
+        }
+        self.feedback_buffer = reports;
+    }
+
+    /// Padding-only packets toward a subscriber (a bandwidth probe), each numbered into one of
+    /// its video streams so that its receiver sees no gap.
+    fn send_padding(
+        &mut self,
+        room: RoomKey,
+        subscriber: ParticipantId,
+        packets: u32,
+        now: Instant,
+    ) {
+        for _ in 0..packets {
+            let Some(padding) = self
+                .rooms
+                .get_mut(&room)
+                .and_then(|e| e.room.probe_padding(subscriber))
+            else {
+                return;
+            };
+            let (leg_key, slot_index) = sink_parts(padding.sink);
+            let Some(leg) = self.legs.get_mut(&leg_key) else {
+                return;
+            };
+            let LegMedia::Subscribe(state) = &leg.media else {
+                return;
+            };
+            let Some(Some(slot)) = state.slots.get(slot_index) else {
+                return;
+            };
+            let Some(target) = &slot.rewrite else {
+                return;
+            };
+            let packet = padding_packet(target, padding.sequence_number, padding.timestamp);
+            let sender = slot.sender;
+            let written = leg
+                .pc
+                .rtp_sender(sender)
+                .map(|mut s| s.write_rtp(now, packet).is_ok())
+                .unwrap_or(false);
+            if written {
+                self.metrics
+                    .probe_bytes_sent
+                    .inc_by(PADDING_ONLY_LEN as u64);
+            }
+            flush_leg(leg, &mut self.transmits);
+        }
+    }
+
+    fn tell_subscription_state(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        target: Target,
+        resolution: Option<(u16, u16)>,
+    ) {
+        let (paused, reason, layer) = match target {
+            Target::Layer(rank) => (false, None, Some(rank)),
+            Target::Paused(reason) => (true, wire_pause_reason(reason), None),
+        };
+        let estimate = self
+            .participants
+            .get(&subscriber)
+            .and_then(|p| self.rooms.get(&p.room))
+            .and_then(|e| e.room.bandwidth().estimate_bps(subscriber));
+        debug!(%subscriber, %track, ?target, ?resolution, ?estimate, "subscription state");
+        self.notify(
+            subscriber,
+            tern_signaling::protocol::ServerMessage::SubscriptionState {
+                track_id: track.to_string(),
+                paused,
+                reason,
+                layer,
+                width: resolution.map(|r| u32::from(r.0)),
+                height: resolution.map(|r| u32::from(r.1)),
+            },
+        );
+    }
+
     /// Rewrites one packet for one subscriber slot and sends it.
     fn send_forwarded(
         &mut self,
@@ -794,6 +911,16 @@ impl Node {
                     let due = now + self.config.renegotiation_debounce;
                     self.schedule_renegotiation(participant, due);
                 }
+                RoomOutput::SubscriptionState {
+                    subscriber,
+                    track,
+                    target,
+                    resolution,
+                } => self.tell_subscription_state(subscriber, track, target, resolution),
+                RoomOutput::SendPadding {
+                    subscriber,
+                    packets,
+                } => self.send_padding(room, subscriber, packets, now),
                 RoomOutput::GraceExpired(participant) => {
                     self.remove_participant(
                         participant,
@@ -1130,6 +1257,31 @@ fn collect_leg_output(
             _ => {}
         }
     }
+}
+
+/// Why a subscription is paused, in the protocol's words (a subscriber's own wish needs none).
+fn wire_pause_reason(reason: PauseReason) -> Option<tern_signaling::protocol::PauseReason> {
+    use tern_signaling::protocol::PauseReason as Wire;
+    match reason {
+        PauseReason::Bandwidth => Some(Wire::Bandwidth),
+        PauseReason::SubscriberBudget => Some(Wire::SubscriberBudget),
+        PauseReason::RoomBudget => Some(Wire::RoomBudget),
+        PauseReason::NoLayer => Some(Wire::NoLayer),
+        PauseReason::Wish => None,
+    }
+}
+
+/// A padding-only packet in a subscriber slot's stream (RFC 3550 §5.1; `patches/rtc-rtp` writes
+/// it with 255 bytes of padding).
+fn padding_packet(target: &RewriteTarget, sequence_number: u16, timestamp: u32) -> Packet {
+    let mut packet = Packet::default();
+    packet.header.version = 2;
+    packet.header.padding = true;
+    packet.header.payload_type = target.payload_type;
+    packet.header.sequence_number = sequence_number;
+    packet.header.timestamp = timestamp;
+    packet.header.ssrc = target.ssrc;
+    packet
 }
 
 /// Queues everything a leg wrote for sending.

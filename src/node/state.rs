@@ -4,6 +4,7 @@
 
 use super::demux::LegKey;
 use super::guard::RateLimit;
+use crate::media::bandwidth::BandwidthPolicy;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::Room;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,8 +41,10 @@ impl RoomEntry {
         now: Instant,
         wall: SystemTime,
     ) -> Self {
+        let mut room = Room::new(name, keyframe_interval);
+        room.set_bandwidth_policy(bandwidth_policy(&policy), now);
         RoomEntry {
-            room: Room::new(name, keyframe_interval),
+            room,
             policy,
             created_at: wall,
             created_by_api: false,
@@ -50,6 +53,13 @@ impl RoomEntry {
             timer_at: None,
             close_armed: None,
         }
+    }
+
+    /// Applies a changed policy; its budgets take effect at once.
+    pub fn set_policy(&mut self, policy: RoomPolicy, now: Instant) {
+        self.room
+            .set_bandwidth_policy(bandwidth_policy(&policy), now);
+        self.policy = policy;
     }
 
     /// When an empty room closes.
@@ -61,6 +71,16 @@ impl RoomEntry {
             self.policy.empty_timeout_s
         };
         Some(since + Duration::from_secs(u64::from(timeout)))
+    }
+}
+
+/// The room's budgets as the media core takes them (the API's 0 kbps means no limit).
+pub fn bandwidth_policy(policy: &RoomPolicy) -> BandwidthPolicy {
+    let bps = |kbps: u32| (kbps > 0).then(|| u64::from(kbps) * 1_000);
+    BandwidthPolicy {
+        max_egress_bps: bps(policy.max_egress_kbps),
+        max_subscriber_bps: bps(policy.max_subscriber_kbps),
+        max_publisher_bps: bps(policy.max_publisher_kbps),
     }
 }
 

@@ -1,0 +1,406 @@
+//! A room's bandwidth control loop: one downlink estimate per subscriber, one allocation for the
+//! room, and the probes that let an estimate rise above what is being sent.
+//!
+//! The room feeds it transport-cc reports (per subscriber) and asks it for a round every
+//! [`BandwidthConfig::round_interval`], or at once when an estimate falls below what that
+//! subscriber is being sent ("down at once"). A round hands the allocator every video
+//! subscription with its layers' measured rates and returns a target per subscription; the room
+//! switches layers at keyframes. While a probe runs, the room asks for padding packets at a
+//! steady pace ([`RoomBandwidth::padding_due`]), so the subscriber's total rate reaches the
+//! probe's target; everything sent meanwhile is marked as the probe's in the estimator's feedback.
+//! Subscription state changes are reported to subscribers at most once a second per track.
+
+use super::allocator::{
+    Allocation, Allocator, AllocatorConfig, Priority, RoomPolicy, SubscriberInput,
+    SubscriptionInput, Target,
+};
+use super::bwe::{EstimatorConfig, PacketFeedback, SendSideEstimator};
+use super::ids::{ParticipantId, TrackId};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Wire size of one padding-only packet: 255 bytes of padding, the RTP header with its
+/// extensions (transport-cc, mid) and the SRTP tag.
+const PADDING_PACKET_BYTES: u64 = 300;
+/// Subscription state is told at most this often per subscription.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+pub struct BandwidthConfig {
+    pub estimator: EstimatorConfig,
+    pub allocator: AllocatorConfig,
+    /// How often the room re-allocates when nothing forces it.
+    pub round_interval: Duration,
+    /// How often padding goes out during a probe (its bursts are this long).
+    pub padding_interval: Duration,
+}
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        BandwidthConfig {
+            estimator: EstimatorConfig::default(),
+            allocator: AllocatorConfig::default(),
+            round_interval: Duration::from_millis(500),
+            padding_interval: Duration::from_millis(5),
+        }
+    }
+}
+
+/// A room's budgets (`None` = unlimited), settable during a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BandwidthPolicy {
+    /// All video sent to the room's subscribers together (RTX and probes included).
+    pub max_egress_bps: Option<u64>,
+    /// One subscriber's video.
+    pub max_subscriber_bps: Option<u64>,
+    /// One publisher's video: layers above it are never forwarded (and the publisher is told to
+    /// cap its encodings).
+    pub max_publisher_bps: Option<u64>,
+}
+
+/// One packet the subscriber reported on, as the shell got it (in send order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentPacket {
+    /// Increases by one per packet sent on the subscriber's leg.
+    pub id: u64,
+    pub departure: Instant,
+    /// On the subscriber's clock; `None` when reported lost.
+    pub arrival: Option<Duration>,
+    pub size_bytes: u32,
+}
+
+/// One video subscription as a round sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoSubscription<'a> {
+    pub track: TrackId,
+    pub subscriber: ParticipantId,
+    pub priority: Priority,
+    /// Each layer's rate, lowest quality first; 0 = not live.
+    pub layer_bps: &'a [u64],
+}
+
+/// What a round decided for one subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub track: TrackId,
+    pub subscriber: ParticipantId,
+    /// A quality rank (0 = lowest) or paused with its reason.
+    pub target: Target,
+    /// Whether the subscriber should be told now (its state changed, and it was not told within
+    /// the last second).
+    pub notify: bool,
+}
+
+struct Subscriber {
+    estimator: SendSideEstimator,
+    /// The last probe success already handed to the allocator.
+    probe_succeeded_at: Option<Instant>,
+    padding: Option<Padding>,
+    /// The video the last round gave this subscriber.
+    allocated_video_bps: u64,
+}
+
+/// Padding toward one subscriber for a running probe.
+#[derive(Debug, Clone, Copy)]
+struct Padding {
+    bps: u64,
+    until: Instant,
+    next_at: Instant,
+    /// Bytes owed but not yet a whole packet.
+    credit_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Notice {
+    target: Target,
+    told: Option<(Target, Instant)>,
+}
+
+pub struct RoomBandwidth {
+    config: BandwidthConfig,
+    policy: BandwidthPolicy,
+    allocator: Allocator,
+    subscribers: BTreeMap<ParticipantId, Subscriber>,
+    notices: BTreeMap<(TrackId, ParticipantId), Notice>,
+    next_round: Option<Instant>,
+    // Reused between rounds.
+    subscriber_inputs: Vec<SubscriberInput>,
+    allocations: Vec<Allocation>,
+    decisions: Vec<Decision>,
+    feedback: Vec<PacketFeedback>,
+}
+
+/// The allocator's key for a subscription: the low halves of two random 64-bit ids. Two of a
+/// room's subscriptions sharing one (odds about n^2 / 2^64) would share hysteresis state, no more.
+fn subscription_key(track: TrackId, subscriber: ParticipantId) -> u64 {
+    (track.0 << 32) | (subscriber.0 & 0xffff_ffff)
+}
+
+impl RoomBandwidth {
+    pub fn new(config: BandwidthConfig) -> Self {
+        RoomBandwidth {
+            config,
+            policy: BandwidthPolicy::default(),
+            allocator: Allocator::new(config.allocator),
+            subscribers: BTreeMap::new(),
+            notices: BTreeMap::new(),
+            next_round: None,
+            subscriber_inputs: Vec::new(),
+            allocations: Vec::new(),
+            decisions: Vec::new(),
+            feedback: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> BandwidthPolicy {
+        self.policy
+    }
+
+    /// New budgets take effect at the next round, which is now.
+    pub fn set_policy(&mut self, policy: BandwidthPolicy, now: Instant) {
+        self.policy = policy;
+        self.next_round = Some(now);
+    }
+
+    pub fn add_subscriber(&mut self, id: ParticipantId, now: Instant) {
+        self.subscribers.entry(id).or_insert_with(|| Subscriber {
+            estimator: SendSideEstimator::new(self.config.estimator, now),
+            probe_succeeded_at: None,
+            padding: None,
+            allocated_video_bps: 0,
+        });
+        self.next_round = Some(now);
+    }
+
+    /// The subscriber left; its share goes to the others at the next round.
+    pub fn remove_subscriber(&mut self, id: ParticipantId) {
+        self.subscribers.remove(&id);
+        self.notices.retain(|(_, subscriber), _| *subscriber != id);
+    }
+
+    /// Something changed the set of subscriptions or their layers: allocate soon.
+    pub fn wake(&mut self, now: Instant) {
+        self.next_round = Some(self.next_round.map_or(now, |at| at.min(now)));
+    }
+
+    /// The subscriber's transport-cc reports. A round is due at once when its estimate no longer
+    /// carries what it is being sent.
+    pub fn on_feedback(&mut self, id: ParticipantId, now: Instant, reports: &[SentPacket]) {
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            return;
+        };
+        let probe = subscriber.estimator.probe();
+        self.feedback.clear();
+        for report in reports {
+            self.feedback.push(PacketFeedback {
+                seq: report.id,
+                departure: report.departure,
+                arrival: report.arrival,
+                size_bytes: report.size_bytes,
+                probe: probe.is_some_and(|p| (p.started..=p.until).contains(&report.departure)),
+            });
+        }
+        subscriber.estimator.on_feedback(now, &self.feedback);
+        let budget =
+            subscriber.estimator.estimate_bps() * self.config.allocator.estimate_percent / 100;
+        if budget < subscriber.allocated_video_bps {
+            self.wake(now);
+        }
+        self.check_probe_success(id, now);
+    }
+
+    fn check_probe_success(&mut self, id: ParticipantId, now: Instant) {
+        let Some(subscriber) = self.subscribers.get_mut(&id) else {
+            return;
+        };
+        if let Some(outcome) = subscriber.estimator.last_probe_outcome()
+            && outcome.succeeded()
+            && subscriber.probe_succeeded_at != Some(outcome.concluded)
+        {
+            subscriber.probe_succeeded_at = Some(outcome.concluded);
+            subscriber.padding = None;
+            self.wake(now);
+        }
+    }
+
+    pub fn estimate_bps(&self, id: ParticipantId) -> Option<u64> {
+        self.subscribers
+            .get(&id)
+            .map(|s| s.estimator.estimate_bps())
+    }
+
+    pub fn is_probing(&self, id: ParticipantId) -> bool {
+        self.subscribers
+            .get(&id)
+            .is_some_and(|s| s.estimator.probe().is_some())
+    }
+
+    /// All video the last round allocated to the room's subscribers.
+    pub fn room_video_bps(&self) -> u64 {
+        self.allocator.room_video_bps()
+    }
+
+    /// Whether the room's budget held somebody back in the last round.
+    pub fn held_at_budget(&self) -> bool {
+        self.allocator.held_at_budget()
+    }
+
+    pub fn is_round_due(&self, now: Instant) -> bool {
+        self.next_round.is_some_and(|at| at <= now)
+    }
+
+    /// Allocates every video subscription. `audio_bps` is the audio each subscriber receives.
+    pub fn round(
+        &mut self,
+        now: Instant,
+        subscriptions: &[VideoSubscription],
+        audio_bps: impl Fn(ParticipantId) -> u64,
+    ) -> &[Decision] {
+        self.next_round = Some(now + self.config.round_interval);
+        self.subscriber_inputs.clear();
+        for (id, subscriber) in &self.subscribers {
+            self.subscriber_inputs.push(SubscriberInput {
+                key: id.0,
+                estimate_bps: subscriber.estimator.estimate_bps(),
+                audio_bps: audio_bps(*id),
+                rtx_bps: 0,
+                probe_succeeded_at: subscriber.probe_succeeded_at,
+            });
+        }
+        let inputs: Vec<SubscriptionInput> = subscriptions
+            .iter()
+            .map(|s| SubscriptionInput {
+                key: subscription_key(s.track, s.subscriber),
+                subscriber: s.subscriber.0,
+                priority: s.priority,
+                layer_bps: s.layer_bps,
+                max_layer: None,
+                wants_paused: false,
+            })
+            .collect();
+        let policy = RoomPolicy {
+            max_egress_bps: self.policy.max_egress_bps,
+            max_subscriber_bps: self.policy.max_subscriber_bps,
+        };
+        self.allocations.clear();
+        self.allocator.allocate(
+            now,
+            &policy,
+            &self.subscriber_inputs,
+            &inputs,
+            &mut self.allocations,
+        );
+        for subscriber in self.subscribers.values_mut() {
+            subscriber.allocated_video_bps = 0;
+        }
+        self.decisions.clear();
+        for (allocation, subscription) in self.allocations.iter().zip(subscriptions) {
+            if let Some(subscriber) = self.subscribers.get_mut(&subscription.subscriber) {
+                subscriber.allocated_video_bps += allocation.bps;
+            }
+            let key = (subscription.track, subscription.subscriber);
+            let notice = self.notices.entry(key).or_insert(Notice {
+                target: allocation.target,
+                told: None,
+            });
+            notice.target = allocation.target;
+            let notify = match notice.told {
+                None => true,
+                Some((told, at)) => {
+                    told != allocation.target
+                        && now.saturating_duration_since(at) >= NOTICE_INTERVAL
+                }
+            };
+            if notify {
+                notice.told = Some((allocation.target, now));
+            }
+            self.decisions.push(Decision {
+                track: subscription.track,
+                subscriber: subscription.subscriber,
+                target: allocation.target,
+                notify,
+            });
+        }
+        self.notices.retain(|key, _| {
+            subscriptions
+                .iter()
+                .any(|s| (s.track, s.subscriber) == *key)
+        });
+        self.start_probes(now);
+        &self.decisions
+    }
+
+    fn start_probes(&mut self, now: Instant) {
+        for (id, subscriber) in &mut self.subscribers {
+            let Some(wanted) = self.allocator.probe_wanted(id.0) else {
+                continue;
+            };
+            if wanted.padding_bps == 0 {
+                continue;
+            }
+            if let Some(probe) = subscriber.estimator.start_probe(now, wanted.target_bps) {
+                subscriber.padding = Some(Padding {
+                    bps: wanted.padding_bps,
+                    until: probe.until,
+                    next_at: now,
+                    credit_bytes: 0,
+                });
+            }
+        }
+    }
+
+    /// Padding packets to send now, per subscriber being probed.
+    pub fn padding_due(&mut self, now: Instant, out: &mut Vec<(ParticipantId, u32)>) {
+        for (id, subscriber) in &mut self.subscribers {
+            let Some(padding) = &mut subscriber.padding else {
+                continue;
+            };
+            if now >= padding.until {
+                subscriber.padding = None;
+                continue;
+            }
+            if now < padding.next_at {
+                continue;
+            }
+            let interval = self.config.padding_interval;
+            padding.credit_bytes += padding.bps * interval.as_micros() as u64 / 8_000_000;
+            let packets = padding.credit_bytes / PADDING_PACKET_BYTES;
+            padding.credit_bytes %= PADDING_PACKET_BYTES;
+            padding.next_at = now + interval;
+            if packets > 0 {
+                out.push((*id, packets.min(u64::from(u32::MAX)) as u32));
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<ParticipantId> = self.subscribers.keys().copied().collect();
+        for id in ids {
+            if let Some(subscriber) = self.subscribers.get_mut(&id) {
+                subscriber.estimator.handle_timeout(now);
+            }
+            self.check_probe_success(id, now);
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let estimators = self
+            .subscribers
+            .values()
+            .filter_map(|s| s.estimator.poll_timeout());
+        let padding = self
+            .subscribers
+            .values()
+            .filter_map(|s| s.padding.map(|p| p.next_at.min(p.until)));
+        estimators
+            .chain(padding)
+            .chain(self.next_round)
+            .chain(self.allocator.poll_timeout())
+            .min()
+    }
+
+    /// What the last round decided for one subscription.
+    pub fn target(&self, track: TrackId, subscriber: ParticipantId) -> Option<Target> {
+        self.notices.get(&(track, subscriber)).map(|n| n.target)
+    }
+}
