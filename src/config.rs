@@ -171,6 +171,9 @@ pub struct MediaConfig {
     /// Seconds a new ICE-TCP connection has to send an integrity-checked STUN request naming a
     /// leg before it is closed.
     pub tcp_stun_deadline_s: u64,
+    /// Estimate each subscriber's downlink (transport-cc, probes, pacing) and choose layers from
+    /// it; off, layers follow the room budgets alone.
+    pub bandwidth_estimation: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -230,6 +233,11 @@ pub struct RoomConfig {
     pub max_offers_per_s: u32,
     /// Minimum milliseconds between keyframe requests to one publisher track.
     pub keyframe_interval_ms: u64,
+    /// Video budgets of a room, kbit/s (0: none): all its subscribers together, one
+    /// subscriber, one publisher.
+    pub max_egress_kbps: u32,
+    pub max_subscriber_kbps: u32,
+    pub max_publisher_kbps: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -280,6 +288,7 @@ impl Default for MediaConfig {
             tcp_listen: None,
             tcp_max_connections: 1000,
             tcp_stun_deadline_s: 5,
+            bandwidth_estimation: true,
         }
     }
 }
@@ -321,6 +330,9 @@ impl Default for RoomConfig {
             max_media_sections: 32,
             max_offers_per_s: 2,
             keyframe_interval_ms: 500,
+            max_egress_kbps: 0,
+            max_subscriber_kbps: 0,
+            max_publisher_kbps: 0,
         }
     }
 }

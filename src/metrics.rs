@@ -61,10 +61,12 @@ pub enum DropReason {
     Duplicate,
     /// A padding-only publisher packet (the publisher's bandwidth probe).
     Padding,
+    /// A subscriber's pacer was full (its estimate far below what it is sent).
+    PacerOverflow,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::StunUnauthenticated,
@@ -84,6 +86,7 @@ impl DropReason {
         DropReason::TcpBacklog,
         DropReason::Duplicate,
         DropReason::Padding,
+        DropReason::PacerOverflow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +110,7 @@ impl DropReason {
             DropReason::TcpBacklog => "tcp_backlog",
             DropReason::Duplicate => "duplicate",
             DropReason::Padding => "padding",
+            DropReason::PacerOverflow => "pacer_overflow",
         }
     }
 }
@@ -300,6 +304,8 @@ pub struct StateGauges {
     pub publications: IntGaugeVec,
     pub subscriptions: IntGaugeVec,
     pub legs: IntGauge,
+    pub paused_subscriptions: IntGauge,
+    pub rooms_at_budget: IntGauge,
 }
 
 /// A snapshot of the worker's state for the gauges.
@@ -312,6 +318,10 @@ pub struct NodeStats {
     pub audio_subscriptions: u64,
     pub video_subscriptions: u64,
     pub legs: u64,
+    /// Video subscriptions the bandwidth allocator paused.
+    pub paused_subscriptions: u64,
+    /// Rooms whose `max_egress_kbps` held a subscriber back in the last allocation.
+    pub rooms_at_budget: u64,
 }
 
 /// The latest [`NodeStats`] a worker published, readable without asking it (a scrape must not
@@ -325,6 +335,8 @@ pub struct NodeSnapshot {
     audio_subscriptions: AtomicU64,
     video_subscriptions: AtomicU64,
     legs: AtomicU64,
+    paused_subscriptions: AtomicU64,
+    rooms_at_budget: AtomicU64,
 }
 
 impl NodeSnapshot {
@@ -337,6 +349,8 @@ impl NodeSnapshot {
         set(&self.audio_subscriptions, stats.audio_subscriptions);
         set(&self.video_subscriptions, stats.video_subscriptions);
         set(&self.legs, stats.legs);
+        set(&self.paused_subscriptions, stats.paused_subscriptions);
+        set(&self.rooms_at_budget, stats.rooms_at_budget);
     }
 
     pub fn read(&self) -> NodeStats {
@@ -349,6 +363,8 @@ impl NodeSnapshot {
             audio_subscriptions: get(&self.audio_subscriptions),
             video_subscriptions: get(&self.video_subscriptions),
             legs: get(&self.legs),
+            paused_subscriptions: get(&self.paused_subscriptions),
+            rooms_at_budget: get(&self.rooms_at_budget),
         }
     }
 }
@@ -633,6 +649,18 @@ impl Metrics {
                 "tern_peer_connections",
                 "Open peer connections (legs).",
             ),
+            paused_subscriptions: gauge(
+                &registry,
+                "tern_paused_subscriptions",
+                "Video subscriptions paused by bandwidth control (the subscriber's estimate or a \
+                 budget cannot carry even the lowest layer); their audio continues.",
+            ),
+            rooms_at_budget: gauge(
+                &registry,
+                "tern_rooms_at_budget",
+                "Rooms whose max_egress_kbps held a subscriber below what its own bandwidth \
+                 allowed, in the last allocation.",
+            ),
         };
         let process = ProcessMetrics::register(&registry);
         let webhooks =
@@ -666,6 +694,9 @@ impl Metrics {
         g.subscriptions
             .with_label_values(&["video"])
             .set(stats.video_subscriptions as i64);
+        g.paused_subscriptions
+            .set(stats.paused_subscriptions as i64);
+        g.rooms_at_budget.set(stats.rooms_at_budget as i64);
         let encoder = prometheus::TextEncoder::new();
         encoder
             .encode_to_string(&self.registry.gather())

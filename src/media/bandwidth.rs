@@ -16,6 +16,7 @@ use super::allocator::{
 };
 use super::bwe::{EstimatorConfig, PacketFeedback, SendSideEstimator};
 use super::ids::{ParticipantId, TrackId};
+use super::pacer::Pacer;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -24,9 +25,15 @@ use std::time::{Duration, Instant};
 const PADDING_PACKET_BYTES: u64 = 300;
 /// Subscription state is told at most this often per subscription.
 const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+/// A subscriber that sent no transport-cc feedback for this long after joining does not
+/// support it (some native and Python stacks): it is not estimated, paced or probed, and only
+/// the room's budgets bound what it gets.
+const NO_FEEDBACK_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy)]
 pub struct BandwidthConfig {
+    /// Off: subscribers are not estimated, paced or probed; layers follow the budgets alone.
+    pub estimation: bool,
     pub estimator: EstimatorConfig,
     pub allocator: AllocatorConfig,
     /// How often the room re-allocates when nothing forces it.
@@ -38,6 +45,7 @@ pub struct BandwidthConfig {
 impl Default for BandwidthConfig {
     fn default() -> Self {
         BandwidthConfig {
+            estimation: true,
             estimator: EstimatorConfig::default(),
             allocator: AllocatorConfig::default(),
             round_interval: Duration::from_millis(500),
@@ -93,6 +101,9 @@ pub struct Decision {
 
 struct Subscriber {
     estimator: SendSideEstimator,
+    added_at: Instant,
+    /// Whether any transport-cc feedback came.
+    fed: bool,
     /// The last probe success already handed to the allocator.
     probe_succeeded_at: Option<Instant>,
     padding: Option<Padding>,
@@ -165,6 +176,8 @@ impl RoomBandwidth {
     pub fn add_subscriber(&mut self, id: ParticipantId, now: Instant) {
         self.subscribers.entry(id).or_insert_with(|| Subscriber {
             estimator: SendSideEstimator::new(self.config.estimator, now),
+            added_at: now,
+            fed: false,
             probe_succeeded_at: None,
             padding: None,
             allocated_video_bps: 0,
@@ -190,6 +203,7 @@ impl RoomBandwidth {
             return;
         };
         let probe = subscriber.estimator.probe();
+        subscriber.fed |= !reports.is_empty();
         self.feedback.clear();
         for report in reports {
             self.feedback.push(PacketFeedback {
@@ -223,10 +237,42 @@ impl RoomBandwidth {
         }
     }
 
+    /// The subscriber's estimated downlink; `None` for a subscriber without transport-cc.
     pub fn estimate_bps(&self, id: ParticipantId) -> Option<u64> {
         self.subscribers
             .get(&id)
+            .filter(|s| s.fed)
             .map(|s| s.estimator.estimate_bps())
+    }
+
+    /// What the allocator plans with: the estimate, the starting estimate until feedback comes,
+    /// and no limit for a subscriber that never sends any.
+    fn planning_estimate(&self, subscriber: &Subscriber, now: Instant) -> u64 {
+        if !self.config.estimation {
+            return self.config.estimator.max_bps;
+        }
+        if subscriber.fed || now.saturating_duration_since(subscriber.added_at) < NO_FEEDBACK_GRACE
+        {
+            subscriber.estimator.estimate_bps()
+        } else {
+            self.config.estimator.max_bps
+        }
+    }
+
+    /// The subscriber's estimator, for its details (acknowledged rate, loss, delay state).
+    pub fn estimator(&self, id: ParticipantId) -> Option<&SendSideEstimator> {
+        self.subscribers.get(&id).map(|s| &s.estimator)
+    }
+
+    /// The rate to pace this subscriber's packets at now (see [`Pacer::rate_for`]); `None`
+    /// (unpaced) until its first transport-cc feedback, and for subscribers that send none.
+    pub fn pacing_bps(&self, id: ParticipantId, now: Instant) -> Option<u64> {
+        let subscriber = self.subscribers.get(&id).filter(|s| s.fed)?;
+        let estimator = &subscriber.estimator;
+        Some(Pacer::rate_for(
+            estimator.estimate_bps(),
+            estimator.probe_target_bps(now),
+        ))
     }
 
     pub fn is_probing(&self, id: ParticipantId) -> bool {
@@ -261,7 +307,7 @@ impl RoomBandwidth {
         for (id, subscriber) in &self.subscribers {
             self.subscriber_inputs.push(SubscriberInput {
                 key: id.0,
-                estimate_bps: subscriber.estimator.estimate_bps(),
+                estimate_bps: self.planning_estimate(subscriber, now),
                 audio_bps: audio_bps(*id),
                 rtx_bps: 0,
                 probe_succeeded_at: subscriber.probe_succeeded_at,
@@ -332,6 +378,9 @@ impl RoomBandwidth {
 
     fn start_probes(&mut self, now: Instant) {
         for (id, subscriber) in &mut self.subscribers {
+            if !subscriber.fed {
+                continue;
+            }
             let Some(wanted) = self.allocator.probe_wanted(id.0) else {
                 continue;
             };

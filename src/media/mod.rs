@@ -11,5 +11,6 @@ pub mod ids;
 pub mod keyframe;
 pub mod layers;
 pub mod meter;
+pub mod pacer;
 pub mod rewrite;
 pub mod room;

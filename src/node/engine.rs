@@ -45,6 +45,9 @@ pub struct EngineSettings {
     pub ice_failed_timeout: Duration,
     /// Packets of send history per video stream for answering NACKs.
     pub nack_history: u16,
+    /// Subscribe legs negotiate transport-cc and keep the send history its feedback is joined
+    /// to (bandwidth estimation); off, they carry neither.
+    pub subscriber_feedback: bool,
 }
 
 impl Default for EngineSettings {
@@ -59,12 +62,16 @@ impl Default for EngineSettings {
             ice_disconnected_timeout: Duration::from_secs(7),
             ice_failed_timeout: Duration::from_secs(5),
             nack_history: 512,
+            subscriber_feedback: true,
         }
     }
 }
 
 /// Header extensions negotiated per role and media kind.
-fn header_extensions(role: LegRole) -> Vec<(HeaderExtension, RtpCodecKind)> {
+fn header_extensions(
+    role: LegRole,
+    settings: &EngineSettings,
+) -> Vec<(HeaderExtension, RtpCodecKind)> {
     use HeaderExtension as E;
     use RtpCodecKind::{Audio, Video};
     let mut list = vec![
@@ -74,17 +81,19 @@ fn header_extensions(role: LegRole) -> Vec<(HeaderExtension, RtpCodecKind)> {
         (E::VideoOrientation, Video),
         (E::PlayoutDelay, Video),
     ];
-    list.extend([(E::TransportCc, Audio), (E::TransportCc, Video)]);
+    if role == LegRole::Publish || settings.subscriber_feedback {
+        list.extend([(E::TransportCc, Audio), (E::TransportCc, Video)]);
+    }
     if role == LegRole::Publish {
         list.extend([(E::Rid, Video), (E::RepairedRid, Video)]);
     }
     list
 }
 
-fn media_engine(role: LegRole) -> Result<MediaEngine, RtcError> {
+fn media_engine(role: LegRole, settings: &EngineSettings) -> Result<MediaEngine, RtcError> {
     let mut engine = MediaEngine::default();
-    formats::register(&mut engine, role)?;
-    for (ext, kind) in header_extensions(role) {
+    formats::register(&mut engine, role, settings.subscriber_feedback)?;
+    for (ext, kind) in header_extensions(role, settings) {
         engine.register_header_extension(
             RTCRtpHeaderExtensionCapability {
                 uri: ext.uri().to_owned(),
@@ -135,18 +144,23 @@ fn interceptors(
         // the publisher's, so receivers keep audio and video in sync.
         // Transport-wide numbers on everything sent, and the send history that feedback is
         // joined to; the estimate itself is the media core's (no pacer: see `feedback`).
-        LegRole::Subscribe => registry
-            .with(
+        LegRole::Subscribe => {
+            let registry = registry.with(
                 Slot::NackResponder,
                 NackResponderBuilder::new()
                     .with_size(settings.nack_history)
                     .build(),
-            )
-            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-            .with(
-                Slot::CongestionControl,
-                CongestionControlBuilder::new(FeedbackExport::new(feedback)).build(),
-            ),
+            );
+            if !settings.subscriber_feedback {
+                return registry;
+            }
+            registry
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                .with(
+                    Slot::CongestionControl,
+                    CongestionControlBuilder::new(FeedbackExport::new(feedback)).build(),
+                )
+        }
     }
 }
 
@@ -177,7 +191,7 @@ pub fn new_peer_connection(
     feedback: FeedbackQueue,
     now: Instant,
 ) -> Result<RTCPeerConnection, RtcError> {
-    let engine = media_engine(role)?;
+    let engine = media_engine(role, settings)?;
     let registry = interceptors(role, settings, metrics, decrypted, feedback);
     // The relay is the DTLS server on every leg, so that it chooses the SRTP profile, by its
     // own order (patches/rtc-dtls): a publish answer says `a=setup:passive`; on subscribe legs

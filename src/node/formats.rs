@@ -96,7 +96,11 @@ pub fn rtp_kind(kind: MediaKind) -> RtpCodecKind {
 }
 
 /// The codec parameters of a catalogue format as registered on a leg of `role`.
-pub fn parameters(format: &CatalogueFormat, role: LegRole) -> RTCRtpCodecParameters {
+pub fn parameters(
+    format: &CatalogueFormat,
+    role: LegRole,
+    subscriber_feedback: bool,
+) -> RTCRtpCodecParameters {
     let mut rtcp_feedback = match format.codec.kind() {
         MediaKind::Audio => vec![],
         MediaKind::Video => vec![
@@ -108,7 +112,11 @@ pub fn parameters(format: &CatalogueFormat, role: LegRole) -> RTCRtpCodecParamet
     // Transport-wide feedback: toward publishers, so browsers ramp up quickly; from
     // subscribers, for all their media, since the relay's estimate of their downlink is built
     // on it.
-    if role == LegRole::Subscribe || format.codec.kind() == MediaKind::Video {
+    let wanted = match role {
+        LegRole::Subscribe => subscriber_feedback,
+        LegRole::Publish => format.codec.kind() == MediaKind::Video,
+    };
+    if wanted {
         rtcp_feedback.push(feedback("transport-cc", ""));
     }
     RTCRtpCodecParameters {
@@ -142,10 +150,14 @@ pub fn rtx_parameters(format: &CatalogueFormat) -> Option<RTCRtpCodecParameters>
     })
 }
 
-pub fn register(engine: &mut MediaEngine, role: LegRole) -> Result<(), RtcError> {
+pub fn register(
+    engine: &mut MediaEngine,
+    role: LegRole,
+    subscriber_feedback: bool,
+) -> Result<(), RtcError> {
     for format in catalogue() {
         let kind = rtp_kind(format.codec.kind());
-        engine.register_codec(parameters(&format, role), kind)?;
+        engine.register_codec(parameters(&format, role, subscriber_feedback), kind)?;
         if let Some(rtx) = rtx_parameters(&format) {
             engine.register_codec(rtx, kind)?;
         }
@@ -165,6 +177,7 @@ pub fn register(engine: &mut MediaEngine, role: LegRole) -> Result<(), RtcError>
 pub fn subscribe_preferences(
     format: &CatalogueFormat,
     accepted: Option<&[u8]>,
+    subscriber_feedback: bool,
 ) -> Option<Vec<RTCRtpCodecParameters>> {
     let role = LegRole::Subscribe;
     let Some(accepted) = accepted else {
@@ -177,7 +190,7 @@ pub fn subscribe_preferences(
         );
         let mut list = Vec::new();
         for format in &ordered {
-            list.push(parameters(format, role));
+            list.push(parameters(format, role, subscriber_feedback));
             list.extend(rtx_parameters(format));
         }
         return Some(list);
@@ -185,7 +198,7 @@ pub fn subscribe_preferences(
     if !accepted.contains(&format.payload_type) {
         return None;
     }
-    let mut list = vec![parameters(format, role)];
+    let mut list = vec![parameters(format, role, subscriber_feedback)];
     if format
         .rtx_payload_type
         .is_some_and(|rtx| accepted.contains(&rtx))
@@ -207,7 +220,7 @@ mod tests {
     #[test]
     fn preferences_offer_everything_first_then_only_what_the_first_answer_took() {
         let vp9 = find(Codec::Vp9, "profile-id=0").unwrap();
-        let first = subscribe_preferences(&vp9, None).unwrap();
+        let first = subscribe_preferences(&vp9, None, true).unwrap();
         let pts = payload_types(&first);
         assert_eq!(
             &pts[..2],
@@ -223,24 +236,24 @@ mod tests {
         // The subscriber took VP8 (with RTX) and VP9 without RTX.
         let accepted = [96, 97, 98];
         assert_eq!(
-            payload_types(&subscribe_preferences(&vp9, Some(&accepted)).unwrap()),
+            payload_types(&subscribe_preferences(&vp9, Some(&accepted), true).unwrap()),
             vec![98]
         );
         let vp8 = find(Codec::Vp8, "").unwrap();
         assert_eq!(
-            payload_types(&subscribe_preferences(&vp8, Some(&accepted)).unwrap()),
+            payload_types(&subscribe_preferences(&vp8, Some(&accepted), true).unwrap()),
             vec![96, 97]
         );
         let h264 = find(Codec::H264, "packetization-mode=1;profile-level-id=42e01f").unwrap();
-        assert!(subscribe_preferences(&h264, Some(&accepted)).is_none());
+        assert!(subscribe_preferences(&h264, Some(&accepted), true).is_none());
         // Audio: one Opus payload type, offered once.
         let opus = find(Codec::Opus, "stereo=1").unwrap();
         assert_eq!(
-            payload_types(&subscribe_preferences(&opus, None).unwrap()),
+            payload_types(&subscribe_preferences(&opus, None, true).unwrap()),
             vec![111]
         );
         assert_eq!(
-            payload_types(&subscribe_preferences(&opus, Some(&[111])).unwrap()),
+            payload_types(&subscribe_preferences(&opus, Some(&[111]), true).unwrap()),
             vec![111]
         );
     }

@@ -20,6 +20,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// A publisher stream the relay has seen RTP from.
@@ -124,7 +125,26 @@ pub struct SubscribeState {
     pub early_checks: Vec<rtc::shared::TaggedBytesMut>,
     /// Transport-cc reports the leg's chain joined to its send history, for the estimator.
     pub feedback: super::feedback::FeedbackQueue,
+    /// When each packet toward this subscriber may leave, and those waiting (oldest first).
+    pub pacer: crate::media::pacer::Pacer,
+    pub paced: VecDeque<PacedPacket>,
+    /// The pacing deadline queued on the node's timers.
+    pub pace_armed: Option<Instant>,
 }
+
+/// A packet held by a subscribe leg's pacer.
+#[derive(Debug)]
+pub struct PacedPacket {
+    pub at: Instant,
+    pub sender: RTCRtpSenderId,
+    pub packet: rtc::rtp::packet::Packet,
+    /// Media (counted as forwarded when it leaves) or probe padding.
+    pub kind: Option<MediaKind>,
+}
+
+/// Packets a subscribe leg's pacer holds at most: about a second of a 720p stream. More means
+/// the subscriber's estimate collapsed far below what it is sent; the newest are dropped.
+pub const MAX_PACED: usize = 512;
 
 /// Connectivity checks held per leg while its answer is awaited (a client sends one per
 /// candidate pair and retransmits: a few is enough, more is a flood).

@@ -14,6 +14,7 @@ pub mod formats;
 pub mod guard;
 pub mod leg;
 pub mod output;
+mod pacing;
 pub mod pair;
 mod participants;
 mod publish;

@@ -93,7 +93,7 @@ pub fn client_peer_connection_with(
                     continue;
                 }
                 engine.register_codec(
-                    formats::parameters(&format, super::role::LegRole::Subscribe),
+                    formats::parameters(&format, super::role::LegRole::Subscribe, true),
                     RtpCodecKind::Video,
                 )?;
                 if let Some(rtx) = formats::rtx_parameters(&format) {

@@ -12,6 +12,7 @@ use super::relay::Node;
 use super::state::{Participant, RoomEntry, RoomKey};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
+use crate::media::room::LayerTarget;
 use crate::media::room::{MemberInfo, MemberState, RoomError, TrackSource};
 use crate::metrics::NodeStats;
 use crate::webhooks::EventKind;
@@ -107,6 +108,7 @@ impl Node {
             ..NodeStats::default()
         };
         for entry in self.rooms.values() {
+            stats.rooms_at_budget += u64::from(entry.room.bandwidth().held_at_budget());
             for publication in entry.room.publications() {
                 let subs = publication.subscriptions().len() as u64;
                 match publication.kind() {
@@ -117,6 +119,11 @@ impl Node {
                     MediaKind::Video => {
                         stats.video_publications += 1;
                         stats.video_subscriptions += subs;
+                        stats.paused_subscriptions += publication
+                            .subscriptions()
+                            .iter()
+                            .filter(|s| s.target() == LayerTarget::Paused)
+                            .count() as u64;
                     }
                 }
             }
@@ -521,7 +528,14 @@ impl Node {
         self.room_keys.insert(name.clone(), key);
         info!(room = %name, "room created");
         let wall = self.wall(now);
-        let entry = RoomEntry::new(name, policy, self.config.keyframe_interval, now, wall);
+        let entry = RoomEntry::new(
+            name,
+            policy,
+            self.config.keyframe_interval,
+            self.config.bandwidth_estimation,
+            now,
+            wall,
+        );
         self.rooms.insert(key, entry);
         self.room_event(EventKind::RoomStarted, key, now);
         self.arm_room_timer(key, now);

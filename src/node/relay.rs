@@ -38,7 +38,6 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::rtp::packet::PADDING_ONLY_LEN;
 use rtc::rtp::packet::Packet;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -90,6 +89,8 @@ pub struct NodeConfig {
     pub max_offers_per_s: u32,
     /// Minimum spacing of keyframe requests to one publisher track.
     pub keyframe_interval: Duration,
+    /// Estimate subscribers' downlinks and choose layers from them (else budgets alone).
+    pub bandwidth_estimation: bool,
     pub max_tracks_per_participant: usize,
     pub max_sdp_bytes: usize,
     /// Datagrams per second one leg may send (bursts of half that); more is a flood.
@@ -123,6 +124,7 @@ impl Default for NodeConfig {
             max_media_sections: 32,
             max_offers_per_s: 2,
             keyframe_interval: Duration::from_millis(500),
+            bandwidth_estimation: true,
             max_tracks_per_participant: 8,
             max_sdp_bytes: 32 * 1024,
             max_packets_per_leg_per_s: 5_000,
@@ -284,6 +286,7 @@ impl Node {
                 leg.armed = None;
                 self.leg_input(key, None, now);
             }
+            Timer::Pace(key) => self.release_paced(key, at, now),
             Timer::ConnectDeadline(key) => self.check_connect_deadline(key, now),
             Timer::Renegotiate(id) => {
                 let due = self
@@ -753,13 +756,14 @@ impl Node {
             if let Some(estimate) = entry.room.bandwidth().estimate_bps(participant) {
                 self.metrics.bandwidth_estimate.observe(estimate as f64);
             }
+            self.update_pacing(participant, now);
             self.process_room_outputs(room, now);
         }
         self.feedback_buffer = reports;
     }
 
     /// Padding-only packets toward a subscriber (a bandwidth probe), each numbered into one of
-    /// its video streams so that its receiver sees no gap.
+    /// its video streams so that its receiver sees no gap, and paced like its media.
     fn send_padding(
         &mut self,
         room: RoomKey,
@@ -767,7 +771,18 @@ impl Node {
         packets: u32,
         now: Instant,
     ) {
+        self.update_pacing(subscriber, now);
+        let Some(leg_key) = self
+            .participants
+            .get(&subscriber)
+            .and_then(|p| p.subscribe_leg)
+        else {
+            return;
+        };
         for _ in 0..packets {
+            if !self.has_spare_pacing(leg_key, now) {
+                return;
+            }
             let Some(padding) = self
                 .rooms
                 .get_mut(&room)
@@ -776,7 +791,7 @@ impl Node {
                 return;
             };
             let (leg_key, slot_index) = sink_parts(padding.sink);
-            let Some(leg) = self.legs.get_mut(&leg_key) else {
+            let Some(leg) = self.legs.get(&leg_key) else {
                 return;
             };
             let LegMedia::Subscribe(state) = &leg.media else {
@@ -790,17 +805,7 @@ impl Node {
             };
             let packet = padding_packet(target, padding.sequence_number, padding.timestamp);
             let sender = slot.sender;
-            let written = leg
-                .pc
-                .rtp_sender(sender)
-                .map(|mut s| s.write_rtp(now, packet).is_ok())
-                .unwrap_or(false);
-            if written {
-                self.metrics
-                    .probe_bytes_sent
-                    .inc_by(PADDING_ONLY_LEN as u64);
-            }
-            flush_leg(leg, &mut self.transmits);
+            self.pace_or_write(leg_key, sender, packet, None, now);
         }
     }
 
@@ -874,26 +879,7 @@ impl Node {
             out.payload = payload.into();
         }
         let sender = slot.sender;
-        let payload_len = out.payload.len() as u64;
-        let metrics = &self.metrics;
-        let transmits = &mut self.transmits;
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let written = leg
-                .pc
-                .rtp_sender(sender)
-                .map(|mut s| s.write_rtp(now, out).is_ok())
-                .unwrap_or(false);
-            if written {
-                metrics.rtp_packets_sent.get(kind).inc();
-                metrics.rtp_bytes_sent.get(kind).inc_by(payload_len);
-            } else {
-                metrics.count_drop(DropReason::SendRefused);
-            }
-            flush_leg(leg, transmits);
-        }));
-        if outcome.is_err() {
-            self.leg_panicked(leg_key, now);
-        }
+        self.pace_or_write(leg_key, sender, out, Some(kind), now);
     }
 
     /// Acts on what a room queued: keyframe requests, renegotiations, expired members.
@@ -1001,7 +987,7 @@ impl Node {
     /// A panic inside the WebRTC stack closes that leg only: the participant stays, a lost
     /// publish leg unpublishes its tracks (the client is told and may publish again), a lost
     /// subscribe leg is rebuilt with a fresh offer.
-    fn leg_panicked(&mut self, key: LegKey, now: Instant) {
+    pub(super) fn leg_panicked(&mut self, key: LegKey, now: Instant) {
         self.metrics.leg_panics.inc();
         self.metrics.count_drop(DropReason::LegPanic);
         // The leg's state cannot be trusted: drop it without driving it further.

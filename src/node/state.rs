@@ -4,7 +4,7 @@
 
 use super::demux::LegKey;
 use super::guard::RateLimit;
-use crate::media::bandwidth::BandwidthPolicy;
+use crate::media::bandwidth::{BandwidthConfig, BandwidthPolicy};
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::Room;
 use std::time::{Duration, Instant, SystemTime};
@@ -38,10 +38,15 @@ impl RoomEntry {
         name: RoomId,
         policy: RoomPolicy,
         keyframe_interval: Duration,
+        bandwidth_estimation: bool,
         now: Instant,
         wall: SystemTime,
     ) -> Self {
-        let mut room = Room::new(name, keyframe_interval);
+        let bandwidth = BandwidthConfig {
+            estimation: bandwidth_estimation,
+            ..BandwidthConfig::default()
+        };
+        let mut room = Room::with_bandwidth(name, keyframe_interval, bandwidth);
         room.set_bandwidth_policy(bandwidth_policy(&policy), now);
         RoomEntry {
             room,

@@ -226,7 +226,12 @@ impl Node {
                 ),
             )
         })?;
-        let codec = formats::parameters(&format, LegRole::Subscribe).rtp_codec;
+        let codec = formats::parameters(
+            &format,
+            LegRole::Subscribe,
+            self.config.engine.subscriber_feedback,
+        )
+        .rtp_codec;
         let leg = self
             .legs
             .get_mut(&key)
@@ -234,18 +239,22 @@ impl Node {
         let accepted = leg
             .subscribe()
             .and_then(|s| s.accepted(format.codec.kind()).map(<[u8]>::to_vec));
-        let preferences =
-            formats::subscribe_preferences(&format, accepted.as_deref()).ok_or_else(|| {
-                refuse(
-                    ErrorCode::CodecNotReceivable,
-                    format!(
-                        "your subscribe connection did not accept {} ({}) when it first \
+        let preferences = formats::subscribe_preferences(
+            &format,
+            accepted.as_deref(),
+            self.config.engine.subscriber_feedback,
+        )
+        .ok_or_else(|| {
+            refuse(
+                ErrorCode::CodecNotReceivable,
+                format!(
+                    "your subscribe connection did not accept {} ({}) when it first \
                          answered; it is not forwarded to you",
-                        format.codec.mime_type(),
-                        format.fmtp
-                    ),
-                )
-            })?;
+                    format.codec.mime_type(),
+                    format.fmtp
+                ),
+            )
+        })?;
         // A retired m-line of this kind is taken over: its sender goes, and `add_track` puts the
         // new one on the same transceiver (same mid, new SSRC and msid).
         let kind = format.codec.kind();

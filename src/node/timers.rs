@@ -16,6 +16,8 @@ use std::time::Instant;
 pub enum Timer {
     /// A leg's own protocol deadline (ICE checks, DTLS retransmission, RTCP, NACK).
     Leg(LegKey),
+    /// A subscribe leg's paced packets are due.
+    Pace(LegKey),
     /// A leg must have connected (ICE and DTLS) by now.
     ConnectDeadline(LegKey),
     /// A participant's subscribe leg is due for renegotiation (debounced, spaced).

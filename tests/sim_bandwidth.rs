@@ -1,0 +1,672 @@
+//! Per-room bandwidth control on a virtual clock: the pure room (layers, forwarders, estimator,
+//! allocator, probes) with a simulcast publisher and subscribers behind modelled bottlenecks.
+//!
+//! Each subscriber's downlink is a FIFO of a given capacity with a tail-drop queue limit and a
+//! propagation delay; it turns the room's forwarded packets (media and probe padding) into
+//! transport-cc reports every 50 ms, as a browser's feedback would. Minutes of a call run in
+//! well under a second, and every number asserted comes from what the room forwarded.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+use tern::media::allocator::{PauseReason, Target};
+use tern::media::bandwidth::{BandwidthPolicy, SentPacket};
+use tern::media::codec::Codec;
+use tern::media::codec::vp8::{PictureId, Vp8Descriptor};
+use tern::media::forwarder::InboundPacket;
+use tern::media::ids::{ParticipantId, RoomId, TrackId};
+use tern::media::pacer::Pacer;
+use tern::media::room::{MemberInfo, PublicationInfo, Room, RoomOutput, SinkId, TrackSource};
+
+const PUBLISHER: ParticipantId = ParticipantId(1);
+const VIDEO: TrackId = TrackId(10);
+const AUDIO: TrackId = TrackId(11);
+const MTU_PAYLOAD: u32 = 1_100;
+/// RTP header, extensions and SRTP tag on top of the payload.
+const OVERHEAD: u32 = 40;
+const PADDING_WIRE: u32 = 300;
+
+/// One simulcast layer as the publisher encodes it.
+struct Layer {
+    ssrc: u32,
+    rid: &'static str,
+    size: (u16, u16),
+    bitrate_bps: u32,
+    sequence_number: u16,
+    timestamp: u32,
+    picture_id: u16,
+    tl0: u8,
+}
+
+struct Publisher {
+    layers: Vec<Layer>,
+    audio_sequence_number: u16,
+    keyframe_due: bool,
+    frames: u64,
+}
+
+impl Publisher {
+    fn new() -> Self {
+        let layer = |ssrc, rid, size, bitrate_bps, base: u32| Layer {
+            ssrc,
+            rid,
+            size,
+            bitrate_bps,
+            sequence_number: base as u16,
+            // Each layer has its own timestamp base (as libvpx simulcast has).
+            timestamp: base.wrapping_mul(7919),
+            picture_id: (base % 0x8000) as u16,
+            tl0: base as u8,
+        };
+        Publisher {
+            layers: vec![
+                layer(101, "q", (320, 180), 150_000, 60_000),
+                layer(102, "h", (640, 360), 500_000, 1_234),
+                layer(103, "f", (1280, 720), 1_500_000, 40_000),
+            ],
+            audio_sequence_number: 65_000,
+            keyframe_due: true,
+            frames: 0,
+        }
+    }
+
+    /// One video frame on every layer (30 fps), keyframes three times the size.
+    fn frame(&mut self) -> Vec<InboundPacket> {
+        let keyframe = std::mem::take(&mut self.keyframe_due);
+        self.frames += 1;
+        let mut packets = Vec::new();
+        for layer in &mut self.layers {
+            let mut bytes = layer.bitrate_bps / 8 / 30;
+            if keyframe {
+                bytes *= 3;
+            }
+            let count = bytes.div_ceil(MTU_PAYLOAD);
+            for i in 0..count {
+                packets.push(InboundPacket {
+                    ssrc: layer.ssrc,
+                    sequence_number: layer.sequence_number,
+                    timestamp: layer.timestamp,
+                    marker: i + 1 == count,
+                    keyframe_start: keyframe && i == 0,
+                    payload_bytes: (bytes / count).max(1),
+                    resolution: (keyframe && i == 0).then_some(layer.size),
+                    vp8: Some(Vp8Descriptor {
+                        keyframe_start: keyframe && i == 0,
+                        resolution: (keyframe && i == 0).then_some(layer.size),
+                        picture_id: Some(PictureId {
+                            value: layer.picture_id,
+                            wide: true,
+                        }),
+                        tl0_picture_index: Some(layer.tl0),
+                        temporal_id: Some(0),
+                    }),
+                });
+                layer.sequence_number = layer.sequence_number.wrapping_add(1);
+            }
+            layer.timestamp = layer.timestamp.wrapping_add(3_000);
+            layer.picture_id = (layer.picture_id + 1) % 0x8000;
+            layer.tl0 = layer.tl0.wrapping_add(1);
+        }
+        packets
+    }
+
+    fn audio(&mut self) -> InboundPacket {
+        self.audio_sequence_number = self.audio_sequence_number.wrapping_add(1);
+        InboundPacket {
+            ssrc: 201,
+            sequence_number: self.audio_sequence_number,
+            timestamp: u32::from(self.audio_sequence_number) * 960,
+            marker: false,
+            keyframe_start: true,
+            payload_bytes: 80,
+            ..InboundPacket::default()
+        }
+    }
+}
+
+/// A subscriber's downlink: a FIFO of `capacity_bps` with a queue limit, then propagation.
+struct Link {
+    capacity_bps: u64,
+    max_queue: Duration,
+    propagation: Duration,
+    /// When the last packet finishes being serialised.
+    busy_until: Instant,
+    next_id: u64,
+    /// The relay's pacing toward this subscriber.
+    pacer: Pacer,
+    /// (report, arrival at the receiver) waiting to be reported.
+    in_flight: VecDeque<(SentPacket, Option<Instant>)>,
+    delivered_bytes: u64,
+}
+
+impl Link {
+    fn new(capacity_bps: u64, start: Instant) -> Self {
+        Link {
+            capacity_bps,
+            max_queue: Duration::from_millis(250),
+            propagation: Duration::from_millis(20),
+            busy_until: start,
+            next_id: 0,
+            pacer: Pacer::default(),
+            in_flight: VecDeque::new(),
+            delivered_bytes: 0,
+        }
+    }
+
+    /// One packet through the relay's pacer and onto the link.
+    fn send(&mut self, size_bytes: u32, now: Instant, start: Instant) {
+        let now = self.pacer.schedule(now, size_bytes);
+        self.next_id += 1;
+        let start_at = self.busy_until.max(now);
+        let arrival = if start_at - now > self.max_queue {
+            None
+        } else {
+            let serialise =
+                Duration::from_nanos(u64::from(size_bytes) * 8 * 1_000_000_000 / self.capacity_bps);
+            self.busy_until = start_at + serialise;
+            self.delivered_bytes += u64::from(size_bytes);
+            Some(self.busy_until + self.propagation)
+        };
+        self.in_flight.push_back((
+            SentPacket {
+                id: self.next_id,
+                departure: now,
+                arrival: arrival.map(|at| at - start),
+                size_bytes,
+            },
+            arrival,
+        ));
+    }
+
+    /// What a receiver reports now: packets that arrived (or that later ones overtook, lost).
+    fn feedback(&mut self, now: Instant) -> Vec<SentPacket> {
+        let mut reports = Vec::new();
+        while let Some((report, arrival)) = self.in_flight.front() {
+            match arrival {
+                Some(at) if *at > now => break,
+                // A loss is known once a later packet arrived.
+                None if !self
+                    .in_flight
+                    .iter()
+                    .any(|(_, a)| a.is_some_and(|a| a <= now)) =>
+                {
+                    break;
+                }
+                _ => {}
+            }
+            reports.push(*report);
+            self.in_flight.pop_front();
+        }
+        reports
+    }
+}
+
+/// What one subscriber got from the room.
+#[derive(Default)]
+struct Received {
+    /// (when, layer SSRC) of every forwarded media packet.
+    layers: Vec<(Instant, u32)>,
+    /// Output sequence numbers of media and padding, in the order sent.
+    sequence_numbers: Vec<u16>,
+    timestamps: Vec<u32>,
+    picture_ids: Vec<(u16, bool)>,
+    video_bytes: u64,
+    states: Vec<(Instant, Target)>,
+}
+
+struct Call {
+    start: Instant,
+    now: Instant,
+    room: Room,
+    publisher: Publisher,
+    links: BTreeMap<ParticipantId, Link>,
+    received: BTreeMap<ParticipantId, Received>,
+    next_frame: Instant,
+    next_audio: Instant,
+    next_feedback: Instant,
+    next_report: Instant,
+}
+
+fn member(name: &str) -> MemberInfo {
+    MemberInfo {
+        identity: name.into(),
+        name: name.into(),
+        can_publish: true,
+        can_subscribe: true,
+    }
+}
+
+fn sink_of(id: ParticipantId, track: TrackId) -> SinkId {
+    SinkId(id.0 * 1_000 + track.0)
+}
+
+fn subscriber_of(sink: SinkId) -> ParticipantId {
+    ParticipantId(sink.0 / 1_000)
+}
+
+impl Call {
+    fn new(subscribers: &[(ParticipantId, u64)], policy: BandwidthPolicy) -> Call {
+        let start = Instant::now();
+        let mut room = Room::new(RoomId("bw".into()), Duration::from_millis(300));
+        room.set_bandwidth_policy(policy, start);
+        room.join(PUBLISHER, member("pub")).unwrap();
+        let mut links = BTreeMap::new();
+        let mut received = BTreeMap::new();
+        for (id, capacity) in subscribers {
+            room.join(*id, member("sub")).unwrap();
+            links.insert(*id, Link::new(*capacity, start));
+            received.insert(*id, Received::default());
+        }
+        for (track, source, codec) in [
+            (VIDEO, TrackSource::Camera, Codec::Vp8),
+            (AUDIO, TrackSource::Microphone, Codec::Opus),
+        ] {
+            room.publish(
+                track,
+                PublicationInfo {
+                    owner: PUBLISHER,
+                    source,
+                    codec,
+                },
+            )
+            .unwrap();
+        }
+        let publisher = Publisher::new();
+        for layer in &publisher.layers {
+            assert!(room.bind_layer(VIDEO, layer.ssrc, Some(layer.rid), start));
+        }
+        for (id, _) in subscribers {
+            for track in [VIDEO, AUDIO] {
+                room.attach(track, *id, sink_of(*id, track), 1_000, 5_000, start)
+                    .unwrap();
+            }
+        }
+        Call {
+            start,
+            now: start,
+            room,
+            publisher,
+            links,
+            received,
+            next_frame: start,
+            next_audio: start,
+            next_feedback: start,
+            next_report: start,
+        }
+    }
+
+    fn at(&self, seconds: f64) -> Instant {
+        self.start + Duration::from_secs_f64(seconds)
+    }
+
+    fn forward(&mut self, track: TrackId, packet: InboundPacket) {
+        let mut out = Vec::new();
+        self.room.forward(track, &packet, self.now, |f| out.push(f));
+        for f in out {
+            let id = subscriber_of(f.sink);
+            let size = packet.payload_bytes + OVERHEAD;
+            if let Some(link) = self.links.get_mut(&id) {
+                link.send(size, self.now, self.start);
+            }
+            if track == VIDEO {
+                let r = self.received.get_mut(&id).unwrap();
+                r.layers.push((self.now, packet.ssrc));
+                r.sequence_numbers.push(f.sequence_number);
+                r.timestamps.push(f.timestamp);
+                r.video_bytes += u64::from(size);
+                let picture = f
+                    .vp8
+                    .and_then(|v| v.picture_id)
+                    .or(packet.vp8.and_then(|v| v.picture_id.map(|p| p.value)));
+                if let Some(picture) = picture {
+                    r.picture_ids.push((picture, packet.keyframe_start));
+                }
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(output) = self.room.poll_output() {
+            match output {
+                RoomOutput::RequestKeyframe { track: VIDEO, .. } => {
+                    self.publisher.keyframe_due = true
+                }
+                RoomOutput::SendPadding {
+                    subscriber,
+                    packets,
+                } => {
+                    for _ in 0..packets {
+                        // Padding fills the pacer's spare rate; it never queues behind media.
+                        let link = self.links.get_mut(&subscriber).unwrap();
+                        if link.pacer.backlog(self.now) > Duration::from_millis(10) {
+                            break;
+                        }
+                        let Some(padding) = self.room.probe_padding(subscriber) else {
+                            break;
+                        };
+                        let id = subscriber_of(padding.sink);
+                        self.links
+                            .get_mut(&id)
+                            .unwrap()
+                            .send(PADDING_WIRE, self.now, self.start);
+                        let r = self.received.get_mut(&id).unwrap();
+                        r.sequence_numbers.push(padding.sequence_number);
+                        r.video_bytes += u64::from(PADDING_WIRE);
+                    }
+                }
+                RoomOutput::SubscriptionState {
+                    subscriber,
+                    track: VIDEO,
+                    target,
+                    ..
+                } => self
+                    .received
+                    .get_mut(&subscriber)
+                    .unwrap()
+                    .states
+                    .push((self.now, target)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs the call until `until`, one millisecond at a time.
+    fn run(&mut self, until: Instant) {
+        while self.now < until {
+            if self.room.poll_timeout().is_some_and(|at| at <= self.now) {
+                self.room.handle_timeout(self.now);
+                for (id, link) in &mut self.links {
+                    if let Some(rate) = self.room.bandwidth().pacing_bps(*id, self.now) {
+                        link.pacer.set_rate(rate);
+                    }
+                }
+            }
+            self.drain_outputs();
+            if self.now >= self.next_frame {
+                for packet in self.publisher.frame() {
+                    self.forward(VIDEO, packet);
+                }
+                self.next_frame += Duration::from_micros(33_333);
+                self.drain_outputs();
+            }
+            if self.now >= self.next_audio {
+                let packet = self.publisher.audio();
+                self.forward(AUDIO, packet);
+                self.next_audio += Duration::from_millis(20);
+            }
+            if self.now >= self.next_report {
+                // Sender reports: every layer's RTP time for the same instant.
+                let ntp = ((self.now - self.start).as_secs_f64() * 4_294_967_296.0) as u64
+                    + (1_000u64 << 32);
+                for i in 0..self.publisher.layers.len() {
+                    let layer = &self.publisher.layers[i];
+                    let frames_ahead = self.next_frame.saturating_duration_since(self.now);
+                    let rtp = layer
+                        .timestamp
+                        .wrapping_sub((frames_ahead.as_micros() * 90 / 1_000) as u32);
+                    let ssrc = layer.ssrc;
+                    self.room.sender_report(VIDEO, ssrc, rtp, ntp, |_, _| {});
+                }
+                self.next_report += Duration::from_secs(1);
+            }
+            if self.now >= self.next_feedback {
+                let ids: Vec<ParticipantId> = self.links.keys().copied().collect();
+                for id in ids {
+                    let reports = self.links.get_mut(&id).unwrap().feedback(self.now);
+                    self.room.transport_feedback(id, &reports, self.now);
+                    if let Some(rate) = self.room.bandwidth().pacing_bps(id, self.now) {
+                        self.links.get_mut(&id).unwrap().pacer.set_rate(rate);
+                    }
+                }
+                self.next_feedback += Duration::from_millis(50);
+                self.drain_outputs();
+            }
+            self.now += Duration::from_millis(1);
+        }
+    }
+
+    fn set_capacity(&mut self, id: ParticipantId, bps: u64) {
+        self.links.get_mut(&id).unwrap().capacity_bps = bps;
+    }
+
+    /// The layer SSRC last forwarded to `id` before `at`.
+    fn layer_at(&self, id: ParticipantId, at: Instant) -> Option<u32> {
+        self.received[&id]
+            .layers
+            .iter()
+            .take_while(|(t, _)| *t <= at)
+            .last()
+            .map(|(_, ssrc)| *ssrc)
+    }
+
+    /// When `id` was first forwarded `ssrc` at or after `from`.
+    fn first_on(&self, id: ParticipantId, ssrc: u32, from: Instant) -> Option<Duration> {
+        self.received[&id]
+            .layers
+            .iter()
+            .find(|(t, s)| *t >= from && *s == ssrc)
+            .map(|(t, _)| *t - from)
+    }
+
+    /// Longest stretch without a forwarded video packet for `id` within [from, to).
+    fn longest_gap(&self, id: ParticipantId, from: Instant, to: Instant) -> Duration {
+        let mut last = from;
+        let mut longest = Duration::ZERO;
+        for (t, _) in self.received[&id]
+            .layers
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+        {
+            longest = longest.max(*t - last);
+            last = *t;
+        }
+        longest.max(to - last)
+    }
+
+    /// Layer changes in what `id` was forwarded after `from` (the first seconds are the
+    /// ramp from the starting estimate).
+    fn switches_after(&self, id: ParticipantId, from: Instant) -> usize {
+        self.received[&id]
+            .layers
+            .windows(2)
+            .filter(|w| w[0].0 >= from && w[0].1 != w[1].1)
+            .count()
+    }
+}
+
+const Q: u32 = 101;
+const H: u32 = 102;
+const F: u32 = 103;
+const STEADY: ParticipantId = ParticipantId(2);
+const SQUEEZED: ParticipantId = ParticipantId(3);
+
+/// The output every subscriber saw is one continuous stream: sequence numbers (media and
+/// probe padding together) without a gap or repeat, timestamps never stepping back, and VP8
+/// PictureIDs advancing by one per picture across every switch.
+fn assert_continuous(call: &Call, id: ParticipantId) {
+    let r = &call.received[&id];
+    for w in r.sequence_numbers.windows(2) {
+        assert_eq!(w[1], w[0].wrapping_add(1), "sequence gap for {id:?}");
+    }
+    for w in r.timestamps.windows(2) {
+        assert!(
+            (w[1].wrapping_sub(w[0]) as i32) >= 0,
+            "timestamp stepped back for {id:?}: {} -> {}",
+            w[0],
+            w[1]
+        );
+    }
+    let mut pictures = r.picture_ids.iter().map(|(p, _)| *p).collect::<Vec<_>>();
+    pictures.dedup();
+    for w in pictures.windows(2) {
+        assert_eq!(w[1], (w[0] + 1) % 0x8000, "PictureID jump for {id:?}");
+    }
+}
+
+#[test]
+fn a_squeezed_subscriber_moves_down_within_2_s_and_back_up_within_10_s() {
+    let mut call = Call::new(
+        &[(STEADY, 20_000_000), (SQUEEZED, 2_500_000)],
+        BandwidthPolicy::default(),
+    );
+    // Both reach the full layer on 2.5 Mbit/s and more.
+    call.run(call.at(30.0));
+    assert_eq!(call.layer_at(STEADY, call.at(30.0)), Some(F));
+    assert_eq!(call.layer_at(SQUEEZED, call.at(30.0)), Some(F));
+
+    // 2.5 Mbit/s -> 300 kbit/s.
+    call.set_capacity(SQUEEZED, 300_000);
+    let drop = call.at(30.0);
+    call.run(call.at(90.0));
+    let down = call
+        .first_on(SQUEEZED, Q, drop)
+        .expect("moved down to the lowest layer");
+    println!("moved down to q {down:?} after the drop");
+    assert!(down < Duration::from_secs(2), "took {down:?}");
+    assert_eq!(call.layer_at(SQUEEZED, call.at(90.0)), Some(Q));
+    let gap = call.longest_gap(SQUEEZED, drop, call.at(90.0));
+    println!("longest gap in forwarded video while squeezed: {gap:?}");
+    assert!(gap < Duration::from_millis(500));
+
+    // The limit lifts.
+    call.set_capacity(SQUEEZED, 2_500_000);
+    let lift = call.at(90.0);
+    call.run(call.at(150.0));
+    let up = call
+        .first_on(SQUEEZED, F, lift)
+        .expect("back on the full layer");
+    println!("back on f {up:?} after the limit lifted");
+    assert!(up < Duration::from_secs(10), "took {up:?}");
+    assert_eq!(call.layer_at(SQUEEZED, call.at(150.0)), Some(F));
+
+    // The steady subscriber never noticed.
+    let ramped = call.at(10.0);
+    assert_eq!(
+        call.switches_after(STEADY, ramped),
+        0,
+        "steady subscriber switched"
+    );
+    let squeezed = call.switches_after(SQUEEZED, ramped);
+    assert!(squeezed <= 6, "{squeezed} switches");
+    for id in [STEADY, SQUEEZED] {
+        assert_continuous(&call, id);
+    }
+}
+
+#[test]
+fn a_subscriber_that_cannot_carry_the_lowest_layer_is_paused_and_resumes_by_itself() {
+    let mut call = Call::new(&[(SQUEEZED, 2_500_000)], BandwidthPolicy::default());
+    call.run(call.at(20.0));
+    call.set_capacity(SQUEEZED, 100_000);
+    call.run(call.at(50.0));
+    let paused = call.received[&SQUEEZED]
+        .states
+        .iter()
+        .any(|(_, t)| *t == Target::Paused(PauseReason::Bandwidth));
+    assert!(paused, "states: {:?}", call.received[&SQUEEZED].states);
+    let forwarded_late = call.received[&SQUEEZED]
+        .layers
+        .iter()
+        .filter(|(t, _)| *t > call.at(45.0))
+        .count();
+    assert_eq!(forwarded_late, 0, "video still forwarded while paused");
+    call.set_capacity(SQUEEZED, 2_500_000);
+    let lift = call.at(50.0);
+    call.run(call.at(80.0));
+    let back = call.received[&SQUEEZED]
+        .layers
+        .iter()
+        .find(|(t, _)| *t > lift)
+        .map(|(t, _)| *t - lift)
+        .expect("resumed");
+    println!("resumed {back:?} after the limit lifted");
+    assert!(back < Duration::from_secs(15), "took {back:?}");
+    assert_continuous(&call, SQUEEZED);
+}
+
+#[test]
+fn a_room_budget_holds_the_rooms_video_and_raising_it_moves_everyone_up() {
+    let ids = [ParticipantId(2), ParticipantId(3), ParticipantId(4)];
+    let subscribers: Vec<(ParticipantId, u64)> = ids.iter().map(|id| (*id, 20_000_000)).collect();
+    let mut call = Call::new(
+        &subscribers,
+        BandwidthPolicy {
+            max_egress_bps: Some(900_000),
+            ..BandwidthPolicy::default()
+        },
+    );
+    call.run(call.at(20.0));
+    let before: u64 = ids.iter().map(|id| call.received[id].video_bytes).sum();
+    call.run(call.at(30.0));
+    let after: u64 = ids.iter().map(|id| call.received[id].video_bytes).sum();
+    let bps = (after - before) * 8 / 10;
+    println!("room video over 10 s under a 900 kbit/s budget: {bps} bit/s");
+    assert!(bps <= 990_000, "{bps} bit/s");
+    for id in &ids {
+        assert!(
+            call.longest_gap(*id, call.at(20.0), call.at(30.0)) < Duration::from_millis(500),
+            "{id:?} stopped"
+        );
+    }
+    call.room
+        .set_bandwidth_policy(BandwidthPolicy::default(), call.at(30.0));
+    let raised = call.at(30.0);
+    call.run(call.at(45.0));
+    for id in &ids {
+        let up = call.first_on(*id, F, raised).expect("moved up");
+        println!("{id:?} on f {up:?} after the budget was raised");
+        assert!(up < Duration::from_secs(10));
+        assert_continuous(&call, *id);
+    }
+}
+
+#[test]
+fn a_subscriber_budget_and_a_publisher_cap_bound_the_layer() {
+    let mut call = Call::new(
+        &[(STEADY, 20_000_000)],
+        BandwidthPolicy {
+            max_subscriber_bps: Some(700_000),
+            ..BandwidthPolicy::default()
+        },
+    );
+    call.run(call.at(20.0));
+    assert_eq!(call.layer_at(STEADY, call.at(20.0)), Some(H));
+    call.room.set_bandwidth_policy(
+        BandwidthPolicy {
+            max_publisher_bps: Some(300_000),
+            ..BandwidthPolicy::default()
+        },
+        call.at(20.0),
+    );
+    call.run(call.at(30.0));
+    assert_eq!(call.layer_at(STEADY, call.at(30.0)), Some(Q));
+    assert_continuous(&call, STEADY);
+}
+
+#[test]
+fn ten_minutes_of_changing_bandwidth_stay_continuous_with_few_switches() {
+    let mut call = Call::new(
+        &[(STEADY, 20_000_000), (SQUEEZED, 2_500_000)],
+        BandwidthPolicy::default(),
+    );
+    let capacities = [2_500_000, 800_000, 3_000_000, 400_000, 1_200_000, 5_000_000];
+    for minute in 0..10u64 {
+        call.set_capacity(SQUEEZED, capacities[minute as usize % capacities.len()]);
+        call.run(call.at(60.0 * (minute + 1) as f64));
+    }
+    let ramped = call.at(10.0);
+    let (squeezed, steady) = (
+        call.switches_after(SQUEEZED, ramped),
+        call.switches_after(STEADY, ramped),
+    );
+    println!(
+        "switches in 10 min with the capacity changing each minute: squeezed {squeezed}, steady {steady}"
+    );
+    // Each capacity change is worth a switch or two (one layer at a time on the way up).
+    assert!(squeezed <= 25, "{squeezed}");
+    assert_eq!(steady, 0);
+    for id in [STEADY, SQUEEZED] {
+        assert_continuous(&call, id);
+    }
+    // The sequence numbers wrapped on the way.
+    assert!(call.received[&STEADY].sequence_numbers.len() > 65_536);
+}
