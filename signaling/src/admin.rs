@@ -57,6 +57,35 @@ pub struct ParticipantSummary {
     /// Seconds since the Unix epoch.
     pub joined_at: u64,
     pub tracks: Vec<TrackSummary>,
+    /// The relay's estimate of this participant's downlink, bits per second (null until its
+    /// subscribe connection sends transport-cc feedback, and for clients without it).
+    pub estimate_bps: Option<u64>,
+    /// What the participant receives of each video track.
+    pub subscriptions: Vec<SubscriptionSummary>,
+}
+
+/// One video subscription as bandwidth control left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionSummary {
+    pub track_id: String,
+    pub paused: bool,
+    /// Why it is paused; null while it is not.
+    pub reason: Option<crate::protocol::PauseReason>,
+    /// The layer forwarded (0 = the publisher's lowest quality), or chosen and awaiting its
+    /// keyframe; null while paused. Width and height are null when the relay does not know
+    /// them (H.264 and VP9 do not say them where the relay looks).
+    pub layer: Option<u8>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+/// A room's video egress against its budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomBandwidthSummary {
+    /// Video the last allocation gave the room's subscribers together, bits per second.
+    pub video_bps: u64,
+    /// Whether `max_egress_kbps` held a subscriber below what its own bandwidth allowed.
+    pub held_at_budget: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +97,7 @@ pub struct RoomSummary {
     /// Created through this API (rather than by a first join).
     pub created_by_api: bool,
     pub participants: Vec<ParticipantSummary>,
+    pub bandwidth: RoomBandwidthSummary,
 }
 
 /// `POST /api/rooms`. Omitted policy fields take the relay's defaults.
@@ -711,7 +741,20 @@ mod tests {
                     admin_muted: false,
                     bitrate_bps: 1,
                 }],
+                estimate_bps: Some(2_000_000),
+                subscriptions: vec![SubscriptionSummary {
+                    track_id: "TR_2".into(),
+                    paused: true,
+                    reason: Some(crate::protocol::PauseReason::RoomBudget),
+                    layer: Some(1),
+                    width: Some(640),
+                    height: Some(360),
+                }],
             }],
+            bandwidth: RoomBandwidthSummary {
+                video_bps: 3,
+                held_at_budget: true,
+            },
         };
         let json = serde_json::to_value(&room).unwrap();
         let participant = &json["participants"][0];
@@ -721,6 +764,8 @@ mod tests {
             ("RoomPolicy", &json["policy"]),
             ("ParticipantSummary", participant),
             ("TrackSummary", track),
+            ("SubscriptionSummary", &participant["subscriptions"][0]),
+            ("RoomBandwidthSummary", &json["bandwidth"]),
         ] {
             assert_eq!(properties(&doc, schema), keys(value), "{schema}");
             let required: BTreeSet<String> = doc["components"]["schemas"][schema]["required"]

@@ -4,13 +4,18 @@
 use super::command::{AdminReply, AdminRequest};
 use super::participants::{track_kind, wire_source};
 use super::relay::Node;
+use super::state::RoomEntry;
 use super::state::RoomKey;
 use crate::config::{MAX_ROOM_TIMEOUT_S, MIN_ROOM_TIMEOUT_S};
+use crate::media::allocator::Target;
+use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::MemberState;
+use crate::media::room::Publication;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tern_signaling::admin::{
-    AdminError, CreateRoom, MuteTrack, ParticipantSummary, RoomPolicy, RoomSummary, TrackSummary,
+    AdminError, CreateRoom, MuteTrack, ParticipantSummary, RoomBandwidthSummary, RoomPolicy,
+    RoomSummary, SubscriptionSummary, TrackSummary,
 };
 use tern_signaling::protocol::{LeaveReason, ParticipantState, ServerMessage};
 use tracing::info;
@@ -198,6 +203,19 @@ impl Node {
                     })
                     .collect();
                 tracks.sort_by(|a, b| a.id.cmp(&b.id));
+                let mut subscriptions: Vec<SubscriptionSummary> = entry
+                    .room
+                    .publications()
+                    .filter(|publication| publication.kind() == MediaKind::Video)
+                    .filter(|publication| {
+                        publication
+                            .subscriptions()
+                            .iter()
+                            .any(|s| s.subscriber == p.id && s.sink().is_some())
+                    })
+                    .map(|publication| subscription_summary(entry, publication, p.id))
+                    .collect();
+                subscriptions.sort_by(|a, b| a.track_id.cmp(&b.track_id));
                 Some(ParticipantSummary {
                     id: p.id.to_string(),
                     identity: p.identity.clone(),
@@ -208,6 +226,8 @@ impl Node {
                     },
                     joined_at: unix_seconds(p.joined_at),
                     tracks,
+                    estimate_bps: entry.room.bandwidth().estimate_bps(p.id),
+                    subscriptions,
                 })
             })
             .collect();
@@ -218,6 +238,45 @@ impl Node {
             created_at: unix_seconds(entry.created_at),
             created_by_api: entry.created_by_api,
             participants,
+            bandwidth: RoomBandwidthSummary {
+                video_bps: entry.room.bandwidth().room_video_bps(),
+                held_at_budget: entry.room.bandwidth().held_at_budget(),
+            },
         })
     }
+}
+
+/// What bandwidth control decided for one subscription.
+fn subscription_summary(
+    entry: &RoomEntry,
+    publication: &Publication,
+    subscriber: ParticipantId,
+) -> SubscriptionSummary {
+    let mut summary = SubscriptionSummary {
+        track_id: publication.id.to_string(),
+        paused: false,
+        reason: None,
+        layer: None,
+        width: None,
+        height: None,
+    };
+    match entry.room.bandwidth().target(publication.id, subscriber) {
+        Some(Target::Layer(rank)) => {
+            summary.layer = Some(rank);
+            let size = publication
+                .layers
+                .by_quality()
+                .get(usize::from(rank))
+                .and_then(|slot| publication.layers.layer(*slot))
+                .and_then(|layer| layer.resolution);
+            summary.width = size.map(|s| u32::from(s.0));
+            summary.height = size.map(|s| u32::from(s.1));
+        }
+        Some(Target::Paused(reason)) => {
+            summary.paused = true;
+            summary.reason = super::relay::wire_pause_reason(reason);
+        }
+        None => {}
+    }
+    summary
 }

@@ -1246,7 +1246,9 @@ fn collect_leg_output(
 }
 
 /// Why a subscription is paused, in the protocol's words (a subscriber's own wish needs none).
-fn wire_pause_reason(reason: PauseReason) -> Option<tern_signaling::protocol::PauseReason> {
+pub(super) fn wire_pause_reason(
+    reason: PauseReason,
+) -> Option<tern_signaling::protocol::PauseReason> {
     use tern_signaling::protocol::PauseReason as Wire;
     match reason {
         PauseReason::Bandwidth => Some(Wire::Bandwidth),
