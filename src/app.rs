@@ -132,6 +132,7 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> NodeConfig {
             ice_failed_timeout: Duration::from_secs(config.media.ice_failed_timeout_s),
             nack_history: config.media.nack_history,
             subscriber_feedback: config.media.bandwidth_estimation,
+            publish_rtx: config.media.publish_rtx,
         },
         local_addr: media_addr,
         advertised,

@@ -174,6 +174,9 @@ pub struct MediaConfig {
     /// Estimate each subscriber's downlink (transport-cc, probes, pacing) and choose layers from
     /// it; off, layers follow the room budgets alone.
     pub bandwidth_estimation: bool,
+    /// Negotiate RTX with publishers (retransmissions on a stream of their own); off, they
+    /// retransmit on the media stream.
+    pub publish_rtx: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -289,6 +292,7 @@ impl Default for MediaConfig {
             tcp_max_connections: 1000,
             tcp_stun_deadline_s: 5,
             bandwidth_estimation: true,
+            publish_rtx: true,
         }
     }
 }

@@ -35,6 +35,8 @@ struct Layer {
     timestamp: u32,
     picture_id: u16,
     tl0: u8,
+    /// The encoder dropped this layer (CPU, or its own bandwidth estimate).
+    stopped: bool,
 }
 
 struct Publisher {
@@ -56,6 +58,7 @@ impl Publisher {
             timestamp: base.wrapping_mul(7919),
             picture_id: (base % 0x8000) as u16,
             tl0: base as u8,
+            stopped: false,
         };
         Publisher {
             layers: vec![
@@ -74,7 +77,7 @@ impl Publisher {
         let keyframe = std::mem::take(&mut self.keyframe_due);
         self.frames += 1;
         let mut packets = Vec::new();
-        for layer in &mut self.layers {
+        for layer in self.layers.iter_mut().filter(|l| !l.stopped) {
             let mut bytes = layer.bitrate_bps / 8 / 30;
             if keyframe {
                 bytes *= 3;
@@ -669,4 +672,26 @@ fn ten_minutes_of_changing_bandwidth_stay_continuous_with_few_switches() {
     }
     // The sequence numbers wrapped on the way.
     assert!(call.received[&STEADY].sequence_numbers.len() > 65_536);
+}
+
+#[test]
+fn a_layer_that_stops_is_left_for_the_best_live_one_and_taken_back_when_it_returns() {
+    let mut call = Call::new(&[(STEADY, 20_000_000)], BandwidthPolicy::default());
+    call.run(call.at(15.0));
+    assert_eq!(call.layer_at(STEADY, call.at(15.0)), Some(F));
+    call.publisher.layers[2].stopped = true;
+    let stopped = call.at(15.0);
+    call.run(call.at(30.0));
+    let fallback = call.first_on(STEADY, H, stopped).expect("fell back to h");
+    println!("fell back to h {fallback:?} after f stopped");
+    assert!(fallback < Duration::from_millis(1_500), "took {fallback:?}");
+    let gap = call.longest_gap(STEADY, stopped, call.at(30.0));
+    println!("longest gap in forwarded video: {gap:?}");
+    call.publisher.layers[2].stopped = false;
+    let resumed = call.at(30.0);
+    call.run(call.at(45.0));
+    let back = call.first_on(STEADY, F, resumed).expect("back on f");
+    println!("back on f {back:?} after it resumed");
+    assert!(back < Duration::from_secs(10));
+    assert_continuous(&call, STEADY);
 }

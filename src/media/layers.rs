@@ -15,6 +15,10 @@ pub const MAX_LAYERS: usize = 4;
 /// A layer with no packet for this long has stopped (the encoder dropped it, or the path lost
 /// it); the allocator falls back to another.
 const LIVENESS: Duration = Duration::from_secs(2);
+/// ...and sooner when the track's other layers keep sending: a layer this far behind its
+/// siblings has stopped while the track has not (a static screen share may send nothing for
+/// seconds on every layer, which is not a stop).
+const BEHIND_SIBLINGS: Duration = Duration::from_millis(500);
 /// Duplicates are recognised this far behind the newest packet.
 const SEEN_WINDOW: u64 = 1024;
 /// Sequence jumps beyond these are a restart of the layer's numbering, not loss or reordering.
@@ -284,14 +288,23 @@ impl LayerSet {
             .map(|r| r as u8)
     }
 
-    /// Each layer's bitrate for allocation, lowest quality first (0 = not live).
+    /// Each layer's bitrate for allocation, lowest quality first (0 = not live, including a
+    /// layer that fell silent while its siblings kept sending).
     pub fn bitrates_by_quality(&self, now: Instant, out: &mut Vec<u64>) {
+        let newest = self.layers.iter().filter_map(|l| l.last_packet).max();
         out.clear();
-        out.extend(
-            self.by_quality
-                .iter()
-                .map(|slot| self.layers[usize::from(*slot)].bitrate_bps(now)),
-        );
+        out.extend(self.by_quality.iter().map(|slot| {
+            let layer = &self.layers[usize::from(*slot)];
+            let behind = match (newest, layer.last_packet) {
+                (Some(newest), Some(last)) => newest.saturating_duration_since(last),
+                _ => Duration::ZERO,
+            };
+            if behind > BEHIND_SIBLINGS {
+                0
+            } else {
+                layer.bitrate_bps(now)
+            }
+        }));
     }
 
     /// Total of the live layers' rates: what the publisher sends.
@@ -407,6 +420,34 @@ mod tests {
                 .bitrate_bps(start + Duration::from_secs(9)),
             0
         );
+    }
+
+    #[test]
+    fn a_layer_silent_while_its_siblings_send_reads_as_stopped() {
+        let start = Instant::now();
+        let mut set = LayerSet::default();
+        let q = set.bind(1, Some("q")).unwrap();
+        let f = set.bind(2, Some("f")).unwrap();
+        let mut rates = Vec::new();
+        for i in 0..100u16 {
+            let at = start + Duration::from_millis(u64::from(i) * 20);
+            set.observe(q, i, 500, None, at);
+            if i < 50 {
+                set.observe(f, i, 5_000, None, at);
+            }
+        }
+        // f stopped 1 s ago while q went on.
+        set.bitrates_by_quality(start + Duration::from_millis(2_000), &mut rates);
+        assert!(rates[0] > 0);
+        assert_eq!(rates[1], 0);
+        // Both silent for a second (a static screen): neither is dropped yet.
+        let mut quiet = LayerSet::default();
+        let a = quiet.bind(1, Some("q")).unwrap();
+        let b = quiet.bind(2, Some("f")).unwrap();
+        quiet.observe(a, 1, 500, None, start);
+        quiet.observe(b, 1, 5_000, None, start);
+        quiet.bitrates_by_quality(start + Duration::from_secs(1), &mut rates);
+        assert!(rates.iter().all(|r| *r > 0), "{rates:?}");
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct EngineSettings {
     /// Subscribe legs negotiate transport-cc and keep the send history its feedback is joined
     /// to (bandwidth estimation); off, they carry neither.
     pub subscriber_feedback: bool,
+    /// Publish legs negotiate RTX (retransmissions on their own stream; for simulcast layers
+    /// tagged with repaired-rid, which `repair` unwraps); off, publishers retransmit on the
+    /// media stream itself.
+    pub publish_rtx: bool,
 }
 
 impl Default for EngineSettings {
@@ -63,6 +67,7 @@ impl Default for EngineSettings {
             ice_failed_timeout: Duration::from_secs(5),
             nack_history: 512,
             subscriber_feedback: true,
+            publish_rtx: true,
         }
     }
 }
@@ -92,7 +97,8 @@ fn header_extensions(
 
 fn media_engine(role: LegRole, settings: &EngineSettings) -> Result<MediaEngine, RtcError> {
     let mut engine = MediaEngine::default();
-    formats::register(&mut engine, role, settings.subscriber_feedback)?;
+    let rtx = role == LegRole::Subscribe || settings.publish_rtx;
+    formats::register(&mut engine, role, settings.subscriber_feedback, rtx)?;
     for (ext, kind) in header_extensions(role, settings) {
         engine.register_header_extension(
             RTCRtpHeaderExtensionCapability {

@@ -150,15 +150,18 @@ pub fn rtx_parameters(format: &CatalogueFormat) -> Option<RTCRtpCodecParameters>
     })
 }
 
+/// Registers the catalogue on a leg's engine. `rtx` off leaves RTX out (a publisher then
+/// retransmits on the media stream itself).
 pub fn register(
     engine: &mut MediaEngine,
     role: LegRole,
     subscriber_feedback: bool,
+    rtx: bool,
 ) -> Result<(), RtcError> {
     for format in catalogue() {
         let kind = rtp_kind(format.codec.kind());
         engine.register_codec(parameters(&format, role, subscriber_feedback), kind)?;
-        if let Some(rtx) = rtx_parameters(&format) {
+        if let Some(rtx) = rtx_parameters(&format).filter(|_| rtx) {
             engine.register_codec(rtx, kind)?;
         }
     }
