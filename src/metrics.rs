@@ -63,10 +63,12 @@ pub enum DropReason {
     Padding,
     /// A subscriber's pacer was full (its estimate far below what it is sent).
     PacerOverflow,
+    /// A retransmission to a subscriber over its share of the subscriber's estimate.
+    RetransmissionLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::StunUnauthenticated,
@@ -87,6 +89,7 @@ impl DropReason {
         DropReason::Duplicate,
         DropReason::Padding,
         DropReason::PacerOverflow,
+        DropReason::RetransmissionLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +114,7 @@ impl DropReason {
             DropReason::Duplicate => "duplicate",
             DropReason::Padding => "padding",
             DropReason::PacerOverflow => "pacer_overflow",
+            DropReason::RetransmissionLimit => "retransmission_limit",
         }
     }
 }

@@ -94,6 +94,9 @@ isolated node tests/browser/media.mjs
 step "headless Chromium with three IPv4 networks and IPv6 stays in a call for a minute; its path dies midway and it moves to another"
 isolated node tests/browser/multihome.mjs
 
+step "headless Chromium and Firefox: bandwidth control (simulcast layer by downlink under tc limits, drop and recovery, a room budget through the admin API, Firefox receiving simulcast)"
+isolated node tests/browser/bandwidth.mjs
+
 step "interop: Chromium, aiortc and GStreamer webrtcbin in one call (three Opus parameter sets; aiortc leaves and rejoins)"
 isolated node tests/browser/interop.mjs
 

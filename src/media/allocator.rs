@@ -6,9 +6,11 @@
 //! priorities and the room's policy. The answer is a target per subscription, which the forwarder
 //! reaches at the next keyframe of that layer.
 //!
-//! **Budgets.** A subscriber's link carries its audio, retransmissions and video, so its video may
-//! use `estimate × estimate_percent − audio − rtx`: audio is taken off first and never planned
-//! for video. `max_subscriber_bps` and `max_egress_bps` count video only, retransmissions and
+//! **Budgets.** A subscriber's link carries its audio and video, so its video may use
+//! `estimate × estimate_percent − audio`: audio is taken off first and never planned for video.
+//! Retransmissions are not taken off the estimate: they come in bursts right after congestion,
+//! when planning them would pause video the link carries, and the shell caps them at a share of
+//! the estimate. `max_subscriber_bps` and `max_egress_bps` count video only, retransmissions and
 //! probes included: measured RTX is taken off them first, and a probe is proposed only when its
 //! padding fits what the targets leave.
 //!
@@ -149,6 +151,10 @@ pub struct AllocatorConfig {
     pub estimate_percent: u64,
     /// A layer above the current one must fit at this percentage of its bitrate.
     pub headroom_percent: u64,
+    /// A subscription that has video keeps its lowest layer while the estimate carries this
+    /// percentage of it (budgets still hold exactly): pausing is the harshest step, and an
+    /// estimate just under the lowest layer is often the estimator's caution, not the path.
+    pub keep_floor_percent: u64,
     /// How long a higher ideal must hold before it is applied.
     pub up_hold: Duration,
     /// No up-move sooner than this after the previous change of the same subscription; a switch
@@ -167,6 +173,7 @@ impl Default for AllocatorConfig {
             estimate_percent: 95,
             // Keyframes and encoder ramps move a layer's rate by 10-20 %.
             headroom_percent: 115,
+            keep_floor_percent: 80,
             up_hold: Duration::from_secs(2),
             min_dwell: Duration::from_secs(1),
             probe_trust: Duration::from_secs(1),
@@ -495,8 +502,7 @@ impl Round {
                 audio_bps: input.audio_bps,
                 rtx_bps: input.rtx_bps,
                 probe_at: input.probe_succeeded_at,
-                estimate_left: planned
-                    .saturating_sub(input.audio_bps.saturating_add(input.rtx_bps)),
+                estimate_left: planned.saturating_sub(input.audio_bps),
                 cap_left: policy
                     .max_subscriber_bps
                     .map_or(u64::MAX, |max| max.saturating_sub(input.rtx_bps)),
@@ -633,11 +639,17 @@ impl Round {
         let subscriber = &mut self.subscribers[s as usize];
         let charge = charge(layers, next, item.previous, config.headroom_percent);
         let delta = charge.saturating_sub(item.charged);
-        let fits_estimate = delta <= subscriber.estimate_left;
+        let keeping_floor = item.ideal.is_none() && item.previous.is_some();
+        let needed = if keeping_floor {
+            percent(delta, config.keep_floor_percent)
+        } else {
+            delta
+        };
+        let fits_estimate = needed <= subscriber.estimate_left;
         let fits_subscriber = delta <= subscriber.cap_left;
         let fits_room = delta <= self.room_left;
         if fits_estimate && fits_subscriber && fits_room {
-            subscriber.estimate_left -= delta;
+            subscriber.estimate_left = subscriber.estimate_left.saturating_sub(delta);
             subscriber.cap_left -= delta;
             self.room_left -= delta;
             let gained = cost(layers, next) - item.ideal.map_or(0, |layer| cost(layers, layer));
@@ -674,7 +686,7 @@ impl Round {
             let Some(step) = subscriber.blocked_step else {
                 continue;
             };
-            let reserved = subscriber.audio_bps.saturating_add(subscriber.rtx_bps);
+            let reserved = subscriber.audio_bps;
             let video = subscriber.ideal_charged.saturating_add(step);
             let needed = estimate_needed(reserved.saturating_add(video), config.estimate_percent);
             let target_bps = percent(needed, config.probe_overshoot_percent.max(100));
@@ -887,6 +899,16 @@ mod tests {
                 .map(|(_, a)| a.bps)
                 .sum()
         }
+
+        /// The lowest layers' costs of the subscriber's tracks that get video.
+        fn floors_of(&self, subscriber: SubscriberKey) -> u64 {
+            self.tracks
+                .iter()
+                .zip(&self.out)
+                .filter(|(t, a)| t.subscriber == subscriber && matches!(a.target, Target::Layer(_)))
+                .map(|(t, _)| floor_cost(&t.layers))
+                .sum()
+        }
     }
 
     fn exact() -> AllocatorConfig {
@@ -896,6 +918,39 @@ mod tests {
             headroom_percent: 100,
             ..AllocatorConfig::default()
         }
+    }
+
+    #[test]
+    fn a_lowest_layer_is_kept_a_little_below_its_rate_but_not_started_there() {
+        let config = AllocatorConfig {
+            keep_floor_percent: 80,
+            ..exact()
+        };
+        let mut sim = Sim::new(config);
+        sim.subscriber(1, 1_000_000);
+        sim.track(1, 1, Priority::Normal, &[Q, 500_000]);
+        sim.run();
+        assert_eq!(sim.target(1), Target::Layer(1));
+        // The estimate falls to 85 % of the lowest layer: down to it, and kept.
+        sim.estimate(1, Q * 85 / 100);
+        sim.run();
+        assert_eq!(sim.target(1), Target::Layer(0));
+        // Below 80 %: paused.
+        sim.estimate(1, Q * 75 / 100);
+        sim.run();
+        assert_eq!(sim.target(1), Target::Paused(PauseReason::Bandwidth));
+        // Back at 85 %: a paused subscription needs the whole rate to start again.
+        sim.estimate(1, Q * 85 / 100);
+        sim.run();
+        assert_eq!(sim.target(1), Target::Paused(PauseReason::Bandwidth));
+        // The room budget is never stretched.
+        let mut strict = Sim::new(config);
+        strict.subscriber(1, 1_000_000);
+        strict.track(1, 1, Priority::Normal, &[Q, 500_000]);
+        strict.run();
+        strict.policy.max_egress_bps = Some(Q * 90 / 100);
+        strict.run();
+        assert_eq!(strict.target(1), Target::Paused(PauseReason::RoomBudget));
     }
 
     fn rank(target: Target) -> i32 {
@@ -1692,6 +1747,11 @@ mod tests {
         }
     }
 
+    /// What a track's lowest live layer costs.
+    fn floor_cost(layers: &[u64]) -> u64 {
+        next_live(layers, None, u8::MAX).map_or(0, |floor| cost(layers, floor))
+    }
+
     fn check_budgets(
         allocator: &Allocator,
         config: &AllocatorConfig,
@@ -1742,8 +1802,19 @@ mod tests {
                 .map(|(_, a)| a.bps)
                 .sum();
             let planned = s.estimate_bps * config.estimate_percent / 100;
+            // Lowest layers kept under `keep_floor_percent` may overshoot by the rest of them.
+            let kept_floors: u64 = subscriptions
+                .iter()
+                .zip(out)
+                .filter(|(input, a)| {
+                    input.subscriber == s.key && matches!(a.target, Target::Layer(_))
+                })
+                .map(|(input, _)| {
+                    floor_cost(input.layer_bps) * (100 - config.keep_floor_percent) / 100
+                })
+                .sum();
             assert!(
-                video + s.audio_bps + s.rtx_bps <= planned.max(s.audio_bps + s.rtx_bps),
+                video + s.audio_bps <= planned.max(s.audio_bps) + kept_floors,
                 "case {case}: estimate"
             );
             let padding = allocator.probe_wanted(s.key).map_or(0, |p| p.padding_bps);
@@ -1822,8 +1893,11 @@ mod tests {
                 let room: u64 = sim.out.iter().map(|a| a.bps).sum();
                 assert!(room <= 9_000_000);
                 for s in 0..3u64 {
+                    // Up to a fifth of a kept lowest layer (`keep_floor_percent`) over.
+                    let slack = sim.floors_of(s) * (100 - config.keep_floor_percent) / 100;
                     assert!(
-                        sim.video_of(s) <= estimate[s as usize] * config.estimate_percent / 100
+                        sim.video_of(s)
+                            <= estimate[s as usize] * config.estimate_percent / 100 + slack
                     );
                 }
             }

@@ -19,6 +19,12 @@ const LIVENESS: Duration = Duration::from_secs(2);
 /// siblings has stopped while the track has not (a static screen share may send nothing for
 /// seconds on every layer, which is not a stop).
 const BEHIND_SIBLINGS: Duration = Duration::from_millis(500);
+/// For this long after a layer's first packet its measured rate says little (encoders ramp
+/// up over seconds): it counts at least what its frame size usually costs.
+const YOUNG: Duration = Duration::from_secs(5);
+/// That usual cost: bits per pixel per frame at 30 frames a second (about 1.4 Mbit/s for
+/// 1280x720, 350 kbit/s for 640x360, 90 kbit/s for 320x180: what browsers send for them).
+const NOMINAL_BITS_PER_PIXEL: f64 = 0.05;
 /// Duplicates are recognised this far behind the newest packet.
 const SEEN_WINDOW: u64 = 1024;
 /// Sequence jumps beyond these are a restart of the layer's numbering, not loss or reordering.
@@ -153,16 +159,28 @@ impl Layer {
         if !self.is_live(now) {
             return 0;
         }
-        if self.smoothed_bps > 0 {
-            return self.smoothed_bps;
-        }
         let Some(first) = self.first_packet else {
             return 0;
         };
-        let elapsed = now
-            .saturating_duration_since(first)
-            .max(Duration::from_millis(100));
-        self.bytes_before_first_window * 8 * 1_000_000 / elapsed.as_micros() as u64
+        let measured = if self.smoothed_bps > 0 {
+            self.smoothed_bps
+        } else {
+            let elapsed = now
+                .saturating_duration_since(first)
+                .max(Duration::from_millis(100));
+            self.bytes_before_first_window * 8 * 1_000_000 / elapsed.as_micros() as u64
+        };
+        // A new layer is not cheap because its encoder has not ramped up yet: planned at its
+        // measured rate, a fresh 1280x720 layer was given to a 400 kbit/s subscriber, whose
+        // link its first keyframes then flooded.
+        let young = now.saturating_duration_since(first) < YOUNG;
+        match self.resolution {
+            Some((w, h)) if young => {
+                let nominal = f64::from(w) * f64::from(h) * 30.0 * NOMINAL_BITS_PER_PIXEL;
+                measured.max(nominal as u64)
+            }
+            _ => measured,
+        }
     }
 
     fn record(&mut self, bytes: u32, now: Instant) {

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 /// grow; not far above, or a keyframe reaches the bottleneck as a burst (at 150 % the
 /// simulation still flapped: every switch up read as overuse).
 pub const PACING_FACTOR_PERCENT: u64 = 110;
-/// Never slower than this, whatever the estimate (a fresh or collapsed estimate must not hold
-/// a keyframe for seconds).
-pub const MIN_PACING_BPS: u64 = 300_000;
+/// Never slower than this, whatever the estimate (a collapsed estimate must not hold a keyframe
+/// for seconds). Low: a floor above a narrow link's rate overfills it at every keyframe (at
+/// 300 kbit/s behind a 300 kbit/s tbf, the lowest layer froze again and again).
+pub const MIN_PACING_BPS: u64 = 100_000;
 /// Credit that idle time leaves: a short burst goes out at once.
 const MAX_BURST: Duration = Duration::from_millis(5);
 

@@ -261,6 +261,11 @@ impl Room {
         self.bandwidth.set_policy(policy, now);
     }
 
+    /// What the relay retransmits to a subscriber, bits per second (part of its video budgets).
+    pub fn set_retransmission_rate(&mut self, subscriber: ParticipantId, bps: u64) {
+        self.bandwidth.set_retransmission_rate(subscriber, bps);
+    }
+
     /// A subscriber's transport-cc reports for its estimate.
     pub fn transport_feedback(
         &mut self,
@@ -743,6 +748,7 @@ impl Room {
                     (subscription.sink, &mut subscription.forwarder)
                     && let Some((sequence_number, timestamp)) = forwarder.insert_padding()
                 {
+                    self.bandwidth.padding_sent(subscriber, 1);
                     return Some(Forwarded {
                         sink,
                         sequence_number,

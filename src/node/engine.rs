@@ -9,6 +9,7 @@
 use super::feedback::{FeedbackExport, FeedbackQueue};
 use super::formats;
 use super::role::LegRole;
+use super::rtx_gate::{RetransmissionBudget, RetransmissionGate};
 use crate::media::extmap::HeaderExtension;
 use crate::metrics::MediaMetrics;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -116,7 +117,7 @@ fn interceptors(
     settings: &EngineSettings,
     metrics: Arc<MediaMetrics>,
     decrypted: Arc<AtomicU64>,
-    feedback: FeedbackQueue,
+    taps: LegTaps,
 ) -> Registry {
     let registry = Registry::new()
         .with(Slot::from(14_000), DeliverRtcp::default())
@@ -125,7 +126,7 @@ fn interceptors(
         .with(
             Slot::from(2_500),
             Observe {
-                metrics,
+                metrics: metrics.clone(),
                 decrypted,
                 reads: VecDeque::new(),
                 writes: VecDeque::new(),
@@ -161,10 +162,16 @@ fn interceptors(
                 return registry;
             }
             registry
+                // Wire-ward of the NACK responder, app-ward of the numbering: a retransmission
+                // it holds back is never numbered, so it never reads as loss.
+                .with(
+                    Slot::from(3_000),
+                    RetransmissionGate::new(taps.retransmissions, metrics),
+                )
                 .with(Slot::TwccSender, TwccSenderBuilder::new().build())
                 .with(
                     Slot::CongestionControl,
-                    CongestionControlBuilder::new(FeedbackExport::new(feedback)).build(),
+                    CongestionControlBuilder::new(FeedbackExport::new(taps.feedback)).build(),
                 )
         }
     }
@@ -188,17 +195,24 @@ pub fn random_token(len: usize) -> String {
 /// restart; the caller reads the ufrag from each local description (it is the demux key).
 /// `decrypted` counts the RTP and RTCP packets that got through SRTP on this leg (shared by the
 /// legs of one worker, which compares it before and after feeding a datagram).
-/// A subscribe leg's transport-cc reports go to `feedback` (a publish leg's queue stays empty).
+/// What a subscribe leg's chain shares with the node: its transport-cc reports, and its
+/// retransmission budget (a publish leg's stay unused).
+#[derive(Clone, Default)]
+pub struct LegTaps {
+    pub feedback: FeedbackQueue,
+    pub retransmissions: Arc<RetransmissionBudget>,
+}
+
 pub fn new_peer_connection(
     role: LegRole,
     settings: &EngineSettings,
     metrics: Arc<MediaMetrics>,
     decrypted: Arc<AtomicU64>,
-    feedback: FeedbackQueue,
+    taps: LegTaps,
     now: Instant,
 ) -> Result<RTCPeerConnection, RtcError> {
     let engine = media_engine(role, settings)?;
-    let registry = interceptors(role, settings, metrics, decrypted, feedback);
+    let registry = interceptors(role, settings, metrics, decrypted, taps);
     // The relay is the DTLS server on every leg, so that it chooses the SRTP profile, by its
     // own order (patches/rtc-dtls): a publish answer says `a=setup:passive`; on subscribe legs
     // the relay offers `actpass` and browsers answer `active`.

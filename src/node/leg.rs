@@ -125,6 +125,10 @@ pub struct SubscribeState {
     pub early_checks: Vec<rtc::shared::TaggedBytesMut>,
     /// Transport-cc reports the leg's chain joined to its send history, for the estimator.
     pub feedback: super::feedback::FeedbackQueue,
+    /// The retransmission limit the node sets and the bytes the chain retransmitted, and when
+    /// and at what count the node last read them.
+    pub retransmissions: std::sync::Arc<super::rtx_gate::RetransmissionBudget>,
+    pub retransmitted: Option<(Instant, u64)>,
     /// When each packet toward this subscriber may leave, and those waiting (oldest first).
     pub pacer: crate::media::pacer::Pacer,
     pub paced: VecDeque<PacedPacket>,

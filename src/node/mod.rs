@@ -23,6 +23,7 @@ pub mod relay;
 mod repair;
 pub mod resume;
 pub mod role;
+pub mod rtx_gate;
 pub mod sdp;
 pub mod send_batch;
 #[cfg(feature = "harness")]

@@ -15,12 +15,18 @@ use crate::metrics::DropReason;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::demux::LegKey;
 
 /// RTP header with the extensions a subscribe leg sends, and the SRTP tag.
 const PACKET_OVERHEAD_BYTES: u32 = 48;
+/// Retransmissions may take this share of a subscriber's estimate (libwebrtc allows up to the
+/// whole target; a relay answering for many publishers at once needs the room for media).
+const RETRANSMISSION_SHARE_PERCENT: u64 = 25;
+/// Retransmission rates are measured over at least this long.
+const RETRANSMISSION_WINDOW: Duration = Duration::from_millis(500);
 /// Probe padding is only worth sending while the pacer is nearly idle: it fills spare rate and
 /// must never delay media.
 const PADDING_MAX_BACKLOG: Duration = Duration::from_millis(10);
@@ -81,15 +87,41 @@ impl Node {
         let (Some(leg_key), room) = (participant.subscribe_leg, participant.room) else {
             return;
         };
-        let rate = self
-            .rooms
-            .get(&room)
-            .and_then(|e| e.room.bandwidth().pacing_bps(subscriber, now))
+        let bandwidth = self.rooms.get(&room).map(|e| e.room.bandwidth());
+        let rate = bandwidth
+            .and_then(|b| b.pacing_bps(subscriber, now))
             .unwrap_or(UNPACED_BPS);
-        if let Some(leg) = self.legs.get_mut(&leg_key)
-            && let LegMedia::Subscribe(state) = &mut leg.media
-        {
-            state.pacer.set_rate(rate);
+        let retransmission_limit = bandwidth
+            .and_then(|b| b.estimate_bps(subscriber))
+            .map_or(u64::MAX, |estimate| {
+                estimate * RETRANSMISSION_SHARE_PERCENT / 100
+            });
+        let Some(leg) = self.legs.get_mut(&leg_key) else {
+            return;
+        };
+        let LegMedia::Subscribe(state) = &mut leg.media else {
+            return;
+        };
+        state.pacer.set_rate(rate);
+        state
+            .retransmissions
+            .limit_bps
+            .store(retransmission_limit, Ordering::Relaxed);
+        // What the leg retransmitted since the last look, for the subscriber's budgets.
+        let sent = state.retransmissions.sent_bytes.load(Ordering::Relaxed);
+        let measured = match state.retransmitted {
+            Some((at, before)) if now.saturating_duration_since(at) >= RETRANSMISSION_WINDOW => {
+                let elapsed = now.saturating_duration_since(at).as_micros().max(1) as u64;
+                Some(sent.saturating_sub(before) * 8 * 1_000_000 / elapsed)
+            }
+            Some(_) => None,
+            None => Some(0),
+        };
+        if let Some(bps) = measured {
+            state.retransmitted = Some((now, sent));
+            if let Some(entry) = self.rooms.get_mut(&room) {
+                entry.room.set_retransmission_rate(subscriber, bps);
+            }
         }
     }
 

@@ -107,13 +107,13 @@ impl Node {
         role: LegRole,
         now: Instant,
     ) -> Result<LegKey, Refusal> {
-        let feedback = super::feedback::FeedbackQueue::default();
+        let taps = super::engine::LegTaps::default();
         let mut pc = new_peer_connection(
             role,
             &self.config.engine,
             self.metrics.clone(),
             self.decrypted.clone(),
-            feedback.clone(),
+            taps.clone(),
             now,
         )
         .map_err(|e| Refusal::internal("creating a peer connection", e))?;
@@ -140,7 +140,8 @@ impl Node {
         );
         let mut leg = Leg::new(key, role, participant, pc, String::new(), limit);
         if let LegMedia::Subscribe(state) = &mut leg.media {
-            state.feedback = feedback;
+            state.feedback = taps.feedback;
+            state.retransmissions = taps.retransmissions;
         }
         self.legs.insert(key, leg);
         self.arm_connect_deadline(key, now);

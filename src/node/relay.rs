@@ -756,6 +756,18 @@ impl Node {
             if let Some(estimate) = entry.room.bandwidth().estimate_bps(participant) {
                 self.metrics.bandwidth_estimate.observe(estimate as f64);
             }
+            if let Some(estimator) = entry.room.bandwidth().estimator(participant) {
+                tracing::trace!(
+                    %participant,
+                    reports = sent.len(),
+                    estimate = estimator.estimate_bps(),
+                    acked = ?estimator.acknowledged_bps(),
+                    loss = estimator.loss_fraction(),
+                    state = estimator.state().as_str(),
+                    probe = ?estimator.probe().map(|p| p.target_bps),
+                    "transport feedback"
+                );
+            }
             self.update_pacing(participant, now);
             self.process_room_outputs(room, now);
         }
@@ -815,17 +827,22 @@ impl Node {
         track: TrackId,
         target: Target,
         resolution: Option<(u16, u16)>,
+        now: Instant,
     ) {
         let (paused, reason, layer) = match target {
             Target::Layer(rank) => (false, None, Some(rank)),
             Target::Paused(reason) => (true, wire_pause_reason(reason), None),
         };
-        let estimate = self
+        let entry = self
             .participants
             .get(&subscriber)
-            .and_then(|p| self.rooms.get(&p.room))
-            .and_then(|e| e.room.bandwidth().estimate_bps(subscriber));
-        debug!(%subscriber, %track, ?target, ?resolution, ?estimate, "subscription state");
+            .and_then(|p| self.rooms.get(&p.room));
+        let estimate = entry.and_then(|e| e.room.bandwidth().estimate_bps(subscriber));
+        let mut layer_bps = Vec::new();
+        if let Some(publication) = entry.and_then(|e| e.room.publication(track)) {
+            publication.layers.bitrates_by_quality(now, &mut layer_bps);
+        }
+        debug!(%subscriber, %track, ?target, ?resolution, ?estimate, ?layer_bps, "subscription state");
         self.notify(
             subscriber,
             tern_signaling::protocol::ServerMessage::SubscriptionState {
@@ -902,7 +919,7 @@ impl Node {
                     track,
                     target,
                     resolution,
-                } => self.tell_subscription_state(subscriber, track, target, resolution),
+                } => self.tell_subscription_state(subscriber, track, target, resolution, now),
                 RoomOutput::SendPadding {
                     subscriber,
                     packets,

@@ -58,7 +58,9 @@ export async function startRelay(extraArgs = [], host = '127.0.0.1') {
   const args = ['--http-listen', `${host}:${httpPort}`, '--media-listen', `${host}:${mediaPort}`, ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TERN_LOG: process.env.TERN_LOG || 'info' } });
   const output = [];
-  const keep = (d) => { output.push(d.toString()); if (output.length > 2000) output.shift(); };
+  // TERN_TEST_RELAY_LOG=file keeps the relay's whole log (the in-memory tail is for failures).
+  const whole = process.env.TERN_TEST_RELAY_LOG ? fs.createWriteStream(process.env.TERN_TEST_RELAY_LOG, { flags: 'a' }) : null;
+  const keep = (d) => { whole?.write(d); output.push(d.toString()); if (output.length > 2000) output.shift(); };
   child.stdout.on('data', keep);
   child.stderr.on('data', keep);
   const base = `http://127.0.0.1:${httpPort}`;
@@ -108,10 +110,19 @@ export async function spawnBrowser() {
   return { browser, proc, userDataDir };
 }
 
-/** Opens a page of the bundled client and waits until it joined and published. */
-export async function openParticipant(browser, url, name) {
+/**
+ * Opens a page of the bundled client and waits until it joined and published. A `listener` finds
+ * no camera or microphone (getUserMedia fails as without devices), so it joins publishing nothing.
+ */
+export async function openParticipant(browser, url, name, { listener = false } = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
+  if (listener) {
+    // (An insecure origin has no navigator.mediaDevices at all: a listener already.)
+    await page.addInitScript(() => {
+      if (navigator.mediaDevices) navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('no devices (test listener)', 'NotFoundError'));
+    });
+  }
   page.on('console', (m) => { if (m.type() === 'error') log(`[${name} console]`, m.text()); });
   page.on('pageerror', (e) => log(`[${name} pageerror]`, e.message));
   await page.goto(url);

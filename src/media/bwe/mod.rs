@@ -37,6 +37,10 @@ use trendline::Trendline;
 /// Arrival and departure spacing that disagree by more than this are not a queue: the remote
 /// clock jumped (a wrap of TWCC's 24-bit reference time, a restarted receiver).
 const CLOCK_JUMP: Duration = Duration::from_secs(3);
+/// No probe this soon after the estimate was cut.
+const PROBE_AFTER_CUT: Duration = Duration::from_secs(2);
+/// ...nor while more than this share of recent packets was lost.
+const PROBE_MAX_LOSS: f64 = 0.02;
 /// No feedback for this long: what the receiver's clock told us is out of date.
 const FEEDBACK_STALE: Duration = Duration::from_secs(2);
 /// A report up to this many sequence numbers behind the newest is a repeat; further behind, the
@@ -266,6 +270,16 @@ impl SendSideEstimator {
     /// overusing, or when the estimate already covers `target_bps`.
     pub fn start_probe(&mut self, now: Instant, target_bps: u64) -> Option<Probe> {
         if self.trendline.state() == UsageState::Overusing {
+            return None;
+        }
+        // Right after congestion the queue is still draining and losses are still arriving: a
+        // probe then overfills the path and costs another cut (measured behind a 300 kbit/s
+        // tbf: a probe 0.6 s after the cut turned the lowest layer into a pause).
+        let recently_cut = self
+            .rate
+            .last_cut()
+            .is_some_and(|at| now.saturating_duration_since(at) < PROBE_AFTER_CUT);
+        if recently_cut || self.loss.fraction() > PROBE_MAX_LOSS {
             return None;
         }
         self.probes.start(
