@@ -19,6 +19,7 @@
 #   BENCH_TERN=PATH       use this relay binary instead of building one
 #   BENCH_RELAY=PATH      run this relay binary under the load of the built (or BENCH_TERN) one's
 #                         loadtest, e.g. an older relay to compare with
+#   BENCH_RELAY_ARGS="..."  more flags for the relay (e.g. "--media-bandwidth-estimation false")
 #   BENCH_KEEP=1          keep the working directory (relay logs, all samples, loadtest output)
 #   BENCH_HOOK=CMD        run CMD in the background (bash -c, inside the namespace, RELAY_PID and
 #                         LOADTEST_PID exported) right after the loadtest starts; bench/profile.sh
@@ -94,6 +95,9 @@ inner() {
     --http-max-connections-per-client 4096
     --room-max-participants 1000
   )
+  # BENCH_RELAY_ARGS: more relay flags for a comparison (e.g. "--media-bandwidth-estimation false").
+  # shellcheck disable=SC2206
+  relay_args+=(${BENCH_RELAY_ARGS:-})
   # An API key: the loadtest mints its own tokens (no /dev/token round trips), the relay is not in
   # dev mode. Passed in the environment, so it is not on any command line.
   TERN_API_KEY=bench
