@@ -319,3 +319,64 @@ fn an_operators_mute_and_the_publishers_own_are_kept_apart() {
     assert_eq!(muted(&r), (false, false, false));
     assert_eq!(r.set_muted(TrackId(99), true), Err(RoomError::UnknownTrack));
 }
+
+/// Probes and retransmissions look like media: a padding-only packet is dropped with its
+/// sequence gap closed, a duplicate is dropped, and neither a duplicate nor a late copy of a
+/// keyframe's first packet is taken as the point to switch layers.
+#[test]
+fn padding_and_duplicates_are_dropped_and_never_a_switch_point() {
+    use tern::media::room::LayerTarget;
+    let t0 = Instant::now();
+    let mut r = room();
+    r.join(A, member("a")).unwrap();
+    r.join(B, member("b")).unwrap();
+    r.publish(TrackId(10), camera(A)).unwrap();
+    assert!(r.bind_layer(TrackId(10), 7, Some("q"), t0));
+    assert!(r.bind_layer(TrackId(10), 8, Some("f"), t0));
+    r.attach(TrackId(10), B, SinkId(100), 1_000, 0, t0).unwrap();
+    r.set_target(TrackId(10), B, LayerTarget::Layer(0), t0);
+    let mut sent = Vec::new();
+    let mut forward = |r: &mut Room, p: InboundPacket, sent: &mut Vec<u16>| {
+        r.forward(TrackId(10), &p, t0, |f| sent.push(f.sequence_number))
+    };
+    let on = |ssrc: u32, seq: u16, key: bool| InboundPacket {
+        ssrc,
+        marker: true,
+        ..packet(seq, key)
+    };
+    forward(&mut r, on(7, 1, true), &mut sent);
+    forward(&mut r, on(7, 2, false), &mut sent);
+    // A duplicate of 2, then padding (3, 4), then media again.
+    assert!(forward(&mut r, on(7, 2, false), &mut sent).duplicate);
+    for seq in [3, 4] {
+        let padding = InboundPacket {
+            payload_bytes: 0,
+            ..on(7, seq, false)
+        };
+        assert!(forward(&mut r, padding, &mut sent).padding);
+    }
+    forward(&mut r, on(7, 5, false), &mut sent);
+    assert_eq!(
+        sent,
+        vec![1_000, 1_001, 1_002],
+        "no gap where the padding was"
+    );
+
+    // Switch to layer f (slot 1): its keyframe's first packet arrives, then a copy of it (a
+    // probe's), then a late one of an older keyframe: only the first splices.
+    r.set_target(TrackId(10), B, LayerTarget::Layer(1), t0);
+    forward(&mut r, on(8, 100, false), &mut sent);
+    assert_eq!(sent.len(), 3, "not before its keyframe");
+    forward(&mut r, on(7, 6, false), &mut sent);
+    assert_eq!(sent.len(), 4, "the old layer continues until the splice");
+    let fan = forward(&mut r, on(8, 101, true), &mut sent);
+    assert_eq!(fan.switched_up, 1);
+    assert!(forward(&mut r, on(8, 101, true), &mut sent).duplicate);
+    let late = forward(&mut r, on(8, 99, true), &mut sent);
+    assert_eq!((late.switched_up, late.switched_down), (0, 0));
+    forward(&mut r, on(8, 102, false), &mut sent);
+    forward(&mut r, on(7, 7, true), &mut sent);
+    // 1000..=1003 on q, then f from 1004: the late f packet from before the splice is stale,
+    // q no longer forwarded.
+    assert_eq!(sent, vec![1_000, 1_001, 1_002, 1_003, 1_004, 1_005]);
+}
