@@ -336,7 +336,7 @@ fn padding_and_duplicates_are_dropped_and_never_a_switch_point() {
     r.attach(TrackId(10), B, SinkId(100), 1_000, 0, t0).unwrap();
     r.set_target(TrackId(10), B, LayerTarget::Layer(0), t0);
     let mut sent = Vec::new();
-    let mut forward = |r: &mut Room, p: InboundPacket, sent: &mut Vec<u16>| {
+    let forward = |r: &mut Room, p: InboundPacket, sent: &mut Vec<u16>| {
         r.forward(TrackId(10), &p, t0, |f| sent.push(f.sequence_number))
     };
     let on = |ssrc: u32, seq: u16, key: bool| InboundPacket {
