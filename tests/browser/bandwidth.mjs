@@ -277,6 +277,28 @@ try {
   log(`3: max_egress_kbps 10000: 1280 px again after ${subscribers.map((n, i) => `${n} ${backMs[i]} ms`).join(', ')}`);
   log('PASS 3: room budget');
 
+  // 3b. A publisher cap: alice is told (publish_limits) and caps her encodings; nobody is sent a
+  // layer above it.
+  const capKbps = 300;
+  const cappedAt = Date.now();
+  await api('PATCH', `/api/rooms/${room}`, { max_publisher_kbps: capKbps });
+  const told = await until('alice applies the cap to her encodings', () => alicePage.evaluate(async (cap) => {
+    if (window.tern.publishLimits.maxVideoKbps !== cap) return false;
+    const sender = window.tern.publishPc.getSenders().find((s) => s.track && s.track.kind === 'video');
+    const encodings = sender.getParameters().encodings;
+    const active = encodings.filter((e) => e.active !== false);
+    const sum = active.reduce((a, e) => a + (e.maxBitrate || 0), 0);
+    return sum > 0 && sum <= cap * 1000 && encodings.map((e) => `${e.rid}:${e.active === false ? 'off' : Math.round(e.maxBitrate / 1000)}`).join(' ');
+  }, capKbps), 10000);
+  const capped = await until('every subscriber below 640 px', async () => {
+    const all = await Promise.all(subscribers.map((n) => videoOf(pages[n], alice)));
+    return all.every((s) => s.relay && !s.relay.paused && s.relay.layer === 0 && s.frameWidth > 0 && s.frameWidth < HALF) && all;
+  }, 10000);
+  log(`3b: max_publisher_kbps ${capKbps}: alice's encodings ${told} after ${Date.now() - cappedAt} ms; subscribers at ${capped.map((s) => `${s.frameWidth} px`).join(', ')}`);
+  await api('PATCH', `/api/rooms/${room}`, { max_publisher_kbps: 0 });
+  await until('the cap lifted: alice back to her three layers', () => alicePage.evaluate(() => window.tern.publishLimits.maxVideoKbps === null), 10000);
+  log('PASS 3b: publisher cap');
+
   // 4. Firefox receives Chromium's simulcast (runs in its own namespace: no ICE on loopback).
   const firefox = spawn('ip', ['netns', 'exec', firefoxHost.ns, process.execPath, path.join(repo, 'tests', 'browser', 'firefox-page.mjs'), url(RELAY_IP, 'firefox')],
     { stdio: ['pipe', 'pipe', 'inherit'] });
