@@ -47,6 +47,16 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// One stream, no simulcast, at `bitrate_bps`: what most non-browser clients send.
+    fn single(bitrate_bps: u32) -> Self {
+        let mut publisher = Publisher::new();
+        publisher.layers.truncate(1);
+        publisher.layers[0].rid = "";
+        publisher.layers[0].size = (1280, 720);
+        publisher.layers[0].bitrate_bps = bitrate_bps;
+        publisher
+    }
+
     fn new() -> Self {
         let layer = |ssrc, rid, size, bitrate_bps, base: u32| Layer {
             ssrc,
@@ -250,6 +260,14 @@ fn subscriber_of(sink: SinkId) -> ParticipantId {
 
 impl Call {
     fn new(subscribers: &[(ParticipantId, u64)], policy: BandwidthPolicy) -> Call {
+        Call::with_publisher(subscribers, policy, Publisher::new())
+    }
+
+    fn with_publisher(
+        subscribers: &[(ParticipantId, u64)],
+        policy: BandwidthPolicy,
+        publisher: Publisher,
+    ) -> Call {
         let start = Instant::now();
         let mut room = Room::new(RoomId("bw".into()), Duration::from_millis(300));
         room.set_bandwidth_policy(policy, start);
@@ -275,9 +293,9 @@ impl Call {
             )
             .unwrap();
         }
-        let publisher = Publisher::new();
         for layer in &publisher.layers {
-            assert!(room.bind_layer(VIDEO, layer.ssrc, Some(layer.rid), start));
+            let rid = Some(layer.rid).filter(|rid| !rid.is_empty());
+            assert!(room.bind_layer(VIDEO, layer.ssrc, rid, start));
         }
         for (id, _) in subscribers {
             for track in [VIDEO, AUDIO] {
@@ -348,7 +366,7 @@ impl Call {
                         if link.pacer.backlog(self.now) > Duration::from_millis(10) {
                             break;
                         }
-                        let Some(padding) = self.room.probe_padding(subscriber) else {
+                        let Some(padding) = self.room.probe_padding(subscriber, self.now) else {
                             break;
                         };
                         let id = subscriber_of(padding.sink);
@@ -745,5 +763,26 @@ fn a_layer_that_stops_is_left_for_the_best_live_one_and_taken_back_when_it_retur
     let back = call.first_on(STEADY, F, resumed).expect("back on f");
     println!("back on f {back:?} after it resumed");
     assert!(back < Duration::from_secs(10));
+    assert_continuous(&call, STEADY);
+}
+
+/// A 2 Mbit/s stream without simulcast does not fit the starting estimate (1 Mbit/s): it starts
+/// paused and must probe its way up, with no video forwarded yet to carry the padding.
+#[test]
+fn a_single_stream_above_the_starting_estimate_is_probed_into_place() {
+    let mut call = Call::with_publisher(
+        &[(STEADY, 20_000_000)],
+        BandwidthPolicy::default(),
+        Publisher::single(2_000_000),
+    );
+    call.run(call.at(10.0));
+    let first = call.received[&STEADY]
+        .layers
+        .first()
+        .map(|(t, _)| *t - call.start)
+        .expect("video forwarded");
+    println!("a 2 Mbit/s single stream forwarded {first:?} after the start");
+    assert!(first < Duration::from_secs(5), "took {first:?}");
+    assert!(call.longest_gap(STEADY, call.at(5.0), call.at(10.0)) < Duration::from_millis(200));
     assert_continuous(&call, STEADY);
 }

@@ -122,7 +122,7 @@ pub fn rtp_and_rtcp(data: &[u8]) {
             };
             if packet.payload.is_empty() {
                 forwarder.skip(&meta);
-                let _ = forwarder.insert_padding();
+                let _ = forwarder.insert_padding(now);
             } else if let crate::media::forwarder::Verdict::Forward {
                 sequence_number,
                 timestamp,

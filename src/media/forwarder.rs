@@ -296,14 +296,22 @@ impl Forwarder {
 
     /// Numbers for one padding packet the relay inserts into this stream (a bandwidth probe),
     /// if it can go now: only between frames, after a packet that ended one, or while nothing is
-    /// forwarded (paused). Later packets are numbered one higher.
-    pub fn insert_padding(&mut self) -> Option<(u16, u32)> {
+    /// forwarded (paused, or not started). Later packets are numbered one higher.
+    pub fn insert_padding(&mut self, now: Instant) -> Option<(u16, u32)> {
         let between_frames = self.source.is_none() || self.last_out.is_some_and(|l| l.marker);
         if !between_frames {
             return None;
         }
-        // A paused subscription (no source) pads freely: the next stream starts after it.
-        let last = self.last_out.as_mut()?;
+        // A paused subscription (no source) pads freely: the next stream starts after it. One
+        // that never sent anything starts its numbering with the padding (a subscription paused
+        // from its start must still be able to probe its way to its first layer).
+        let config = self.config;
+        let last = self.last_out.get_or_insert(LastOut {
+            sequence_number: config.initial_sequence_number.wrapping_sub(1),
+            timestamp: config.initial_timestamp,
+            at: now,
+            marker: true,
+        });
         let sequence_number = last.sequence_number.wrapping_add(1);
         last.sequence_number = sequence_number;
         if let Some(source) = self.source.as_mut() {
@@ -583,18 +591,36 @@ mod tests {
     }
 
     #[test]
+    fn a_subscription_that_never_started_can_pad_and_then_starts_after_the_padding() {
+        let t0 = Instant::now();
+        let mut f = video(500, 9_000);
+        assert_eq!(f.insert_padding(t0), Some((500, 9_000)));
+        assert_eq!(f.insert_padding(t0), Some((501, 9_000)));
+        let Verdict::Forward {
+            sequence_number,
+            timestamp,
+            ..
+        } = f.forward(&pkt(1, 7, 0, true), t0 + Duration::from_millis(10))
+        else {
+            panic!("keyframe not forwarded");
+        };
+        assert_eq!(sequence_number, 502);
+        assert_eq!(timestamp, 9_000 + 900);
+    }
+
+    #[test]
     fn inserted_padding_takes_numbers_only_between_frames() {
         let t0 = Instant::now();
         let mut f = video(10, 500);
         let mut first = pkt(1, 100, 500, true);
         first.marker = false;
         assert_eq!(f.forward(&first, t0), fwd(10, 500));
-        assert_eq!(f.insert_padding(), None, "never inside a frame");
+        assert_eq!(f.insert_padding(t0), None, "never inside a frame");
         let mut end = pkt(1, 101, 500, false);
         end.marker = true;
         assert_eq!(f.forward(&end, t0), fwd(11, 500));
-        assert_eq!(f.insert_padding(), Some((12, 500)));
-        assert_eq!(f.insert_padding(), Some((13, 500)));
+        assert_eq!(f.insert_padding(t0), Some((12, 500)));
+        assert_eq!(f.insert_padding(t0), Some((13, 500)));
         assert_eq!(f.forward(&pkt(1, 102, 3500, false), t0), fwd(14, 3500));
         // A retransmission from before the padding keeps its number.
         assert_eq!(f.forward(&pkt(1, 101, 500, false), t0), fwd(11, 500));
@@ -613,7 +639,7 @@ mod tests {
             let mut p = pkt(1, seq, 0, false);
             p.marker = true;
             f.forward(&p, t0);
-            f.insert_padding().unwrap();
+            f.insert_padding(t0).unwrap();
         }
         assert_eq!(
             f.forward(&pkt(1, 1, 0, false), t0),

@@ -732,7 +732,7 @@ impl Room {
 
     /// Numbers for one padding packet in a video subscription of `subscriber` (a bandwidth
     /// probe toward it), where one can go now.
-    pub fn probe_padding(&mut self, subscriber: ParticipantId) -> Option<Forwarded> {
+    pub fn probe_padding(&mut self, subscriber: ParticipantId, now: Instant) -> Option<Forwarded> {
         let mut tracks: Vec<&mut Publication> = self
             .publications
             .values_mut()
@@ -746,7 +746,7 @@ impl Room {
                 }
                 if let (Some(sink), Some(forwarder)) =
                     (subscription.sink, &mut subscription.forwarder)
-                    && let Some((sequence_number, timestamp)) = forwarder.insert_padding()
+                    && let Some((sequence_number, timestamp)) = forwarder.insert_padding(now)
                 {
                     self.bandwidth.padding_sent(subscriber, 1);
                     return Some(Forwarded {

@@ -22,6 +22,11 @@ use super::demux::LegKey;
 
 /// RTP header with the extensions a subscribe leg sends, and the SRTP tag.
 const PACKET_OVERHEAD_BYTES: u32 = 48;
+/// Packets due this soon go out now, with the others due: one timer wake-up and one batch of
+/// sends per few milliseconds rather than per packet (released one by one, the paced packets of
+/// the benchmark's 25-subscriber rooms cost 40 % more CPU per packet than unpaced ones).
+/// libwebrtc's pacer works in 5 ms steps too.
+const PACE_SLACK: Duration = Duration::from_millis(4);
 /// Retransmissions may take this share of a subscriber's estimate (libwebrtc allows up to the
 /// whole target; a relay answering for many publishers at once needs the room for media).
 const RETRANSMISSION_SHARE_PERCENT: u64 = 25;
@@ -51,7 +56,7 @@ impl Node {
         let bytes = packet.payload.len() as u32 + PACKET_OVERHEAD_BYTES;
         let at = state.pacer.schedule(now, bytes);
         let now_or_never = kind == Some(MediaKind::Audio);
-        if now_or_never || (at <= now && state.paced.is_empty()) {
+        if now_or_never || (at <= now + PACE_SLACK && state.paced.is_empty()) {
             self.write_to_leg(leg_key, sender, packet, kind, now);
             return;
         }
@@ -141,7 +146,7 @@ impl Node {
                 return;
             };
             match state.paced.front() {
-                Some(next) if next.at <= now => {
+                Some(next) if next.at <= now + PACE_SLACK => {
                     let Some(due) = state.paced.pop_front() else {
                         return;
                     };

@@ -798,7 +798,7 @@ impl Node {
             let Some(padding) = self
                 .rooms
                 .get_mut(&room)
-                .and_then(|e| e.room.probe_padding(subscriber))
+                .and_then(|e| e.room.probe_padding(subscriber, now))
             else {
                 return;
             };
