@@ -220,6 +220,30 @@ async fn rooms_are_created_limited_changed_listed_and_deleted() {
         assert!(bps > 4_000, "{track}");
         assert_eq!(track["admin_muted"], false);
     }
+    // What bandwidth control gives each subscriber, and the room's video against its budget.
+    let video_id = tracks
+        .iter()
+        .find(|t| t["kind"] == "video")
+        .map(|t| t["id"].clone())
+        .unwrap();
+    let bob_summary = &room["participants"][1];
+    let subscriptions = bob_summary["subscriptions"].as_array().unwrap();
+    assert_eq!(subscriptions.len(), 1, "{bob_summary}");
+    assert_eq!(subscriptions[0]["track_id"], video_id);
+    assert_eq!(subscriptions[0]["paused"], false, "{bob_summary}");
+    assert_eq!(subscriptions[0]["layer"], 0, "{bob_summary}");
+    assert!(subscriptions[0]["reason"].is_null());
+    assert!(
+        bob_summary["estimate_bps"]
+            .as_u64()
+            .is_some_and(|bps| bps > 0),
+        "bob's client sends transport-cc: {bob_summary}"
+    );
+    assert!(
+        room["bandwidth"]["video_bps"].as_u64().unwrap() > 0,
+        "{room}"
+    );
+    assert_eq!(room["bandwidth"]["held_at_budget"], false);
 
     // Removing a participant: it is told why, and so is everyone else.
     let (status, body) = api(
