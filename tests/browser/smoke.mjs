@@ -55,10 +55,15 @@ try {
     const tiles = await page.evaluate(() => [...document.querySelectorAll('.tile video')].map((v) => v.videoWidth));
     if (!(tiles.length === 2 && tiles.every((w) => w > 0))) throw new Error(`${name}: video elements ${JSON.stringify(tiles)}`);
   }
-  const metrics = await (await fetch(`${relay.base}/metrics`)).text();
-  const sent = Number((metrics.match(/^tern_rtp_packets_sent_total\{kind="video"\} (\d+)/m) || [])[1] || 0);
+  // Counted as they go (subscribers start on the 320x180 layer, about one packet a frame, so
+  // the count grows more slowly than with one full-size stream).
+  let metrics = '';
+  const sent = await until('relay metrics show forwarded video', async () => {
+    metrics = await (await fetch(`${relay.base}/metrics`)).text();
+    const n = Number((metrics.match(/^tern_rtp_packets_sent_total\{kind="video"\} (\d+)/m) || [])[1] || 0);
+    return n >= 100 && n;
+  }, 10000);
   log(`relay forwarded ${sent} video packets`);
-  if (sent < 100) throw new Error('relay metrics do not show forwarded video');
   // A clean call rejects nothing: receiver reports and transport-cc feedback that the relay's
   // interceptors consume are not failed SRTP (they were counted as such once, four a second).
   const rejected = Number((metrics.match(/^tern_packets_dropped_total\{reason="srtp_rejected"\} (\d+)/m) || [])[1]);
