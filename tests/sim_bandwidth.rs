@@ -44,6 +44,7 @@ struct Publisher {
     audio_sequence_number: u16,
     keyframe_due: bool,
     frames: u64,
+    temporal_position: usize,
 }
 
 impl Publisher {
@@ -80,12 +81,19 @@ impl Publisher {
             audio_sequence_number: 65_000,
             keyframe_due: true,
             frames: 0,
+            temporal_position: 0,
         }
     }
 
-    /// One video frame on every layer (30 fps), keyframes three times the size.
+    /// One video frame on every layer (30 fps, three temporal layers as browsers send: TIDs
+    /// 0, 2, 1, 2, restarting at a keyframe), keyframes three times the size.
     fn frame(&mut self) -> Vec<InboundPacket> {
         let keyframe = std::mem::take(&mut self.keyframe_due);
+        if keyframe {
+            self.temporal_position = 0;
+        }
+        let temporal_id = [0, 2, 1, 2][self.temporal_position % 4];
+        self.temporal_position += 1;
         self.frames += 1;
         let mut packets = Vec::new();
         for layer in self.layers.iter_mut().filter(|l| !l.stopped) {
@@ -111,14 +119,18 @@ impl Publisher {
                             wide: true,
                         }),
                         tl0_picture_index: Some(layer.tl0),
-                        temporal_id: Some(0),
+                        temporal_id: Some(temporal_id),
+                        layer_sync: false,
+                        picture_start: i == 0,
                     }),
                 });
                 layer.sequence_number = layer.sequence_number.wrapping_add(1);
             }
             layer.timestamp = layer.timestamp.wrapping_add(3_000);
             layer.picture_id = (layer.picture_id + 1) % 0x8000;
-            layer.tl0 = layer.tl0.wrapping_add(1);
+            if temporal_id == 0 {
+                layer.tl0 = layer.tl0.wrapping_add(1);
+            }
         }
         packets
     }
@@ -631,7 +643,8 @@ fn a_squeezed_subscriber_moves_down_within_2_s_and_back_up_within_10_s() {
 fn a_subscriber_that_cannot_carry_the_lowest_layer_is_paused_and_resumes_by_itself() {
     let mut call = Call::new(&[(SQUEEZED, 2_500_000)], BandwidthPolicy::default());
     call.run(call.at(20.0));
-    call.set_capacity(SQUEEZED, 100_000);
+    // Less than even the base temporal layer of the lowest layer with audio.
+    call.set_capacity(SQUEEZED, 45_000);
     call.run(call.at(50.0));
     let paused = call.received[&SQUEEZED]
         .states
@@ -799,4 +812,27 @@ fn a_single_stream_above_the_starting_estimate_is_probed_into_place() {
     assert!(first < Duration::from_secs(5), "took {first:?}");
     assert!(call.longest_gap(STEADY, call.at(5.0), call.at(10.0)) < Duration::from_millis(200));
     assert_continuous(&call, STEADY);
+}
+
+/// A link too narrow for the lowest layer whole still carries some of its temporal layers:
+/// fewer frames a second instead of a pause, with sequence numbers and pictures still continuous.
+#[test]
+fn below_the_lowest_layer_temporal_layers_give_fewer_frames_instead_of_a_pause() {
+    let mut call = Call::new(&[(SQUEEZED, 150_000)], BandwidthPolicy::default());
+    call.run(call.at(40.0));
+    let r = &call.received[&SQUEEZED];
+    let late: Vec<u32> = r
+        .layers
+        .iter()
+        .filter(|(t, _)| *t > call.at(30.0))
+        .map(|(_, ssrc)| *ssrc)
+        .collect();
+    assert!(!late.is_empty(), "paused: {:?}", r.states.last());
+    assert!(late.iter().all(|ssrc| *ssrc == Q));
+    // Pictures per second forwarded in the last 10 s (q's frames fit one packet each): 30 on
+    // the whole layer, 7.5 or 15 on its temporal layers.
+    let fps = late.len() as f64 / 10.0;
+    println!("on a 150 kbit/s link: q at {fps:.1} pictures/s");
+    assert!(fps > 5.0 && fps < 20.0, "{fps}");
+    assert_continuous(&call, SQUEEZED);
 }

@@ -175,6 +175,9 @@ pub struct Forwarder {
     renumbered: Option<Renumbered>,
     last_out: Option<LastOut>,
     last_picture: Option<LastPicture>,
+    /// The PictureID of the last picture dropped on purpose (each is taken out of the numbering
+    /// once).
+    dropped_picture: Option<u16>,
 }
 
 /// Signed distance from `b` to `a` in 16-bit sequence space.
@@ -191,6 +194,7 @@ impl Forwarder {
             renumbered: None,
             last_out: None,
             last_picture: None,
+            dropped_picture: None,
         }
     }
 
@@ -292,6 +296,23 @@ impl Forwarder {
         let offset = source.sequence_offset.wrapping_sub(1);
         source.shift(extended, offset);
         source.highest_extended = extended;
+    }
+
+    /// The relay drops this packet of the current stream on purpose (a temporal layer above what
+    /// the subscription gets): its sequence number is closed like padding's, and its picture's
+    /// PictureID is taken out of the numbering, so the subscriber sees neither as a loss.
+    pub fn drop_packet(&mut self, packet: &InboundPacket) {
+        self.skip(packet);
+        let Some(id) = packet.vp8.and_then(|d| d.picture_id) else {
+            return;
+        };
+        if self.dropped_picture == Some(id.value) {
+            return;
+        }
+        self.dropped_picture = Some(id.value);
+        if let Some(source) = self.source.as_mut().filter(|s| s.ssrc == packet.ssrc) {
+            source.picture_id_offset = source.picture_id_offset.wrapping_sub(1);
+        }
     }
 
     /// Numbers for one padding packet the relay inserts into this stream (a bandwidth probe),
@@ -606,6 +627,34 @@ mod tests {
         };
         assert_eq!(sequence_number, 502);
         assert_eq!(timestamp, 9_000 + 900);
+    }
+
+    #[test]
+    fn dropped_temporal_layers_leave_no_gap_in_numbers_or_pictures() {
+        let t0 = Instant::now();
+        let mut f = video(100, 0);
+        // L1T3 pictures 10..18 with TIDs 0,2,1,2,...; two packets each; T2 is dropped.
+        let mut out = Vec::new();
+        let mut seq = 5_000u16;
+        for (i, picture) in (10u16..18).enumerate() {
+            let tid = [0, 2, 1, 2][i % 4];
+            for part in 0..2 {
+                let mut p = vp8_pkt(1, seq, i == 0 && part == 0, picture, 3);
+                p.marker = part == 1;
+                seq = seq.wrapping_add(1);
+                if tid == 2 {
+                    f.drop_packet(&p);
+                    continue;
+                }
+                let (s, _, vp8) = numbers(f.forward(&p, t0));
+                out.push((s, vp8.and_then(|v| v.picture_id).unwrap_or(picture)));
+            }
+        }
+        let numbers: Vec<u16> = out.iter().map(|o| o.0).collect();
+        assert_eq!(numbers, (100..108).collect::<Vec<u16>>());
+        let mut pictures: Vec<u16> = out.iter().map(|o| o.1).collect();
+        pictures.dedup();
+        assert_eq!(pictures, vec![10, 11, 12, 13]);
     }
 
     #[test]

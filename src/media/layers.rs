@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// More than any browser sends (three), few enough to search linearly per packet.
 pub const MAX_LAYERS: usize = 4;
+/// Temporal layers measured per layer (browsers send L1T3: three).
+pub const TEMPORAL_LAYERS: usize = 3;
 /// A layer with no packet for this long has stopped (the encoder dropped it, or the path lost
 /// it); the allocator falls back to another.
 const LIVENESS: Duration = Duration::from_secs(2);
@@ -129,6 +131,10 @@ pub struct Layer {
     first_packet: Option<Instant>,
     bytes_before_first_window: u64,
     seen: SeenWindow,
+    /// Bytes per temporal layer (VP8 TID 0-2), for finer steps than the layer itself.
+    temporal: [BitrateMeter; TEMPORAL_LAYERS],
+    /// The highest temporal layer seen.
+    pub max_temporal_id: Option<u8>,
 }
 
 impl Layer {
@@ -144,6 +150,8 @@ impl Layer {
             first_packet: None,
             bytes_before_first_window: 0,
             seen: SeenWindow::new(),
+            temporal: Default::default(),
+            max_temporal_id: None,
         }
     }
 
@@ -268,6 +276,7 @@ impl LayerSet {
         sequence_number: u16,
         payload_bytes: u32,
         resolution: Option<(u16, u16)>,
+        temporal_id: Option<u8>,
         now: Instant,
     ) -> Arrival {
         let Some(layer) = self.layers.get_mut(usize::from(slot)) else {
@@ -278,6 +287,11 @@ impl LayerSet {
             return arrival;
         }
         layer.record(payload_bytes, now);
+        if let Some(tid) = temporal_id {
+            let tid = tid.min(TEMPORAL_LAYERS as u8 - 1);
+            layer.temporal[usize::from(tid)].record(payload_bytes, now);
+            layer.max_temporal_id = layer.max_temporal_id.max(Some(tid));
+        }
         if let Some(size) = resolution
             && layer.resolution != Some(size)
         {
@@ -285,6 +299,27 @@ impl LayerSet {
             self.rank();
         }
         arrival
+    }
+
+    /// The share (in thousandths) of a layer's rate that its temporal layers up to each TID
+    /// carry, when it sends more than one and they have been measured.
+    pub fn temporal_shares(&self, slot: u8, now: Instant) -> Option<[u64; TEMPORAL_LAYERS]> {
+        let layer = self.layers.get(usize::from(slot))?;
+        let top = usize::from(layer.max_temporal_id.filter(|t| *t > 0)?);
+        let mut cumulative = [0u64; TEMPORAL_LAYERS];
+        let mut sum = 0;
+        for (tid, meter) in layer.temporal.iter().enumerate().take(top + 1) {
+            sum += meter.bitrate_bps(now);
+            cumulative[tid] = sum;
+        }
+        if sum == 0 || cumulative[0] == 0 {
+            return None;
+        }
+        let mut shares = [1_000u64; TEMPORAL_LAYERS];
+        for tid in 0..=top {
+            shares[tid] = cumulative[tid] * 1_000 / sum;
+        }
+        Some(shares)
     }
 
     pub fn record_sender_report(&mut self, ssrc: u32, mapping: ClockMapping) {
@@ -398,9 +433,9 @@ mod tests {
         let h = set.bind(20, Some("h")).unwrap();
         assert_eq!(set.by_quality(), &[q, h, f], "by name before any keyframe");
         // Sizes contradict the names: sizes win.
-        set.observe(q, 1, 100, Some((1280, 720)), now);
-        set.observe(h, 1, 100, Some((640, 360)), now);
-        set.observe(f, 1, 100, Some((320, 180)), now);
+        set.observe(q, 1, 100, Some((1280, 720)), None, now);
+        set.observe(h, 1, 100, Some((640, 360)), None, now);
+        set.observe(f, 1, 100, Some((320, 180)), None, now);
         assert_eq!(set.by_quality(), &[f, h, q]);
         // The same rid under a new SSRC keeps its slot and its size.
         assert_eq!(set.bind(11, Some("q")), Some(q));
@@ -424,7 +459,14 @@ mod tests {
             let bursts = if (3_000..3_100).contains(&ms) { 10 } else { 1 };
             for _ in 0..bursts {
                 seq = seq.wrapping_add(1);
-                set.observe(slot, seq, 1250, None, start + Duration::from_millis(ms));
+                set.observe(
+                    slot,
+                    seq,
+                    1250,
+                    None,
+                    None,
+                    start + Duration::from_millis(ms),
+                );
             }
         }
         let rate = set
@@ -449,9 +491,9 @@ mod tests {
         let mut rates = Vec::new();
         for i in 0..100u16 {
             let at = start + Duration::from_millis(u64::from(i) * 20);
-            set.observe(q, i, 500, None, at);
+            set.observe(q, i, 500, None, None, at);
             if i < 50 {
-                set.observe(f, i, 5_000, None, at);
+                set.observe(f, i, 5_000, None, None, at);
             }
         }
         // f stopped 1 s ago while q went on.
@@ -462,8 +504,8 @@ mod tests {
         let mut quiet = LayerSet::default();
         let a = quiet.bind(1, Some("q")).unwrap();
         let b = quiet.bind(2, Some("f")).unwrap();
-        quiet.observe(a, 1, 500, None, start);
-        quiet.observe(b, 1, 5_000, None, start);
+        quiet.observe(a, 1, 500, None, None, start);
+        quiet.observe(b, 1, 5_000, None, None, start);
         quiet.bitrates_by_quality(start + Duration::from_secs(1), &mut rates);
         assert!(rates.iter().all(|r| *r > 0), "{rates:?}");
     }
@@ -478,6 +520,7 @@ mod tests {
                 slot,
                 i,
                 1250,
+                None,
                 None,
                 start + Duration::from_millis(u64::from(i) * 20),
             );

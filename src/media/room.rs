@@ -84,7 +84,14 @@ pub struct Subscription {
     /// The layer being forwarded now.
     current: Option<u8>,
     target: LayerTarget,
+    /// The highest VP8 temporal layer forwarded (`ALL_TEMPORAL`: all), and the one wanted; a
+    /// lower one applies at the next picture, a higher one at the next base-layer or sync picture.
+    temporal: u8,
+    temporal_target: u8,
 }
+
+/// No temporal layer is dropped.
+const ALL_TEMPORAL: u8 = u8::MAX;
 
 impl Subscription {
     fn new(subscriber: ParticipantId) -> Self {
@@ -94,6 +101,8 @@ impl Subscription {
             forwarder: None,
             current: None,
             target: LayerTarget::Auto,
+            temporal: ALL_TEMPORAL,
+            temporal_target: ALL_TEMPORAL,
         }
     }
 
@@ -134,6 +143,9 @@ pub struct Publication {
     /// The layer a keyframe was last wanted on (a subscription waiting to start or switch).
     keyframe_layer: Option<u8>,
     pub layers: LayerSet,
+    /// What the allocator's ranks stood for in the last round: a layer, and the highest
+    /// temporal layer of it (finer steps below the lowest layer, where they spare a pause).
+    steps: Vec<(u8, u8)>,
     subscriptions: Vec<Subscription>,
 }
 
@@ -149,6 +161,13 @@ impl Publication {
 
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subscriptions
+    }
+
+    /// The layer slot and the highest temporal layer an allocation rank stands for.
+    pub fn step(&self, rank: u8) -> Option<(u8, Option<u8>)> {
+        self.steps
+            .get(usize::from(rank))
+            .map(|&(slot, temporal)| (slot, (temporal != ALL_TEMPORAL).then_some(temporal)))
     }
 
     /// The slot `target` stands for now, if any.
@@ -218,6 +237,8 @@ pub struct FanOut {
     pub switched_down: u32,
     /// An SSRC the track has no room for (more layers than any encoder sends).
     pub unknown_layer: bool,
+    /// Copies not sent because their temporal layer is above what the subscription gets.
+    pub temporal_dropped: u32,
 }
 
 pub struct Room {
@@ -411,6 +432,7 @@ impl Room {
                 keyframes: KeyframeRequester::new(self.keyframe_interval),
                 keyframe_layer: None,
                 layers: LayerSet::default(),
+                steps: Vec::new(),
                 subscriptions,
             },
         );
@@ -617,6 +639,7 @@ impl Room {
             packet.sequence_number,
             packet.payload_bytes,
             packet.resolution,
+            packet.vp8.and_then(|d| d.temporal_id),
             now,
         );
         if arrival == Arrival::Duplicate {
@@ -658,6 +681,21 @@ impl Room {
                 LayerTarget::Auto => best,
             };
             let verdict = if subscription.current == Some(slot) {
+                if let Some(vp8) = packet.vp8
+                    && let Some(tid) = vp8.temporal_id
+                {
+                    if vp8.picture_start {
+                        let wider = subscription.temporal_target > subscription.temporal;
+                        if !wider || tid == 0 || vp8.layer_sync {
+                            subscription.temporal = subscription.temporal_target;
+                        }
+                    }
+                    if tid > subscription.temporal {
+                        forwarder.drop_packet(packet);
+                        fan_out.temporal_dropped += 1;
+                        continue;
+                    }
+                }
                 forwarder.forward(packet, now)
             } else if wanted != Some(slot) {
                 continue;
@@ -688,6 +726,8 @@ impl Room {
                         }
                     }
                     subscription.current = Some(slot);
+                    // A keyframe is a base-layer picture: any temporal limit applies from here.
+                    subscription.temporal = subscription.temporal_target;
                 }
                 verdict
             } else {
@@ -856,6 +896,7 @@ impl Room {
         let cap = self.bandwidth.policy().max_publisher_bps;
         let mut audio: BTreeMap<ParticipantId, u64> = BTreeMap::new();
         let mut tracks: Vec<(TrackId, Priority, Vec<u64>)> = Vec::new();
+        let mut steps_of: Vec<(TrackId, Vec<(u8, u8)>)> = Vec::new();
         let mut ids: Vec<TrackId> = self.publications.keys().copied().collect();
         ids.sort();
         for id in &ids {
@@ -871,8 +912,11 @@ impl Room {
                 }
                 continue;
             }
-            let mut rates = Vec::new();
-            publication.layers.bitrates_by_quality(now, &mut rates);
+            let mut layer_rates = Vec::new();
+            publication
+                .layers
+                .bitrates_by_quality(now, &mut layer_rates);
+            let (steps, mut rates) = temporal_steps(&publication.layers, &layer_rates, now);
             // The relay never forwards more of a publisher than its cap allows.
             if let Some(cap) = cap {
                 for rate in &mut rates {
@@ -886,6 +930,12 @@ impl Room {
                 _ => Priority::Normal,
             };
             tracks.push((*id, priority, rates));
+            steps_of.push((*id, steps));
+        }
+        for (id, steps) in steps_of {
+            if let Some(publication) = self.publications.get_mut(&id) {
+                publication.steps = steps;
+            }
         }
         let mut subscriptions: Vec<VideoSubscription> = Vec::new();
         for (track, priority, rates) in &tracks {
@@ -915,22 +965,25 @@ impl Room {
         let Some(publication) = self.publications.get(&decision.track) else {
             return;
         };
-        let (target, resolution) = match decision.target {
+        let (target, temporal, resolution, told) = match decision.target {
             Target::Layer(rank) => {
-                let slot = publication
-                    .layers
-                    .by_quality()
-                    .get(usize::from(rank))
-                    .copied();
+                let step = publication.steps.get(usize::from(rank)).copied();
+                let slot = step.map(|(slot, _)| slot);
                 let resolution = slot
                     .and_then(|slot| publication.layers.layer(slot))
                     .and_then(|l| l.resolution);
+                // Subscribers are told the layer (its quality rank), not the temporal step.
+                let told = slot
+                    .and_then(|slot| publication.layers.rank_of(slot))
+                    .map_or(decision.target, Target::Layer);
                 (
                     slot.map_or(LayerTarget::Auto, LayerTarget::Layer),
+                    step.map_or(ALL_TEMPORAL, |(_, temporal)| temporal),
                     resolution,
+                    told,
                 )
             }
-            Target::Paused(_) => (LayerTarget::Paused, None),
+            Target::Paused(_) => (LayerTarget::Paused, ALL_TEMPORAL, None, decision.target),
         };
         let unchanged = publication
             .subscriptions
@@ -939,11 +992,18 @@ impl Room {
         if !unchanged {
             self.set_target(decision.track, decision.subscriber, target, now);
         }
+        if let Some(subscription) = self.publications.get_mut(&decision.track).and_then(|p| {
+            p.subscriptions
+                .iter_mut()
+                .find(|s| s.subscriber == decision.subscriber)
+        }) {
+            subscription.temporal_target = temporal;
+        }
         if decision.notify {
             self.outputs.push_back(RoomOutput::SubscriptionState {
                 subscriber: decision.subscriber,
                 track: decision.track,
-                target: decision.target,
+                target: told,
                 resolution,
             });
         }
@@ -952,4 +1012,31 @@ impl Room {
     pub fn poll_output(&mut self) -> Option<RoomOutput> {
         self.outputs.pop_front()
     }
+}
+
+/// The allocator's steps for a track, lowest first, with their rates: each layer whole, and below
+/// the lowest one its temporal layers (7.5 and 15 of 30 frames a second for L1T3), so that a
+/// subscriber whose link cannot carry the lowest layer gets fewer frames rather than none.
+fn temporal_steps(layers: &LayerSet, rates: &[u64], now: Instant) -> (Vec<(u8, u8)>, Vec<u64>) {
+    let slots = layers.by_quality();
+    let mut steps = Vec::with_capacity(slots.len() + 2);
+    let mut step_rates = Vec::with_capacity(slots.len() + 2);
+    if let (Some(&lowest), Some(&rate)) = (slots.first(), rates.first())
+        && rate > 0
+        && let Some(shares) = layers.temporal_shares(lowest, now)
+    {
+        let top = layers
+            .layer(lowest)
+            .and_then(|l| l.max_temporal_id)
+            .unwrap_or(0);
+        for tid in 0..top {
+            steps.push((lowest, tid));
+            step_rates.push(rate * shares[usize::from(tid)] / 1_000);
+        }
+    }
+    for (slot, rate) in slots.iter().zip(rates) {
+        steps.push((*slot, ALL_TEMPORAL));
+        step_rates.push(*rate);
+    }
+    (steps, step_rates)
 }

@@ -262,12 +262,11 @@ fn subscription_summary(
     };
     match entry.room.bandwidth().target(publication.id, subscriber) {
         Some(Target::Layer(rank)) => {
-            summary.layer = Some(rank);
-            let size = publication
-                .layers
-                .by_quality()
-                .get(usize::from(rank))
-                .and_then(|slot| publication.layers.layer(*slot))
+            // The allocator's rank may be a temporal step of a layer: the summary names the layer.
+            let slot = publication.step(rank).map(|(slot, _)| slot);
+            summary.layer = slot.and_then(|slot| publication.layers.rank_of(slot));
+            let size = slot
+                .and_then(|slot| publication.layers.layer(slot))
                 .and_then(|layer| layer.resolution);
             summary.width = size.map(|s| u32::from(s.0));
             summary.height = size.map(|s| u32::from(s.1));

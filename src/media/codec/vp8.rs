@@ -14,6 +14,11 @@ pub struct Vp8Descriptor {
     pub tl0_picture_index: Option<u8>,
     /// The temporal layer of this picture (TID), when the descriptor carries it.
     pub temporal_id: Option<u8>,
+    /// The Y bit: this picture depends only on the base layer, so forwarding its temporal layer
+    /// may begin here.
+    pub layer_sync: bool,
+    /// The first packet of a picture (S=1, PID=0).
+    pub picture_start: bool,
 }
 
 /// A PictureID and how wide the publisher writes it (the M bit: 7 or 15 bits).
@@ -86,7 +91,10 @@ pub fn parse(payload: &[u8]) -> Option<Vp8Descriptor> {
         descriptor.picture_id = Some(PictureId { value, wide });
     }
     descriptor.tl0_picture_index = layout.tl0_at.and_then(|at| payload.get(at).copied());
-    descriptor.temporal_id = layout.tid_at.and_then(|at| payload.get(at)).map(|b| b >> 6);
+    let tid_byte = layout.tid_at.and_then(|at| payload.get(at)).copied();
+    descriptor.temporal_id = tid_byte.map(|b| b >> 6);
+    descriptor.layer_sync = tid_byte.is_some_and(|b| b & 0x20 != 0);
+    descriptor.picture_start = start_of_partition && partition_id == 0;
     let header = &payload[layout.header_at..];
     descriptor.keyframe_start = start_of_partition
         && partition_id == 0
