@@ -244,6 +244,20 @@ try {
   if (freezeS > 3) throw new Error(`carol froze for ${freezeS.toFixed(2)} s between the cut and recovery`);
   log('PASS 2: drop and recovery');
 
+  // 2b. Narrower than the lowest layer: its temporal layers, fewer frames a second, no pause.
+  limitDownlink(carolHost, 150);
+  await until('carol on the lowest layer at 150 kbit/s', async () => {
+    const s = await videoOf(pages.carol, alice);
+    return s.relay && s.relay.layer === 0 && s.frameWidth > 0 && s.frameWidth < HALF;
+  }, 15000);
+  const narrowStart = await videoOf(pages.carol, alice);
+  await until('carol decodes at 150 kbit/s', async () => (await videoOf(pages.carol, alice)).framesDecoded > narrowStart.framesDecoded + 5, 8000);
+  const narrowFrames = await watchDecoding(pages.carol, alice, 'carol at 150 kbit/s', 6000, (s) => !s.tilePaused && s.frameWidth < HALF);
+  const narrowFps = narrowFrames.slice(-4).reduce((a, b) => a + b, 0) / 4;
+  log(`2b: carol at 150 kbit/s: 320 px, frames per second ${narrowFrames.join(' ')} (last 4 s: ${narrowFps.toFixed(1)})`);
+  if (!(narrowFps < 24)) throw new Error(`carol at 150 kbit/s decodes ${narrowFps.toFixed(1)} frames a second: no temporal layer was dropped`);
+  log('PASS 2b: temporal layers below the lowest layer');
+
   // 3. A room budget.
   unlimitDownlink(carolHost);
   const subscribers = Object.keys(pages);
