@@ -294,12 +294,6 @@ impl RoomBandwidth {
         ))
     }
 
-    pub fn is_probing(&self, id: ParticipantId) -> bool {
-        self.subscribers
-            .get(&id)
-            .is_some_and(|s| s.estimator.probe().is_some())
-    }
-
     /// All video the last round allocated to the room's subscribers.
     pub fn room_video_bps(&self) -> u64 {
         self.allocator.room_video_bps()

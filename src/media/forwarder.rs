@@ -203,11 +203,6 @@ impl Forwarder {
         self.source.is_none()
     }
 
-    /// The SSRC being forwarded now.
-    pub fn current_ssrc(&self) -> Option<u32> {
-        self.source.as_ref().map(|s| s.ssrc)
-    }
-
     /// Decides what to do with one packet and, when it is forwarded, its new numbers.
     pub fn forward(&mut self, packet: &InboundPacket, now: Instant) -> Verdict {
         if self.is_late_from_a_replaced_stream(packet) {
@@ -315,12 +310,16 @@ impl Forwarder {
         }
     }
 
+    /// Whether [`Forwarder::insert_padding`] would give numbers now.
+    pub fn can_insert_padding(&self) -> bool {
+        self.source.is_none() || self.last_out.is_some_and(|l| l.marker)
+    }
+
     /// Numbers for one padding packet the relay inserts into this stream (a bandwidth probe),
     /// if it can go now: only between frames, after a packet that ended one, or while nothing is
     /// forwarded (paused, or not started). Later packets are numbered one higher.
     pub fn insert_padding(&mut self, now: Instant) -> Option<(u16, u32)> {
-        let between_frames = self.source.is_none() || self.last_out.is_some_and(|l| l.marker);
-        if !between_frames {
+        if !self.can_insert_padding() {
             return None;
         }
         // A paused subscription (no source) pads freely: the next stream starts after it. One

@@ -360,11 +360,6 @@ impl LayerSet {
         }));
     }
 
-    /// Total of the live layers' rates: what the publisher sends.
-    pub fn total_bitrate_bps(&self, now: Instant) -> u64 {
-        self.layers.iter().map(|l| l.bitrate_bps(now)).sum()
-    }
-
     fn rank(&mut self) {
         let layers = &self.layers;
         let mut order: Vec<u8> = (0..layers.len() as u8).collect();

@@ -773,32 +773,37 @@ impl Room {
     /// Numbers for one padding packet in a video subscription of `subscriber` (a bandwidth
     /// probe toward it), where one can go now.
     pub fn probe_padding(&mut self, subscriber: ParticipantId, now: Instant) -> Option<Forwarded> {
-        let mut tracks: Vec<&mut Publication> = self
+        // The lowest track id that can take padding now: deterministic, and no allocation per
+        // padding packet.
+        let track = self
             .publications
-            .values_mut()
+            .values()
             .filter(|p| p.kind() == MediaKind::Video)
-            .collect();
-        tracks.sort_by_key(|p| p.id);
-        for publication in tracks {
-            for subscription in &mut publication.subscriptions {
-                if subscription.subscriber != subscriber {
-                    continue;
-                }
-                if let (Some(sink), Some(forwarder)) =
-                    (subscription.sink, &mut subscription.forwarder)
-                    && let Some((sequence_number, timestamp)) = forwarder.insert_padding(now)
-                {
-                    self.bandwidth.padding_sent(subscriber, 1);
-                    return Some(Forwarded {
-                        sink,
-                        sequence_number,
-                        timestamp,
-                        vp8: None,
-                    });
-                }
-            }
-        }
-        None
+            .filter(|p| {
+                p.subscriptions.iter().any(|s| {
+                    s.subscriber == subscriber
+                        && s.sink.is_some()
+                        && s.forwarder
+                            .as_ref()
+                            .is_some_and(Forwarder::can_insert_padding)
+                })
+            })
+            .map(|p| p.id)
+            .min()?;
+        let publication = self.publications.get_mut(&track)?;
+        let subscription = publication
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.subscriber == subscriber)?;
+        let sink = subscription.sink?;
+        let (sequence_number, timestamp) = subscription.forwarder.as_mut()?.insert_padding(now)?;
+        self.bandwidth.padding_sent(subscriber, 1);
+        Some(Forwarded {
+            sink,
+            sequence_number,
+            timestamp,
+            vp8: None,
+        })
     }
 
     /// Translates a publisher's sender report (RFC 3550 §6.4.1) for every subscription that is

@@ -837,12 +837,14 @@ impl Node {
             .participants
             .get(&subscriber)
             .and_then(|p| self.rooms.get(&p.room));
-        let estimate = entry.and_then(|e| e.room.bandwidth().estimate_bps(subscriber));
-        let mut layer_bps = Vec::new();
-        if let Some(publication) = entry.and_then(|e| e.room.publication(track)) {
-            publication.layers.bitrates_by_quality(now, &mut layer_bps);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let estimate = entry.and_then(|e| e.room.bandwidth().estimate_bps(subscriber));
+            let mut layer_bps = Vec::new();
+            if let Some(publication) = entry.and_then(|e| e.room.publication(track)) {
+                publication.layers.bitrates_by_quality(now, &mut layer_bps);
+            }
+            debug!(%subscriber, %track, ?target, ?resolution, ?estimate, ?layer_bps, "subscription state");
         }
-        debug!(%subscriber, %track, ?target, ?resolution, ?estimate, ?layer_bps, "subscription state");
         self.notify(
             subscriber,
             tern_signaling::protocol::ServerMessage::SubscriptionState {
