@@ -117,6 +117,22 @@ struct Subscriber {
     retransmission_bps: u64,
 }
 
+impl Subscriber {
+    /// Whether a probe succeeded since the last look: its padding stops, and the allocator may
+    /// move up at once.
+    fn take_probe_success(&mut self) -> bool {
+        let Some(outcome) = self.estimator.last_probe_outcome() else {
+            return false;
+        };
+        if !outcome.succeeded() || self.probe_succeeded_at == Some(outcome.concluded) {
+            return false;
+        }
+        self.probe_succeeded_at = Some(outcome.concluded);
+        self.padding = None;
+        true
+    }
+}
+
 /// Padding toward one subscriber for a running probe.
 #[derive(Debug, Clone, Copy)]
 struct Padding {
@@ -137,6 +153,8 @@ const MAX_PADDING_CREDIT: Duration = Duration::from_millis(20);
 struct Notice {
     target: Target,
     told: Option<(Target, Instant)>,
+    /// When this subscription was last in a round (gone ones are forgotten).
+    seen_at: Instant,
 }
 
 pub struct RoomBandwidth {
@@ -236,22 +254,8 @@ impl RoomBandwidth {
         subscriber.estimator.on_feedback(now, &self.feedback);
         let budget =
             subscriber.estimator.estimate_bps() * self.config.allocator.estimate_percent / 100;
-        if budget < subscriber.allocated_video_bps {
-            self.wake(now);
-        }
-        self.check_probe_success(id, now);
-    }
-
-    fn check_probe_success(&mut self, id: ParticipantId, now: Instant) {
-        let Some(subscriber) = self.subscribers.get_mut(&id) else {
-            return;
-        };
-        if let Some(outcome) = subscriber.estimator.last_probe_outcome()
-            && outcome.succeeded()
-            && subscriber.probe_succeeded_at != Some(outcome.concluded)
-        {
-            subscriber.probe_succeeded_at = Some(outcome.concluded);
-            subscriber.padding = None;
+        let probe_succeeded = subscriber.take_probe_success();
+        if budget < subscriber.allocated_video_bps || probe_succeeded {
             self.wake(now);
         }
     }
@@ -361,8 +365,10 @@ impl RoomBandwidth {
             let notice = self.notices.entry(key).or_insert(Notice {
                 target: allocation.target,
                 told: None,
+                seen_at: now,
             });
             notice.target = allocation.target;
+            notice.seen_at = now;
             let notify = match notice.told {
                 None => true,
                 Some((told, at)) => {
@@ -380,11 +386,7 @@ impl RoomBandwidth {
                 notify,
             });
         }
-        self.notices.retain(|key, _| {
-            subscriptions
-                .iter()
-                .any(|s| (s.track, s.subscriber) == *key)
-        });
+        self.notices.retain(|_, notice| notice.seen_at == now);
         self.start_probes(now);
         &self.decisions
     }
@@ -457,12 +459,13 @@ impl RoomBandwidth {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let ids: Vec<ParticipantId> = self.subscribers.keys().copied().collect();
-        for id in ids {
-            if let Some(subscriber) = self.subscribers.get_mut(&id) {
-                subscriber.estimator.handle_timeout(now);
-            }
-            self.check_probe_success(id, now);
+        let mut probe_succeeded = false;
+        for subscriber in self.subscribers.values_mut() {
+            subscriber.estimator.handle_timeout(now);
+            probe_succeeded |= subscriber.take_probe_success();
+        }
+        if probe_succeeded {
+            self.wake(now);
         }
     }
 

@@ -7,30 +7,18 @@
 //! So the seam here only queues the reports for the node to drain after each input to the leg
 //! (same thread: the lock is never contended).
 
+use crate::media::bandwidth::SentPacket;
 use rtc::interceptor::{BandwidthEstimator, PacketReport};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Reports held between drains: a few feedback intervals of a busy leg. More means the node is
 /// not draining, and the oldest are worth least.
 const MAX_QUEUED: usize = 4_096;
 
-/// One packet the subscriber reported on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SentReport {
-    /// Increases by one per packet sent: repeats and reordering show.
-    pub id: u64,
-    pub ssrc: u32,
-    pub rtp_sequence_number: u16,
-    pub departure: Instant,
-    /// On the subscriber's clock; `None` when it reported the packet lost.
-    pub arrival: Option<Duration>,
-    pub size_bytes: u32,
-}
-
-/// The queue a leg's chain fills and the node drains.
-pub type FeedbackQueue = Arc<Mutex<VecDeque<SentReport>>>;
+/// The queue a leg's chain fills and the node drains, in the form the room's estimator takes.
+pub type FeedbackQueue = Arc<Mutex<VecDeque<SentPacket>>>;
 
 /// The "estimator" the chain calls: it only exports.
 pub struct FeedbackExport {
@@ -52,10 +40,8 @@ impl BandwidthEstimator for FeedbackExport {
             if queue.len() == MAX_QUEUED {
                 queue.pop_front();
             }
-            queue.push_back(SentReport {
+            queue.push_back(SentPacket {
                 id: report.id,
-                ssrc: report.ssrc,
-                rtp_sequence_number: report.rtp_sequence_number,
                 departure: report.departure,
                 arrival: report.arrival.filter(|_| report.arrived),
                 size_bytes: report.size.min(u32::MAX as usize) as u32,
@@ -70,7 +56,7 @@ impl BandwidthEstimator for FeedbackExport {
 }
 
 /// Takes everything queued, oldest first.
-pub fn drain(queue: &FeedbackQueue, into: &mut Vec<SentReport>) {
+pub fn drain(queue: &FeedbackQueue, into: &mut Vec<SentPacket>) {
     if let Ok(mut queue) = queue.lock() {
         into.extend(queue.drain(..));
     }

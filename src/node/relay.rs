@@ -196,7 +196,7 @@ pub struct Node {
     snapshot: Arc<NodeSnapshot>,
     inbound: Vec<Inbound>,
     fan_out: Vec<Forwarded>,
-    feedback_buffer: Vec<super::feedback::SentReport>,
+    feedback_buffer: Vec<SentPacket>,
 }
 
 impl Node {
@@ -743,23 +743,14 @@ impl Node {
             && let Some(room) = self.participants.get(&participant).map(|p| p.room)
             && let Some(entry) = self.rooms.get_mut(&room)
         {
-            let sent: Vec<SentPacket> = reports
-                .iter()
-                .map(|r| SentPacket {
-                    id: r.id,
-                    departure: r.departure,
-                    arrival: r.arrival,
-                    size_bytes: r.size_bytes,
-                })
-                .collect();
-            entry.room.transport_feedback(participant, &sent, now);
+            entry.room.transport_feedback(participant, &reports, now);
             if let Some(estimate) = entry.room.bandwidth().estimate_bps(participant) {
                 self.metrics.bandwidth_estimate.observe(estimate as f64);
             }
             if let Some(estimator) = entry.room.bandwidth().estimator(participant) {
                 tracing::trace!(
                     %participant,
-                    reports = sent.len(),
+                    reports = reports.len(),
                     estimate = estimator.estimate_bps(),
                     acked = ?estimator.acknowledged_bps(),
                     loss = estimator.loss_fraction(),
