@@ -2,7 +2,7 @@
 //!
 //! Each leg negotiates its own extension ids. What a subscriber receives is decided here: the
 //! extensions that describe the media itself (audio level, orientation, playout delay) are
-//! renumbered to the subscriber leg's ids; transport extensions (transport-cc, abs-send-time) are
+//! renumbered to the subscriber leg's ids, and so is the dependency descriptor of VP9/AV1 SVC; transport extensions (transport-cc, abs-send-time) are
 //! the sending leg's own business and are never copied; `mid` is set to the subscriber's own
 //! transceiver; `rid`/`rrid` name the publisher's encodings and are stripped; anything unknown is
 //! dropped.
@@ -19,9 +19,10 @@ pub enum HeaderExtension {
     TransportCc,
     AbsSendTime,
     PlayoutDelay,
+    DependencyDescriptor,
 }
 
-const KINDS: usize = 8;
+const KINDS: usize = 9;
 
 impl HeaderExtension {
     pub const ALL: [HeaderExtension; KINDS] = [
@@ -33,6 +34,7 @@ impl HeaderExtension {
         HeaderExtension::TransportCc,
         HeaderExtension::AbsSendTime,
         HeaderExtension::PlayoutDelay,
+        HeaderExtension::DependencyDescriptor,
     ];
 
     pub fn uri(self) -> &'static str {
@@ -53,6 +55,9 @@ impl HeaderExtension {
             HeaderExtension::PlayoutDelay => {
                 "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"
             }
+            HeaderExtension::DependencyDescriptor => {
+                "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension"
+            }
         }
     }
 
@@ -67,6 +72,7 @@ impl HeaderExtension {
             HeaderExtension::AudioLevel
                 | HeaderExtension::VideoOrientation
                 | HeaderExtension::PlayoutDelay
+                | HeaderExtension::DependencyDescriptor
         )
     }
 }
@@ -119,6 +125,15 @@ impl ExtensionIds {
 /// Largest id and payload the one-byte header form (RFC 8285 §4.2) can carry.
 const ONE_BYTE_MAX_ID: u8 = 14;
 const ONE_BYTE_MAX_LEN: usize = 16;
+/// Largest payload of the two-byte form (§4.3).
+const TWO_BYTE_MAX_LEN: usize = 255;
+
+/// Whether an extension fits the one-byte header form; a packet with one that does not goes out
+/// in the two-byte form (a dependency descriptor with its template structure is tens of bytes).
+/// Both ends offer `extmap-allow-mixed` (RFC 8285 §6): `rtc` always does, browsers too.
+pub fn fits_one_byte(id: u8, payload_len: usize) -> bool {
+    id <= ONE_BYTE_MAX_ID && (1..=ONE_BYTE_MAX_LEN).contains(&payload_len)
+}
 
 /// Maps extensions of packets from one publisher leg onto one subscriber leg.
 #[derive(Debug, Clone, Copy)]
@@ -143,14 +158,12 @@ impl ExtensionTranslator {
         ExtensionTranslator { map }
     }
 
-    /// The subscriber-side id for a publisher extension, or `None` to drop it. Only the
-    /// one-byte form is produced, so an extension that does not fit it is dropped.
+    /// The subscriber-side id for a publisher extension, or `None` to drop it. Empty payloads
+    /// are dropped (none of the forwarded extensions has one).
     pub fn translate(&self, in_id: u8, payload_len: usize) -> Option<u8> {
         match self.map[usize::from(in_id)] {
             0 => None,
-            out if out <= ONE_BYTE_MAX_ID && (1..=ONE_BYTE_MAX_LEN).contains(&payload_len) => {
-                Some(out)
-            }
+            out if (1..=TWO_BYTE_MAX_LEN).contains(&payload_len) => Some(out),
             _ => None,
         }
     }
@@ -205,18 +218,29 @@ mod tests {
     }
 
     #[test]
-    fn only_the_one_byte_form_is_produced() {
-        let subscriber = ExtensionIds::from_negotiated([(15, HeaderExtension::AudioLevel.uri())]);
-        let t = ExtensionTranslator::new(&chrome_publisher(), &subscriber);
-        assert_eq!(t.translate(1, 1), None, "id 15 needs the two-byte form");
-        let subscriber = ExtensionIds::from_negotiated([(6, HeaderExtension::AudioLevel.uri())]);
-        let t = ExtensionTranslator::new(&chrome_publisher(), &subscriber);
-        assert_eq!(t.translate(1, 17), None, "17 bytes needs the two-byte form");
-        assert_eq!(
-            t.translate(1, 0),
-            None,
-            "one-byte form has no empty payload"
+    fn long_extensions_and_high_ids_are_kept_for_the_two_byte_form() {
+        let subscriber = ExtensionIds::from_negotiated([
+            (15, HeaderExtension::AudioLevel.uri()),
+            (8, HeaderExtension::DependencyDescriptor.uri()),
+        ]);
+        let mut publisher = chrome_publisher();
+        publisher = ExtensionIds::from_negotiated(
+            (1..=255u16)
+                .filter_map(|id| publisher.extension(id as u8).map(|e| (id, e.uri())))
+                .chain([(9, HeaderExtension::DependencyDescriptor.uri())]),
         );
+        let t = ExtensionTranslator::new(&publisher, &subscriber);
+        assert_eq!(t.translate(1, 1), Some(15));
+        assert!(!fits_one_byte(15, 1), "id 15 needs the two-byte form");
+        assert_eq!(
+            t.translate(9, 40),
+            Some(8),
+            "a descriptor with its structure"
+        );
+        assert!(!fits_one_byte(8, 17), "17 bytes need the two-byte form");
+        assert!(fits_one_byte(8, 16));
+        assert_eq!(t.translate(9, 0), None, "no empty payloads");
+        assert_eq!(t.translate(9, 256), None);
     }
 
     #[test]

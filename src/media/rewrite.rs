@@ -1,9 +1,9 @@
 //! The RTP header a subscriber receives: its leg's SSRC and payload type, the forwarder's
 //! sequence number and timestamp, and only the header extensions that leg negotiated.
 
-use super::extmap::ExtensionTranslator;
+use super::extmap::{ExtensionTranslator, fits_one_byte};
 use bytes::Bytes;
-use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, Extension, Header};
+use rtc::rtp::header::{EXTENSION_PROFILE_ONE_BYTE, EXTENSION_PROFILE_TWO_BYTE, Extension, Header};
 use rtc::rtp::packet::Packet;
 
 /// What one subscriber slot needs to rewrite a packet, fixed at negotiation.
@@ -39,6 +39,14 @@ pub fn rewrite(
             payload: mid.clone(),
         });
     }
+    let profile = if extensions
+        .iter()
+        .all(|e| fits_one_byte(e.id, e.payload.len()))
+    {
+        EXTENSION_PROFILE_ONE_BYTE
+    } else {
+        EXTENSION_PROFILE_TWO_BYTE
+    };
     Packet {
         header: Header {
             version: 2,
@@ -50,7 +58,7 @@ pub fn rewrite(
             timestamp,
             ssrc: target.ssrc,
             csrc: Vec::new(),
-            extension_profile: EXTENSION_PROFILE_ONE_BYTE,
+            extension_profile: profile,
             extensions,
             extensions_padding: 0,
         },
@@ -143,6 +151,38 @@ mod tests {
         let back = Packet::unmarshal(&mut &wire[..]).unwrap();
         assert_eq!(back.header.extensions, out.header.extensions);
         assert_eq!(back.payload, out.payload);
+    }
+
+    #[test]
+    fn a_long_extension_goes_out_in_the_two_byte_form() {
+        let descriptor = Bytes::from(vec![0x80u8; 40]);
+        let publisher = ExtensionIds::from_negotiated([
+            (1, HeaderExtension::AudioLevel.uri()),
+            (9, HeaderExtension::DependencyDescriptor.uri()),
+        ]);
+        let subscriber = ExtensionIds::from_negotiated([
+            (6, HeaderExtension::AudioLevel.uri()),
+            (4, HeaderExtension::DependencyDescriptor.uri()),
+        ]);
+        let mut t = target();
+        t.extensions = ExtensionTranslator::new(&publisher, &subscriber);
+        let mut packet = publisher_packet();
+        packet.header.extensions[1] = Extension {
+            id: 9,
+            payload: descriptor.clone(),
+        };
+        let out = rewrite(&packet, &t, 1, 2);
+        let wire = out.marshal().unwrap();
+        assert_eq!(&wire[12..14], &[0x10, 0x00], "two-byte extension profile");
+        let back = Packet::unmarshal(&mut &wire[..]).unwrap();
+        let ids: Vec<(u8, usize)> = back
+            .header
+            .extensions
+            .iter()
+            .map(|e| (e.id, e.payload.len()))
+            .collect();
+        assert_eq!(ids, vec![(6, 1), (4, 40), (2, 1)]);
+        assert_eq!(back.header.extensions[1].payload, descriptor);
     }
 
     #[test]

@@ -86,6 +86,9 @@ fn header_extensions(
         (E::AudioLevel, Audio),
         (E::VideoOrientation, Video),
         (E::PlayoutDelay, Video),
+        // For VP9/AV1 SVC, whose receivers need it to decode (publish answers keep it only on
+        // those m-lines: with it, Chromium's VP8 loses the PictureID the relay splices on).
+        (E::DependencyDescriptor, Video),
     ];
     if role == LegRole::Publish || settings.subscriber_feedback {
         list.extend([(E::TransportCc, Audio), (E::TransportCc, Video)]);

@@ -1,7 +1,7 @@
 //! The codec formats the relay accepts from publishers and offers to subscribers.
 //!
-//! Publish legs accept what browsers offer: Opus, VP8, VP9 profile 0, and H.264 in the four
-//! common profiles with both packetization modes, each video format with RTX. Subscribe legs
+//! Publish legs accept what browsers offer: Opus, VP8, VP9 profile 0, H.264 in the four common
+//! profiles with both packetization modes, and AV1 main profile, each video format with RTX. Subscribe legs
 //! offer exactly the publisher's format for each video track. Opus is one format on subscribe
 //! legs whatever the publisher's parameters: stereo, in-band FEC and DTX are receiver
 //! preferences (RFC 7587 §6.1) and the Opus bitstream describes itself, so any Opus decoder
@@ -70,6 +70,13 @@ pub fn catalogue() -> Vec<CatalogueFormat> {
             });
         }
     }
+    // AV1 last: browsers that offer it also offer VP8, which every subscriber can decode.
+    formats.push(CatalogueFormat {
+        codec: Codec::Av1,
+        payload_type: 112,
+        rtx_payload_type: Some(113),
+        fmtp: "profile=0".into(),
+    });
     formats
 }
 

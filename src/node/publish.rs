@@ -12,7 +12,8 @@ use super::relay::{Node, flush_leg};
 use super::role::LegRole;
 use super::sdp::{self, Format, Section};
 use super::state::RoomKey;
-use crate::media::codec::MediaKind;
+use crate::media::codec::{Codec, MediaKind};
+use crate::media::extmap::HeaderExtension;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::room::{PublicationInfo, TrackSource};
 use crate::webhooks::EventKind;
@@ -70,7 +71,7 @@ fn plan_publish(
                 ErrorCode::UnsupportedCodec,
                 format!(
                     "m-line {:.16} offers no codec this relay forwards (Opus; VP8, VP9 profile 0, \
-                     H.264 constrained baseline/baseline/main/high)",
+                     H.264 constrained baseline/baseline/main/high, AV1 main)",
                     section.mid
                 ),
             ));
@@ -345,6 +346,17 @@ impl Node {
             .iter()
             .map(|m| self.own_track_info(id, room_id, m))
             .collect();
+        // The dependency descriptor stays only where an SVC codec was answered (see engine.rs).
+        let svc_mids: Vec<&str> = mids
+            .iter()
+            .filter(|m| matches!(m.format.codec, Codec::Vp9 | Codec::Av1))
+            .map(|m| m.mid.as_str())
+            .collect();
+        let answer_sdp = sdp::keep_extension_only_in(
+            &answer_sdp,
+            HeaderExtension::DependencyDescriptor.uri(),
+            &svc_mids,
+        );
         self.notify(
             id,
             ServerMessage::PublishAnswer {

@@ -167,8 +167,8 @@ pub fn opus_fmtp(stereo: bool, fec: bool, dtx: bool) -> String {
 }
 
 /// Whether two formats of the same codec are the same media format configuration: H.264
-/// profile (not level) and packetization mode (RFC 6184 §8.2.2), VP9 profile (RFC 9628 §6),
-/// Opus properties as canonicalised above. Other parameters do not change the stream.
+/// profile (not level) and packetization mode (RFC 6184 §8.2.2), VP9 profile (RFC 9628 §6), AV1
+/// profile (level and tier are receiver limits, AV1 RTP payload format §7.2), Opus properties as canonicalised above. Other parameters do not change the stream.
 pub fn same_format(codec: Codec, a_fmtp: &str, b_fmtp: &str) -> bool {
     let a = fmtp_parameters(a_fmtp);
     let b = fmtp_parameters(b_fmtp);
@@ -186,10 +186,14 @@ pub fn same_format(codec: Codec, a_fmtp: &str, b_fmtp: &str) -> bool {
             };
             mode(&a) == mode(&b) && profile(&a) == profile(&b)
         }
-        Codec::Vp9 => {
-            let profile = |p: &BTreeMap<String, String>| {
-                p.get("profile-id").cloned().unwrap_or_else(|| "0".into())
+        Codec::Vp9 | Codec::Av1 => {
+            let key = if codec == Codec::Vp9 {
+                "profile-id"
+            } else {
+                "profile"
             };
+            let profile =
+                |p: &BTreeMap<String, String>| p.get(key).cloned().unwrap_or_else(|| "0".into());
             profile(&a) == profile(&b)
         }
         Codec::Opus => canonical_opus_fmtp(a_fmtp) == canonical_opus_fmtp(b_fmtp),
@@ -272,6 +276,23 @@ pub fn repeat_candidates(sdp: &str) -> String {
                 out.push_str("\r\n");
             }
             for line in &candidates {
+                out.push_str(line);
+            }
+        }
+    }
+    out
+}
+
+/// `sdp` with the `a=extmap` lines of `uri` removed from every m-section whose mid is not in
+/// `keep`. What the other side does not see in an answer it does not send.
+pub fn keep_extension_only_in(sdp: &str, uri: &str, keep: &[&str]) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for (i, section) in split_sections(sdp).into_iter().enumerate() {
+        let kept = i == 0 || first_value(section, "a=mid:").is_some_and(|mid| keep.contains(&mid));
+        for line in section.split_inclusive('\n') {
+            let is_extmap_of_uri =
+                line.starts_with("a=extmap:") && line.split_whitespace().nth(1) == Some(uri);
+            if kept || !is_extmap_of_uri {
                 out.push_str(line);
             }
         }
@@ -365,12 +386,38 @@ a=rtpmap:120 VP8/90000\r\n";
         let codecs: Vec<Codec> = s[1].formats.iter().map(|f| f.codec).collect();
         assert_eq!(codecs, vec![Codec::H264, Codec::Vp8], "client order kept");
         assert!(s[2].rejected);
-        assert!(s[2].formats.is_empty(), "AV1 is not forwarded (yet)");
+        assert_eq!(
+            s[2].formats[0].codec,
+            Codec::Av1,
+            "formats of rejected m-lines are read"
+        );
         assert!(!s[2].direction.client_sends());
         // Port 0 but bundle-only, as Firefox offers a second track: a live m-line.
         assert!(!s[3].rejected && s[3].direction.client_sends());
         assert_eq!(s[3].formats[0].codec, Codec::Vp8);
         assert_eq!(ice_ufrag(OFFER), Some("abcd"));
+    }
+
+    #[test]
+    fn an_extension_is_kept_only_in_the_named_sections() {
+        let dd = "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
+        let answer = format!(
+            "v=0\r\ns=-\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=extmap:8 {dd}\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 112\r\na=mid:1\r\na=extmap:8/recvonly {dd}\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 98\r\na=mid:2\r\na=extmap:8 {dd}\r\n"
+        );
+        let out = keep_extension_only_in(&answer, dd, &["1", "2"]);
+        let sections = split_sections(&out);
+        assert!(!sections[1].contains(dd), "VP8 m-line loses it");
+        assert!(sections[1].contains("sdes:mid"), "other extensions stay");
+        assert!(sections[2].contains("a=extmap:8/recvonly"));
+        assert!(sections[3].contains(dd));
+        assert_eq!(
+            out.len(),
+            answer.len() - format!("a=extmap:8 {dd}\r\n").len()
+        );
     }
 
     #[test]
@@ -425,6 +472,12 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
         ));
         assert!(same_format(Codec::Vp9, "", "profile-id=0"));
         assert!(!same_format(Codec::Vp9, "profile-id=2", "profile-id=0"));
+        assert!(same_format(
+            Codec::Av1,
+            "level-idx=5;profile=0;tier=0",
+            "profile=0"
+        ));
+        assert!(!same_format(Codec::Av1, "profile=1", ""));
         assert!(same_format(
             Codec::Opus,
             "minptime=10;useinbandfec=1",

@@ -1,11 +1,13 @@
 // Chromium media robustness through the relay binary:
-//  1. a VP9 publisher reaches a VP9-capable subscriber, which decodes it;
+//  1. a VP9 publisher reaches a VP9-capable subscriber, which decodes it; an AV1 publisher
+//     sending three spatial layers in one stream (L3T3_KEY SVC) is forwarded whole and decoded at
+//     its full size;
 //  2. participants in their own network namespaces with 5 % random UDP loss on their links keep
 //     decoding while the relay's retransmission and NACK counters move;
 //  3. a killed browser process disappears for the others within 15 s;
 //  4. a participant whose network drops all UDP calls over ICE-TCP and decodes video.
 //
-// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|loss|kill|tcp]...
+// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|av1|loss|kill|tcp]...
 
 import { startRelay, launchBrowser, spawnBrowser, openParticipant, until, inbound, metric, log } from './lib.mjs';
 import { createHosts, addLoss, blockUdp, mintToken, RELAY_IP } from './netns.mjs';
@@ -60,6 +62,37 @@ await scenario('vp9', async (cleanups) => {
     return s.stats.inbound.some((x) => x.kind === 'video' && x.codec === 'video/VP9' && x.framesDecoded > 0);
   }, 30000);
   await decodes(bob, 'bob (VP9 from alice)', 20);
+  await decodes(alice, 'alice (VP8 from bob)', 20);
+});
+
+await scenario('av1', async (cleanups) => {
+  const relay = await startRelay();
+  cleanups.push(() => relay.stop());
+  const browser = await launchBrowser();
+  cleanups.push(() => browser.close());
+  const alice = await openParticipant(browser, `${relay.base}/?room=av1&name=alice&codec=video/AV1`, 'alice');
+  const bob = await openParticipant(browser, `${relay.base}/?room=av1&name=bob`, 'bob');
+  const sent = await until('alice sends AV1 L3T3_KEY', () => alice.evaluate(async () => {
+    let found = null;
+    const stats = await window.tern.publishPc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && s.framesEncoded > 0) {
+        const codec = stats.get(s.codecId);
+        found = { codec: codec && codec.mimeType, mode: s.scalabilityMode, width: s.frameWidth };
+      }
+    });
+    return found && found.codec === 'video/AV1' && found;
+  }), 30000);
+  if (sent.mode !== 'L3T3_KEY') throw new Error(`alice's AV1 is not SVC: ${JSON.stringify(sent)}`);
+  await until('bob receives alice as AV1', async () => {
+    const s = await inbound(bob);
+    return s.stats.inbound.some((x) => x.kind === 'video' && x.codec === 'video/AV1' && x.framesDecoded > 0);
+  }, 30000);
+  const got = await decodes(bob, 'bob (AV1 from alice)', 20);
+  // The whole SVC stream reaches bob: he decodes the top spatial layer, as wide as alice sends.
+  const width = Math.max(...got.stats.inbound.filter((x) => x.codec === 'video/AV1').map((x) => x.frameWidth || 0));
+  if (width < sent.width) throw new Error(`bob decodes AV1 ${width} px wide, alice sends ${sent.width}`);
+  log(`alice sends AV1 ${sent.mode} ${sent.width} px wide; bob decodes ${width} px`);
   await decodes(alice, 'alice (VP8 from bob)', 20);
 });
 

@@ -1,5 +1,6 @@
 //! The codecs the relay forwards, and what it must know of each payload (keyframes).
 
+mod av1;
 mod h264;
 pub mod vp8;
 mod vp9;
@@ -28,10 +29,11 @@ pub enum Codec {
     Vp8,
     Vp9,
     H264,
+    Av1,
 }
 
 impl Codec {
-    pub const ALL: [Codec; 4] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264];
+    pub const ALL: [Codec; 5] = [Codec::Opus, Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Av1];
 
     pub fn mime_type(self) -> &'static str {
         match self {
@@ -39,6 +41,7 @@ impl Codec {
             Codec::Vp8 => "video/VP8",
             Codec::Vp9 => "video/VP9",
             Codec::H264 => "video/H264",
+            Codec::Av1 => "video/AV1",
         }
     }
 
@@ -52,14 +55,14 @@ impl Codec {
     pub fn kind(self) -> MediaKind {
         match self {
             Codec::Opus => MediaKind::Audio,
-            Codec::Vp8 | Codec::Vp9 | Codec::H264 => MediaKind::Video,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 | Codec::Av1 => MediaKind::Video,
         }
     }
 
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::Opus => 48_000,
-            Codec::Vp8 | Codec::Vp9 | Codec::H264 => 90_000,
+            Codec::Vp8 | Codec::Vp9 | Codec::H264 | Codec::Av1 => 90_000,
         }
     }
 
@@ -90,6 +93,7 @@ impl Codec {
             Codec::Vp8 => vp8::is_keyframe_start(payload),
             Codec::Vp9 => vp9::is_keyframe_start(payload),
             Codec::H264 => h264::is_keyframe_start(payload),
+            Codec::Av1 => av1::is_keyframe_start(payload),
         }
     }
 }
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(Codec::from_mime_type("video/vp8"), Some(Codec::Vp8));
         assert_eq!(Codec::from_mime_type("AUDIO/OPUS"), Some(Codec::Opus));
         assert_eq!(Codec::from_mime_type("video/h264"), Some(Codec::H264));
-        assert_eq!(Codec::from_mime_type("video/AV1"), None);
+        assert_eq!(Codec::from_mime_type("video/av1"), Some(Codec::Av1));
+        assert_eq!(Codec::from_mime_type("video/H265"), None);
     }
 }
