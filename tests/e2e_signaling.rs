@@ -48,7 +48,7 @@ async fn expect_usable(client: &mut Client, stamp: u64) {
         .await;
 }
 
-const AV1_ONLY_OFFER: &str = "v=0\r\n\
+const H265_ONLY_OFFER: &str = "v=0\r\n\
 o=- 1 1 IN IP4 127.0.0.1\r\n\
 s=-\r\n\
 t=0 0\r\n\
@@ -62,7 +62,7 @@ a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
 a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
 a=setup:actpass\r\n\
 a=rtcp-mux\r\n\
-a=rtpmap:102 AV1/90000\r\n";
+a=rtpmap:102 H265/90000\r\n";
 
 /// After the hostile message, the session is still usable or was closed cleanly.
 #[derive(Clone, Copy, PartialEq)]
@@ -202,7 +202,7 @@ async fn hostile_invalid_sdp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_unsupported_codec() {
     let offer = ClientMessage::PublishOffer {
-        sdp: AV1_ONLY_OFFER.into(),
+        sdp: H265_ONLY_OFFER.into(),
         tracks: vec![],
     };
     hostile_case(vec![Command::Raw(offer)], "unsupported_codec", Then::Usable).await;
@@ -211,7 +211,7 @@ async fn hostile_unsupported_codec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_announcement_that_does_not_match_the_offer() {
     let offer = ClientMessage::PublishOffer {
-        sdp: AV1_ONLY_OFFER.replace("AV1", "VP8"),
+        sdp: H265_ONLY_OFFER.replace("H265", "VP8"),
         tracks: vec![tern_signaling::protocol::TrackAnnouncement {
             mid: "0".into(),
             source: tern_signaling::protocol::TrackSource::Microphone,

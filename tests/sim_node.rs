@@ -426,3 +426,82 @@ fn the_same_call_plays_out_the_same_way_every_time() {
     };
     assert_eq!(summary(), summary());
 }
+
+#[test]
+fn probes_are_retransmitted_copies_of_recent_video_first_and_their_feedback_counts() {
+    let (mut sim, _alice, bob) = call();
+    let bob_addr = sim.client(bob).subscribe.addr;
+    let primaries: Vec<u32> = {
+        let mut ssrcs: Vec<u32> = sim.client(bob).received.iter().map(|r| r.ssrc).collect();
+        ssrcs.sort_unstable();
+        ssrcs.dedup();
+        ssrcs
+    };
+    // Every RTP datagram to Bob on an SSRC that is not one of his media streams is RTX (the
+    // RTP header is in the clear under SRTP). The network loses nothing, so Bob never NACKs:
+    // any RTX he gets is a probe. One with a header extension carries a transport-wide number
+    // (the RTX the relay sends has no other): his feedback reports on it.
+    let rtx = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let numbered = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let (seen, seen_numbered) = (rtx.clone(), numbered.clone());
+    sim.filter = Some(Box::new(move |d: &Datagram| {
+        let b = &d.bytes;
+        let rtp = b.len() >= 12 && b[0] >> 6 == 2 && !(192..=223).contains(&b[1]);
+        if d.to == bob_addr && rtp {
+            let ssrc = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+            if !primaries.contains(&ssrc) {
+                seen.set(seen.get() + 1);
+                if b[0] & 0x10 != 0 {
+                    seen_numbered.set(seen_numbered.get() + 1);
+                }
+            }
+        }
+        false
+    }));
+    // Carol publishes about 1.8 Mbit/s of video (200 packets a second of 1,100 bytes), above the
+    // relay's first estimate of Bob's downlink: that subscription starts paused, and the relay
+    // probes toward Bob, with copies of Alice's video that he has just received.
+    let carol = sim.join(ROOM, "carol").expect("carol joins");
+    sim.client_mut(carol).video_filler = 1_100;
+    sim.publish(carol, true, true);
+    let fast = Media {
+        every: Duration::from_millis(5),
+        keyframe_every: Some(60),
+    };
+    let mut resumed = false;
+    for _ in 0..40 {
+        sim.run(Duration::from_millis(500), Some(fast));
+        if sim.client(bob).tags_from("carol", "video").len() > 1_000 {
+            resumed = true;
+            break;
+        }
+    }
+    eprintln!(
+        "probe bytes {}, rtx datagrams {}, bob's video from carol {}",
+        sim.metric("tern_probe_bytes_sent_total"),
+        rtx.get(),
+        sim.client(bob).tags_from("carol", "video").len()
+    );
+    assert!(sim.metric("tern_probe_bytes_sent_total") > 0.0);
+    assert!(rtx.get() > 0, "no probe went out as a retransmitted copy");
+    assert_eq!(
+        numbered.get(),
+        rtx.get(),
+        "every copy carries a transport-wide number"
+    );
+    assert!(
+        sim.metric("tern_rtcp_feedback_received_total{type=\"nack\"}") == 0.0,
+        "nothing was lost, so every copy was a probe"
+    );
+    // The estimate rose to carry the 1.8 Mbit/s stream.
+    assert!(resumed, "bob never got carol's 1.8 Mbit/s video");
+    let mut video = sim.client(bob).tags_from("alice", "video");
+    let received = video.len();
+    video.sort_unstable();
+    video.dedup();
+    assert!(
+        video.len() < received,
+        "the copies reached bob as repeats of alice's video"
+    );
+    assert_contiguous(&video, "alice's video with the copies");
+}

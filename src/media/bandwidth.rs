@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Size of one padding-only packet as transport-cc feedback counts it (the estimator's probe
 /// measures these): 255 bytes of padding and the RTP header with its extensions.
-const PADDING_PACKET_BYTES: u64 = 280;
+pub const PADDING_PACKET_BYTES: u64 = 280;
 /// Padding aims this far above what the probe needs: timers fire late and the pacer holds
 /// padding back behind media, and a probe that delivers under 90 % of its target fails (measured
 /// in a browser: 80 % without it).
@@ -417,14 +417,17 @@ impl RoomBandwidth {
     /// The shell sent this many of the padding packets asked for (fewer when its pacer was busy
     /// or no stream could take one): what was not sent stays owed.
     pub fn padding_sent(&mut self, id: ParticipantId, packets: u32) {
+        self.probe_bytes_sent(id, u64::from(packets) * PADDING_PACKET_BYTES);
+    }
+
+    /// The shell sent this much of a probe as retransmitted copies of media instead of padding.
+    pub fn probe_bytes_sent(&mut self, id: ParticipantId, bytes: u64) {
         if let Some(padding) = self
             .subscribers
             .get_mut(&id)
             .and_then(|s| s.padding.as_mut())
         {
-            padding.credit_bytes = padding
-                .credit_bytes
-                .saturating_sub(u64::from(packets) * PADDING_PACKET_BYTES);
+            padding.credit_bytes = padding.credit_bytes.saturating_sub(bytes);
         }
     }
 

@@ -770,6 +770,11 @@ impl Room {
         fan_out
     }
 
+    /// The shell sent this much of a probe toward `subscriber` as retransmitted copies of media.
+    pub fn probe_copies_sent(&mut self, subscriber: ParticipantId, bytes: u64) {
+        self.bandwidth.probe_bytes_sent(subscriber, bytes);
+    }
+
     /// Numbers for one padding packet in a video subscription of `subscriber` (a bandwidth
     /// probe toward it), where one can go now.
     pub fn probe_padding(&mut self, subscriber: ParticipantId, now: Instant) -> Option<Forwarded> {

@@ -10,6 +10,7 @@ use super::feedback::{FeedbackExport, FeedbackQueue};
 use super::formats;
 use super::role::LegRole;
 use super::rtx_gate::{RetransmissionBudget, RetransmissionGate};
+use super::rtx_probe::{ProbeTap, RtxProber, WithRtxStreams};
 use crate::media::extmap::HeaderExtension;
 use crate::metrics::MediaMetrics;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -171,10 +172,18 @@ fn interceptors(
                     Slot::from(3_000),
                     RetransmissionGate::new(taps.retransmissions, metrics),
                 )
-                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                // Probe copies join the stream here, below the gate and above the numbering.
+                .with(Slot::from(2_900), RtxProber::new(taps.probe))
+                // Both bind the RTX SSRC too, or no retransmission would be numbered or recorded.
+                .with(
+                    Slot::TwccSender,
+                    WithRtxStreams(TwccSenderBuilder::new().build()),
+                )
                 .with(
                     Slot::CongestionControl,
-                    CongestionControlBuilder::new(FeedbackExport::new(taps.feedback)).build(),
+                    WithRtxStreams(
+                        CongestionControlBuilder::new(FeedbackExport::new(taps.feedback)).build(),
+                    ),
                 )
         }
     }
@@ -204,6 +213,7 @@ pub fn random_token(len: usize) -> String {
 pub struct LegTaps {
     pub feedback: FeedbackQueue,
     pub retransmissions: Arc<RetransmissionBudget>,
+    pub probe: Arc<ProbeTap>,
 }
 
 pub fn new_peer_connection(

@@ -129,6 +129,8 @@ pub struct SubscribeState {
     /// and at what count the node last read them.
     pub retransmissions: std::sync::Arc<super::rtx_gate::RetransmissionBudget>,
     pub retransmitted: Option<(Instant, u64)>,
+    /// Probe bytes the node orders as retransmitted copies, and what the chain sent of them.
+    pub probe: std::sync::Arc<super::rtx_probe::ProbeTap>,
     /// When each packet toward this subscriber may leave, and those waiting (oldest first).
     pub pacer: crate::media::pacer::Pacer,
     pub paced: VecDeque<PacedPacket>,

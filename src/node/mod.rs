@@ -24,6 +24,7 @@ mod repair;
 pub mod resume;
 pub mod role;
 pub mod rtx_gate;
+pub mod rtx_probe;
 pub mod sdp;
 pub mod send_batch;
 #[cfg(feature = "harness")]

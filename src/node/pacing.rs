@@ -76,6 +76,35 @@ impl Node {
         }
     }
 
+    /// Sends up to about `bytes` of a probe as retransmitted copies of what the leg just sent
+    /// (none when it has no RTX); returns the bytes sent, which its pacer is charged with.
+    pub(super) fn send_probe_copies(&mut self, leg_key: LegKey, bytes: u64, now: Instant) -> u64 {
+        let Some(leg) = self.legs.get_mut(&leg_key) else {
+            return 0;
+        };
+        let LegMedia::Subscribe(state) = &leg.media else {
+            return 0;
+        };
+        let tap = state.probe.clone();
+        tap.order(bytes, now);
+        let transmits = &mut self.transmits;
+        let outcome = catch_unwind(AssertUnwindSafe(|| flush_leg(leg, transmits)));
+        let sent = tap.take_sent();
+        if outcome.is_err() {
+            self.leg_panicked(leg_key, now);
+            return 0;
+        }
+        if let Some(leg) = self.legs.get_mut(&leg_key)
+            && let LegMedia::Subscribe(state) = &mut leg.media
+        {
+            state
+                .pacer
+                .schedule(now, sent.min(u64::from(u32::MAX)) as u32);
+        }
+        self.metrics.probe_bytes_sent.inc_by(sent);
+        sent
+    }
+
     /// Whether a probe's padding may go to this leg now.
     pub(super) fn has_spare_pacing(&self, leg_key: LegKey, now: Instant) -> bool {
         self.legs.get(&leg_key).is_some_and(|leg| match &leg.media {

@@ -143,6 +143,7 @@ impl Node {
         if let LegMedia::Subscribe(state) = &mut leg.media {
             state.feedback = taps.feedback;
             state.retransmissions = taps.retransmissions;
+            state.probe = taps.probe;
         }
         self.legs.insert(key, leg);
         self.arm_connect_deadline(key, now);

@@ -22,7 +22,7 @@ use super::state::{Participant, RoomEntry, RoomKey};
 use super::timers::{Timer, Timers};
 use crate::ice_servers::IceServerConfig;
 use crate::media::allocator::{PauseReason, Target};
-use crate::media::bandwidth::SentPacket;
+use crate::media::bandwidth::{PADDING_PACKET_BYTES, SentPacket};
 use crate::media::codec::Codec;
 use crate::media::codec::vp8;
 use crate::media::forwarder::InboundPacket;
@@ -765,8 +765,9 @@ impl Node {
         self.feedback_buffer = reports;
     }
 
-    /// Padding-only packets toward a subscriber (a bandwidth probe), each numbered into one of
-    /// its video streams so that its receiver sees no gap, and paced like its media.
+    /// A bandwidth probe toward a subscriber: retransmitted copies of what it just received
+    /// first (`rtx_probe`), then padding-only packets for the rest, each numbered into one of its
+    /// video streams so that its receiver sees no gap, and paced like its media.
     fn send_padding(
         &mut self,
         room: RoomKey,
@@ -782,6 +783,17 @@ impl Node {
         else {
             return;
         };
+        if !self.has_spare_pacing(leg_key, now) {
+            return;
+        }
+        let copied =
+            self.send_probe_copies(leg_key, u64::from(packets) * PADDING_PACKET_BYTES, now);
+        if copied > 0
+            && let Some(entry) = self.rooms.get_mut(&room)
+        {
+            entry.room.probe_copies_sent(subscriber, copied);
+        }
+        let packets = packets.saturating_sub(copied.div_ceil(PADDING_PACKET_BYTES) as u32);
         for _ in 0..packets {
             if !self.has_spare_pacing(leg_key, now) {
                 return;

@@ -96,6 +96,9 @@ pub struct SimClient {
     audio: Option<(RTCRtpSenderId, u32)>,
     video: Option<(RTCRtpSenderId, u32)>,
     rounds: u32,
+    /// Bytes each video packet carries beyond its tag (its rate: 100 packets a second at
+    /// `Media::STEADY`).
+    pub video_filler: usize,
     /// Keyframes requested of this client's publish leg (PLIs received).
     pub plis: u32,
     /// NACKs this client's publish leg received.
@@ -269,6 +272,7 @@ impl Sim {
             audio: None,
             video: None,
             rounds: 0,
+            video_filler: 0,
             plis: 0,
             nacks: 0,
             received: Vec::new(),
@@ -438,6 +442,9 @@ impl Sim {
                 // VP8 descriptor S=1 PID=0, then P=0 on a keyframe, P=1 on a delta frame.
                 vec![0x10, if keyframe { 0x00 } else { 0x01 }]
             };
+            if kind == "video" {
+                payload.resize(payload.len() + client.video_filler, 0);
+            }
             payload.extend_from_slice(format!("#{name}/{kind}/{n}").as_bytes());
             let Some(mut rtp_sender) = client.publish.pc.rtp_sender(sender) else {
                 continue;
