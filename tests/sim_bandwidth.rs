@@ -520,6 +520,20 @@ impl Call {
             .map(|(_, ssrc)| *ssrc)
     }
 
+    /// Pictures a second of layer `ssrc` forwarded to `id` between `from` and `to`.
+    fn pictures_per_s(&self, id: ParticipantId, ssrc: u32, from: Instant, to: Instant) -> f64 {
+        let r = &self.received[&id];
+        let mut pictures: Vec<u32> = r
+            .layers
+            .iter()
+            .zip(&r.timestamps)
+            .filter(|((t, s), _)| *t > from && *t <= to && *s == ssrc)
+            .map(|(_, ts)| *ts)
+            .collect();
+        pictures.dedup();
+        pictures.len() as f64 / (to - from).as_secs_f64()
+    }
+
     /// When `id` was first forwarded `ssrc` at or after `from`.
     fn first_on(&self, id: ParticipantId, ssrc: u32, from: Instant) -> Option<Duration> {
         self.received[&id]
@@ -732,9 +746,50 @@ fn a_subscriber_budget_and_a_publisher_cap_bound_the_layer() {
         },
         call.at(20.0),
     );
+    call.run(call.at(25.0));
+    let before = call.received[&STEADY].video_bytes;
     call.run(call.at(30.0));
-    assert_eq!(call.layer_at(STEADY, call.at(30.0)), Some(Q));
+    let bps = (call.received[&STEADY].video_bytes - before) * 8 / 5;
+    // Whatever fits 300 kbit/s: the lowest layer, or the one it was on at 15 pictures a second
+    // (that step is taken without a keyframe).
+    let layer = call.layer_at(STEADY, call.at(30.0));
+    println!("publisher capped at 300 kbit/s: layer {layer:?} at {bps} bit/s");
+    assert!(layer == Some(Q) || layer == Some(H), "{layer:?}");
+    assert!(bps <= 300_000, "{bps} bit/s forwarded");
     assert_continuous(&call, STEADY);
+}
+
+/// Between two simulcast layers, the upper one's temporal layers are a step of their own for a
+/// subscription on that layer whose link narrows: 1280x720 at 15 pictures a second rather than a
+/// keyframe and 640x360 at 30. Climbing from below skips them (see `Room::allocate`).
+#[test]
+fn between_layers_temporal_layers_give_a_sharper_picture_at_fewer_frames() {
+    let mut call = Call::new(&[(SQUEEZED, 2_500_000)], BandwidthPolicy::default());
+    call.run(call.at(30.0));
+    assert_eq!(call.layer_at(SQUEEZED, call.at(30.0)), Some(F));
+    call.set_capacity(SQUEEZED, 1_150_000);
+    call.run(call.at(60.0));
+    let pictures_per_s = call.pictures_per_s(SQUEEZED, F, call.at(50.0), call.at(60.0));
+    let switches = call.switches_after(SQUEEZED, call.at(35.0));
+    println!("on a 1.15 Mbit/s link: f at {pictures_per_s:.1} pictures/s, {switches} switches");
+    assert_eq!(call.layer_at(SQUEEZED, call.at(60.0)), Some(F));
+    assert!(
+        pictures_per_s > 10.0 && pictures_per_s < 20.0,
+        "{pictures_per_s}"
+    );
+    assert_eq!(switches, 0, "it stays on f at 15 pictures a second");
+    assert_continuous(&call, SQUEEZED);
+    // Widened again, the whole layer follows.
+    call.set_capacity(SQUEEZED, 2_500_000);
+    call.run(call.at(80.0));
+    let pictures_per_s = call.pictures_per_s(SQUEEZED, F, call.at(70.0), call.at(80.0));
+    assert!(pictures_per_s > 28.0, "{pictures_per_s}");
+    // Coming up from below on the same link, the subscription stops at 640x360 at 30.
+    let mut call = Call::new(&[(SQUEEZED, 1_150_000)], BandwidthPolicy::default());
+    call.run(call.at(40.0));
+    assert_eq!(call.layer_at(SQUEEZED, call.at(40.0)), Some(H));
+    assert_eq!(call.switches_after(SQUEEZED, call.at(20.0)), 0);
+    assert_continuous(&call, SQUEEZED);
 }
 
 #[test]

@@ -947,19 +947,50 @@ impl Room {
                 publication.steps = steps;
             }
         }
-        let mut subscriptions: Vec<VideoSubscription> = Vec::new();
-        for (track, priority, rates) in &tracks {
-            for s in &self.publications[track].subscriptions {
-                if s.sink.is_some() && !self.publications[track].admin_muted {
-                    subscriptions.push(VideoSubscription {
-                        track: *track,
-                        subscriber: s.subscriber,
-                        priority: *priority,
-                        layer_bps: rates,
-                    });
-                }
+        // A temporal step between two layers is offered only to subscriptions already on its
+        // layer: there it is a step down without a keyframe. Entered from the layer below, it
+        // would start with that layer's keyframe, whose burst on a link this tight reads as
+        // congestion and sends the subscription back down a second later, over and over.
+        let mut own_rates: Vec<Vec<u64>> = Vec::new();
+        let mut entries: Vec<(usize, ParticipantId, Option<usize>)> = Vec::new();
+        for (index, (track, _, rates)) in tracks.iter().enumerate() {
+            let publication = &self.publications[track];
+            if publication.admin_muted {
+                continue;
+            }
+            let lowest = publication.layers.by_quality().first().copied();
+            let between = |slot: u8, temporal: u8| temporal != ALL_TEMPORAL && Some(slot) != lowest;
+            let has_between = publication.steps.iter().any(|&(slot, t)| between(slot, t));
+            for s in publication
+                .subscriptions
+                .iter()
+                .filter(|s| s.sink.is_some())
+            {
+                let own = has_between.then(|| {
+                    let mut mine = rates.clone();
+                    for (rate, &(slot, temporal)) in mine.iter_mut().zip(&publication.steps) {
+                        if between(slot, temporal) && s.current != Some(slot) {
+                            *rate = 0;
+                        }
+                    }
+                    own_rates.push(mine);
+                    own_rates.len() - 1
+                });
+                entries.push((index, s.subscriber, own));
             }
         }
+        let subscriptions: Vec<VideoSubscription> = entries
+            .iter()
+            .map(|&(index, subscriber, own)| {
+                let (track, priority, rates) = &tracks[index];
+                VideoSubscription {
+                    track: *track,
+                    subscriber,
+                    priority: *priority,
+                    layer_bps: own.map_or(rates, |i| &own_rates[i]),
+                }
+            })
+            .collect();
         let decisions: Vec<Decision> = self
             .bandwidth
             .round(now, &subscriptions, |id| {
@@ -1024,29 +1055,39 @@ impl Room {
     }
 }
 
-/// The allocator's steps for a track, lowest first, with their rates: each layer whole, and below
-/// the lowest one its temporal layers (7.5 and 15 of 30 frames a second for L1T3), so that a
-/// subscriber whose link cannot carry the lowest layer gets fewer frames rather than none.
+/// The allocator's steps for a track, lowest first, with their rates: each layer whole, and
+/// below each its VP8 temporal layers (7.5 and 15 of 30 frames a second for L1T3). Below the
+/// lowest layer every step counts: a subscriber whose link cannot carry that layer gets fewer
+/// frames rather than none. Between two layers a step must cost clearly more than the whole
+/// layer below it (1280x720 at 15 frames a second between 640x360 and 1280x720 at 30), or the
+/// lower layer is the better picture for the money and the step would only add a switch; such a
+/// step serves subscriptions on its layer when their link narrows (see `allocate`).
 fn temporal_steps(layers: &LayerSet, rates: &[u64], now: Instant) -> (Vec<(u8, u8)>, Vec<u64>) {
     let slots = layers.by_quality();
-    let mut steps = Vec::with_capacity(slots.len() + 2);
-    let mut step_rates = Vec::with_capacity(slots.len() + 2);
-    if let (Some(&lowest), Some(&rate)) = (slots.first(), rates.first())
-        && rate > 0
-        && let Some(shares) = layers.temporal_shares(lowest, now)
-    {
-        let top = layers
-            .layer(lowest)
-            .and_then(|l| l.max_temporal_id)
-            .unwrap_or(0);
-        for tid in 0..top {
-            steps.push((lowest, tid));
-            step_rates.push(rate * shares[usize::from(tid)] / 1_000);
+    let mut steps = Vec::with_capacity(slots.len() * 3);
+    let mut step_rates = Vec::with_capacity(slots.len() * 3);
+    for (rank, (&slot, &rate)) in slots.iter().zip(rates).enumerate() {
+        if rate > 0
+            && let Some(shares) = layers.temporal_shares(slot, now)
+        {
+            let top = layers
+                .layer(slot)
+                .and_then(|l| l.max_temporal_id)
+                .unwrap_or(0);
+            for tid in 0..top {
+                let step_rate = rate * shares[usize::from(tid)] / 1_000;
+                let below = step_rates.last().copied().unwrap_or(0);
+                if rank == 0 || step_rate > below * STEP_MARGIN_PERCENT / 100 {
+                    steps.push((slot, tid));
+                    step_rates.push(step_rate);
+                }
+            }
         }
-    }
-    for (slot, rate) in slots.iter().zip(rates) {
-        steps.push((*slot, ALL_TEMPORAL));
-        step_rates.push(*rate);
+        steps.push((slot, ALL_TEMPORAL));
+        step_rates.push(rate);
     }
     (steps, step_rates)
 }
+
+/// How much more than the step below a temporal step between two layers must cost.
+const STEP_MARGIN_PERCENT: u64 = 120;
