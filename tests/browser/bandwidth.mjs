@@ -29,7 +29,8 @@ const HALF = 640; // layer h
 // in 2 runs of 3 and paused her in the third (its estimate settles about a third under such a
 // link after the cut). The simulation (tests/sim_bandwidth.rs) covers 300 kbit/s exactly; here
 // 400 kbit/s keeps the test about moving down and back up rather than about that margin.
-const CUT_KBPS = 400;
+// TERN_TEST_CUT_KBPS=300 runs it at the benchmark's figure (BENCHMARKS.md, "Bandwidth control").
+const CUT_KBPS = Number(process.env.TERN_TEST_CUT_KBPS || 400);
 
 // The relay's `subscription state` debug lines (with its estimate) go into the failure output.
 process.env.TERN_LOG = process.env.TERN_LOG || 'info,tern=debug';
@@ -211,8 +212,11 @@ try {
   const upAt = Date.now();
   const upMs = await timeUntil('carol reaches 1280 px at 2.5 Mbit/s', pages.carol, alice, upAt, (s) => s.frameWidth === FULL && s.relay && s.relay.layer === 2, 20000);
   log(`2: carol at 2.5 Mbit/s: 1280 px after ${(upMs / 1000).toFixed(1)} s`);
-  // A few seconds at the top, so the estimate reflects the wide link before the cut.
-  await watchDecoding(pages.carol, alice, 'carol at 2.5 Mbit/s', 3000, (s) => s.frameWidth === FULL);
+  // A few seconds at the top, so the estimate reflects the wide link before the cut. Right after
+  // the climb the estimate may still dip under the full layer once (its first keyframe's burst),
+  // so what counts is decoding throughout and being on 1280 px again at the cut.
+  await watchDecoding(pages.carol, alice, 'carol at 2.5 Mbit/s', 3000, (s) => s.frameWidth >= HALF);
+  await timeUntil('carol on 1280 px before the cut', pages.carol, alice, Date.now(), (s) => s.frameWidth === FULL && s.relay && s.relay.layer === 2, 15000);
   const beforeCut = await videoOf(pages.carol, alice);
   const cutAt = Date.now();
   limitDownlink(carolHost, CUT_KBPS);
