@@ -12,7 +12,8 @@
 # inclusive time of the main stages). Needs root and perf (Debian: apt-get install -y linux-perf;
 # installed if missing).
 #
-# Environment: PROFILE_FREQ=4999 (samples per second), PROFILE_OUT=DIR, and run.sh's BENCH_*.
+# Environment: PROFILE_FREQ=4999 (samples per second), PROFILE_OUT=DIR, PROFILE_SCENARIO=fanout
+# (any of run.sh's scenarios), and run.sh's BENCH_*.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +40,7 @@ mkdir -p "$out"
 # Start recording 10 s after the loadtest starts (fanout ramps up in about 4 s), stop
 # RECORD_SECONDS later, well before the measurement window (RECORD_SECONDS + 20 s) ends.
 hook="sleep 10; perf record -e cpu-clock -F $freq --call-graph dwarf,16384 -o '$out/perf.data' -p \$RELAY_PID -- sleep $record_s 2>'$out/perf-record.log'"
-BENCH_DURATION="$((record_s + 20))s" BENCH_OUT="$out" BENCH_HOOK="$hook" bash "$HERE/run.sh" fanout
+BENCH_DURATION="$((record_s + 20))s" BENCH_OUT="$out" BENCH_HOOK="$hook" bash "$HERE/run.sh" "${PROFILE_SCENARIO:-fanout}"
 
 echo "profile: analysing $out/perf.data" >&2
 python3 "$HERE/profile.py" "$out/perf.data" | tee "$out/profile.md"
