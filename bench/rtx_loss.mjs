@@ -121,7 +121,7 @@ async function run(hosts, rtx, index) {
     cleanups.push(() => relay.stop());
     const room = `rtx-${rtx ? 'on' : 'off'}-${index}`;
     const origin = `http://${RELAY_IP}:${relay.httpPort}`;
-    const url = (host, name) => `http://${host}:${relay.httpPort}/?room=${room}&name=${name}&token=${mintToken({ kid, secret, room, identity: name })}`;
+    const url = (host, name) => `http://${host}:${relay.httpPort}/?room=${room}&name=${name}&adaptive=0&token=${mintToken({ kid, secret, room, identity: name })}`;
     const aliceBrowser = await launchBrowser(hosts.clients[0].wrapper, [`--unsafely-treat-insecure-origin-as-secure=${origin}`]);
     cleanups.push(() => aliceBrowser.close());
     const bobBrowser = await launchBrowser();

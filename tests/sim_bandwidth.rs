@@ -15,7 +15,9 @@ use tern::media::codec::vp8::{PictureId, Vp8Descriptor};
 use tern::media::forwarder::InboundPacket;
 use tern::media::ids::{ParticipantId, RoomId, TrackId};
 use tern::media::pacer::Pacer;
-use tern::media::room::{MemberInfo, PublicationInfo, Room, RoomOutput, SinkId, TrackSource};
+use tern::media::room::{
+    MemberInfo, PublicationInfo, Room, RoomError, RoomOutput, SinkId, TrackSource, Wish,
+};
 
 const PUBLISHER: ParticipantId = ParticipantId(1);
 const VIDEO: TrackId = TrackId(10);
@@ -520,20 +522,6 @@ impl Call {
             .map(|(_, ssrc)| *ssrc)
     }
 
-    /// Pictures a second of layer `ssrc` forwarded to `id` between `from` and `to`.
-    fn pictures_per_s(&self, id: ParticipantId, ssrc: u32, from: Instant, to: Instant) -> f64 {
-        let r = &self.received[&id];
-        let mut pictures: Vec<u32> = r
-            .layers
-            .iter()
-            .zip(&r.timestamps)
-            .filter(|((t, s), _)| *t > from && *t <= to && *s == ssrc)
-            .map(|(_, ts)| *ts)
-            .collect();
-        pictures.dedup();
-        pictures.len() as f64 / (to - from).as_secs_f64()
-    }
-
     /// When `id` was first forwarded `ssrc` at or after `from`.
     fn first_on(&self, id: ParticipantId, ssrc: u32, from: Instant) -> Option<Duration> {
         self.received[&id]
@@ -746,50 +734,66 @@ fn a_subscriber_budget_and_a_publisher_cap_bound_the_layer() {
         },
         call.at(20.0),
     );
-    call.run(call.at(25.0));
-    let before = call.received[&STEADY].video_bytes;
     call.run(call.at(30.0));
-    let bps = (call.received[&STEADY].video_bytes - before) * 8 / 5;
-    // Whatever fits 300 kbit/s: the lowest layer, or the one it was on at 15 pictures a second
-    // (that step is taken without a keyframe).
-    let layer = call.layer_at(STEADY, call.at(30.0));
-    println!("publisher capped at 300 kbit/s: layer {layer:?} at {bps} bit/s");
-    assert!(layer == Some(Q) || layer == Some(H), "{layer:?}");
-    assert!(bps <= 300_000, "{bps} bit/s forwarded");
+    assert_eq!(call.layer_at(STEADY, call.at(30.0)), Some(Q));
     assert_continuous(&call, STEADY);
 }
 
-/// Between two simulcast layers, the upper one's temporal layers are a step of their own for a
-/// subscription on that layer whose link narrows: 1280x720 at 15 pictures a second rather than a
-/// keyframe and 640x360 at 30. Climbing from below skips them (see `Room::allocate`).
+/// `update_subscription`: a small tile caps the layer at the smallest one that covers it, a
+/// paused wish stops the video (told as requested), and without wishes the subscriber climbs
+/// back.
 #[test]
-fn between_layers_temporal_layers_give_a_sharper_picture_at_fewer_frames() {
-    let mut call = Call::new(&[(SQUEEZED, 2_500_000)], BandwidthPolicy::default());
-    call.run(call.at(30.0));
-    assert_eq!(call.layer_at(SQUEEZED, call.at(30.0)), Some(F));
-    call.set_capacity(SQUEEZED, 1_150_000);
-    call.run(call.at(60.0));
-    let pictures_per_s = call.pictures_per_s(SQUEEZED, F, call.at(50.0), call.at(60.0));
-    let switches = call.switches_after(SQUEEZED, call.at(35.0));
-    println!("on a 1.15 Mbit/s link: f at {pictures_per_s:.1} pictures/s, {switches} switches");
-    assert_eq!(call.layer_at(SQUEEZED, call.at(60.0)), Some(F));
-    assert!(
-        pictures_per_s > 10.0 && pictures_per_s < 20.0,
-        "{pictures_per_s}"
-    );
-    assert_eq!(switches, 0, "it stays on f at 15 pictures a second");
-    assert_continuous(&call, SQUEEZED);
-    // Widened again, the whole layer follows.
-    call.set_capacity(SQUEEZED, 2_500_000);
-    call.run(call.at(80.0));
-    let pictures_per_s = call.pictures_per_s(SQUEEZED, F, call.at(70.0), call.at(80.0));
-    assert!(pictures_per_s > 28.0, "{pictures_per_s}");
-    // Coming up from below on the same link, the subscription stops at 640x360 at 30.
-    let mut call = Call::new(&[(SQUEEZED, 1_150_000)], BandwidthPolicy::default());
+fn a_subscribers_wishes_cap_its_layer_and_pause_it() {
+    let mut call = Call::new(&[(STEADY, 20_000_000)], BandwidthPolicy::default());
+    call.run(call.at(20.0));
+    assert_eq!(call.layer_at(STEADY, call.at(20.0)), Some(F));
+    let wish = |paused, max_size| Wish { paused, max_size };
+    // A 300x170 tile: 320x180 covers it.
+    let at = call.at(20.0);
+    call.room
+        .set_wish(VIDEO, STEADY, wish(false, Some((300, 170))), at)
+        .unwrap();
+    call.run(call.at(25.0));
+    let down = call.first_on(STEADY, Q, at).expect("down to q");
+    println!("a 300x170 tile: on q {down:?} after the wish");
+    assert!(down < Duration::from_secs(1), "{down:?}");
+    assert_eq!(call.layer_at(STEADY, call.at(25.0)), Some(Q));
+    // A 600x338 tile: 640x360.
+    call.room
+        .set_wish(VIDEO, STEADY, wish(false, Some((600, 338))), call.at(25.0))
+        .unwrap();
+    call.run(call.at(32.0));
+    assert_eq!(call.layer_at(STEADY, call.at(32.0)), Some(H));
+    // Paused (a hidden tile): nothing forwarded, and told why.
+    call.room
+        .set_wish(VIDEO, STEADY, wish(true, Some((600, 338))), call.at(32.0))
+        .unwrap();
     call.run(call.at(40.0));
-    assert_eq!(call.layer_at(SQUEEZED, call.at(40.0)), Some(H));
-    assert_eq!(call.switches_after(SQUEEZED, call.at(20.0)), 0);
-    assert_continuous(&call, SQUEEZED);
+    let sent_while_paused = call.received[&STEADY]
+        .layers
+        .iter()
+        .filter(|(t, _)| *t > call.at(33.0))
+        .count();
+    assert_eq!(sent_while_paused, 0);
+    assert_eq!(
+        call.received[&STEADY].states.last().map(|(_, s)| *s),
+        Some(Target::Paused(PauseReason::Wish))
+    );
+    // No wish: the whole picture again.
+    call.room
+        .set_wish(VIDEO, STEADY, Wish::default(), call.at(40.0))
+        .unwrap();
+    call.run(call.at(50.0));
+    let back = call.first_on(STEADY, F, call.at(40.0)).expect("back on f");
+    println!("wishes lifted: on f {back:?} later");
+    assert_eq!(call.layer_at(STEADY, call.at(50.0)), Some(F));
+    assert_continuous(&call, STEADY);
+    // Audio tracks take no wishes.
+    assert_eq!(
+        call.room
+            .set_wish(AUDIO, STEADY, wish(true, None), call.at(50.0)),
+        Err(RoomError::UnknownTrack)
+    );
 }
 
 #[test]

@@ -505,3 +505,109 @@ fn probes_are_retransmitted_copies_of_recent_video_first_and_their_feedback_coun
     );
     assert_contiguous(&video, "alice's video with the copies");
 }
+
+#[test]
+fn a_subscriber_pauses_a_video_it_does_not_show_and_takes_it_back() {
+    use tern_signaling::protocol::{ClientMessage, ErrorCode, PauseReason, TrackInfo, TrackKind};
+    let (mut sim, _alice, bob) = call();
+    let video: TrackInfo = sim
+        .client(bob)
+        .told
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::SubscribeOffer { tracks, .. } => {
+                tracks.iter().find(|t| t.kind == TrackKind::Video).cloned()
+            }
+            _ => None,
+        })
+        .expect("bob was offered alice's video");
+    let wish = |paused, max_width| ClientMessage::UpdateSubscription {
+        track_id: video.id.clone(),
+        paused,
+        max_width,
+        max_height: None,
+    };
+    sim.send(bob, wish(true, None));
+    sim.run(Duration::from_millis(500), Some(Media::STEADY));
+    assert!(sim.client(bob).was_told(|m| matches!(
+        m,
+        ServerMessage::SubscriptionState { track_id, paused: true, reason: Some(PauseReason::Requested), .. }
+            if *track_id == video.id
+    )));
+    let (video_before, audio_before) = (
+        sim.client(bob).tags_from("alice", "video").len(),
+        sim.client(bob).tags_from("alice", "audio").len(),
+    );
+    sim.run(Duration::from_secs(2), Some(Media::STEADY));
+    assert_eq!(
+        sim.client(bob).tags_from("alice", "video").len(),
+        video_before,
+        "no video while paused"
+    );
+    assert_eq!(
+        sim.client(bob).tags_from("alice", "audio").len(),
+        audio_before + 200,
+        "audio goes on"
+    );
+    // Taken back: forwarding starts again at a keyframe, numbered on from before the pause.
+    sim.send(bob, wish(false, Some(640)));
+    sim.run(Duration::from_secs(2), Some(Media::STEADY));
+    let video = sim.client(bob).tags_from("alice", "video");
+    assert!(
+        video.len() > video_before + 100,
+        "{} -> {}",
+        video_before,
+        video.len()
+    );
+    assert_eq!(video[video_before] % 30, 0, "resumed at a keyframe");
+    let numbers: Vec<u16> = sim
+        .client(bob)
+        .received
+        .iter()
+        .filter(|r| r.tag.starts_with("alice/video/"))
+        .map(|r| r.sequence_number)
+        .collect();
+    for pair in numbers.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0].wrapping_add(1),
+            "sequence numbers continue"
+        );
+    }
+    // Someone else's track, an audio track, a size of 0: refused, nothing else happens.
+    let refused = |sim: &Sim, code: ErrorCode| {
+        sim.client(bob)
+            .told
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Error { code: c, .. } if *c == code))
+            .count()
+    };
+    let audio_id = sim
+        .client(bob)
+        .told
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::SubscribeOffer { tracks, .. } => tracks
+                .iter()
+                .find(|t| t.kind == TrackKind::Audio)
+                .map(|t| t.id.clone()),
+            _ => None,
+        })
+        .expect("bob was offered alice's audio");
+    for track_id in ["TR_1".to_owned(), audio_id, "not a track".to_owned()] {
+        sim.send(
+            bob,
+            ClientMessage::UpdateSubscription {
+                track_id,
+                paused: true,
+                max_width: None,
+                max_height: None,
+            },
+        );
+    }
+    sim.send(bob, wish(false, Some(0)));
+    sim.run(Duration::from_millis(200), Some(Media::STEADY));
+    assert_eq!(refused(&sim, ErrorCode::UnknownTrack), 3);
+    assert_eq!(refused(&sim, ErrorCode::MalformedMessage), 1);
+    assert!(sim.client(bob).tags_from("alice", "video").len() > video.len());
+}

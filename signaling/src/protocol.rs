@@ -145,6 +145,18 @@ pub enum ClientMessage {
     Leave {},
     /// Keepalive; answered with `pong` carrying the same `timestamp`.
     Ping { timestamp: u64 },
+    /// Added in 1.2. What the client wants of one video track it receives: nothing while
+    /// `paused`, otherwise no layer larger than `max_width` x `max_height` (the tile it is shown
+    /// in, in device pixels; absent = no limit). Each message replaces the last for the track.
+    UpdateSubscription {
+        track_id: String,
+        #[serde(default)]
+        paused: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_height: Option<u32>,
+    },
 }
 
 impl ClientMessage {
@@ -157,6 +169,7 @@ impl ClientMessage {
             ClientMessage::SetMuted { .. } => ClientMessageKind::SetMuted,
             ClientMessage::Leave {} => ClientMessageKind::Leave,
             ClientMessage::Ping { .. } => ClientMessageKind::Ping,
+            ClientMessage::UpdateSubscription { .. } => ClientMessageKind::UpdateSubscription,
         }
     }
 }
@@ -172,16 +185,18 @@ pub enum ClientMessageKind {
     SetMuted,
     Leave,
     Ping,
+    UpdateSubscription,
 }
 
 impl ClientMessageKind {
-    pub const ALL: [ClientMessageKind; 6] = [
+    pub const ALL: [ClientMessageKind; 7] = [
         ClientMessageKind::PublishOffer,
         ClientMessageKind::SubscribeAnswer,
         ClientMessageKind::Trickle,
         ClientMessageKind::SetMuted,
         ClientMessageKind::Leave,
         ClientMessageKind::Ping,
+        ClientMessageKind::UpdateSubscription,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -192,6 +207,7 @@ impl ClientMessageKind {
             ClientMessageKind::SetMuted => "set_muted",
             ClientMessageKind::Leave => "leave",
             ClientMessageKind::Ping => "ping",
+            ClientMessageKind::UpdateSubscription => "update_subscription",
         }
     }
 }
@@ -338,6 +354,8 @@ pub enum PauseReason {
     /// The publisher sends no layer the relay can forward (none arrives, e.g. its encoder
     /// turned every layer off).
     NoLayer,
+    /// Added in 1.2: the subscriber asked for it (`update_subscription` with `paused`).
+    Requested,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -363,7 +381,8 @@ pub enum ErrorCode {
     UnsupportedCodec,
     /// The join token's grants do not allow this.
     NotAllowed,
-    /// A track id that is not one of the participant's own tracks.
+    /// A track id that is not one of the participant's own tracks (or, for
+    /// `update_subscription`, not a video track it receives).
     UnknownTrack,
     /// A limit was reached (tracks per participant, SDP size).
     LimitExceeded,
@@ -636,6 +655,35 @@ mod tests {
     }
 
     #[test]
+    fn update_subscription_parses_with_its_optional_fields() {
+        let full: ClientMessage = serde_json::from_str(
+            r#"{"type":"update_subscription","track_id":"TR_1","paused":false,"max_width":320,"max_height":180}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            full,
+            ClientMessage::UpdateSubscription {
+                track_id: "TR_1".into(),
+                paused: false,
+                max_width: Some(320),
+                max_height: Some(180),
+            }
+        );
+        let bare: ClientMessage =
+            serde_json::from_str(r#"{"type":"update_subscription","track_id":"TR_1"}"#).unwrap();
+        assert_eq!(
+            bare,
+            ClientMessage::UpdateSubscription {
+                track_id: "TR_1".into(),
+                paused: false,
+                max_width: None,
+                max_height: None,
+            }
+        );
+        assert_eq!(bare.kind().as_str(), "update_subscription");
+    }
+
+    #[test]
     fn subscription_state_round_trips() {
         assert_server_wire(
             ServerMessage::SubscriptionState {
@@ -662,6 +710,7 @@ mod tests {
         for (reason, name) in [
             (PauseReason::Bandwidth, "bandwidth"),
             (PauseReason::SubscriberBudget, "subscriber_budget"),
+            (PauseReason::Requested, "requested"),
             (PauseReason::RoomBudget, "room_budget"),
             (PauseReason::NoLayer, "no_layer"),
         ] {

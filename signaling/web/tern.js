@@ -131,6 +131,9 @@ export class Room extends EventTarget {
     // Relay track id -> { paused, reason, layer, width, height } of the video tracks we receive
     // that the relay told us about (`subscription_state`); a track without one is not paused.
     this.subscriptions = new Map();
+    // Relay track id -> { paused, maxWidth, maxHeight }: what we asked of each video we receive
+    // (setSubscription); repeated to the relay after a resume.
+    this._wishes = new Map();
     this.publishLimits = { maxVideoKbps: null }; // the room's cap on our video (null: none)
     this.iceServers = [];
     this.publishPc = null;
@@ -239,6 +242,10 @@ export class Room extends EventTarget {
       try {
         const joined = await this._open(this.resumeToken);
         if (joined.resumed) {
+          for (const [trackId, wish] of this._wishes) {
+            if (this._remoteTrackInfo(trackId)) this._sendWish(trackId, wish);
+            else this._wishes.delete(trackId);
+          }
           this._emit('resumed', joined);
           await this._restartPublishIce();
           return;
@@ -303,6 +310,7 @@ export class Room extends EventTarget {
         if (p) p.tracks = p.tracks.filter((t) => t.id !== message.track_id);
         this.remoteTracks.delete(message.track_id);
         this.subscriptions.delete(message.track_id);
+        this._wishes.delete(message.track_id);
         break;
       }
       case 'subscription_state': {
@@ -596,6 +604,29 @@ export class Room extends EventTarget {
       local.track.enabled = !muted;
     }
     this._send({ type: 'set_muted', track_id: trackId, muted });
+  }
+
+  /**
+   * Says what we want of a video track we receive (protocol 1.2), so that the relay sends no
+   * more than it is shown with: `paused` for none of it (a tile off screen, a hidden tab), or
+   * `maxWidth` x `maxHeight`, the size it is shown at in device pixels, for no larger layer than
+   * that needs (the smallest that covers it). Omitted sizes: no limit. Unchanged wishes are not
+   * sent again; a relay before 1.2 answers `unknown_message_type` and sends every layer.
+   */
+  setSubscription(trackId, { paused = false, maxWidth, maxHeight } = {}) {
+    const size = (v) => (Number.isFinite(v) && v > 0 ? Math.min(16384, Math.ceil(v)) : undefined);
+    const wish = { paused: !!paused, maxWidth: size(maxWidth), maxHeight: size(maxHeight) };
+    const last = this._wishes.get(trackId);
+    if (last && last.paused === wish.paused && last.maxWidth === wish.maxWidth && last.maxHeight === wish.maxHeight) return;
+    this._wishes.set(trackId, wish);
+    this._sendWish(trackId, wish);
+  }
+
+  _sendWish(trackId, wish) {
+    const message = { type: 'update_subscription', track_id: trackId, paused: wish.paused };
+    if (wish.maxWidth) message.max_width = wish.maxWidth;
+    if (wish.maxHeight) message.max_height = wish.maxHeight;
+    this._send(message);
   }
 
   /**

@@ -89,6 +89,9 @@ pub struct VideoSubscription<'a> {
     pub priority: Priority,
     /// Each layer's rate, lowest quality first; 0 = not live.
     pub layer_bps: &'a [u64],
+    /// The subscriber's wishes: the highest layer its tile needs, and paused.
+    pub max_layer: Option<u8>,
+    pub wants_paused: bool,
 }
 
 /// What a round decided for one subscription.
@@ -337,8 +340,8 @@ impl RoomBandwidth {
                 subscriber: s.subscriber.0,
                 priority: s.priority,
                 layer_bps: s.layer_bps,
-                max_layer: None,
-                wants_paused: false,
+                max_layer: s.max_layer,
+                wants_paused: s.wants_paused,
             })
             .collect();
         let policy = RoomPolicy {

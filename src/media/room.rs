@@ -88,6 +88,15 @@ pub struct Subscription {
     /// lower one applies at the next picture, a higher one at the next base-layer or sync picture.
     temporal: u8,
     temporal_target: u8,
+    wish: Wish,
+}
+
+/// What a subscriber asked for of one video track it receives (`update_subscription`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wish {
+    pub paused: bool,
+    /// The size the video is shown at, in device pixels.
+    pub max_size: Option<(u32, u32)>,
 }
 
 /// No temporal layer is dropped.
@@ -103,6 +112,7 @@ impl Subscription {
             target: LayerTarget::Auto,
             temporal: ALL_TEMPORAL,
             temporal_target: ALL_TEMPORAL,
+            wish: Wish::default(),
         }
     }
 
@@ -117,6 +127,11 @@ impl Subscription {
 
     pub fn target(&self) -> LayerTarget {
         self.target
+    }
+
+    /// What the subscriber asked for of this track.
+    pub fn wish(&self) -> Wish {
+        self.wish
     }
 }
 
@@ -168,6 +183,26 @@ impl Publication {
         self.steps
             .get(usize::from(rank))
             .map(|&(slot, temporal)| (slot, (temporal != ALL_TEMPORAL).then_some(temporal)))
+    }
+
+    /// The highest allocation step a video shown at `size` (device pixels) needs: the whole of
+    /// the smallest layer at least that wide or tall (downscaled rather than upscaled, as a
+    /// browser shows it best), or of the largest layer when none is. `None` when a layer's size
+    /// is not known (only VP8 keyframes show it): then any layer may go.
+    fn highest_step_for(&self, (width, height): (u32, u32)) -> Option<u8> {
+        let mut top = None;
+        for &slot in self.layers.by_quality() {
+            let (w, h) = self.layers.layer(slot)?.resolution?;
+            top = Some(slot);
+            if u32::from(w) >= width || u32::from(h) >= height {
+                break;
+            }
+        }
+        let top = top?;
+        self.steps
+            .iter()
+            .rposition(|&(slot, _)| slot == top)
+            .map(|i| i as u8)
     }
 
     /// The slot `target` stands for now, if any.
@@ -462,6 +497,32 @@ impl Room {
             return Err(RoomError::NotAllowed);
         }
         publication.publisher_muted = muted;
+        Ok(())
+    }
+
+    /// A subscriber's wish for one video track it receives; the next allocation round (due at
+    /// once) applies it.
+    pub fn set_wish(
+        &mut self,
+        track: TrackId,
+        subscriber: ParticipantId,
+        wish: Wish,
+        now: Instant,
+    ) -> Result<(), RoomError> {
+        let subscription = self
+            .publications
+            .get_mut(&track)
+            .filter(|p| p.kind() == MediaKind::Video)
+            .and_then(|p| {
+                p.subscriptions
+                    .iter_mut()
+                    .find(|s| s.subscriber == subscriber)
+            })
+            .ok_or(RoomError::UnknownTrack)?;
+        if subscription.wish != wish {
+            subscription.wish = wish;
+            self.bandwidth.wake(now);
+        }
         Ok(())
     }
 
@@ -947,47 +1008,33 @@ impl Room {
                 publication.steps = steps;
             }
         }
-        // A temporal step between two layers is offered only to subscriptions already on its
-        // layer: there it is a step down without a keyframe. Entered from the layer below, it
-        // would start with that layer's keyframe, whose burst on a link this tight reads as
-        // congestion and sends the subscription back down a second later, over and over.
-        let mut own_rates: Vec<Vec<u64>> = Vec::new();
-        let mut entries: Vec<(usize, ParticipantId, Option<usize>)> = Vec::new();
-        for (index, (track, _, rates)) in tracks.iter().enumerate() {
+        let mut entries: Vec<(usize, ParticipantId, Wish)> = Vec::new();
+        for (index, (track, _, _)) in tracks.iter().enumerate() {
             let publication = &self.publications[track];
             if publication.admin_muted {
                 continue;
             }
-            let lowest = publication.layers.by_quality().first().copied();
-            let between = |slot: u8, temporal: u8| temporal != ALL_TEMPORAL && Some(slot) != lowest;
-            let has_between = publication.steps.iter().any(|&(slot, t)| between(slot, t));
             for s in publication
                 .subscriptions
                 .iter()
                 .filter(|s| s.sink.is_some())
             {
-                let own = has_between.then(|| {
-                    let mut mine = rates.clone();
-                    for (rate, &(slot, temporal)) in mine.iter_mut().zip(&publication.steps) {
-                        if between(slot, temporal) && s.current != Some(slot) {
-                            *rate = 0;
-                        }
-                    }
-                    own_rates.push(mine);
-                    own_rates.len() - 1
-                });
-                entries.push((index, s.subscriber, own));
+                entries.push((index, s.subscriber, s.wish));
             }
         }
         let subscriptions: Vec<VideoSubscription> = entries
             .iter()
-            .map(|&(index, subscriber, own)| {
+            .map(|&(index, subscriber, wish)| {
                 let (track, priority, rates) = &tracks[index];
                 VideoSubscription {
                     track: *track,
                     subscriber,
                     priority: *priority,
-                    layer_bps: own.map_or(rates, |i| &own_rates[i]),
+                    layer_bps: rates,
+                    max_layer: wish
+                        .max_size
+                        .and_then(|size| self.publications[track].highest_step_for(size)),
+                    wants_paused: wish.paused,
                 }
             })
             .collect();
@@ -1055,39 +1102,29 @@ impl Room {
     }
 }
 
-/// The allocator's steps for a track, lowest first, with their rates: each layer whole, and
-/// below each its VP8 temporal layers (7.5 and 15 of 30 frames a second for L1T3). Below the
-/// lowest layer every step counts: a subscriber whose link cannot carry that layer gets fewer
-/// frames rather than none. Between two layers a step must cost clearly more than the whole
-/// layer below it (1280x720 at 15 frames a second between 640x360 and 1280x720 at 30), or the
-/// lower layer is the better picture for the money and the step would only add a switch; such a
-/// step serves subscriptions on its layer when their link narrows (see `allocate`).
+/// The allocator's steps for a track, lowest first, with their rates: each layer whole, and below
+/// the lowest one its temporal layers (7.5 and 15 of 30 frames a second for L1T3), so that a
+/// subscriber whose link cannot carry the lowest layer gets fewer frames rather than none.
 fn temporal_steps(layers: &LayerSet, rates: &[u64], now: Instant) -> (Vec<(u8, u8)>, Vec<u64>) {
     let slots = layers.by_quality();
-    let mut steps = Vec::with_capacity(slots.len() * 3);
-    let mut step_rates = Vec::with_capacity(slots.len() * 3);
-    for (rank, (&slot, &rate)) in slots.iter().zip(rates).enumerate() {
-        if rate > 0
-            && let Some(shares) = layers.temporal_shares(slot, now)
-        {
-            let top = layers
-                .layer(slot)
-                .and_then(|l| l.max_temporal_id)
-                .unwrap_or(0);
-            for tid in 0..top {
-                let step_rate = rate * shares[usize::from(tid)] / 1_000;
-                let below = step_rates.last().copied().unwrap_or(0);
-                if rank == 0 || step_rate > below * STEP_MARGIN_PERCENT / 100 {
-                    steps.push((slot, tid));
-                    step_rates.push(step_rate);
-                }
-            }
+    let mut steps = Vec::with_capacity(slots.len() + 2);
+    let mut step_rates = Vec::with_capacity(slots.len() + 2);
+    if let (Some(&lowest), Some(&rate)) = (slots.first(), rates.first())
+        && rate > 0
+        && let Some(shares) = layers.temporal_shares(lowest, now)
+    {
+        let top = layers
+            .layer(lowest)
+            .and_then(|l| l.max_temporal_id)
+            .unwrap_or(0);
+        for tid in 0..top {
+            steps.push((lowest, tid));
+            step_rates.push(rate * shares[usize::from(tid)] / 1_000);
         }
-        steps.push((slot, ALL_TEMPORAL));
-        step_rates.push(rate);
+    }
+    for (slot, rate) in slots.iter().zip(rates) {
+        steps.push((*slot, ALL_TEMPORAL));
+        step_rates.push(*rate);
     }
     (steps, step_rates)
 }
-
-/// How much more than the step below a temporal step between two layers must cost.
-const STEP_MARGIN_PERCENT: u64 = 120;

@@ -13,7 +13,7 @@ use super::state::{Participant, RoomEntry, RoomKey};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
 use crate::media::room::LayerTarget;
-use crate::media::room::{MemberInfo, MemberState, RoomError, TrackSource};
+use crate::media::room::{MemberInfo, MemberState, RoomError, TrackSource, Wish};
 use crate::metrics::NodeStats;
 use crate::webhooks::EventKind;
 use std::time::Instant;
@@ -25,6 +25,9 @@ use tern_signaling::protocol::{
     ServerMessage, TrackInfo, TrackKind,
 };
 use tracing::{info, warn};
+
+/// The largest size a subscriber may name for a video it shows (16K is 15,360 pixels wide).
+const MAX_WISHED_PIXELS: u32 = 16_384;
 
 pub fn track_kind(kind: MediaKind) -> TrackKind {
     match kind {
@@ -122,7 +125,7 @@ impl Node {
                         stats.paused_subscriptions += publication
                             .subscriptions()
                             .iter()
-                            .filter(|s| s.target() == LayerTarget::Paused)
+                            .filter(|s| s.target() == LayerTarget::Paused && !s.wish().paused)
                             .count() as u64;
                     }
                 }
@@ -355,11 +358,61 @@ impl Node {
                 self.notify(id, ServerMessage::Pong { timestamp });
                 Ok(())
             }
+            ClientMessage::UpdateSubscription {
+                track_id,
+                paused,
+                max_width,
+                max_height,
+            } => self.update_subscription(id, &track_id, paused, max_width, max_height, now),
         };
         if let Err(refusal) = result {
             let (code, text) = refusal.into_wire();
             self.notify(id, ServerMessage::error_for(code, kind, text));
         }
+    }
+
+    /// A subscriber's wish for one video track it receives (`update_subscription`).
+    fn update_subscription(
+        &mut self,
+        id: ParticipantId,
+        track_id: &str,
+        paused: bool,
+        max_width: Option<u32>,
+        max_height: Option<u32>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let unknown = || {
+            refuse(
+                ErrorCode::UnknownTrack,
+                format!("{track_id:.40} is not a video track you receive"),
+            )
+        };
+        let track = TrackId::parse(track_id).ok_or_else(unknown)?;
+        let room_id = self
+            .participants
+            .get(&id)
+            .map(|p| p.room)
+            .ok_or_else(unknown)?;
+        // A size of 0 would ask for nothing; the limit keeps the arithmetic far from overflow.
+        let bad_size = |v: Option<u32>| v.is_some_and(|v| v == 0 || v > MAX_WISHED_PIXELS);
+        if bad_size(max_width) || bad_size(max_height) {
+            return Err(refuse(
+                ErrorCode::MalformedMessage,
+                format!("max_width and max_height are 1 to {MAX_WISHED_PIXELS} pixels"),
+            ));
+        }
+        let max_size = match (max_width, max_height) {
+            (None, None) => None,
+            (w, h) => Some((w.unwrap_or(u32::MAX), h.unwrap_or(u32::MAX))),
+        };
+        let wish = Wish { paused, max_size };
+        let entry = self.rooms.get_mut(&room_id).ok_or_else(unknown)?;
+        entry
+            .room
+            .set_wish(track, id, wish, now)
+            .map_err(|_| unknown())?;
+        self.process_room_outputs(room_id, now);
+        Ok(())
     }
 
     fn set_muted(&mut self, id: ParticipantId, track_id: &str, muted: bool) -> Result<(), Refusal> {

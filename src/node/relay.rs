@@ -1267,7 +1267,7 @@ fn collect_leg_output(
     }
 }
 
-/// Why a subscription is paused, in the protocol's words (a subscriber's own wish needs none).
+/// Why a subscription is paused, in the protocol's words.
 pub(super) fn wire_pause_reason(
     reason: PauseReason,
 ) -> Option<tern_signaling::protocol::PauseReason> {
@@ -1277,7 +1277,7 @@ pub(super) fn wire_pause_reason(
         PauseReason::SubscriberBudget => Some(Wire::SubscriberBudget),
         PauseReason::RoomBudget => Some(Wire::RoomBudget),
         PauseReason::NoLayer => Some(Wire::NoLayer),
-        PauseReason::Wish => None,
+        PauseReason::Wish => Some(Wire::Requested),
     }
 }
 

@@ -9,6 +9,8 @@
 //     API): the room's video stays within the budget + 10 % while everyone keeps decoding (or
 //     shows a paused tile); raised to 10000, everyone is back at 1280 px within 10 s.
 //  4. Firefox ESR subscribes to alice's simulcast and decodes it.
+//  5. adaptive subscriptions: erin's page asks for no more than her tile of alice shows (240x135:
+//     320 px; 1280x720: 1280 px) and pauses alice while the tile is off screen.
 // The measured numbers are logged (BENCHMARKS.md quotes them).
 //
 // Run as root (network namespaces, tc): node tests/browser/bandwidth.mjs
@@ -164,7 +166,9 @@ try {
   };
   await api('POST', '/api/rooms', { name: room });
 
-  const url = (host, name) => `http://${host}:${relay.httpPort}/?room=${room}&name=${name}&token=${mintToken({ kid, secret, room, identity: name })}`;
+  // `adaptive=0`: these pages receive what bandwidth allows whatever their tiles' size (scenario
+  // 5 is the one that adapts).
+  const url = (host, name, adaptive = false) => `http://${host}:${relay.httpPort}/?room=${room}&name=${name}${adaptive ? '' : '&adaptive=0'}&token=${mintToken({ kid, secret, room, identity: name })}`;
   const local = await launchBrowser();
   cleanups.push(() => local.close());
   limitDownlink(carolHost, 400);
@@ -221,8 +225,9 @@ try {
   const cutAt = Date.now();
   limitDownlink(carolHost, CUT_KBPS);
   const widthDownMs = await timeUntil(`carol below 1280 px after the cut to ${CUT_KBPS} kbit/s`, pages.carol, alice, cutAt, (s) => s.frameWidth > 0 && s.frameWidth < FULL, 15000);
-  const down = (await statesSince(pages.carol, alice.track, cutAt)).find((e) => e.paused || e.layer < 2);
-  if (!down) throw new Error('carol\'s frames shrank but the relay told her no lower layer');
+  // The notice may trail the frames by up to a second (notices are at most one a second, and a
+  // step within layer 2 to fewer frames a second is told as layer 2).
+  const down = await until('the relay tells carol of a lower layer', async () => (await statesSince(pages.carol, alice.track, cutAt)).find((e) => e.paused || e.layer < 2), 5000);
   const decisionMs = down.at - cutAt;
   const afterCut = await videoOf(pages.carol, alice);
   const tileAfterCut = afterCut.tilePaused ? 'paused' : afterCut.tileLayer;
@@ -322,6 +327,34 @@ try {
   await api('PATCH', `/api/rooms/${room}`, { max_publisher_kbps: 0 });
   await until('the cap lifted: alice back to her three layers', () => alicePage.evaluate(() => window.tern.publishLimits.maxVideoKbps === null), 10000);
   log('PASS 3b: publisher cap');
+
+  // 5. Adaptive subscriptions: the page sizes its wishes from the tile (device pixels, rounded up
+  // to 16) and pauses what is off screen; the relay picks the smallest layer that covers it.
+  const erin = await openParticipant(local, url('127.0.0.1', 'erin', true), 'erin', { listener: true });
+  const sizeTile = (css) => erin.evaluate(({ participant, css }) => {
+    const tile = document.querySelector(`.tile.media[data-participant="${participant}"]`);
+    Object.assign(tile.style, css);
+  }, { participant: alice.participant, css });
+  await sizeTile({ width: '240px', height: '135px', minHeight: '0' });
+  const smallAt = Date.now();
+  const small = await timeUntil('erin receives 320 px for a 240x135 tile', erin, alice, smallAt, (s) => s.frameWidth === 320 && s.relay && s.relay.layer === 0, 15000);
+  await watchDecoding(erin, alice, 'erin at 240x135', 3000, (s) => s.frameWidth === 320);
+  await sizeTile({ width: '1280px', height: '720px' });
+  const bigAt = Date.now();
+  const big = await timeUntil('erin receives 1280 px for a 1280x720 tile', erin, alice, bigAt, (s) => s.frameWidth === FULL, 15000);
+  // Off screen: paused at erin's request; back on screen: decoding again.
+  await sizeTile({ position: 'fixed', top: '-3000px', left: '0' });
+  const hiddenAt = Date.now();
+  const hidden = await timeUntil('erin\'s tile off screen: alice paused at her request', erin, alice, hiddenAt, (s) => s.relay && s.relay.paused && s.relay.reason === 'requested', 10000);
+  const framesHidden = (await videoOf(erin, alice)).framesDecoded;
+  await sleep(2000);
+  const stillHidden = await videoOf(erin, alice);
+  if (stillHidden.framesDecoded > framesHidden + 2) throw new Error(`erin decoded ${stillHidden.framesDecoded - framesHidden} frames of a paused video`);
+  await sizeTile({ position: '', top: '', left: '' });
+  const shownAt = Date.now();
+  const shown = await timeUntil('erin\'s tile on screen again: decoding', erin, alice, shownAt, (s) => s.relay && !s.relay.paused && s.framesDecoded > stillHidden.framesDecoded + 10, 10000);
+  log(`5: erin's tile 240x135: 320 px after ${small} ms; 1280x720: 1280 px after ${big} ms; off screen: paused after ${hidden} ms (no frame decoded in 2 s); on screen again: decoding after ${shown} ms`);
+  log('PASS 5: adaptive subscriptions');
 
   // 4. Firefox receives Chromium's simulcast (runs in its own namespace: no ICE on loopback).
   const firefox = spawn('ip', ['netns', 'exec', firefoxHost.ns, process.execPath, path.join(repo, 'tests', 'browser', 'firefox-page.mjs'), url(RELAY_IP, 'firefox')],
