@@ -1008,8 +1008,8 @@ impl Room {
                 publication.steps = steps;
             }
         }
-        let mut entries: Vec<(usize, ParticipantId, Wish)> = Vec::new();
-        for (index, (track, _, _)) in tracks.iter().enumerate() {
+        let mut subscriptions: Vec<VideoSubscription> = Vec::new();
+        for (track, priority, rates) in &tracks {
             let publication = &self.publications[track];
             if publication.admin_muted {
                 continue;
@@ -1019,25 +1019,19 @@ impl Room {
                 .iter()
                 .filter(|s| s.sink.is_some())
             {
-                entries.push((index, s.subscriber, s.wish));
-            }
-        }
-        let subscriptions: Vec<VideoSubscription> = entries
-            .iter()
-            .map(|&(index, subscriber, wish)| {
-                let (track, priority, rates) = &tracks[index];
-                VideoSubscription {
+                subscriptions.push(VideoSubscription {
                     track: *track,
-                    subscriber,
+                    subscriber: s.subscriber,
                     priority: *priority,
                     layer_bps: rates,
-                    max_layer: wish
+                    max_layer: s
+                        .wish
                         .max_size
-                        .and_then(|size| self.publications[track].highest_step_for(size)),
-                    wants_paused: wish.paused,
-                }
-            })
-            .collect();
+                        .and_then(|size| publication.highest_step_for(size)),
+                    wants_paused: s.wish.paused,
+                });
+            }
+        }
         let decisions: Vec<Decision> = self
             .bandwidth
             .round(now, &subscriptions, |id| {
