@@ -250,6 +250,8 @@ struct Call {
     publisher: Publisher,
     links: BTreeMap<ParticipantId, Link>,
     received: BTreeMap<ParticipantId, Received>,
+    /// What the publisher was told of the demand for its video (dynacast), and when.
+    demands: Vec<(Instant, Option<u8>)>,
     next_frame: Instant,
     next_audio: Instant,
     next_feedback: Instant,
@@ -333,6 +335,7 @@ impl Call {
             publisher,
             links,
             received,
+            demands: Vec::new(),
             next_frame: start,
             next_audio: start,
             next_feedback: start,
@@ -414,6 +417,11 @@ impl Call {
                     .unwrap()
                     .states
                     .push((self.now, target)),
+                RoomOutput::LayerDemand {
+                    owner: PUBLISHER,
+                    track: VIDEO,
+                    layers,
+                } => self.demands.push((self.now, layers)),
                 _ => {}
             }
         }
@@ -794,6 +802,66 @@ fn a_subscribers_wishes_cap_its_layer_and_pause_it() {
             .set_wish(AUDIO, STEADY, wish(true, None), call.at(50.0)),
         Err(RoomError::UnknownTrack)
     );
+}
+
+/// Dynacast: the publisher is told how many of its layers anybody may receive. A tile that needs
+/// only 320x180 leaves the two upper layers to nobody (told after they have been unneeded for 3 s),
+/// a larger tile asks for them back at once, a paused tile needs none, and so does a publisher
+/// nobody subscribes to.
+#[test]
+fn the_publisher_is_told_which_layers_nobody_receives() {
+    let mut call = Call::new(&[(STEADY, 20_000_000)], BandwidthPolicy::default());
+    call.run(call.at(10.0));
+    assert!(
+        call.demands.is_empty(),
+        "every layer is received: nothing to tell"
+    );
+    let wish = |paused, max_size| Wish { paused, max_size };
+    let small = call.at(10.0);
+    call.room
+        .set_wish(VIDEO, STEADY, wish(false, Some((300, 170))), small)
+        .unwrap();
+    call.run(call.at(20.0));
+    let (at, layers) = call.demands[0];
+    println!("a thumbnail only: told {layers:?} after {:?}", at - small);
+    assert_eq!(layers, Some(1));
+    assert!(at - small >= Duration::from_secs(3) && at - small < Duration::from_secs(4));
+    // A large tile again: every layer, at once (within the next allocation round).
+    let large = call.at(20.0);
+    call.room
+        .set_wish(VIDEO, STEADY, wish(false, Some((1280, 720))), large)
+        .unwrap();
+    call.run(call.at(25.0));
+    let (at, layers) = call.demands[1];
+    println!("a full-size tile: told {layers:?} after {:?}", at - large);
+    assert_eq!(layers, None);
+    assert!(at - large < Duration::from_millis(600));
+    // A tile that shrinks for a moment tells nothing.
+    call.room
+        .set_wish(VIDEO, STEADY, wish(false, Some((600, 338))), call.at(25.0))
+        .unwrap();
+    call.run(call.at(26.0));
+    call.room
+        .set_wish(VIDEO, STEADY, Wish::default(), call.at(26.0))
+        .unwrap();
+    call.run(call.at(32.0));
+    assert_eq!(call.demands.len(), 2, "{:?}", call.demands);
+    // Paused: no layer.
+    call.room
+        .set_wish(VIDEO, STEADY, wish(true, None), call.at(32.0))
+        .unwrap();
+    call.run(call.at(40.0));
+    assert_eq!(call.demands.last().map(|d| d.1), Some(Some(0)));
+    // Nobody subscribes: no layer either.
+    call.room
+        .set_wish(VIDEO, STEADY, Wish::default(), call.at(40.0))
+        .unwrap();
+    call.run(call.at(41.0));
+    assert_eq!(call.demands.last().map(|d| d.1), Some(None));
+    call.room.leave(STEADY).unwrap();
+    call.run(call.at(50.0));
+    assert_eq!(call.demands.last().map(|d| d.1), Some(Some(0)));
+    assert_eq!(call.room.told_demand(VIDEO), Some(0));
 }
 
 #[test]

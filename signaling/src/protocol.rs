@@ -339,6 +339,15 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_video_kbps: Option<u32>,
     },
+    /// Added in 1.2. How many of one of your video tracks' layers, lowest quality first, anybody
+    /// may receive now (`layers` absent: all; 0: none), so that the client stops encoding the
+    /// others (dynacast). Fewer are told once they have been enough for a few seconds, more at
+    /// once. A client forgets it on `joined`; after a resume the relay repeats what still holds.
+    VideoDemand {
+        track_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layers: Option<u32>,
+    },
 }
 
 /// Why the relay forwards nothing of a subscription (`subscription_state`).
@@ -681,6 +690,24 @@ mod tests {
             }
         );
         assert_eq!(bare.kind().as_str(), "update_subscription");
+    }
+
+    #[test]
+    fn video_demand_round_trips() {
+        assert_server_wire(
+            ServerMessage::VideoDemand {
+                track_id: "TR_11".into(),
+                layers: Some(0),
+            },
+            r#"{"type":"video_demand","track_id":"TR_11","layers":0}"#,
+        );
+        assert_server_wire(
+            ServerMessage::VideoDemand {
+                track_id: "TR_11".into(),
+                layers: None,
+            },
+            r#"{"type":"video_demand","track_id":"TR_11"}"#,
+        );
     }
 
     #[test]

@@ -117,6 +117,8 @@ export class TernError extends Error {
  * - `subscription_state` (the relay message plus `participant_id`): what the relay forwards of
  *   a video track we receive; also kept in `subscriptions` and on the TrackInfo
  * - `publish_limits` (the relay message): the room's cap on our video, applied to our senders
+ * - `video_demand` (the relay message): how many layers of one of our video tracks anybody may
+ *   receive; the encodings above are turned off (`videoDemand`)
  * - `data` ({ from, data }) and `chat` ({ from, text, name }) from the data channel
  * - `error` ({ code, message, track_id? })
  */
@@ -135,6 +137,9 @@ export class Room extends EventTarget {
     // (setSubscription); repeated to the relay after a resume.
     this._wishes = new Map();
     this.publishLimits = { maxVideoKbps: null }; // the room's cap on our video (null: none)
+    // Relay track id of our video -> how many of its layers, lowest first, anybody may receive
+    // (`video_demand`; absent: all). Encodings above are turned off (dynacast).
+    this.videoDemand = new Map();
     this.iceServers = [];
     this.publishPc = null;
     this.subscribePc = null;
@@ -219,6 +224,8 @@ export class Room extends EventTarget {
     // included; no repeat means there is none now. Not applied here: a cap that still holds
     // follows at once, and lifting it meanwhile would only make the senders flap.
     this.publishLimits = { maxVideoKbps: null };
+    // Likewise the demand for our layers: what still holds is repeated right after `joined`.
+    this.videoDemand = new Map();
     // After a resume: an operator may have muted or unmuted our tracks meanwhile.
     for (const t of (message.participant && message.participant.tracks) || []) {
       this._applyOperatorMute(t.id, !!t.admin_muted);
@@ -279,7 +286,10 @@ export class Room extends EventTarget {
         await this.publishPc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
         for (const t of message.tracks) {
           const entry = this._published.find((p) => p.transceiver.mid === t.mid);
-          if (entry) this.localTracks.set(t.id, { track: entry.transceiver.sender.track, source: t.source, selfMuted: false, adminMuted: !!t.admin_muted });
+          if (entry) {
+            entry.trackId = t.id;
+            this.localTracks.set(t.id, { track: entry.transceiver.sender.track, source: t.source, selfMuted: false, adminMuted: !!t.admin_muted });
+          }
         }
         await this._applyPublishLimits();
         this._settlePublish(null, message.tracks);
@@ -329,6 +339,11 @@ export class Room extends EventTarget {
       }
       case 'publish_limits':
         this.publishLimits = { maxVideoKbps: message.max_video_kbps ?? null };
+        await this._applyPublishLimits();
+        break;
+      case 'video_demand':
+        if (message.layers === undefined || message.layers === null) this.videoDemand.delete(message.track_id);
+        else this.videoDemand.set(message.track_id, message.layers);
         await this._applyPublishLimits();
         break;
       case 'track_muted': {
@@ -458,15 +473,18 @@ export class Room extends EventTarget {
       }
       const { encodings } = sender.getParameters();
       if (!encodings || encodings.length === 0) continue;
-      senders.push({ entry, layers: effectiveLayers(entry.layers, encodings) });
+      const demand = this.videoDemand.get(entry.trackId);
+      senders.push({ entry, layers: effectiveLayers(entry.layers, encodings), demand: demand === undefined ? Infinity : demand });
     }
     const plan = planVideoEncodings(senders.map((s) => s.layers.map((l) => l.maxBitrate)),
       capKbps === null ? null : capKbps * 1000);
-    for (const [i, { entry, layers }] of senders.entries()) {
+    for (const [i, { entry, layers, demand }] of senders.entries()) {
       await setSenderParameters(entry, (params) => {
         let changed = false;
         params.encodings.forEach((encoding, e) => {
           const want = { ...layers[e], ...plan[i][e] };
+          // Encodings are lowest quality first; those above the demand nobody receives.
+          if (e >= demand) want.active = false;
           if (encoding.active !== want.active) {
             encoding.active = want.active;
             changed = true;

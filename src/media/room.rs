@@ -161,6 +161,7 @@ pub struct Publication {
     /// What the allocator's ranks stood for in the last round: a layer, and the highest
     /// temporal layer of it (finer steps below the lowest layer, where they spare a pause).
     steps: Vec<(u8, u8)>,
+    demand: Demand,
     subscriptions: Vec<Subscription>,
 }
 
@@ -189,20 +190,56 @@ impl Publication {
     /// the smallest layer at least that wide or tall (downscaled rather than upscaled, as a
     /// browser shows it best), or of the largest layer when none is. `None` when a layer's size
     /// is not known (only VP8 keyframes show it): then any layer may go.
-    fn highest_step_for(&self, (width, height): (u32, u32)) -> Option<u8> {
-        let mut top = None;
-        for &slot in self.layers.by_quality() {
-            let (w, h) = self.layers.layer(slot)?.resolution?;
-            top = Some(slot);
-            if u32::from(w) >= width || u32::from(h) >= height {
-                break;
-            }
-        }
-        let top = top?;
+    fn highest_step_for(&self, size: (u32, u32)) -> Option<u8> {
+        let rank = self.covering_rank(size)?;
+        let top = *self.layers.by_quality().get(rank)?;
         self.steps
             .iter()
             .rposition(|&(slot, _)| slot == top)
             .map(|i| i as u8)
+    }
+
+    /// The quality rank of the smallest layer at least `width` wide or `height` tall (the
+    /// largest layer when none is); `None` when a layer's size is not known.
+    fn covering_rank(&self, (width, height): (u32, u32)) -> Option<usize> {
+        let layers = self.layers.by_quality();
+        for (rank, &slot) in layers.iter().enumerate() {
+            let (w, h) = self.layers.layer(slot)?.resolution?;
+            if u32::from(w) >= width || u32::from(h) >= height {
+                return Some(rank);
+            }
+        }
+        layers.len().checked_sub(1)
+    }
+
+    /// How many of the track's layers, lowest first, some subscriber may receive (`None`: all):
+    /// none while nobody subscribes or an operator muted it; a subscription paused at its
+    /// subscriber's request needs none, one capped by a tile size the layers that cover it.
+    /// Subscriptions held lower by bandwidth still need the layers above, to climb back.
+    fn layers_wanted(&self) -> Option<u8> {
+        let known = self.layers.by_quality().len();
+        if self.kind() != MediaKind::Video || known == 0 {
+            return None;
+        }
+        if self.admin_muted {
+            return Some(0);
+        }
+        let mut most = 0;
+        for s in &self.subscriptions {
+            let wanted = match s.wish {
+                Wish { paused: true, .. } => 0,
+                Wish {
+                    max_size: Some(size),
+                    ..
+                } => self.covering_rank(size).map_or(known, |rank| rank + 1),
+                Wish { max_size: None, .. } => known,
+            };
+            most = most.max(wanted);
+            if most >= known {
+                return None;
+            }
+        }
+        Some(most as u8)
     }
 
     /// The slot `target` stands for now, if any.
@@ -244,6 +281,27 @@ pub enum RoomOutput {
         subscriber: ParticipantId,
         packets: u32,
     },
+    /// Tell a publisher how many of its track's layers, lowest first, anybody may receive
+    /// (`None`: all), so that it stops encoding the others (dynacast).
+    LayerDemand {
+        owner: ParticipantId,
+        track: TrackId,
+        layers: Option<u8>,
+    },
+}
+
+/// How long fewer layers must have been enough before a publisher is told to stop the others: a
+/// tile shrunk for a moment, or a subscriber that leaves and comes back, must not stop and
+/// restart the publisher's encoder. More layers are asked for at once.
+const DEMAND_DOWN_DELAY: Duration = Duration::from_secs(3);
+
+/// What a publisher was last told of the demand for one track, and a lower demand waiting out
+/// [`DEMAND_DOWN_DELAY`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Demand {
+    /// `None` until told; then the layers told (`None`: all).
+    told: Option<Option<u8>>,
+    lower_since: Option<(Option<u8>, Instant)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +482,7 @@ impl Room {
             RoomOutput::SubscriptionState { subscriber, .. }
             | RoomOutput::SendPadding { subscriber, .. } => *subscriber != id,
             RoomOutput::RequestKeyframe { .. } => true,
+            RoomOutput::LayerDemand { owner, .. } => *owner != id,
         });
         Ok(owned)
     }
@@ -468,6 +527,7 @@ impl Room {
                 keyframe_layer: None,
                 layers: LayerSet::default(),
                 steps: Vec::new(),
+                demand: Demand::default(),
                 subscriptions,
             },
         );
@@ -918,8 +978,14 @@ impl Room {
             .publications
             .values()
             .filter_map(|p| p.keyframes.poll_timeout());
+        let demands = self.publications.values().filter_map(|p| {
+            p.demand
+                .lower_since
+                .map(|(_, since)| since + DEMAND_DOWN_DELAY)
+        });
         members
             .chain(keyframes)
+            .chain(demands)
             .chain(self.bandwidth.poll_timeout())
             .min()
     }
@@ -952,6 +1018,7 @@ impl Room {
         if self.bandwidth.is_round_due(now) {
             self.allocate(now);
         }
+        self.update_demands(now);
         self.padding_due.clear();
         self.bandwidth.padding_due(now, &mut self.padding_due);
         for (subscriber, packets) in self.padding_due.drain(..) {
@@ -960,6 +1027,57 @@ impl Room {
                 packets,
             });
         }
+    }
+
+    /// Tells publishers which layers anybody may receive when that changed: more at once, fewer
+    /// once they have been enough for [`DEMAND_DOWN_DELAY`].
+    fn update_demands(&mut self, now: Instant) {
+        for publication in self.publications.values_mut() {
+            if publication.kind() != MediaKind::Video {
+                continue;
+            }
+            let wanted = publication.layers_wanted();
+            let demand = &mut publication.demand;
+            // `None` (all) is the most; publishers encode everything until told otherwise.
+            let more = |a: Option<u8>, b: Option<u8>| match (a, b) {
+                (None, Some(_)) => true,
+                (Some(a), Some(b)) => a > b,
+                _ => false,
+            };
+            let told = demand.told.unwrap_or(None);
+            let tell = if wanted == told {
+                demand.lower_since = None;
+                false
+            } else if more(wanted, told) {
+                true
+            } else {
+                match demand.lower_since {
+                    Some((lower, since)) if lower == wanted => now >= since + DEMAND_DOWN_DELAY,
+                    _ => {
+                        demand.lower_since = Some((wanted, now));
+                        false
+                    }
+                }
+            };
+            if tell {
+                demand.told = Some(wanted);
+                demand.lower_since = None;
+                self.outputs.push_back(RoomOutput::LayerDemand {
+                    owner: publication.info.owner,
+                    track: publication.id,
+                    layers: wanted,
+                });
+            }
+        }
+    }
+
+    /// What the owner of `track` was last told of its demand (`None`: nothing, or all layers),
+    /// to repeat after it resumes.
+    pub fn told_demand(&self, track: TrackId) -> Option<u8> {
+        self.publications
+            .get(&track)
+            .and_then(|p| p.demand.told)
+            .flatten()
     }
 
     /// One allocation round: every attached video subscription gets a layer or is paused.

@@ -735,6 +735,26 @@ impl Node {
                 },
             );
         }
+        // After a resume: the layers of its tracks that nobody needs still.
+        let demands: Vec<(TrackId, u8)> = self
+            .rooms
+            .get(&room)
+            .map(|e| {
+                e.room
+                    .publications_of(id)
+                    .filter_map(|p| e.room.told_demand(p.id).map(|layers| (p.id, layers)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (track, layers) in demands {
+            self.notify(
+                id,
+                ServerMessage::VideoDemand {
+                    track_id: track.to_string(),
+                    layers: Some(u32::from(layers)),
+                },
+            );
+        }
     }
 
     /// Tells every publisher of a room the room's cap on its video (after a change).

@@ -929,6 +929,17 @@ impl Node {
                     subscriber,
                     packets,
                 } => self.send_padding(room, subscriber, packets, now),
+                RoomOutput::LayerDemand {
+                    owner,
+                    track,
+                    layers,
+                } => self.notify(
+                    owner,
+                    tern_signaling::protocol::ServerMessage::VideoDemand {
+                        track_id: track.to_string(),
+                        layers: layers.map(u32::from),
+                    },
+                ),
                 RoomOutput::GraceExpired(participant) => {
                     self.remove_participant(
                         participant,

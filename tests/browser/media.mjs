@@ -1,4 +1,6 @@
 // Chromium media robustness through the relay binary:
+//  0. dynacast: a publisher alone encodes no video; a subscriber's small tile turns on only the
+//     lowest layer, a large one every layer;
 //  1. a VP9 publisher reaches a VP9-capable subscriber, which decodes it; an AV1 publisher
 //     sending three spatial layers in one stream (L3T3_KEY SVC) is forwarded whole and decoded at
 //     its full size;
@@ -7,7 +9,7 @@
 //  3. a killed browser process disappears for the others within 15 s;
 //  4. a participant whose network drops all UDP calls over ICE-TCP and decodes video.
 //
-// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|av1|loss|kill|tcp]...
+// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|av1|dynacast|loss|kill|tcp]...
 
 import { startRelay, launchBrowser, spawnBrowser, openParticipant, until, inbound, metric, log } from './lib.mjs';
 import { createHosts, addLoss, blockUdp, mintToken, RELAY_IP } from './netns.mjs';
@@ -94,6 +96,54 @@ await scenario('av1', async (cleanups) => {
   if (width < sent.width) throw new Error(`bob decodes AV1 ${width} px wide, alice sends ${sent.width}`);
   log(`alice sends AV1 ${sent.mode} ${sent.width} px wide; bob decodes ${width} px`);
   await decodes(alice, 'alice (VP8 from bob)', 20);
+});
+
+await scenario('dynacast', async (cleanups) => {
+  const relay = await startRelay();
+  cleanups.push(() => relay.stop());
+  const browser = await launchBrowser();
+  cleanups.push(() => browser.close());
+  const alice = await openParticipant(browser, `${relay.base}/?room=dyn&name=alice`, 'alice');
+  /** Alice's camera encodings: which are on, and which send (frames encoded in the last second). */
+  const encodings = () => alice.evaluate(async () => {
+    const sender = window.tern.publishPc.getSenders().find((s) => s.track && s.track.kind === 'video');
+    const active = sender.getParameters().encodings.map((e) => `${e.rid}:${e.active === false ? 'off' : 'on'}`).join(' ');
+    const frames = async () => {
+      const out = {};
+      (await sender.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') out[s.rid] = s.framesEncoded || 0; });
+      return out;
+    };
+    const before = await frames();
+    await new Promise((r) => setTimeout(r, 1000));
+    const after = await frames();
+    const sending = Object.keys(after).filter((rid) => after[rid] > (before[rid] || 0)).sort().join(',');
+    return { active, sending };
+  });
+  const aloneAt = Date.now();
+  const alone = await until('alice alone encodes no video', async () => {
+    const e = await encodings();
+    return e.active === 'q:off h:off f:off' && e.sending === '' && e;
+  }, 15000);
+  log(`dynacast: alice alone: ${alone.active} after ${Date.now() - aloneAt} ms`);
+  // Bob joins and shows her in a 240x135 tile: only her lowest layer is needed.
+  const bob = await openParticipant(browser, `${relay.base}/?room=dyn&name=bob`, 'bob');
+  const tile = (css) => bob.evaluate((css) => Object.assign(document.querySelector('.tile.media').style, css), css);
+  await tile({ width: '240px', height: '135px', minHeight: '0' });
+  const small = await until('alice encodes only q for bob\'s small tile', async () => {
+    const e = await encodings();
+    return e.active === 'q:on h:off f:off' && e.sending === 'q' && e;
+  }, 20000);
+  await decodes(bob, 'bob (alice\'s q only)', 20);
+  // A large tile: the other layers come back, and bob gets the full picture.
+  await tile({ width: '1280px', height: '720px' });
+  const largeAt = Date.now();
+  const large = await until('alice encodes every layer again', async () => {
+    const e = await encodings();
+    return e.active === 'q:on h:on f:on' && e.sending === 'f,h,q' && e;
+  }, 10000);
+  const upMs = Date.now() - largeAt;
+  await until('bob decodes 1280 px', async () => (await inbound(bob)).minFrameWidth === 1280, 15000);
+  log(`dynacast: bob's small tile: ${small.active}; large tile: ${large.active} after ${upMs} ms, bob at 1280 px`);
 });
 
 await scenario('loss', async (cleanups) => {
