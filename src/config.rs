@@ -341,13 +341,18 @@ impl Default for RoomConfig {
     }
 }
 
+/// The default `log.filter`.
+pub const DEFAULT_LOG_FILTER: &str = "warn,tern=info,tern_signaling=info,rtc_dtls=error";
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            // rtc_dtls warns about every current browser's ClientHello (its DTLS 1.3 extensions)
-            // and about a server name it never uses; failed handshakes are logged and counted
-            // by Tern itself.
-            filter: "info,rtc_dtls=error".to_owned(),
+            // Tern's own lines at info (a join, a leave, a failure: one line each); the WebRTC
+            // stack's only from warn, since it logs ten state changes per peer connection at
+            // info. rtc_dtls warns about every current browser's ClientHello (its DTLS 1.3
+            // extensions) and about a server name it never uses; failed handshakes are logged
+            // and counted by Tern itself.
+            filter: DEFAULT_LOG_FILTER.to_owned(),
             format: LogFormat::Text,
         }
     }

@@ -77,7 +77,7 @@ pub async fn run<C, S, R>(
         "participant",
         tracing::field::display(format_args!("PA_{:x}", session.participant)),
     );
-    info!("signaling session open");
+    debug!("signaling session open");
     let mut events = admission.events;
     let mut pump = Pump::new(sink, &metrics, limits.write_timeout);
     let idle = tokio::time::sleep(limits.idle_timeout);
