@@ -380,3 +380,52 @@ fn padding_and_duplicates_are_dropped_and_never_a_switch_point() {
     // q no longer forwarded.
     assert_eq!(sent, vec![1_000, 1_001, 1_002, 1_003, 1_004, 1_005]);
 }
+
+/// The room reads every audio packet's level and tells everyone who speaks when that changes:
+/// a participant talking for a second becomes the active speaker, a muted one never does, and
+/// silence (no packets, as with DTX) ends the turn.
+#[test]
+fn the_active_speakers_follow_the_audio_levels() {
+    let mut r = room();
+    let t0 = Instant::now();
+    r.join(A, member("a")).unwrap();
+    r.join(B, member("b")).unwrap();
+    let (mic_a, mic_b) = (TrackId(21), TrackId(22));
+    r.publish(mic_a, microphone(A)).unwrap();
+    r.publish(mic_b, microphone(B)).unwrap();
+    r.set_muted(mic_b, true).unwrap();
+    outputs(&mut r);
+    let changed = |r: &mut Room| {
+        outputs(r)
+            .iter()
+            .filter(|o| **o == RoomOutput::ActiveSpeakersChanged)
+            .count()
+    };
+    // A talks (-30 dBov) and B, muted, shouts (-10 dBov): 50 packets a second for a second.
+    let mut now = t0;
+    for _ in 0..50 {
+        now += Duration::from_millis(20);
+        r.observe_audio_level(mic_a, 30, now);
+        r.observe_audio_level(mic_b, 10, now);
+        r.handle_timeout(now);
+    }
+    assert_eq!(changed(&mut r), 1);
+    assert_eq!(r.active_speakers(), &[A]);
+    // Then silence: no packets at all for three seconds.
+    for _ in 0..150 {
+        now += Duration::from_millis(20);
+        r.handle_timeout(now);
+    }
+    assert_eq!(changed(&mut r), 1);
+    assert!(r.active_speakers().is_empty());
+    // A talking member who leaves is no speaker any more.
+    for _ in 0..50 {
+        now += Duration::from_millis(20);
+        r.observe_audio_level(mic_a, 30, now);
+        r.handle_timeout(now);
+    }
+    assert_eq!(r.active_speakers(), &[A]);
+    r.leave(A).unwrap();
+    r.handle_timeout(now + Duration::from_millis(20));
+    assert!(r.active_speakers().is_empty());
+}

@@ -339,6 +339,11 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_video_kbps: Option<u32>,
     },
+    /// Added in 1.2. Who is speaking now, loudest first (at most three; empty: nobody), from
+    /// the audio level of their packets; sent to everyone in the room when it changes.
+    ActiveSpeakers {
+        participant_ids: Vec<String>,
+    },
     /// Added in 1.2. How many of one of your video tracks' layers, lowest quality first, anybody
     /// may receive now (`layers` absent: all; 0: none), so that the client stops encoding the
     /// others (dynacast). Fewer are told once they have been enough for a few seconds, more at
@@ -690,6 +695,16 @@ mod tests {
             }
         );
         assert_eq!(bare.kind().as_str(), "update_subscription");
+    }
+
+    #[test]
+    fn active_speakers_round_trips() {
+        assert_server_wire(
+            ServerMessage::ActiveSpeakers {
+                participant_ids: vec!["PA_1".into(), "PA_2".into()],
+            },
+            r#"{"type":"active_speakers","participant_ids":["PA_1","PA_2"]}"#,
+        );
     }
 
     #[test]

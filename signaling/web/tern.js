@@ -117,6 +117,7 @@ export class TernError extends Error {
  * - `subscription_state` (the relay message plus `participant_id`): what the relay forwards of
  *   a video track we receive; also kept in `subscriptions` and on the TrackInfo
  * - `publish_limits` (the relay message): the room's cap on our video, applied to our senders
+ * - `active_speakers` (the relay message): who speaks now, loudest first (`activeSpeakers`)
  * - `video_demand` (the relay message): how many layers of one of our video tracks anybody may
  *   receive; the encodings above are turned off (`videoDemand`)
  * - `data` ({ from, data }) and `chat` ({ from, text, name }) from the data channel
@@ -140,6 +141,8 @@ export class Room extends EventTarget {
     // Relay track id of our video -> how many of its layers, lowest first, anybody may receive
     // (`video_demand`; absent: all). Encodings above are turned off (dynacast).
     this.videoDemand = new Map();
+    // Who is speaking now, loudest first (participant ids, ours included; `active_speakers`).
+    this.activeSpeakers = [];
     this.iceServers = [];
     this.publishPc = null;
     this.subscribePc = null;
@@ -340,6 +343,9 @@ export class Room extends EventTarget {
       case 'publish_limits':
         this.publishLimits = { maxVideoKbps: message.max_video_kbps ?? null };
         await this._applyPublishLimits();
+        break;
+      case 'active_speakers':
+        this.activeSpeakers = message.participant_ids || [];
         break;
       case 'video_demand':
         if (message.layers === undefined || message.layers === null) this.videoDemand.delete(message.track_id);

@@ -14,3 +14,4 @@ pub mod meter;
 pub mod pacer;
 pub mod rewrite;
 pub mod room;
+pub mod speaker;

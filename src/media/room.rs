@@ -18,6 +18,7 @@ use super::ids::{ParticipantId, RoomId, TrackId};
 use super::keyframe::KeyframeRequester;
 use super::layers::{Arrival, ClockMapping, LayerSet};
 use super::meter::BitrateMeter;
+use super::speaker::{SpeakerConfig, SpeakerDetector};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -281,6 +282,8 @@ pub enum RoomOutput {
         subscriber: ParticipantId,
         packets: u32,
     },
+    /// The room's active speakers changed: [`Room::active_speakers`] has the new list.
+    ActiveSpeakersChanged,
     /// Tell a publisher how many of its track's layers, lowest first, anybody may receive
     /// (`None`: all), so that it stops encoding the others (dynacast).
     LayerDemand {
@@ -342,6 +345,7 @@ pub struct Room {
     keyframe_interval: Duration,
     bandwidth: RoomBandwidth,
     padding_due: Vec<(ParticipantId, u32)>,
+    speakers: SpeakerDetector,
 }
 
 impl Room {
@@ -362,7 +366,24 @@ impl Room {
             keyframe_interval,
             bandwidth: RoomBandwidth::new(config),
             padding_due: Vec::new(),
+            speakers: SpeakerDetector::new(SpeakerConfig::default()),
         }
+    }
+
+    /// The audio level (RFC 6464: 0 loudest, 127 silence) of one packet of an audio track, for
+    /// the active speakers. A muted track counts as silent.
+    pub fn observe_audio_level(&mut self, track: TrackId, level: u8, now: Instant) {
+        if let Some(p) = self.publications.get(&track)
+            && p.kind() == MediaKind::Audio
+            && !p.muted()
+        {
+            self.speakers.observe(p.info.owner, level, now);
+        }
+    }
+
+    /// The active speakers, loudest first.
+    pub fn active_speakers(&self) -> &[ParticipantId] {
+        self.speakers.speakers()
     }
 
     /// The bandwidth control loop: estimates, the last allocation, the budgets.
@@ -483,7 +504,9 @@ impl Room {
             | RoomOutput::SendPadding { subscriber, .. } => *subscriber != id,
             RoomOutput::RequestKeyframe { .. } => true,
             RoomOutput::LayerDemand { owner, .. } => *owner != id,
+            RoomOutput::ActiveSpeakersChanged => true,
         });
+        self.speakers.forget(id);
         Ok(owned)
     }
 
@@ -986,6 +1009,7 @@ impl Room {
         members
             .chain(keyframes)
             .chain(demands)
+            .chain(self.speakers.poll_timeout())
             .chain(self.bandwidth.poll_timeout())
             .min()
     }
@@ -1019,6 +1043,11 @@ impl Room {
             self.allocate(now);
         }
         self.update_demands(now);
+        if self.speakers.update(now).is_some() {
+            self.outputs.push_back(RoomOutput::ActiveSpeakersChanged);
+            // Speakers' cameras come before the other cameras.
+            self.bandwidth.wake(now);
+        }
         self.padding_due.clear();
         self.bandwidth.padding_due(now, &mut self.padding_due);
         for (subscriber, packets) in self.padding_due.drain(..) {
@@ -1116,6 +1145,9 @@ impl Room {
             }
             let priority = match publication.info.source {
                 TrackSource::Screen => Priority::Screen,
+                _ if self.speakers.speakers().contains(&publication.info.owner) => {
+                    Priority::Speaker
+                }
                 _ => Priority::Normal,
             };
             tracks.push((*id, priority, rates));

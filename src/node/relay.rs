@@ -25,6 +25,7 @@ use crate::media::allocator::{PauseReason, Target};
 use crate::media::bandwidth::{PADDING_PACKET_BYTES, SentPacket};
 use crate::media::codec::Codec;
 use crate::media::codec::vp8;
+use crate::media::extmap::HeaderExtension;
 use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::{RewriteTarget, rewrite};
@@ -139,6 +140,8 @@ pub(super) struct Inbound {
     pub track: TrackId,
     pub codec: Codec,
     pub packet: Packet,
+    /// The RFC 6464 audio level the packet carries, if any (0 loudest, 127 silence).
+    pub audio_level: Option<u8>,
 }
 
 /// A publisher stream `rtc` bound (by rid, for a simulcast layer).
@@ -665,6 +668,7 @@ impl Node {
             track,
             codec,
             packet,
+            audio_level,
         } in inbound.drain(..)
         {
             let kind = codec.kind();
@@ -676,6 +680,9 @@ impl Node {
             let Some(entry) = self.rooms.get_mut(&room) else {
                 continue;
             };
+            if let Some(level) = audio_level {
+                entry.room.observe_audio_level(track, level, now);
+            }
             let info = codec.inspect(&packet.payload);
             let meta = InboundPacket {
                 ssrc: packet.header.ssrc,
@@ -940,6 +947,22 @@ impl Node {
                         layers: layers.map(u32::from),
                     },
                 ),
+                RoomOutput::ActiveSpeakersChanged => {
+                    let Some(entry) = self.rooms.get(&room) else {
+                        continue;
+                    };
+                    let participant_ids = entry
+                        .room
+                        .active_speakers()
+                        .iter()
+                        .map(|id| id.to_string())
+                        .collect();
+                    self.broadcast(
+                        room,
+                        None,
+                        tern_signaling::protocol::ServerMessage::ActiveSpeakers { participant_ids },
+                    );
+                }
                 RoomOutput::GraceExpired(participant) => {
                     self.remove_participant(
                         participant,
@@ -1227,12 +1250,21 @@ fn collect_leg_output(
                     continue;
                 };
                 match (state.streams.get(&packet.header.ssrc), &room) {
-                    (Some(stream), Some(room)) => inbound.push(Inbound {
-                        room: *room,
-                        track: stream.track,
-                        codec: stream.codec,
-                        packet,
-                    }),
+                    (Some(stream), Some(room)) => {
+                        let audio_level = state
+                            .extensions
+                            .id(HeaderExtension::AudioLevel)
+                            .and_then(|id| packet.header.extensions.iter().find(|e| e.id == id))
+                            .and_then(|e| e.payload.first())
+                            .map(|b| b & 0x7f);
+                        inbound.push(Inbound {
+                            room: *room,
+                            track: stream.track,
+                            codec: stream.codec,
+                            packet,
+                            audio_level,
+                        })
+                    }
                     _ => metrics.count_drop(DropReason::UnknownStream),
                 }
             }

@@ -1,5 +1,7 @@
 // Chromium media robustness through the relay binary:
-//  0. dynacast: a publisher alone encodes no video; a subscriber's small tile turns on only the
+//  0. active speaker: of a participant whose microphone plays a tone and one whose plays silence,
+//     everyone is told the first speaks and the page marks her tile;
+//     dynacast: a publisher alone encodes no video; a subscriber's small tile turns on only the
 //     lowest layer, a large one every layer;
 //  1. a VP9 publisher reaches a VP9-capable subscriber, which decodes it; an AV1 publisher
 //     sending three spatial layers in one stream (L3T3_KEY SVC) is forwarded whole and decoded at
@@ -9,8 +11,11 @@
 //  3. a killed browser process disappears for the others within 15 s;
 //  4. a participant whose network drops all UDP calls over ICE-TCP and decodes video.
 //
-// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|av1|dynacast|loss|kill|tcp]...
+// Run as root (network namespaces, nftables): node tests/browser/media.mjs [vp9|av1|dynacast|speaker|loss|kill|tcp]...
 
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { startRelay, launchBrowser, spawnBrowser, openParticipant, until, inbound, metric, log } from './lib.mjs';
 import { createHosts, addLoss, blockUdp, mintToken, RELAY_IP } from './netns.mjs';
 
@@ -144,6 +149,55 @@ await scenario('dynacast', async (cleanups) => {
   const upMs = Date.now() - largeAt;
   await until('bob decodes 1280 px', async () => (await inbound(bob)).minFrameWidth === 1280, 15000);
   log(`dynacast: bob's small tile: ${small.active}; large tile: ${large.active} after ${upMs} ms, bob at 1280 px`);
+});
+
+/** A 16-bit mono 48 kHz WAV of `seconds` of a sine at `amplitude` (0: silence), for Chromium's
+ * fake microphone (`--use-file-for-fake-audio-capture`, played in a loop). */
+function wav(file, seconds, amplitude) {
+  const rate = 48000;
+  const samples = rate * seconds;
+  const data = Buffer.alloc(samples * 2);
+  for (let i = 0; i < samples; i++) data.writeInt16LE(Math.round(amplitude * 32767 * Math.sin((2 * Math.PI * 440 * i) / rate)), i * 2);
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0);
+  header.writeUInt32LE(36 + data.length, 4);
+  header.write('WAVEfmt ', 8);
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(1, 22);
+  header.writeUInt32LE(rate, 24);
+  header.writeUInt32LE(rate * 2, 28);
+  header.writeUInt16LE(2, 32);
+  header.writeUInt16LE(16, 34);
+  header.write('data', 36);
+  header.writeUInt32LE(data.length, 40);
+  fs.writeFileSync(file, Buffer.concat([header, data]));
+}
+
+await scenario('speaker', async (cleanups) => {
+  const relay = await startRelay();
+  cleanups.push(() => relay.stop());
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-speaker-'));
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  wav(path.join(dir, 'tone.wav'), 5, 0.5);
+  wav(path.join(dir, 'silence.wav'), 5, 0);
+  const talking = await launchBrowser(undefined, [`--use-file-for-fake-audio-capture=${path.join(dir, 'tone.wav')}`]);
+  cleanups.push(() => talking.close());
+  const quiet = await launchBrowser(undefined, [`--use-file-for-fake-audio-capture=${path.join(dir, 'silence.wav')}`]);
+  cleanups.push(() => quiet.close());
+  const alice = await openParticipant(talking, `${relay.base}/?room=speak&name=alice`, 'alice');
+  const bob = await openParticipant(quiet, `${relay.base}/?room=speak&name=bob`, 'bob');
+  const aliceId = await alice.evaluate(() => window.tern.participant.id);
+  const bobAt = Date.now();
+  await until('bob is told alice speaks, and her tile shows it', () => bob.evaluate((id) => {
+    const tile = document.querySelector(`.tile.media[data-participant="${id}"]`);
+    return window.tern.activeSpeakers.length === 1 && window.tern.activeSpeakers[0] === id && tile && tile.classList.contains('speaking');
+  }, aliceId), 20000);
+  await until('alice sees herself speaking', () => alice.evaluate(() => document.getElementById('self').classList.contains('speaking')), 10000);
+  const lists = await bob.evaluate(() => window.ternLog.filter((e) => e.type === 'active_speakers').map((e) => e.participant_ids));
+  const bobId = await bob.evaluate(() => window.tern.participant.id);
+  if (lists.some((l) => l.includes(bobId))) throw new Error(`bob's silence was taken for speech: ${JSON.stringify(lists)}`);
+  log(`speaker: bob told that alice speaks ${Date.now() - bobAt} ms after he joined; lists he got: ${JSON.stringify(lists.map((l) => l.map((id) => (id === aliceId ? 'alice' : id))))}`);
 });
 
 await scenario('loss', async (cleanups) => {
