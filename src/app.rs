@@ -2,11 +2,12 @@
 
 use crate::config::Config;
 use crate::ice_servers::IceServerConfig;
-use crate::metrics::{Metrics, NodeSnapshot};
-use crate::node::control::RelayControl;
+use crate::metrics::{Metrics, NodeSnapshot, NodeSnapshots};
+use crate::node::control::{RelayControl, WorkerHandle};
 use crate::node::driver::{self, DriverIo, NodeThread};
 use crate::node::engine::{EngineSettings, random_token};
-use crate::node::relay::{Node, NodeConfig, NodeShared};
+use crate::node::placement::Placement;
+use crate::node::relay::{Node, NodeConfig, NodeShared, WorkerPlace};
 use crate::node::socket::bind_std_media_socket;
 use crate::node::tcp::{self, TcpSettings};
 use crate::webhooks::{self, WebhookSettings, Webhooks};
@@ -47,21 +48,26 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The HTTPS/WSS listener, when TLS is configured.
     pub https_addr: Option<SocketAddr>,
-    /// The ICE-TCP listener, when configured.
+    /// The first worker's ICE-TCP listener, when configured.
     pub tcp_addr: Option<SocketAddr>,
     /// The separate listener for health, readiness and metrics, when configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The first media worker's UDP address.
     pub media_addr: SocketAddr,
+    /// Every media worker's UDP address, in worker order.
+    pub media_addrs: Vec<SocketAddr>,
+    /// Every media worker's ICE-TCP address, when ICE-TCP is on.
+    pub tcp_addrs: Vec<SocketAddr>,
     pub keys: KeySet,
     pub dev_mode: bool,
     pub metrics: Arc<Metrics>,
     pub control: RelayControl,
-    pub snapshot: Arc<NodeSnapshot>,
+    pub snapshot: NodeSnapshots,
     draining: Arc<AtomicBool>,
     http: JoinHandle<()>,
     https: Option<JoinHandle<()>>,
     metrics_listener: Option<JoinHandle<()>>,
-    node: NodeThread,
+    nodes: Vec<NodeThread>,
 }
 
 impl Running {
@@ -71,7 +77,9 @@ impl Running {
         for task in [&self.https, &self.metrics_listener].into_iter().flatten() {
             task.abort();
         }
-        self.node.stop();
+        for node in &self.nodes {
+            node.stop();
+        }
     }
 
     /// Stops taking joins: `/readyz` answers 503 and new joins are refused with `draining`
@@ -90,11 +98,14 @@ impl Running {
             .then(|| self.snapshot.read().participants)
     }
 
-    /// Waits until the HTTP server or the worker ends, whichever is first.
+    /// Waits until the HTTP server or any media worker ends, whichever is first.
     pub async fn wait(&mut self) {
+        let workers = futures_util::future::select_all(
+            self.nodes.iter_mut().map(|node| Box::pin(node.stopped())),
+        );
         tokio::select! {
             _ = &mut self.http => {}
-            _ = self.node.stopped() => {}
+            _ = workers => {}
         }
     }
 }
@@ -117,6 +128,17 @@ fn advertised(config: &Config, bound: SocketAddr) -> Vec<SocketAddr> {
         .iter()
         .map(|ip| SocketAddr::new(*ip, bound.port()))
         .collect()
+}
+
+/// Worker `index`'s address: the configured one's port plus `index` (port 0 stays 0: the
+/// system picks each worker's).
+fn worker_port(addr: SocketAddr, index: usize) -> SocketAddr {
+    if addr.port() == 0 {
+        return addr;
+    }
+    // `Config::validate` keeps the range under 65,536.
+    let port = u16::try_from(usize::from(addr.port()) + index).unwrap_or(u16::MAX);
+    SocketAddr::new(addr.ip(), port)
 }
 
 fn worker_config(config: &Config, media_addr: SocketAddr) -> NodeConfig {
@@ -190,9 +212,19 @@ fn bind_http_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// result.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
-    let socket = bind_std_media_socket(config.media.listen, config.media.socket_buffer_bytes)
-        .with_context(|| format!("cannot bind media UDP socket on {}", config.media.listen))?;
-    let media_addr = socket.local_addr()?;
+    let workers = config.media_workers();
+    let mut sockets = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let addr = worker_port(config.media.listen, index);
+        let socket = bind_std_media_socket(addr, config.media.socket_buffer_bytes)
+            .with_context(|| format!("cannot bind media UDP socket on {addr} (worker {index})"))?;
+        sockets.push(socket);
+    }
+    let media_addrs = sockets
+        .iter()
+        .map(|socket| socket.local_addr())
+        .collect::<Result<Vec<_>, _>>()?;
+    let media_addr = media_addrs[0];
     let listener = bind_http_listener(config.http.listen)
         .with_context(|| format!("cannot bind HTTP listener on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
@@ -238,33 +270,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
     };
 
-    let metrics = Arc::new(Metrics::new());
-    let (commands_tx, commands_rx) = mpsc::channel(1024);
-    let mut node_config = worker_config(&config, media_addr);
-    let mut tcp_events = None;
-    let tcp_addr = match config.media.tcp_listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind ICE-TCP listener on {addr}"))?;
-            let bound = listener.local_addr()?;
-            node_config.tcp_candidates = advertised(&config, bound);
-            let (events_tx, events_rx) = mpsc::channel(4096);
-            tcp_events = Some(events_rx);
-            tokio::spawn(tcp::serve(
-                listener,
-                events_tx,
-                TcpSettings {
-                    max_connections: config.media.tcp_max_connections,
-                    stun_deadline: Duration::from_secs(config.media.tcp_stun_deadline_s),
-                    send_queue: 256,
-                },
-                metrics.media.tcp.clone(),
-            ));
-            Some(bound)
-        }
-        None => None,
-    };
+    let metrics = Arc::new(Metrics::with_workers(workers));
     let webhooks = if config.webhooks.urls.is_empty() {
         Webhooks::default()
     } else {
@@ -282,32 +288,84 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             metrics.webhooks.clone(),
         )
     };
-    node_config.webhooks = webhooks.is_enabled();
-    let snapshot = Arc::new(NodeSnapshot::default());
-    let node = Node::new(
-        node_config,
-        NodeShared {
-            metrics: metrics.media.clone(),
-            snapshot: snapshot.clone(),
-        },
-        Instant::now(),
-        SystemTime::now(),
-    );
-    let resume_tokens = node.known_resume_tokens();
-    let worker = driver::spawn(
-        node,
-        DriverIo {
-            socket,
-            commands: commands_rx,
-            tcp_events,
-            webhooks,
-            session_queue: config.session.event_queue,
-        },
-        metrics.media.clone(),
-    )
-    .context("cannot start the media node's thread")?;
+    let placement = Arc::new(Placement::new(config.room.max_rooms));
+    let mut handles = Vec::with_capacity(workers);
+    let mut snapshots = Vec::with_capacity(workers);
+    let mut nodes = Vec::with_capacity(workers);
+    let mut tcp_addrs = Vec::new();
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let (commands_tx, commands_rx) = mpsc::channel(1024);
+        let mut node_config = worker_config(&config, media_addrs[index]);
+        let mut tcp_events = None;
+        if let Some(addr) = config.media.tcp_listen {
+            let addr = worker_port(addr, index);
+            let listener = TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot bind ICE-TCP listener on {addr} (worker {index})")
+            })?;
+            let bound = listener.local_addr()?;
+            node_config.tcp_candidates = advertised(&config, bound);
+            let (events_tx, events_rx) = mpsc::channel(4096);
+            tcp_events = Some(events_rx);
+            tokio::spawn(tcp::serve(
+                listener,
+                events_tx,
+                TcpSettings {
+                    // One cap for the node, shared by the workers' listeners.
+                    max_connections: config.media.tcp_max_connections,
+                    stun_deadline: Duration::from_secs(config.media.tcp_stun_deadline_s),
+                    send_queue: 256,
+                },
+                metrics.tcp.clone(),
+            ));
+            tcp_addrs.push(bound);
+        }
+        node_config.webhooks = webhooks.is_enabled();
+        let snapshot = Arc::new(NodeSnapshot::default());
+        let node = Node::new(
+            node_config,
+            NodeShared {
+                metrics: metrics.worker(index),
+                snapshot: snapshot.clone(),
+                place: WorkerPlace {
+                    placement: placement.clone(),
+                    index,
+                    workers,
+                },
+            },
+            Instant::now(),
+            SystemTime::now(),
+        );
+        handles.push(WorkerHandle {
+            commands: commands_tx,
+            resume_tokens: node.known_resume_tokens(),
+        });
+        snapshots.push(snapshot);
+        nodes.push(
+            driver::spawn(
+                node,
+                DriverIo {
+                    index,
+                    socket,
+                    commands: commands_rx,
+                    tcp_events,
+                    webhooks: webhooks.clone(),
+                    session_queue: config.session.event_queue,
+                },
+                metrics.worker(index),
+            )
+            .with_context(|| format!("cannot start media worker {index}'s thread"))?,
+        );
+    }
+    let tcp_addr = tcp_addrs.first().copied();
+    let snapshot = NodeSnapshots::new(snapshots);
     let draining = Arc::new(AtomicBool::new(false));
-    let control = RelayControl::new(commands_tx, draining.clone(), resume_tokens);
+    let control = RelayControl::new(
+        handles,
+        placement,
+        snapshot.clone(),
+        draining.clone(),
+        metrics.signaling.limits.clone(),
+    );
 
     // Checked by `validate`.
     let trusted_proxies =
@@ -400,13 +458,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .layer(axum::middleware::from_fn(json_errors));
         tokio::spawn(serve::serve(listener, None, router, gate))
     });
-    info!(%http_addr, ?https_addr, ?metrics_addr, %media_addr, dev_mode, "relay started");
+    info!(%http_addr, ?https_addr, ?metrics_addr, ?media_addrs, workers, dev_mode, "relay started");
     Ok(Running {
         http_addr,
         https_addr,
         tcp_addr,
         metrics_addr,
         media_addr,
+        media_addrs,
+        tcp_addrs,
         keys,
         dev_mode,
         metrics,
@@ -416,7 +476,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http,
         https,
         metrics_listener,
-        node: worker,
+        nodes,
     })
 }
 
@@ -470,7 +530,7 @@ fn raise_file_limit() -> u64 {
 #[derive(Clone)]
 struct Operations {
     metrics: Arc<Metrics>,
-    snapshot: Arc<NodeSnapshot>,
+    snapshot: NodeSnapshots,
     control: RelayControl,
     draining: Arc<AtomicBool>,
     /// Bearer token `/metrics` requires, if any.

@@ -136,10 +136,16 @@ pub struct MetricsConfig {
     pub token: String,
 }
 
+/// More workers than this is a configuration mistake (participant ids route by worker, and
+/// each worker costs a thread and a port).
+pub const MAX_WORKERS: usize = 1024;
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct MediaConfig {
-    /// The one UDP socket every peer connection shares.
+    /// Media workers, each with its own thread, rooms and UDP port; 0: one per core.
+    pub workers: usize,
+    /// The first worker's UDP socket; worker i listens on this port plus i.
     pub listen: SocketAddr,
     /// Addresses put in the relay's ICE candidates. Empty: the listen address (which must then
     /// not be a wildcard such as 0.0.0.0).
@@ -279,6 +285,7 @@ impl Default for HttpConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
+            workers: 0,
             listen: SocketAddr::from(([127, 0, 0, 1], 50000)),
             advertised_ips: Vec::new(),
             allow_srtp_sha1_80: true,
@@ -593,6 +600,31 @@ impl Config {
                 "room.max_media_sections must be at least 4 and room.max_offers_per_s at least 1",
             ));
         }
+        let workers = self.media_workers();
+        if workers > MAX_WORKERS {
+            return Err(invalid(
+                "media.workers",
+                format!("{workers} workers; at most {MAX_WORKERS}"),
+            ));
+        }
+        for (key, addr) in [
+            ("media.listen", Some(self.media.listen)),
+            ("media.tcp_listen", self.media.tcp_listen),
+        ] {
+            if let Some(addr) = addr
+                && addr.port() != 0
+                && usize::from(addr.port()) + workers - 1 > usize::from(u16::MAX)
+            {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{workers} workers need ports {} to {}; choose a lower port",
+                        addr.port(),
+                        usize::from(addr.port()) + workers - 1
+                    ),
+                ));
+            }
+        }
         if self.room.max_rooms == 0 {
             return Err(invalid("room.max_rooms", "must be at least 1"));
         }
@@ -632,6 +664,14 @@ impl Config {
         chosen
             .map(|(k, s)| (k.clone(), s.clone()))
             .ok_or_else(|| invalid("webhooks.key", "names no key in auth.keys"))
+    }
+
+    /// How many media workers run: `media.workers`, or one per core the relay may use.
+    pub fn media_workers(&self) -> usize {
+        match self.media.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     pub fn resume_grace(&self) -> Duration {

@@ -8,10 +8,12 @@
 use crate::media::codec::MediaKind;
 use crate::process_metrics::ProcessMetrics;
 use crate::webhooks::WebhookMetrics;
+use prometheus::proto::{Metric, MetricFamily};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tern_signaling::limits::LimitCounters;
@@ -373,9 +375,59 @@ impl NodeSnapshot {
     }
 }
 
+impl std::ops::Add for NodeStats {
+    type Output = NodeStats;
+
+    fn add(self, other: NodeStats) -> NodeStats {
+        NodeStats {
+            rooms: self.rooms + other.rooms,
+            participants: self.participants + other.participants,
+            audio_publications: self.audio_publications + other.audio_publications,
+            video_publications: self.video_publications + other.video_publications,
+            audio_subscriptions: self.audio_subscriptions + other.audio_subscriptions,
+            video_subscriptions: self.video_subscriptions + other.video_subscriptions,
+            legs: self.legs + other.legs,
+            paused_subscriptions: self.paused_subscriptions + other.paused_subscriptions,
+            rooms_at_budget: self.rooms_at_budget + other.rooms_at_budget,
+        }
+    }
+}
+
+impl std::iter::Sum for NodeStats {
+    fn sum<I: Iterator<Item = NodeStats>>(iter: I) -> NodeStats {
+        iter.fold(NodeStats::default(), |sum, stats| sum + stats)
+    }
+}
+
+/// Every worker's snapshot: the relay's state is their sum.
+#[derive(Debug, Default, Clone)]
+pub struct NodeSnapshots(Vec<Arc<NodeSnapshot>>);
+
+impl NodeSnapshots {
+    pub fn new(workers: Vec<Arc<NodeSnapshot>>) -> Self {
+        NodeSnapshots(workers)
+    }
+
+    /// The whole relay's state.
+    pub fn read(&self) -> NodeStats {
+        self.0.iter().map(|snapshot| snapshot.read()).sum()
+    }
+
+    /// Each worker's own state, in worker order.
+    pub fn per_worker(&self) -> impl Iterator<Item = NodeStats> + '_ {
+        self.0.iter().map(|snapshot| snapshot.read())
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    /// The first media worker's counters (the only worker's, in tests and simulations).
     pub media: Arc<MediaMetrics>,
+    /// ICE-TCP connection counters, shared by every worker's listener.
+    pub tcp: TcpCounters,
+    /// Each media worker's packet-path counters, in a registry of its own: a worker never
+    /// touches another's cache lines, and a scrape sums them ([`merge_families`]).
+    workers: Vec<WorkerMetrics>,
     pub signaling: Arc<SignalingMetrics>,
     pub gauges: StateGauges,
     pub webhooks: Arc<WebhookMetrics>,
@@ -426,209 +478,55 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntGau
     g
 }
 
+/// One media worker's counters and the registry they are in.
+struct WorkerMetrics {
+    registry: Registry,
+    media: Arc<MediaMetrics>,
+}
+
+impl WorkerMetrics {
+    fn new(limits: LimitCounters, tcp: TcpCounters) -> Self {
+        let registry = Registry::new();
+        let media = Arc::new(MediaMetrics::register(&registry, limits, tcp));
+        WorkerMetrics { registry, media }
+    }
+}
+
 impl Metrics {
+    /// The metrics of a relay with one media worker.
     pub fn new() -> Self {
+        Self::with_workers(1)
+    }
+
+    /// The metrics of a relay with `workers` media workers (at least one).
+    pub fn with_workers(workers: usize) -> Self {
         let registry = Registry::new();
         let kind = "kind";
-        let rtp_received = counter_vec(
-            &registry,
-            "tern_rtp_packets_received_total",
-            "RTP packets received from publishers (after decryption), by media kind.",
-            kind,
-        );
-        let rtp_sent = counter_vec(
-            &registry,
-            "tern_rtp_packets_sent_total",
-            "Forwarded RTP packets handed to subscriber legs, by media kind (retransmissions excluded).",
-            kind,
-        );
-        let bytes_received = counter_vec(
-            &registry,
-            "tern_rtp_bytes_received_total",
-            "RTP payload bytes received from publishers, by media kind.",
-            kind,
-        );
-        let bytes_sent = counter_vec(
-            &registry,
-            "tern_rtp_bytes_sent_total",
-            "RTP payload bytes forwarded to subscribers, by media kind.",
-            kind,
-        );
-        let drops_vec = counter_vec(
-            &registry,
-            "tern_packets_dropped_total",
-            "Datagrams and packets not forwarded, by reason.",
-            "reason",
-        );
-        let feedback_vec = counter_vec(
-            &registry,
-            "tern_rtcp_feedback_received_total",
-            "RTCP feedback received from subscribers, by type.",
-            "type",
-        );
         let signaling =
             SignalingMetrics::register(&registry).expect("signaling metrics registered once");
-        let layer_switches = counter_vec(
-            &registry,
-            "tern_layer_switches_total",
-            "Subscriptions moved to another simulcast layer (at its keyframe), by direction: \
-             up to a better one, down to a worse one.",
-            "direction",
-        );
-        let media = MediaMetrics {
-            limits: signaling.limits.clone(),
-            rtp_packets_received: ByKind::new(&rtp_received),
-            rtp_packets_sent: ByKind::new(&rtp_sent),
-            rtp_bytes_received: ByKind::new(&bytes_received),
-            rtp_bytes_sent: ByKind::new(&bytes_sent),
-            udp_bytes_received: counter(
+        let tcp = {
+            let refused = counter_vec(
                 &registry,
-                "tern_udp_bytes_received_total",
-                "Bytes received on the media UDP socket (all datagrams).",
-            ),
-            udp_bytes_sent: counter(
-                &registry,
-                "tern_udp_bytes_sent_total",
-                "Bytes sent on the media UDP socket (all datagrams).",
-            ),
-            tcp_bytes_sent: counter(
-                &registry,
-                "tern_tcp_bytes_sent_total",
-                "Bytes queued to ICE-TCP connections, framing included.",
-            ),
-            tcp: {
-                let refused = counter_vec(
-                    &registry,
-                    "tern_ice_tcp_connections_closed_total",
-                    "ICE-TCP connections the relay closed or refused, by reason: over the \
+                "tern_ice_tcp_connections_closed_total",
+                "ICE-TCP connections the relay closed or refused, by reason: over the \
                      connection limit, no accepted STUN request before the deadline, a frame \
                      larger than any packet.",
-                    "reason",
-                );
-                TcpCounters {
-                    over_limit: refused.with_label_values(&["limit"]),
-                    no_stun: refused.with_label_values(&["stun_deadline"]),
-                    oversized_frame: refused.with_label_values(&["oversized_frame"]),
-                    open: gauge(
-                        &registry,
-                        "tern_ice_tcp_connections",
-                        "Open ICE-TCP connections.",
-                    ),
-                }
-            },
-            drops: DropReason::ALL
-                .iter()
-                .map(|r| drops_vec.with_label_values(&[r.as_str()]))
-                .collect(),
-            feedback: Feedback::ALL
-                .iter()
-                .map(|f| feedback_vec.with_label_values(&[f.as_str()]))
-                .collect(),
-            keyframe_requests_sent: counter(
-                &registry,
-                "tern_keyframe_requests_sent_total",
-                "PLIs sent to publishers (after throttling).",
-            ),
-            layer_switches_up: layer_switches.with_label_values(&["up"]),
-            layer_switches_down: layer_switches.with_label_values(&["down"]),
-            bandwidth_estimate: histogram(
-                &registry,
-                "tern_bandwidth_estimate_bps",
-                "Subscribers' estimated downlink bandwidth (bits per second), observed each time \
-                 transport-cc feedback updates an estimate.",
-                vec![
-                    50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6, 20e6,
-                ],
-            ),
-            probe_bytes_sent: counter(
-                &registry,
-                "tern_probe_bytes_sent_total",
-                "Padding bytes the relay sent to probe subscribers' downlinks.",
-            ),
-            nacks_sent: counter(
-                &registry,
-                "tern_nacks_sent_total",
-                "NACK packets the relay sent to publishers for packets it missed.",
-            ),
-            retransmissions_sent: counter(
-                &registry,
-                "tern_retransmissions_sent_total",
-                "Packets the relay retransmitted to subscribers from its own send history.",
-            ),
-            data_messages_received: counter(
-                &registry,
-                "tern_data_messages_received_total",
-                "Data-channel messages from participants that the relay accepted.",
-            ),
-            data_messages_sent: counter(
-                &registry,
-                "tern_data_messages_sent_total",
-                "Data-channel messages delivered to participants.",
-            ),
-            data_messages_refused: counter(
-                &registry,
-                "tern_data_messages_refused_total",
-                "Data-channel messages refused (no publish_data grant, too large, too many, not text).",
-            ),
-            leg_failures: {
-                let vec = counter_vec(
+                "reason",
+            );
+            TcpCounters {
+                over_limit: refused.with_label_values(&["limit"]),
+                no_stun: refused.with_label_values(&["stun_deadline"]),
+                oversized_frame: refused.with_label_values(&["oversized_frame"]),
+                open: gauge(
                     &registry,
-                    "tern_leg_failures_total",
-                    "Peer connections that failed, by stage (ICE never connected or consent lost; \
-                     DTLS handshake).",
-                    "stage",
-                );
-                LegFailure::ALL
-                    .iter()
-                    .map(|f| vec.with_label_values(&[f.as_str()]))
-                    .collect()
-            },
-            leg_panics: counter(
-                &registry,
-                "tern_leg_panics_total",
-                "Peer connections closed because the WebRTC stack panicked on their input.",
-            ),
-            forwarding_latency: histogram(
-                &registry,
-                "tern_forwarding_latency_seconds",
-                "Time from receiving a publisher's datagram to sending its last forwarded copy \
-                 (decrypt, decide, rewrite, encrypt, send), sampled one packet in 64.",
-                vec![
-                    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
-                    50e-3, 100e-3,
-                ],
-            ),
-            join_duration: histogram(
-                &registry,
-                "tern_join_duration_seconds",
-                "Time from a join being accepted to the participant's first peer connection \
-                 connected (ICE and DTLS done).",
-                vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0],
-            ),
-            command_duration: {
-                let vec = HistogramVec::new(
-                    HistogramOpts::new(
-                        "tern_worker_command_seconds",
-                        "Time the media worker spent on one command from signaling (a join, a \
-                         client message, a disconnect, an admin request), by kind: what one \
-                         message can cost everybody else's media.",
-                    )
-                    .buckets(vec![
-                        10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
-                        25e-3, 50e-3, 100e-3,
-                    ]),
-                    &["command"],
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("metric registered once");
-                CommandKind::ALL
-                    .iter()
-                    .map(|k| vec.with_label_values(&[k.as_str()]))
-                    .collect()
-            },
+                    "tern_ice_tcp_connections",
+                    "Open ICE-TCP connections.",
+                ),
+            }
         };
+        let workers: Vec<WorkerMetrics> = (0..workers.max(1))
+            .map(|_| WorkerMetrics::new(signaling.limits.clone(), tcp.clone()))
+            .collect();
         let gauges = StateGauges {
             rooms: gauge(&registry, "tern_rooms", "Open rooms."),
             participants: gauge(
@@ -673,7 +571,9 @@ impl Metrics {
             registry,
             process,
             webhooks,
-            media: Arc::new(media),
+            media: workers[0].media.clone(),
+            tcp,
+            workers,
             signaling: Arc::new(signaling),
             gauges,
         }
@@ -702,14 +602,267 @@ impl Metrics {
             .set(stats.paused_subscriptions as i64);
         g.rooms_at_budget.set(stats.rooms_at_budget as i64);
         let encoder = prometheus::TextEncoder::new();
+        let mut families = self.registry.gather();
+        for worker in &self.workers {
+            families.extend(worker.registry.gather());
+        }
         encoder
-            .encode_to_string(&self.registry.gather())
+            .encode_to_string(&merge_families(families))
             .unwrap_or_else(|err| format!("# encoding failed: {err}\n"))
+    }
+
+    /// Worker `index`'s packet-path counters.
+    pub fn worker(&self, index: usize) -> Arc<MediaMetrics> {
+        self.workers[index].media.clone()
+    }
+
+    /// How many media workers these metrics were made for.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+/// Families of the same name (one per worker) summed into one: counters, gauges and histogram
+/// buckets of equal labels add up. Families keep the order of their first appearance.
+fn merge_families(families: Vec<MetricFamily>) -> Vec<MetricFamily> {
+    let mut merged: Vec<MetricFamily> = Vec::with_capacity(families.len());
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for mut family in families {
+        let Some(&at) = by_name.get(family.name()) else {
+            by_name.insert(family.name().to_owned(), merged.len());
+            merged.push(family);
+            continue;
+        };
+        let into = &mut merged[at];
+        for metric in family.take_metric() {
+            let same = into
+                .mut_metric()
+                .iter_mut()
+                .find(|m| m.get_label() == metric.get_label());
+            match same {
+                Some(existing) => add_metric(existing, &metric),
+                None => into.mut_metric().push(metric),
+            }
+        }
+    }
+    merged
+}
+
+fn add_metric(into: &mut Metric, other: &Metric) {
+    let mut counter = into.get_counter().clone();
+    counter.set_value(counter.get_value() + other.get_counter().get_value());
+    into.set_counter(counter);
+    let mut gauge = into.get_gauge().clone();
+    gauge.set_value(gauge.get_value() + other.get_gauge().get_value());
+    into.set_gauge(gauge);
+    let (mine, theirs) = (into.get_histogram(), other.get_histogram());
+    if !theirs.get_bucket().is_empty() || theirs.get_sample_count() > 0 {
+        let mut histogram = mine.clone();
+        histogram.set_sample_count(mine.get_sample_count() + theirs.get_sample_count());
+        histogram.set_sample_sum(mine.get_sample_sum() + theirs.get_sample_sum());
+        let buckets = mine
+            .get_bucket()
+            .iter()
+            .zip(theirs.get_bucket())
+            .map(|(a, b)| {
+                let mut bucket = a.clone();
+                bucket.set_cumulative_count(a.cumulative_count() + b.cumulative_count());
+                bucket
+            })
+            .collect();
+        histogram.set_bucket(buckets);
+        into.set_histogram(histogram);
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl MediaMetrics {
+    /// The packet-path counters, registered in `registry` (a worker's own); `limits` and
+    /// `tcp` are shared with the rest of the relay (they count rare events).
+    fn register(registry: &Registry, limits: LimitCounters, tcp: TcpCounters) -> Self {
+        let kind = "kind";
+        let rtp_received = counter_vec(
+            registry,
+            "tern_rtp_packets_received_total",
+            "RTP packets received from publishers (after decryption), by media kind.",
+            kind,
+        );
+        let rtp_sent = counter_vec(
+            registry,
+            "tern_rtp_packets_sent_total",
+            "Forwarded RTP packets handed to subscriber legs, by media kind (retransmissions excluded).",
+            kind,
+        );
+        let bytes_received = counter_vec(
+            registry,
+            "tern_rtp_bytes_received_total",
+            "RTP payload bytes received from publishers, by media kind.",
+            kind,
+        );
+        let bytes_sent = counter_vec(
+            registry,
+            "tern_rtp_bytes_sent_total",
+            "RTP payload bytes forwarded to subscribers, by media kind.",
+            kind,
+        );
+        let drops_vec = counter_vec(
+            registry,
+            "tern_packets_dropped_total",
+            "Datagrams and packets not forwarded, by reason.",
+            "reason",
+        );
+        let feedback_vec = counter_vec(
+            registry,
+            "tern_rtcp_feedback_received_total",
+            "RTCP feedback received from subscribers, by type.",
+            "type",
+        );
+        let layer_switches = counter_vec(
+            registry,
+            "tern_layer_switches_total",
+            "Subscriptions moved to another simulcast layer (at its keyframe), by direction: \
+             up to a better one, down to a worse one.",
+            "direction",
+        );
+        MediaMetrics {
+            limits,
+            rtp_packets_received: ByKind::new(&rtp_received),
+            rtp_packets_sent: ByKind::new(&rtp_sent),
+            rtp_bytes_received: ByKind::new(&bytes_received),
+            rtp_bytes_sent: ByKind::new(&bytes_sent),
+            udp_bytes_received: counter(
+                registry,
+                "tern_udp_bytes_received_total",
+                "Bytes received on the media UDP socket (all datagrams).",
+            ),
+            udp_bytes_sent: counter(
+                registry,
+                "tern_udp_bytes_sent_total",
+                "Bytes sent on the media UDP socket (all datagrams).",
+            ),
+            tcp_bytes_sent: counter(
+                registry,
+                "tern_tcp_bytes_sent_total",
+                "Bytes queued to ICE-TCP connections, framing included.",
+            ),
+            tcp,
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| drops_vec.with_label_values(&[r.as_str()]))
+                .collect(),
+            feedback: Feedback::ALL
+                .iter()
+                .map(|f| feedback_vec.with_label_values(&[f.as_str()]))
+                .collect(),
+            keyframe_requests_sent: counter(
+                registry,
+                "tern_keyframe_requests_sent_total",
+                "PLIs sent to publishers (after throttling).",
+            ),
+            layer_switches_up: layer_switches.with_label_values(&["up"]),
+            layer_switches_down: layer_switches.with_label_values(&["down"]),
+            bandwidth_estimate: histogram(
+                registry,
+                "tern_bandwidth_estimate_bps",
+                "Subscribers' estimated downlink bandwidth (bits per second), observed each time \
+                 transport-cc feedback updates an estimate.",
+                vec![
+                    50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6, 20e6,
+                ],
+            ),
+            probe_bytes_sent: counter(
+                registry,
+                "tern_probe_bytes_sent_total",
+                "Padding bytes the relay sent to probe subscribers' downlinks.",
+            ),
+            nacks_sent: counter(
+                registry,
+                "tern_nacks_sent_total",
+                "NACK packets the relay sent to publishers for packets it missed.",
+            ),
+            retransmissions_sent: counter(
+                registry,
+                "tern_retransmissions_sent_total",
+                "Packets the relay retransmitted to subscribers from its own send history.",
+            ),
+            data_messages_received: counter(
+                registry,
+                "tern_data_messages_received_total",
+                "Data-channel messages from participants that the relay accepted.",
+            ),
+            data_messages_sent: counter(
+                registry,
+                "tern_data_messages_sent_total",
+                "Data-channel messages delivered to participants.",
+            ),
+            data_messages_refused: counter(
+                registry,
+                "tern_data_messages_refused_total",
+                "Data-channel messages refused (no publish_data grant, too large, too many, not text).",
+            ),
+            leg_failures: {
+                let vec = counter_vec(
+                    registry,
+                    "tern_leg_failures_total",
+                    "Peer connections that failed, by stage (ICE never connected or consent lost; \
+                     DTLS handshake).",
+                    "stage",
+                );
+                LegFailure::ALL
+                    .iter()
+                    .map(|f| vec.with_label_values(&[f.as_str()]))
+                    .collect()
+            },
+            leg_panics: counter(
+                registry,
+                "tern_leg_panics_total",
+                "Peer connections closed because the WebRTC stack panicked on their input.",
+            ),
+            forwarding_latency: histogram(
+                registry,
+                "tern_forwarding_latency_seconds",
+                "Time from receiving a publisher's datagram to sending its last forwarded copy \
+                 (decrypt, decide, rewrite, encrypt, send), sampled one packet in 64.",
+                vec![
+                    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
+                    50e-3, 100e-3,
+                ],
+            ),
+            join_duration: histogram(
+                registry,
+                "tern_join_duration_seconds",
+                "Time from a join being accepted to the participant's first peer connection \
+                 connected (ICE and DTLS done).",
+                vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0],
+            ),
+            command_duration: {
+                let vec = HistogramVec::new(
+                    HistogramOpts::new(
+                        "tern_worker_command_seconds",
+                        "Time the media worker spent on one command from signaling (a join, a \
+                         client message, a disconnect, an admin request), by kind: what one \
+                         message can cost everybody else's media.",
+                    )
+                    .buckets(vec![
+                        10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3,
+                        25e-3, 50e-3, 100e-3,
+                    ]),
+                    &["command"],
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("metric registered once");
+                CommandKind::ALL
+                    .iter()
+                    .map(|k| vec.with_label_values(&[k.as_str()]))
+                    .collect()
+            },
+        }
     }
 }

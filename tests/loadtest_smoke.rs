@@ -1,16 +1,19 @@
-//! `tern loadtest` against a relay in-process: a small run delivers every stream with
-//! (practically) no loss, and every field of the report is filled.
+//! `tern loadtest` against a relay in-process with two media workers: a small run delivers every
+//! stream with (practically) no loss, each worker carries one of the rooms, and every field of the
+//! report is filled.
 
 mod common;
 
 use clap::Parser;
 use tern::loadtest::{LoadtestArgs, run};
+use tern::media::codec::MediaKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_delivers_every_stream() {
     let secret = "loadtest-smoke-secret-of-at-least-32-bytes";
     let relay = common::start_relay(|config| {
         config.auth.keys.insert("smoke".into(), secret.into());
+        config.media.workers = 2;
     })
     .await;
     let url = format!("http://{}", relay.http_addr);
@@ -69,6 +72,19 @@ async fn a_small_run_delivers_every_stream() {
     assert!(report.keyframes_sent >= 2, "{text}");
     assert_eq!(report.packets_foreign, 0, "{text}");
     assert!(report.errors.is_empty(), "{text}");
+    // The two rooms went to the two workers, and each forwarded its room's media.
+    for worker in 0..2 {
+        let sent = relay
+            .metrics
+            .worker(worker)
+            .rtp_packets_sent
+            .get(MediaKind::Video)
+            .get();
+        assert!(
+            sent >= 2 * 3 * 30,
+            "worker {worker} forwarded {sent} video packets\n{text}"
+        );
+    }
 
     // The same summary as one JSON document with snake_case fields.
     let json = serde_json::to_value(&report).unwrap();

@@ -96,6 +96,8 @@ pub struct RoomSummary {
     pub created_at: u64,
     /// Created through this API (rather than by a first join).
     pub created_by_api: bool,
+    /// The media worker holding the room (0 .. `media.workers`).
+    pub worker: usize,
     pub participants: Vec<ParticipantSummary>,
     pub bandwidth: RoomBandwidthSummary,
 }
@@ -726,6 +728,7 @@ mod tests {
             policy: policy.clone(),
             created_at: 1,
             created_by_api: true,
+            worker: 0,
             participants: vec![ParticipantSummary {
                 id: "PA_1".into(),
                 identity: "alice".into(),

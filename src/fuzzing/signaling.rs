@@ -5,7 +5,7 @@ use crate::metrics::Metrics;
 use crate::node::command::{CommandReply, NodeCommand};
 use crate::node::output::NodeEvent;
 use crate::node::pair::{client_peer_connection, synthetic_track};
-use crate::node::relay::{Node, NodeConfig, NodeShared};
+use crate::node::relay::{Node, NodeConfig, NodeShared, WorkerPlace};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::cell::RefCell;
@@ -52,6 +52,7 @@ fn harness() -> Option<Harness> {
     let shared = NodeShared {
         metrics: Metrics::new().media.clone(),
         snapshot: Default::default(),
+        place: WorkerPlace::single(config.max_rooms),
     };
     Some(Harness {
         node: Node::new(config, shared, Instant::now(), SystemTime::now()),

@@ -2,7 +2,7 @@
 //! participants and tracks. Requests arrive as [`NodeCommand::Admin`](super::command::NodeCommand).
 
 use super::command::{AdminReply, AdminRequest};
-use super::participants::{track_kind, wire_source};
+use super::participants::{RoomRefused, track_kind, wire_source};
 use super::relay::Node;
 use super::state::RoomEntry;
 use super::state::RoomKey;
@@ -134,7 +134,10 @@ impl Node {
         let policy = checked(create.policy().over(&self.config.room_defaults))?;
         let key = self
             .create_room(name, policy, now)
-            .ok_or(AdminError::TooManyRooms)?;
+            .map_err(|refused| match refused {
+                RoomRefused::NodeFull => AdminError::TooManyRooms,
+                RoomRefused::ElsewhereNow => AdminError::RoomExists,
+            })?;
         if let Some(entry) = self.rooms.get_mut(&key) {
             entry.created_by_api = true;
         }
@@ -237,6 +240,7 @@ impl Node {
             policy: entry.policy.clone(),
             created_at: unix_seconds(entry.created_at),
             created_by_api: entry.created_by_api,
+            worker: self.place.index,
             participants,
             bandwidth: RoomBandwidthSummary {
                 video_bps: entry.room.bandwidth().room_video_bps(),

@@ -1,18 +1,21 @@
-//! The relay's side of [`RoomControl`]: signaling sessions talk to the media node's driver
-//! through one bounded command channel; the node answers on each session's own bounded event
-//! channel.
+//! The relay's side of [`RoomControl`]: signaling sessions talk to each media worker's driver
+//! through that worker's bounded command channel, routed by room (see `placement`) or by the
+//! session's participant id; the worker answers on each session's own bounded event channel.
 
 #[cfg(feature = "fault-injection")]
 use super::command::LegReport;
 use super::command::{AdminReply, AdminRequest};
+use super::placement::Placement;
+use super::relay::WorkerPlace;
 use super::resume::KnownResumeTokens;
-use crate::metrics::NodeStats;
+use crate::metrics::{NodeSnapshots, NodeStats};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tern_signaling::admin::{AdminError, CreateRoom, MuteTrack, PatchRoom, RoomAdmin, RoomSummary};
 use tern_signaling::control::{
     Admission, Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionKey,
 };
+use tern_signaling::limits::{Limit, LimitCounters};
 use tern_signaling::protocol::ClientMessage;
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,52 +46,92 @@ pub enum Command {
     },
 }
 
-/// A cheap handle to the worker, cloned into every signaling session.
+/// A cheap handle to the media workers, cloned into every signaling session: it routes each
+/// command to the worker that holds its room or session.
 #[derive(Clone)]
 pub struct RelayControl {
-    commands: mpsc::Sender<Command>,
+    workers: Arc<[mpsc::Sender<Command>]>,
+    placement: Arc<Placement>,
+    /// Each worker's published state: participants are the load new rooms are placed by.
+    snapshots: NodeSnapshots,
     draining: Arc<AtomicBool>,
-    resume_tokens: KnownResumeTokens,
+    resume_tokens: Arc<[KnownResumeTokens]>,
+    limits: LimitCounters,
+}
+
+/// How often a join is routed again after its worker found the room had moved (it closed there
+/// and was placed elsewhere while the join was queued): more than once means a room that keeps
+/// closing and reopening under the join, which then fails as `unavailable`.
+const JOIN_ROUTES: usize = 3;
+
+/// What the relay's control needs of each worker.
+pub struct WorkerHandle {
+    pub commands: mpsc::Sender<Command>,
+    pub resume_tokens: KnownResumeTokens,
 }
 
 impl RelayControl {
     /// `draining`: while set, joins other than resumes are refused with `unavailable`.
     pub fn new(
-        commands: mpsc::Sender<Command>,
+        workers: Vec<WorkerHandle>,
+        placement: Arc<Placement>,
+        snapshots: NodeSnapshots,
         draining: Arc<AtomicBool>,
-        resume_tokens: KnownResumeTokens,
+        limits: LimitCounters,
     ) -> Self {
         RelayControl {
-            commands,
+            resume_tokens: workers.iter().map(|w| w.resume_tokens.clone()).collect(),
+            workers: workers.into_iter().map(|w| w.commands).collect(),
+            placement,
+            snapshots,
             draining,
-            resume_tokens,
+            limits,
         }
     }
 
-    /// The worker's state, for the metrics gauges; `None` when the worker is gone.
+    /// The whole relay's state, summed over workers; `None` when a worker is gone.
     pub async fn stats(&self) -> Option<NodeStats> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Stats { reply }).await.ok()?;
-        answer.await.ok()
+        let mut sum = NodeStats::default();
+        for worker in self.workers.iter() {
+            let (reply, answer) = oneshot::channel();
+            worker.send(Command::Stats { reply }).await.ok()?;
+            sum = sum + answer.await.ok()?;
+        }
+        Some(sum)
     }
 
+    /// Every worker is running.
     pub fn is_running(&self) -> bool {
-        !self.commands.is_closed()
+        self.workers.iter().all(|worker| !worker.is_closed())
+    }
+
+    /// The worker holding `room`, if any.
+    pub fn worker_of_room(&self, room: &str) -> Option<usize> {
+        self.placement.find(room)
+    }
+
+    fn worker_of_session(&self, session: SessionKey) -> &mpsc::Sender<Command> {
+        &self.workers[WorkerPlace::worker_of(session.participant, self.workers.len())]
     }
 
     /// Test hook: the transport state of every leg.
     #[cfg(feature = "fault-injection")]
     pub async fn leg_reports(&self) -> Vec<LegReport> {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::LegReports { reply })
-            .await
-            .is_err()
-        {
-            return Vec::new();
+        let mut reports = Vec::new();
+        for worker in self.workers.iter() {
+            let (reply, answer) = oneshot::channel();
+            if worker.send(Command::LegReports { reply }).await.is_ok() {
+                reports.extend(answer.await.unwrap_or_default());
+            }
         }
-        answer.await.unwrap_or_default()
+        reports
+    }
+
+    fn load(&self) -> Vec<u64> {
+        self.snapshots
+            .per_worker()
+            .map(|s| s.participants)
+            .collect()
     }
 }
 
@@ -97,87 +140,145 @@ impl RoomControl for RelayControl {
         if self.draining.load(Ordering::Relaxed) && request.resume_token.is_none() {
             return Err(JoinRefusal::Unavailable);
         }
-        let (reply, answer) = oneshot::channel();
-        // Waiting for queue space throttles joins when the worker is saturated; the worker
-        // itself never waits on a session.
-        if self
-            .commands
-            .send(Command::Join { request, reply })
-            .await
-            .is_err()
-        {
-            return Err(JoinRefusal::Unavailable);
+        for _ in 0..JOIN_ROUTES {
+            let Ok(worker) = self.placement.route(&request.room, &self.load()) else {
+                self.limits.breached(Limit::NodeRooms);
+                return Err(JoinRefusal::TooManyRooms);
+            };
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Join {
+                request: request.clone(),
+                reply,
+            };
+            // Waiting for queue space throttles joins when the worker is saturated; the worker
+            // itself never waits on a session.
+            if self.workers[worker].send(command).await.is_err() {
+                self.placement.forget_unclaimed(&request.room, worker);
+                return Err(JoinRefusal::Unavailable);
+            }
+            match answer.await.unwrap_or(Err(JoinRefusal::Unavailable)) {
+                Ok(admission) => return Ok(admission),
+                Err(JoinRefusal::Unavailable)
+                    if self
+                        .placement
+                        .find(&request.room)
+                        .is_some_and(|now| now != worker) =>
+                {
+                    continue;
+                }
+                Err(refusal) => {
+                    self.placement.forget_unclaimed(&request.room, worker);
+                    return Err(refusal);
+                }
+            }
         }
-        answer.await.unwrap_or(Err(JoinRefusal::Unavailable))
+        Err(JoinRefusal::Unavailable)
     }
 
     async fn message(&self, session: SessionKey, message: ClientMessage) {
         let _ = self
-            .commands
+            .worker_of_session(session)
             .send(Command::Message { session, message })
             .await;
     }
 
     async fn disconnected(&self, session: SessionKey, how: Disconnect) {
         let _ = self
-            .commands
+            .worker_of_session(session)
             .send(Command::Disconnected { session, how })
             .await;
     }
 
     fn knows_resume_token(&self, resume_token: &str) -> bool {
-        self.resume_tokens.contains(resume_token)
+        self.resume_tokens
+            .iter()
+            .any(|tokens| tokens.contains(resume_token))
     }
 }
 
 impl RelayControl {
-    async fn admin(&self, request: AdminRequest) -> Result<AdminReply, AdminError> {
+    async fn admin_on(
+        &self,
+        worker: usize,
+        request: AdminRequest,
+    ) -> Result<AdminReply, AdminError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
+        self.workers[worker]
             .send(Command::Admin { request, reply })
             .await
             .map_err(|_| AdminError::Unavailable)?;
         answer.await.unwrap_or(Err(AdminError::Unavailable))
     }
 
-    async fn admin_room(&self, request: AdminRequest) -> Result<RoomSummary, AdminError> {
-        match self.admin(request).await? {
+    /// A request about an existing room, sent to the worker holding it.
+    async fn admin(&self, room: &str, request: AdminRequest) -> Result<AdminReply, AdminError> {
+        let worker = self.placement.find(room).ok_or(AdminError::NoSuchRoom)?;
+        self.admin_on(worker, request).await
+    }
+
+    async fn admin_room(
+        &self,
+        room: &str,
+        request: AdminRequest,
+    ) -> Result<RoomSummary, AdminError> {
+        match self.admin(room, request).await? {
             AdminReply::Room(room) => Ok(room),
             _ => Err(AdminError::Unavailable),
         }
     }
 
-    async fn admin_done(&self, request: AdminRequest) -> Result<(), AdminError> {
-        self.admin(request).await.map(|_| ())
+    async fn admin_done(&self, room: &str, request: AdminRequest) -> Result<(), AdminError> {
+        self.admin(room, request).await.map(|_| ())
     }
 }
 
 impl RoomAdmin for RelayControl {
     async fn list_rooms(&self) -> Result<Vec<RoomSummary>, AdminError> {
-        match self.admin(AdminRequest::List).await? {
-            AdminReply::Rooms(rooms) => Ok(rooms),
-            _ => Err(AdminError::Unavailable),
+        let mut all = Vec::new();
+        for worker in 0..self.workers.len() {
+            match self.admin_on(worker, AdminRequest::List).await? {
+                AdminReply::Rooms(rooms) => all.extend(rooms),
+                _ => return Err(AdminError::Unavailable),
+            }
         }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     async fn get_room(&self, name: String) -> Result<RoomSummary, AdminError> {
-        self.admin_room(AdminRequest::Get(name)).await
+        self.admin_room(&name.clone(), AdminRequest::Get(name))
+            .await
     }
 
     async fn create_room(&self, room: CreateRoom) -> Result<RoomSummary, AdminError> {
-        self.admin_room(AdminRequest::Create(room)).await
+        let name = room.name.clone();
+        let Ok(worker) = self.placement.route(&name, &self.load()) else {
+            self.limits.breached(Limit::NodeRooms);
+            return Err(AdminError::TooManyRooms);
+        };
+        let created = self.admin_on(worker, AdminRequest::Create(room)).await;
+        match created {
+            Ok(AdminReply::Room(summary)) => Ok(summary),
+            Ok(_) => Err(AdminError::Unavailable),
+            Err(err) => {
+                self.placement.forget_unclaimed(&name, worker);
+                Err(err)
+            }
+        }
     }
 
     async fn patch_room(&self, name: String, patch: PatchRoom) -> Result<RoomSummary, AdminError> {
-        self.admin_room(AdminRequest::Patch(name, patch)).await
+        self.admin_room(&name.clone(), AdminRequest::Patch(name, patch))
+            .await
     }
 
     async fn delete_room(&self, name: String) -> Result<(), AdminError> {
-        self.admin_done(AdminRequest::Delete(name)).await
+        self.admin_done(&name.clone(), AdminRequest::Delete(name))
+            .await
     }
 
     async fn remove_participant(&self, room: String, identity: String) -> Result<(), AdminError> {
-        self.admin_done(AdminRequest::Remove { room, identity })
+        self.admin_done(&room.clone(), AdminRequest::Remove { room, identity })
             .await
     }
 
@@ -187,11 +288,14 @@ impl RoomAdmin for RelayControl {
         identity: String,
         mute: MuteTrack,
     ) -> Result<(), AdminError> {
-        self.admin_done(AdminRequest::Mute {
-            room,
-            identity,
-            mute,
-        })
+        self.admin_done(
+            &room.clone(),
+            AdminRequest::Mute {
+                room,
+                identity,
+                mute,
+            },
+        )
         .await
     }
 }

@@ -42,6 +42,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 
 /// Where the driver's outside connections come from.
 pub struct DriverIo {
+    /// Which worker this is (names its thread).
+    pub index: usize,
     /// The bound media socket (non-blocking); registered on the node's own thread.
     pub socket: std::net::UdpSocket,
     pub commands: mpsc::Receiver<Command>,
@@ -108,7 +110,7 @@ pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::R
         .enable_all()
         .build()?;
     std::thread::Builder::new()
-        .name("tern-node".into())
+        .name(format!("tern-node-{}", io.index))
         .spawn(move || {
             let _guard = StoppedGuard(stopped_tx);
             runtime.block_on(async move {

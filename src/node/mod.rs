@@ -17,6 +17,7 @@ pub mod output;
 mod pacing;
 pub mod pair;
 mod participants;
+pub mod placement;
 mod publish;
 pub mod refusal;
 pub mod relay;

@@ -24,7 +24,7 @@ use tern_signaling::protocol::{
     ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ParticipantState,
     ServerMessage, TrackInfo, TrackKind,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The largest size a subscriber may name for a video it shows (16K is 15,360 pixels wide).
 const MAX_WISHED_PIXELS: u32 = 16_384;
@@ -156,8 +156,13 @@ impl Node {
             Some(key) => *key,
             None => {
                 let policy = self.config.room_defaults.clone();
-                self.create_room(room_name.clone(), policy, now)
-                    .ok_or(JoinRefusal::TooManyRooms)?
+                self.create_room(room_name.clone(), policy, now).map_err(
+                    |refused| match refused {
+                        RoomRefused::NodeFull => JoinRefusal::TooManyRooms,
+                        // Signaling routes the join again, to the worker holding the room.
+                        RoomRefused::ElsewhereNow => JoinRefusal::Unavailable,
+                    },
+                )?
             }
         };
         let entry = self
@@ -169,7 +174,7 @@ impl Node {
             return Err(JoinRefusal::RoomFull);
         }
         let id = loop {
-            let candidate = ParticipantId(rand::random::<u64>() >> 1);
+            let candidate = ParticipantId(self.place.participant_id(rand::random::<u64>() >> 1));
             if !self.participants.contains_key(&candidate) {
                 break candidate;
             }
@@ -564,17 +569,22 @@ impl Node {
         self.process_room_outputs(room_id, now);
     }
 
-    /// A new, empty room; `None` when the worker holds its maximum number of rooms.
+    /// A new, empty room, unless the worker holds its maximum number of rooms or the room was
+    /// placed on another worker meanwhile (see `placement`).
     pub(super) fn create_room(
         &mut self,
         name: RoomId,
         policy: RoomPolicy,
         now: Instant,
-    ) -> Option<RoomKey> {
+    ) -> Result<RoomKey, RoomRefused> {
         if self.rooms.len() >= self.config.max_rooms {
             self.metrics.limits.breached(Limit::NodeRooms);
             warn!(room = %name, "room refused: the node holds its maximum number of rooms");
-            return None;
+            return Err(RoomRefused::NodeFull);
+        }
+        if !self.place.placement.claim(&name.0, self.place.index) {
+            debug!(room = %name, "room is on another worker now; the join is routed again");
+            return Err(RoomRefused::ElsewhereNow);
         }
         let key = RoomKey(self.next_room);
         self.next_room += 1;
@@ -592,7 +602,7 @@ impl Node {
         self.rooms.insert(key, entry);
         self.room_event(EventKind::RoomStarted, key, now);
         self.arm_room_timer(key, now);
-        Some(key)
+        Ok(key)
     }
 
     /// Forgets a room (its participants must be gone already).
@@ -601,6 +611,9 @@ impl Node {
         if let Some(entry) = self.rooms.remove(&key) {
             info!(room = %entry.room.id(), "room closed");
             self.room_keys.remove(entry.room.id());
+            self.place
+                .placement
+                .release(&entry.room.id().0, self.place.index);
         }
     }
 
@@ -776,4 +789,13 @@ impl Node {
             );
         }
     }
+}
+
+/// Why a room was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RoomRefused {
+    /// The worker holds `room.max_rooms` rooms.
+    NodeFull,
+    /// Another worker holds the room now (it was closed here and placed there meanwhile).
+    ElsewhereNow,
 }

@@ -5,7 +5,6 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import net from 'node:net';
-import dgram from 'node:dgram';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -36,17 +35,6 @@ async function freeTcpPort() {
   });
 }
 
-async function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const socket = dgram.createSocket('udp4');
-    socket.once('error', reject);
-    socket.bind(0, '127.0.0.1', () => {
-      const { port } = socket.address();
-      socket.close(() => resolve(port));
-    });
-  });
-}
-
 /**
  * Starts `tern` (TERN_TEST_BIN or target/debug/tern) on free ports of `host`; resolves when healthy.
  * `extraArgs` are appended to the command line.
@@ -54,8 +42,9 @@ async function freeUdpPort() {
 export async function startRelay(extraArgs = [], host = '127.0.0.1') {
   const bin = process.env.TERN_TEST_BIN || path.join(repo, 'target', 'debug', 'tern');
   const httpPort = await freeTcpPort();
-  const mediaPort = await freeUdpPort();
-  const args = ['--http-listen', `${host}:${httpPort}`, '--media-listen', `${host}:${mediaPort}`, ...extraArgs];
+  // Port 0: every media worker on a port of its own that the system picks (a free port chosen
+  // here could have a taken neighbour for the second worker).
+  const args = ['--http-listen', `${host}:${httpPort}`, '--media-listen', `${host}:0`, ...extraArgs];
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TERN_LOG: process.env.TERN_LOG || 'info' } });
   const output = [];
   // TERN_TEST_RELAY_LOG=file keeps the relay's whole log (the in-memory tail is for failures).
@@ -69,7 +58,7 @@ export async function startRelay(extraArgs = [], host = '127.0.0.1') {
     try { return (await fetch(`${base}/healthz`)).ok; } catch { return false; }
   }, 20000);
   return {
-    base, httpPort, mediaPort, child,
+    base, httpPort, child,
     output: () => output.join(''),
     stop: () => new Promise((resolve) => {
       if (child.exitCode !== null) return resolve();

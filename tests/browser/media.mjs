@@ -261,8 +261,17 @@ await scenario('tcp', async (cleanups) => {
   log('all UDP dropped in alice\'s network namespace');
   const secret = 'tcp-test-secret-0123456789abcdef01234';
   const relay = await startRelay(['--advertise-ip', RELAY_IP, '--api-key', 'tcp', '--api-secret', secret,
-    '--tcp-listen', '0.0.0.0:0'], '0.0.0.0');
+    '--tcp-listen', '0.0.0.0:0', '--media-workers', '2'], '0.0.0.0');
   cleanups.push(() => relay.stop());
+  // A room made first takes the first media worker, so the call's room is placed on the second,
+  // with ICE-TCP (and UDP) ports of its own.
+  const adminToken = mintToken({ kid: 'tcp', secret, room: '*', identity: 'operator', admin: true });
+  const created = await fetch(`${relay.base}/api/rooms`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'first-worker' }),
+  });
+  if (!created.ok) throw new Error(`creating the first room: ${created.status} ${await created.text()}`);
   const origin = `http://${RELAY_IP}:${relay.httpPort}`;
   const pages = [];
   for (const [i, name] of ['alice', 'bob'].entries()) {
@@ -280,6 +289,10 @@ await scenario('tcp', async (cleanups) => {
   if (!after.stats.transports.every((t) => t.protocol === 'tcp')) throw new Error(`alice's legs are not on TCP: ${protocols}`);
   const open = await metric(relay.base, 'tern_ice_tcp_connections');
   if (!(open >= 2)) throw new Error(`relay reports ${open} ICE-TCP connections`);
+  const rooms = await (await fetch(`${relay.base}/api/rooms`, { headers: { authorization: `Bearer ${adminToken}` } })).json();
+  const worker = rooms.rooms?.find((r) => r.name === 'tcp')?.worker ?? rooms.find?.((r) => r.name === 'tcp')?.worker;
+  log(`room 'tcp' is on media worker ${worker}`);
+  if (worker !== 1) throw new Error(`room 'tcp' is on worker ${worker}, not the second: ${JSON.stringify(rooms)}`);
 });
 
 process.exit(failed ? 1 : 0);

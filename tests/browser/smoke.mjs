@@ -14,7 +14,7 @@ let failed = false;
 
 try {
   relay = await startRelay();
-  log(`relay on ${relay.base}, media UDP ${relay.mediaPort}`);
+  log(`relay on ${relay.base}`);
   browser = await launchBrowser();
   log(`chromium ${browser.version()}`);
   const pages = [];
