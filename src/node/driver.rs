@@ -11,6 +11,7 @@ use super::command::{CommandReply, NodeCommand};
 use super::control::Command;
 use super::guard::{self, Class};
 use super::output::{Carrier, NodeEvent, Transmit};
+use super::recv_batch::{RECV_BATCH, RecvBatch};
 use super::relay::Node;
 use super::send_batch::{BATCH, SendBatch};
 use super::socket::MediaSocket;
@@ -19,7 +20,6 @@ use crate::metrics::{DropReason, LATENCY_SAMPLE, MediaMetrics};
 use crate::webhooks::Webhooks;
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -29,13 +29,11 @@ use tern_signaling::limits::Limit;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
-/// Free space kept for the next datagram; larger ones are cut here and then dropped as oversized.
-const RECV_BUFFER_BYTES: usize = 4_096;
-/// Datagrams are received into slices of one arena, so handing each to the node (which takes an
-/// owned buffer) costs no allocation of its own.
+/// Received datagrams are copied into slices of one arena, so handing each to the node (which
+/// takes an owned buffer) costs no allocation of its own.
 const RECV_ARENA_BYTES: usize = 256 * 1024;
-/// Datagrams read per wake-up before commands and deadlines are looked at again.
-const RECV_BATCH: usize = 64;
+/// `recvmmsg` calls per wake-up before commands and deadlines are looked at again.
+const RECV_ROUNDS: usize = 2;
 /// How long the loop sleeps when the node has no deadline at all (it always has one: the
 /// snapshot timer).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -69,8 +67,9 @@ pub struct NodeDriver {
     /// UDP datagrams the node produced, sent together.
     outgoing: Vec<Transmit>,
     send_batch: SendBatch,
+    recv_batch: RecvBatch,
     recv_arena: BytesMut,
-    /// Forwarded RTP datagrams so far (picks the latency samples).
+    /// RTP datagrams received so far (picks the latency samples).
     forwarded: u64,
 }
 
@@ -136,6 +135,7 @@ pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::R
                     lost: Vec::new(),
                     outgoing: Vec::with_capacity(BATCH),
                     send_batch: SendBatch::new(dual_stack),
+                    recv_batch: RecvBatch::default(),
                     recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
                     forwarded: 0,
                 }
@@ -178,34 +178,53 @@ impl NodeDriver {
         info!("media node stopped");
     }
 
+    /// Takes what waits on the socket, a `recvmmsg` batch at a time, hands every datagram of a
+    /// batch to the node, then sends what they produced together (one `sendmmsg` for the
+    /// copies of many publisher packets).
     fn receive_batch(&mut self) {
-        for _ in 0..RECV_BATCH {
-            if self.recv_arena.capacity() - self.recv_arena.len() < RECV_BUFFER_BYTES {
-                self.recv_arena.reserve(RECV_ARENA_BYTES);
-            }
-            match self.socket.socket.try_recv_buf_from(&mut self.recv_arena) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    self.metrics.udp_bytes_received.inc_by(n as u64);
-                    let datagram = self.recv_arena.split();
-                    let rtp = guard::classify(&datagram) == Class::Rtp;
-                    self.node.handle_datagram(from, datagram, now);
-                    let sent = self.flush();
-                    if rtp && sent > 0 {
-                        self.forwarded += 1;
-                        if self.forwarded.is_multiple_of(LATENCY_SAMPLE) {
-                            self.metrics
-                                .forwarding_latency
-                                .observe(now.elapsed().as_secs_f64());
-                        }
-                    }
-                }
-                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
+        let fd = self.socket.socket.as_raw_fd();
+        for _ in 0..RECV_ROUNDS {
+            let count = match self.recv_batch.receive(fd) {
+                Ok(count) => count,
                 Err(err) => {
                     // ICMP errors surface here on Linux (a peer went away); nothing to do.
                     debug!("udp receive error: {err}");
                     return;
                 }
+            };
+            if count == 0 {
+                return;
+            }
+            let now = Instant::now();
+            let mut bytes = 0;
+            let mut sampled = false;
+            for index in 0..count {
+                let Some((from, datagram)) = self.recv_batch.datagram(index) else {
+                    continue;
+                };
+                bytes += datagram.len();
+                if self.recv_arena.capacity() - self.recv_arena.len() < datagram.len() {
+                    self.recv_arena.reserve(RECV_ARENA_BYTES);
+                }
+                self.recv_arena.extend_from_slice(datagram);
+                let datagram = self.recv_arena.split();
+                if guard::classify(&datagram) == Class::Rtp {
+                    self.forwarded += 1;
+                    sampled |= self.forwarded.is_multiple_of(LATENCY_SAMPLE);
+                }
+                self.node.handle_datagram(from, datagram, now);
+            }
+            self.metrics.udp_bytes_received.inc_by(bytes as u64);
+            let sent = self.flush();
+            // The sample covers the batch: from its arrival to the last copy of any of its
+            // datagrams leaving.
+            if sampled && sent > 0 {
+                self.metrics
+                    .forwarding_latency
+                    .observe(now.elapsed().as_secs_f64());
+            }
+            if count < RECV_BATCH {
+                return;
             }
         }
     }

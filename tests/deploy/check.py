@@ -227,7 +227,7 @@ def main():
     check("Dockerfile: multi-stage", len(stages) >= 2)
     check("Dockerfile: runs as non-root", bool(user) and not user[-1].startswith(("root", "0")))
     check("Dockerfile: ports and stop signal",
-          "EXPOSE 8080/tcp 50000/udp" in dockerfile and "STOPSIGNAL SIGTERM" in dockerfile)
+          "EXPOSE 8080/tcp 50000-50003/udp" in dockerfile and "STOPSIGNAL SIGTERM" in dockerfile)
     ignore = open(os.path.join(ROOT, ".dockerignore")).read().split()
     check(".dockerignore keeps target/ out of the build context", "target" in ignore)
 
