@@ -20,12 +20,14 @@ use crate::metrics::{DropReason, LATENCY_SAMPLE, MediaMetrics};
 use crate::webhooks::Webhooks;
 use bytes::BytesMut;
 use rustc_hash::FxHashMap;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_signaling::control::{Admission, Disconnect, JoinRefusal, SessionEvent, SessionKey};
 use tern_signaling::limits::Limit;
+use tokio::io::Interest;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -184,8 +186,16 @@ impl NodeDriver {
     fn receive_batch(&mut self) {
         let fd = self.socket.socket.as_raw_fd();
         for _ in 0..RECV_ROUNDS {
-            let count = match self.recv_batch.receive(fd) {
+            // `try_io` clears the socket's readiness when the call would block, so that the loop
+            // sleeps until more arrives.
+            let batch = &mut self.recv_batch;
+            let received = self
+                .socket
+                .socket
+                .try_io(Interest::READABLE, || batch.receive(fd));
+            let count = match received {
                 Ok(count) => count,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => return,
                 Err(err) => {
                     // ICMP errors surface here on Linux (a peer went away); nothing to do.
                     debug!("udp receive error: {err}");

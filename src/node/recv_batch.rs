@@ -46,8 +46,9 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Receives what is waiting on `fd` (non-blocking), up to [`RECV_BATCH`] datagrams; 0 when
-    /// nothing is (`WouldBlock` is not an error here).
+    /// Receives what is waiting on `fd` (non-blocking), up to [`RECV_BATCH`] datagrams; a
+    /// `WouldBlock` error when nothing is. (Under tokio, call it inside `try_io`, so that the
+    /// runtime learns the socket was drained: otherwise it reports it readable forever.)
     pub fn receive(&mut self, fd: RawFd) -> io::Result<usize> {
         self.received = 0;
         self.iovecs.clear();
@@ -88,7 +89,6 @@ impl RecvBatch {
             let err = io::Error::last_os_error();
             match err.kind() {
                 io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(0),
                 _ => return Err(err),
             }
         }
@@ -140,6 +140,15 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
 
+    /// Datagrams received now (0 when none waits).
+    fn receive(batch: &mut RecvBatch, socket: &UdpSocket) -> usize {
+        match batch.receive(socket.as_raw_fd()) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
     #[test]
     fn one_call_takes_every_waiting_datagram_with_its_sender() {
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -156,7 +165,7 @@ mod tests {
         // Loopback delivers at once, but the test does not rely on one call taking all three.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while got.len() < 3 && std::time::Instant::now() < deadline {
-            let n = batch.receive(receiver.as_raw_fd()).unwrap();
+            let n = receive(&mut batch, &receiver);
             for i in 0..n {
                 let (from, bytes) = batch.datagram(i).unwrap();
                 got.push((from, bytes.to_vec()));
@@ -168,11 +177,8 @@ mod tests {
             assert_eq!(got[i].1, vec![i as u8; 100 + i]);
         }
         assert!(batch.datagram(3).is_none());
-        assert_eq!(
-            batch.receive(receiver.as_raw_fd()).unwrap(),
-            0,
-            "nothing left"
-        );
+        let drained = batch.receive(receiver.as_raw_fd()).unwrap_err();
+        assert_eq!(drained.kind(), io::ErrorKind::WouldBlock, "nothing left");
     }
 
     #[test]
@@ -190,7 +196,7 @@ mod tests {
         let mut lens = Vec::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while lens.len() < 2 && std::time::Instant::now() < deadline {
-            let n = batch.receive(receiver.as_raw_fd()).unwrap();
+            let n = receive(&mut batch, &receiver);
             lens.extend((0..n).map(|i| batch.datagram(i).unwrap().1.len()));
         }
         assert_eq!(lens, vec![SLOT_BYTES, 4]);
@@ -207,7 +213,7 @@ mod tests {
         let mut batch = RecvBatch::default();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while std::time::Instant::now() < deadline {
-            if batch.receive(receiver.as_raw_fd()).unwrap() > 0 {
+            if receive(&mut batch, &receiver) > 0 {
                 let (from, bytes) = batch.datagram(0).unwrap();
                 assert_eq!(from, sender.local_addr().unwrap());
                 assert_eq!(bytes, b"six");

@@ -1,13 +1,18 @@
 // The bundled web page, three people in a call, driven through its real buttons:
 //  - each page decodes both remote videos and receives both remote audio streams, over
 //    SRTP_AEAD_AES_128_GCM on both legs;
+//  - the layout: remote tiles are 16:9, inside the grid, not overlapping, their videos letterboxed
+//    (never cropped); speaker view puts one tile large and the rest in a strip; a screen share is
+//    shown large; on a phone-sized portrait window the tiles still fit; our own video can be
+//    moved and hidden;
 //  - muting on one page shows on the others; a screen share appears as an extra tile;
 //  - a chat message reaches the other two; a closed page's tile goes away;
 //  - a participant without camera or microphone joins as a listener and receives;
 //  - resume: the page's WebSocket is cut by killing a TCP proxy between page and relay; the page
 //    resumes with the same participant id, its media flows again, and the others saw neither a
 //    leave nor a join.
-// With --screenshot, saves docs/screenshot.png of the three-person call.
+// With --screenshot, saves docs/screenshot.png of the three-person call, and
+// docs/screenshot-screen-share.png and docs/screenshot-phone.png.
 //
 // Run: node tests/browser/call.mjs [--screenshot]
 
@@ -65,6 +70,37 @@ async function open(browser, url, name, { noDevices = false } = {}) {
 }
 
 const participantId = (page) => page.evaluate(() => window.tern.participant.id);
+
+/** Where the page put each remote tile, and how its video fits. */
+const tileBoxes = (page) => page.evaluate(() => {
+  const grid = document.getElementById('grid').getBoundingClientRect();
+  return [...document.querySelectorAll('.tile:not(#self)')].map((el) => {
+    const r = el.getBoundingClientRect();
+    return {
+      kind: el.dataset.kind, main: el.classList.contains('main'),
+      x: r.left - grid.left, y: r.top - grid.top, w: r.width, h: r.height,
+      gridW: grid.width, gridH: grid.height,
+      fit: getComputedStyle(el.querySelector('video')).objectFit,
+    };
+  });
+});
+
+/** Tiles inside the grid, 16:9 (±2 %), not overlapping, letterboxed. */
+function checkGrid(who, boxes, { aspect = true } = {}) {
+  for (const b of boxes) {
+    if (b.fit !== 'contain') throw new Error(`${who}: a video is cropped (object-fit ${b.fit})`);
+    if (b.x < -1 || b.y < -1 || b.x + b.w > b.gridW + 1) throw new Error(`${who}: a tile leaves the grid ${JSON.stringify(b)}`);
+    if (aspect && Math.abs(b.w / b.h - 16 / 9) > 0.04) throw new Error(`${who}: a tile is ${b.w}x${b.h}, not 16:9`);
+  }
+  for (const [i, a] of boxes.entries()) {
+    for (const b of boxes.slice(i + 1)) {
+      const overlap = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x) > 1 && Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y) > 1;
+      if (overlap) throw new Error(`${who}: tiles overlap ${JSON.stringify([a, b])}`);
+    }
+  }
+}
+
+const settle = (page) => page.evaluate(() => new Promise((r) => setTimeout(r, 400))); // the tiles' 0.2 s move
 const log_ = (page) => page.evaluate(() => window.ternLog);
 
 let relay;
@@ -111,6 +147,59 @@ try {
     log(`screenshot saved to ${file}`);
   }
 
+  await step('the grid: 16:9 tiles as large as the window allows, letterboxed, never overlapping', async () => {
+    await settle(pages.alice);
+    const boxes = await tileBoxes(pages.alice);
+    if (boxes.length !== 2) throw new Error(`${boxes.length} remote tiles`);
+    checkGrid('alice', boxes);
+    // Two tiles in a 1280x720 window beside the chat: each at least 400 px wide.
+    if (!boxes.every((b) => b.w >= 400)) throw new Error(`small tiles: ${JSON.stringify(boxes)}`);
+    log(`alice's tiles: ${boxes.map((b) => `${Math.round(b.w)}x${Math.round(b.h)}@${Math.round(b.x)},${Math.round(b.y)}`).join(' ')}`);
+  });
+
+  await step('speaker view: one tile large, the other in a strip; back to the grid', async () => {
+    await pages.alice.click('#view');
+    await settle(pages.alice);
+    const boxes = await tileBoxes(pages.alice);
+    checkGrid('alice (speaker view)', boxes, { aspect: false });
+    const main = boxes.filter((b) => b.main);
+    const strip = boxes.filter((b) => !b.main);
+    if (main.length !== 1 || strip.length !== 1) throw new Error(`speaker view: ${JSON.stringify(boxes)}`);
+    if (!(main[0].w * main[0].h > 3 * strip[0].w * strip[0].h)) throw new Error(`the stage is not large: ${JSON.stringify(boxes)}`);
+    await pages.alice.click('#view');
+    await settle(pages.alice);
+    if ((await tileBoxes(pages.alice)).some((b) => b.main)) throw new Error('still staged after grid view');
+  });
+
+  await step('our own video can be moved and hidden', async () => {
+    const before = await pages.alice.evaluate(() => document.getElementById('self').getBoundingClientRect().toJSON());
+    await pages.alice.mouse.move(before.x + 40, before.y + 30);
+    await pages.alice.mouse.down();
+    await pages.alice.mouse.move(before.x - 300, before.y - 200, { steps: 5 });
+    await pages.alice.mouse.up();
+    const after = await pages.alice.evaluate(() => document.getElementById('self').getBoundingClientRect().toJSON());
+    if (!(after.x < before.x - 200 && after.y < before.y - 100)) throw new Error(`self view did not move: ${JSON.stringify([before, after])}`);
+    await pages.alice.click('#self-view');
+    if (await pages.alice.evaluate(() => document.getElementById('self').offsetParent !== null)) throw new Error('self view still shown');
+    await pages.alice.click('#self-view');
+    if (await pages.alice.evaluate(() => document.getElementById('self').offsetParent === null)) throw new Error('self view not shown again');
+  });
+
+  await step('a phone-sized portrait window: the tiles fit, one above the other', async () => {
+    await pages.carol.setViewportSize({ width: 390, height: 844 });
+    await settle(pages.carol);
+    const boxes = await tileBoxes(pages.carol);
+    checkGrid('carol (phone)', boxes);
+    if (!(boxes.length === 2 && Math.abs(boxes[0].x - boxes[1].x) < 2)) throw new Error(`not stacked: ${JSON.stringify(boxes)}`);
+    if (!boxes.every((b) => b.w >= 300)) throw new Error(`small tiles on a phone: ${JSON.stringify(boxes)}`);
+    if (screenshot) {
+      const file = path.join(repo, 'docs', 'screenshot-phone.png');
+      await pages.carol.screenshot({ path: file });
+      log(`screenshot saved to ${file}`);
+    }
+    await pages.carol.setViewportSize({ width: 1280, height: 720 });
+  });
+
   await step('muting on one page shows on the others', async () => {
     await pages.alice.click('#mic');
     await pages.alice.click('#camera');
@@ -136,6 +225,20 @@ try {
       }, ids.bob), 20000);
       const count = await pages[n].evaluate(() => document.querySelectorAll('.tile:not(#self)').length);
       if (count !== 3) throw new Error(`${n} shows ${count} remote tiles`);
+    }
+    // The share is on the stage, the cameras in the strip beside it.
+    await settle(pages.alice);
+    const boxes = await tileBoxes(pages.alice);
+    checkGrid('alice (screen share)', boxes, { aspect: false });
+    const main = boxes.filter((b) => b.main);
+    if (!(main.length === 1 && main[0].kind === 'screen')) throw new Error(`the share is not staged: ${JSON.stringify(boxes)}`);
+    const largestOther = Math.max(...boxes.filter((b) => !b.main).map((b) => b.w * b.h));
+    if (!(main[0].w * main[0].h > 3 * largestOther)) throw new Error(`the share is not large: ${JSON.stringify(boxes)}`);
+    if (screenshot) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const file = path.join(repo, 'docs', 'screenshot-screen-share.png');
+      await pages.alice.screenshot({ path: file });
+      log(`screenshot saved to ${file}`);
     }
   });
 
