@@ -82,6 +82,9 @@ isolated node tests/browser/smoke.mjs
 step "headless Chromium: the web page, three people (media, mute, screen, chat, listener, resume, leave)"
 isolated node tests/browser/call.mjs
 
+step "headless Chromium: the lobby (preview, microphone meter, device pickers, join with the camera off, blocked devices) and switching cameras mid-call"
+isolated node tests/browser/lobby.mjs
+
 step "headless Chromium: an operator mutes a participant through the admin API; the page shows it"
 isolated node tests/browser/operator.mjs
 

@@ -610,6 +610,22 @@ export class Room extends EventTarget {
     this.dataChannel.send(text);
   }
 
+  /**
+   * Swaps the capture behind one of our published tracks (another camera or microphone) without
+   * renegotiating: the others keep receiving the same track, now from `track`, which takes the
+   * old one's mute state. The old capture is not stopped (the caller owns it).
+   */
+  async replaceTrack(trackId, track) {
+    const local = this.localTracks.get(trackId);
+    if (!local) throw new TernError('unknown_track', `no published track ${trackId}`);
+    if (track.kind !== local.track.kind) throw new TernError('malformed_message', `a ${local.track.kind} track cannot be replaced by a ${track.kind} track`);
+    const entry = this._published.find((p) => !p.stopped && p.transceiver.sender.track === local.track);
+    if (!entry) throw new TernError('unknown_track', `track ${trackId} is not being sent`);
+    track.enabled = !(local.selfMuted || local.adminMuted);
+    await entry.transceiver.sender.replaceTrack(track);
+    local.track = track;
+  }
+
   /** Sends a chat line; the others receive a `chat` event. */
   sendChat(text) {
     this.sendData(JSON.stringify({ type: 'chat', text }));
