@@ -827,8 +827,7 @@ impl MediaMetrics {
                 registry,
                 "tern_forwarding_latency_seconds",
                 "Time from receiving a publisher's datagram to sending its last forwarded copy \
-                 (decrypt, decide, rewrite, encrypt, send), sampled one packet in 64; datagrams \
-                 received in one batch are sent together, so a sample includes the others' work.",
+                 (decrypt, decide, rewrite, encrypt, send), sampled one packet in 64.",
                 vec![
                     10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
                     50e-3, 100e-3,
