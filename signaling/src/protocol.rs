@@ -344,6 +344,14 @@ pub enum ServerMessage {
     ActiveSpeakers {
         participant_ids: Vec<String>,
     },
+    /// Added in 1.3. Participants' connection quality (`good`, `poor`: loss, delay or too little
+    /// bandwidth for their video; `lost`: their connection is down), judged every 2 s from what
+    /// the relay measures; worse is told at once, better once it held for 4 s. Sent to everyone
+    /// in the room for the participants whose quality changed, yourself included, and with
+    /// everybody's quality once after `joined` (a client starts from `good` for all).
+    ConnectionQuality {
+        updates: Vec<ParticipantQuality>,
+    },
     /// Added in 1.2. How many of one of your video tracks' layers, lowest quality first, anybody
     /// may receive now (`layers` absent: all; 0: none), so that the client stops encoding the
     /// others (dynacast). Fewer are told once they have been enough for a few seconds, more at
@@ -353,6 +361,14 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         layers: Option<u32>,
     },
+}
+
+/// One participant's connection quality (`connection_quality`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantQuality {
+    pub participant_id: String,
+    /// `good`, `poor` or `lost`.
+    pub quality: String,
 }
 
 /// Why the relay forwards nothing of a subscription (`subscription_state`).
@@ -704,6 +720,19 @@ mod tests {
                 participant_ids: vec!["PA_1".into(), "PA_2".into()],
             },
             r#"{"type":"active_speakers","participant_ids":["PA_1","PA_2"]}"#,
+        );
+    }
+
+    #[test]
+    fn connection_quality_round_trips() {
+        assert_server_wire(
+            ServerMessage::ConnectionQuality {
+                updates: vec![ParticipantQuality {
+                    participant_id: "PA_1".into(),
+                    quality: "poor".into(),
+                }],
+            },
+            r#"{"type":"connection_quality","updates":[{"participant_id":"PA_1","quality":"poor"}]}"#,
         );
     }
 

@@ -118,6 +118,8 @@ export class TernError extends Error {
  *   a video track we receive; also kept in `subscriptions` and on the TrackInfo
  * - `publish_limits` (the relay message): the room's cap on our video, applied to our senders
  * - `active_speakers` (the relay message): who speaks now, loudest first (`activeSpeakers`)
+ * - `connection_quality` (the relay message): participants whose connection quality changed
+ *   (`good`, `poor`, `lost`; ours included), kept in `connectionQuality`
  * - `video_demand` (the relay message): how many layers of one of our video tracks anybody may
  *   receive; the encodings above are turned off (`videoDemand`)
  * - `data` ({ from, data }) and `chat` ({ from, text, name }) from the data channel
@@ -143,6 +145,9 @@ export class Room extends EventTarget {
     this.videoDemand = new Map();
     // Who is speaking now, loudest first (participant ids, ours included; `active_speakers`).
     this.activeSpeakers = [];
+    // Participant id (ours included) -> 'good' | 'poor' | 'lost' (`connection_quality`; absent:
+    // not judged yet, take it as good).
+    this.connectionQuality = new Map();
     this.iceServers = [];
     this.publishPc = null;
     this.subscribePc = null;
@@ -346,6 +351,9 @@ export class Room extends EventTarget {
         break;
       case 'active_speakers':
         this.activeSpeakers = message.participant_ids || [];
+        break;
+      case 'connection_quality':
+        for (const u of message.updates || []) this.connectionQuality.set(u.participant_id, u.quality);
         break;
       case 'video_demand':
         if (message.layers === undefined || message.layers === null) this.videoDemand.delete(message.track_id);

@@ -12,6 +12,7 @@ pub mod keyframe;
 pub mod layers;
 pub mod meter;
 pub mod pacer;
+pub mod quality;
 pub mod rewrite;
 pub mod room;
 pub mod speaker;

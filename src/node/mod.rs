@@ -19,6 +19,7 @@ pub mod pair;
 mod participants;
 pub mod placement;
 mod publish;
+mod quality;
 pub mod recv_batch;
 pub mod refusal;
 pub mod relay;

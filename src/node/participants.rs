@@ -219,6 +219,9 @@ impl Node {
                 restart_subscribe_ice: false,
                 data_rate: super::data::data_rate(),
                 joined_at,
+                quality: Default::default(),
+                uplink_counts: (0, 0),
+                quality_told: false,
                 awaiting_media: Some(now),
             },
         );
@@ -270,6 +273,7 @@ impl Node {
         let resume_token = self.resume_tokens.issue(id, Some(token));
         let participant = self.participants.get_mut(&id).expect("checked above");
         participant.resume_token = resume_token;
+        participant.quality_told = false;
         let old = participant.session.replace(key);
         if let Some(old) = old {
             self.end_session(old, LeaveReason::Replaced);

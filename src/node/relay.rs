@@ -265,6 +265,8 @@ impl Node {
             feedback_buffer: Vec::new(),
         };
         node.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
+        node.timers
+            .arm(now + super::quality::QUALITY_INTERVAL, Timer::Quality);
         node
     }
 
@@ -358,6 +360,11 @@ impl Node {
             Timer::Snapshot => {
                 self.publish_snapshot();
                 self.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
+            }
+            Timer::Quality => {
+                self.judge_quality(now);
+                self.timers
+                    .arm(now + super::quality::QUALITY_INTERVAL, Timer::Quality);
             }
         }
     }

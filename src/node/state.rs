@@ -115,4 +115,10 @@ pub struct Participant {
     pub joined_at: SystemTime,
     /// When the join was accepted, until the first peer connection connects (join duration).
     pub awaiting_media: Option<Instant>,
+    /// Connection quality, judged every `QUALITY_INTERVAL` (see `quality.rs`).
+    pub quality: crate::media::quality::QualityMeter,
+    /// Publisher packets received and lost on the publish leg at the last judgement.
+    pub uplink_counts: (u64, u64),
+    /// The participant has been told everybody's quality since its last `joined`.
+    pub quality_told: bool,
 }

@@ -28,6 +28,8 @@ pub enum Timer {
     RoomClose(RoomKey),
     /// The state gauges are republished.
     Snapshot,
+    /// Every participant's connection quality is judged.
+    Quality,
 }
 
 #[derive(Debug, Default)]

@@ -157,6 +157,28 @@ try {
     log(`alice's tiles: ${boxes.map((b) => `${Math.round(b.w)}x${Math.round(b.h)}@${Math.round(b.x)},${Math.round(b.y)}`).join(' ')}`);
   });
 
+  await step('the stats panel: codec, size, bitrate, loss, layer and cipher of every stream; quality bars', async () => {
+    await pages.alice.click('#stats-button');
+    const rows = await until('the panel fills in', () => pages.alice.evaluate(() => {
+      const rows = [...document.querySelectorAll('#stats-panel tr')].map((tr) => [...tr.children].map((td) => td.textContent));
+      const received = rows.filter((r) => r[0] === 'receive' && r[2] === 'video');
+      return received.length === 2 && received.every((r) => /kbps/.test(r[6]) && /\d+x\d+/.test(r[4])) && rows;
+    }), 10000);
+    const video = rows.filter((r) => r[0] === 'receive' && r[2] === 'video');
+    for (const r of video) {
+      if (!(r[3] === 'video/VP8' && /^L\d/.test(r[9]) && r[10] === 'SRTP_AEAD_AES_128_GCM' && /lost/.test(r[7]))) throw new Error(`row ${JSON.stringify(r)}`);
+    }
+    if (!rows.some((r) => r[0] === 'send' && r[2] === 'video')) throw new Error(`no sent video in ${JSON.stringify(rows)}`);
+    log(`alice's stats panel: ${video.map((r) => r.join(' ')).join(' | ')}`);
+    await pages.alice.click('#stats-button');
+    // Every tile shows its participant's connection quality (a healthy loopback call: good).
+    const qualities = await until('quality on every tile', () => pages.alice.evaluate(() => {
+      const q = [...document.querySelectorAll('.tile')].map((t) => t.dataset.quality);
+      return q.length === 3 && q.every((x) => x === 'good') && q;
+    }), 10000);
+    log(`alice's tiles' quality: ${qualities.join(', ')}`);
+  });
+
   await step('speaker view: one tile large, the other in a strip; back to the grid', async () => {
     await pages.alice.click('#view');
     await settle(pages.alice);

@@ -217,6 +217,12 @@ await scenario('loss', async (cleanups) => {
   for (const [i, page] of pages.entries()) {
     await until(`${i} decodes before loss`, async () => (await inbound(page)).framesDecoded > 10, 30000);
   }
+  const bobId = await pages[1].evaluate(() => window.tern.participant.id);
+  const quality = (page, id) => page.evaluate((id) => {
+    const tile = document.querySelector(`.tile.media[data-participant="${id}"]`);
+    return tile && tile.dataset.quality;
+  }, id);
+  await until('alice shows bob\'s connection as good', async () => (await quality(pages[0], bobId)) === 'good', 15000);
   addLoss(hosts, 5);
   log('5 % random UDP loss on both links, both directions');
   const nacks0 = await metric(relay.base, 'tern_nacks_sent_total');
@@ -229,6 +235,12 @@ await scenario('loss', async (cleanups) => {
   log(`relay under loss: ${nacks} NACKs sent to publishers, ${rtx} retransmissions to subscribers`);
   if (!(nacks > 0)) throw new Error('the relay did not NACK lost packets');
   if (!(rtx > 0)) throw new Error('the relay did not retransmit lost packets');
+  // With about 15 % loss both ways the relay judges bob's connection poor (its downlink loses
+  // more than 5 % of the relay's packets), and alice's page shows it.
+  addLoss(hosts, 10);
+  await until('alice shows bob\'s connection as poor', async () => (await quality(pages[0], bobId)) === 'poor', 20000);
+  const log_ = await pages[0].evaluate(() => window.ternLog.filter((e) => e.type === 'connection_quality').map((e) => e.updates));
+  log(`connection_quality messages on alice's page: ${JSON.stringify(log_)}`);
 });
 
 await scenario('kill', async (cleanups) => {
