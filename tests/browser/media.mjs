@@ -16,10 +16,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startRelay, launchBrowser, spawnBrowser, openParticipant, until, inbound, metric, log } from './lib.mjs';
+import { startRelay, launchBrowser, spawnBrowser, openParticipant, until, inbound, metric, log, repo } from './lib.mjs';
 import { createHosts, addLoss, blockUdp, mintToken, RELAY_IP } from './netns.mjs';
 
-const wanted = process.argv.slice(2);
+// --screenshot saves docs/screenshot-speaker.png (bob's page while alice speaks).
+const screenshot = process.argv.includes('--screenshot');
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const run = (name) => wanted.length === 0 || wanted.includes(name);
 let failed = false;
 
@@ -198,6 +200,11 @@ await scenario('speaker', async (cleanups) => {
   const bobId = await bob.evaluate(() => window.tern.participant.id);
   if (lists.some((l) => l.includes(bobId))) throw new Error(`bob's silence was taken for speech: ${JSON.stringify(lists)}`);
   log(`speaker: bob told that alice speaks ${Date.now() - bobAt} ms after he joined; lists he got: ${JSON.stringify(lists.map((l) => l.map((id) => (id === aliceId ? 'alice' : id))))}`);
+  if (screenshot) {
+    const file = path.join(repo, 'docs', 'screenshot-speaker.png');
+    await bob.screenshot({ path: file });
+    log(`screenshot saved to ${file}`);
+  }
 });
 
 await scenario('loss', async (cleanups) => {
