@@ -11,7 +11,7 @@ use super::command::{CommandReply, NodeCommand};
 use super::control::Command;
 use super::guard::{self, Class};
 use super::output::{Carrier, NodeEvent, Transmit};
-use super::recv_batch::{RECV_BATCH, RecvBatch};
+use super::recv_batch::RecvBatch;
 use super::relay::Node;
 use super::send_batch::{BATCH, SendBatch};
 use super::socket::MediaSocket;
@@ -34,8 +34,10 @@ use tracing::{debug, info, warn};
 /// Received datagrams are copied into slices of one arena, so handing each to the node (which
 /// takes an owned buffer) costs no allocation of its own.
 const RECV_ARENA_BYTES: usize = 256 * 1024;
-/// `recvmmsg` calls per wake-up before commands and deadlines are looked at again.
-const RECV_ROUNDS: usize = 2;
+/// `recvmmsg` calls per wake-up before commands and deadlines are looked at again. A short batch
+/// is not the end: only a call that would block tells tokio the socket is drained (else the
+/// loop comes round again at once, which costs more than the call).
+const RECV_ROUNDS: usize = 3;
 /// How long the loop sleeps when the node has no deadline at all (it always has one: the
 /// snapshot timer).
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -232,9 +234,6 @@ impl NodeDriver {
                 }
             }
             self.metrics.udp_bytes_received.inc_by(bytes as u64);
-            if count < RECV_BATCH {
-                return;
-            }
         }
     }
 
