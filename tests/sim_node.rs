@@ -397,8 +397,8 @@ fn an_idle_node_sleeps_until_its_next_named_deadline() {
     let (at, timer) = sim.node.poll_timeout().expect("a deadline");
     assert_eq!(timer, Timer::Snapshot);
     assert!(at > sim.now);
-    // A room with one connected participant: only the legs' own protocol timers and the
-    // snapshot wake the node, never a periodic scan.
+    // A room with one connected participant: only the legs' own protocol timers, the snapshot
+    // and (while anybody is here) the connection-quality tick wake the node.
     let _alice = sim.join(ROOM, "alice").unwrap();
     sim.run(Duration::from_secs(2), None);
     let (at, timer) = sim.node.poll_timeout().expect("a deadline");
@@ -406,7 +406,7 @@ fn an_idle_node_sleeps_until_its_next_named_deadline() {
     assert!(
         matches!(
             timer,
-            Timer::Leg(_) | Timer::Snapshot | Timer::ConnectDeadline(_)
+            Timer::Leg(_) | Timer::Snapshot | Timer::ConnectDeadline(_) | Timer::Quality
         ),
         "{timer:?}"
     );

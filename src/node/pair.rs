@@ -111,8 +111,13 @@ pub fn client_peer_connection_with(
     registry = configure_rtcp_reports(registry);
     // Answering, be the DTLS client, as browsers are (rtc would otherwise make the
     // ICE-controlling side the DTLS server).
-    let mut setting_engine =
-        SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Client);
+    // Checks every 50 ms rather than rtc's default 200 ms (still 1.4 s of attempts): the
+    // controlling client nominates, and so starts DTLS, on its next check tick after a check
+    // succeeds, so at 200 ms the client's tick, not the relay, set the join time. Browsers pace
+    // their checks at 50 ms or less.
+    let mut setting_engine = SettingEngineBuilder::new()
+        .with_answering_dtls_role(RTCDtlsRole::Client)
+        .with_ice_connection_attempts(Some(CLIENT_CHECK_INTERVAL), Some(28));
     if let Some(profiles) = &settings.srtp_profiles {
         setting_engine = setting_engine.with_srtp_protection_profiles(profiles.clone());
     }
@@ -122,6 +127,9 @@ pub fn client_peer_connection_with(
         .with_setting_engine(setting_engine.build())
         .build(now)
 }
+
+/// How often a test or load client sends an ICE connectivity check.
+pub const CLIENT_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A local track of one encoding with a fixed SSRC, for senders that make up their media (test
 /// clients, the load generator).

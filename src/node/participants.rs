@@ -222,9 +222,11 @@ impl Node {
                 quality: Default::default(),
                 uplink_counts: (0, 0),
                 quality_told: false,
+                quality_due: now + super::quality::QUALITY_INTERVAL,
                 awaiting_media: Some(now),
             },
         );
+        self.arm_quality(now);
         info!(participant = %id, identity = %request.identity, room = %room_name, "joined");
         self.participant_event(EventKind::ParticipantJoined, id, None, now);
         // The subscribe leg (with the data channel) is set up right away: data and the first

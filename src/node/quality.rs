@@ -4,6 +4,7 @@
 
 use super::relay::Node;
 use super::state::RoomKey;
+use super::timers::Timer;
 use crate::media::ids::ParticipantId;
 use crate::media::quality::LinkSample;
 use crate::media::room::{LayerTarget, MemberState};
@@ -17,11 +18,34 @@ use tern_signaling::protocol::{ParticipantQuality, ServerMessage};
 
 /// How often every participant's quality is judged.
 pub const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
+/// The judging runs this often, each time for the participants who are due, at most a tenth of
+/// them: a judgement reads a leg's stats (about 20 µs each), and 200 participants at once held
+/// the packet path for 4.5 ms.
+pub const QUALITY_TICK: Duration = Duration::from_millis(200);
+const QUALITY_SLICES: usize = 10;
 
 impl Node {
-    /// Judges everyone, then tells each room who changed, and newcomers everybody's quality.
+    /// Queues the next judging tick, unless it is queued or nobody is here to judge.
+    pub(super) fn arm_quality(&mut self, now: Instant) {
+        if !self.quality_armed && !self.participants.is_empty() {
+            self.quality_armed = true;
+            self.timers.arm(now + QUALITY_TICK, Timer::Quality);
+        }
+    }
+
+    /// Judges the participants who are due (a slice of them), then tells each room who changed,
+    /// and newcomers everybody's quality.
     pub(super) fn judge_quality(&mut self, now: Instant) {
-        let ids: Vec<ParticipantId> = self.participants.keys().copied().collect();
+        let started = Instant::now();
+        let budget = self.participants.len().div_ceil(QUALITY_SLICES);
+        let ids: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.quality_due <= now)
+            .map(|p| p.id)
+            .take(budget)
+            .collect();
+        let judged = ids.len();
         let mut changed: BTreeMap<RoomKey, Vec<ParticipantQuality>> = BTreeMap::new();
         for id in ids {
             let sample = self.link_sample(id, now);
@@ -29,6 +53,7 @@ impl Node {
             let Some(p) = self.participants.get_mut(&id) else {
                 continue;
             };
+            p.quality_due = now + QUALITY_INTERVAL;
             if let Some(quality) = p.quality.update(&sample) {
                 changed.entry(p.room).or_default().push(ParticipantQuality {
                     participant_id: id.to_string(),
@@ -39,6 +64,12 @@ impl Node {
         for (room, updates) in changed {
             self.broadcast(room, None, ServerMessage::ConnectionQuality { updates });
         }
+        tracing::debug!(
+            judged,
+            participants = self.participants.len(),
+            took_us = started.elapsed().as_micros() as u64,
+            "connection quality judged"
+        );
         let newcomers: Vec<ParticipantId> = self
             .participants
             .values()

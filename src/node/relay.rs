@@ -232,6 +232,8 @@ pub struct Node {
     snapshot: Arc<NodeSnapshot>,
     /// Which worker this is, and where its rooms are recorded.
     pub(super) place: WorkerPlace,
+    /// The quality judging tick is queued (it runs only while anybody is here).
+    pub(super) quality_armed: bool,
     inbound: Vec<Inbound>,
     fan_out: Vec<Forwarded>,
     feedback_buffer: Vec<SentPacket>,
@@ -260,13 +262,12 @@ impl Node {
             decrypted: Arc::default(),
             snapshot: shared.snapshot,
             place: shared.place,
+            quality_armed: false,
             inbound: Vec::new(),
             fan_out: Vec::new(),
             feedback_buffer: Vec::new(),
         };
         node.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
-        node.timers
-            .arm(now + super::quality::QUALITY_INTERVAL, Timer::Quality);
         node
     }
 
@@ -363,8 +364,8 @@ impl Node {
             }
             Timer::Quality => {
                 self.judge_quality(now);
-                self.timers
-                    .arm(now + super::quality::QUALITY_INTERVAL, Timer::Quality);
+                self.quality_armed = false;
+                self.arm_quality(now);
             }
         }
     }

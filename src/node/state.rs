@@ -121,4 +121,6 @@ pub struct Participant {
     pub uplink_counts: (u64, u64),
     /// The participant has been told everybody's quality since its last `joined`.
     pub quality_told: bool,
+    /// When its quality is next judged.
+    pub quality_due: Instant,
 }
