@@ -5,8 +5,9 @@
 //    hear the microphone;
 //  - switching the camera mid-call (Devices): the same track goes on from the other camera, and
 //    the others keep decoding it;
-//  - a page whose camera and microphone are blocked says so in the lobby, and joins as a
-//    listener that receives.
+//  - choosing a speaker mid-call plays the remote tiles on it (setSinkId);
+//  - a page whose camera and microphone are blocked, or that has none, says so in the lobby, and
+//    joins as a listener that receives.
 // With --screenshot, saves docs/screenshot-lobby.png.
 //
 // Run: node tests/browser/lobby.mjs [--screenshot]
@@ -27,12 +28,17 @@ async function step(name, body) {
   }
 }
 
-async function newPage(browser, name, { blocked = false } = {}) {
+async function newPage(browser, name, { blocked = false, noDevices = false } = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
   const page = await context.newPage();
   if (blocked) {
     await page.addInitScript(() => {
       navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+    });
+  }
+  if (noDevices) {
+    await page.addInitScript(() => {
+      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Requested device not found', 'NotFoundError'));
     });
   }
   page.on('console', (m) => { if (m.type() === 'error') log(`[${name} console]`, m.text()); });
@@ -118,6 +124,18 @@ try {
     log(`alice switched camera; dave decoded +${(await inbound(dave)).framesDecoded - decoded} frames`);
   });
 
+  await step('choosing a speaker mid-call plays every remote tile on it', async () => {
+    const chosen = await until('a second speaker in the picker', () => alice.evaluate(() => {
+      const options = [...document.getElementById('speaker-select').options];
+      return options.length >= 2 && options[1].value;
+    }), 10000);
+    await alice.selectOption('#speaker-select', chosen);
+    await until('the remote tiles play on it', () => alice.evaluate((sink) => {
+      const videos = [...document.querySelectorAll('.tile:not(#self) video')];
+      return videos.length > 0 && videos.every((v) => v.sinkId === sink);
+    }, chosen), 10000);
+  });
+
   await step('a blocked camera and microphone: the lobby says so, and the page joins as a listener', async () => {
     const eve = await newPage(browser, 'eve', { blocked: true });
     await eve.goto(room);
@@ -128,6 +146,14 @@ try {
     if (!/listener/.test(banner)) throw new Error(`eve's banner: ${banner}`);
     await until('eve decodes alice', async () => (await inbound(eve)).framesDecoded > 20, 20000);
     if (!(await eve.evaluate(() => window.tern.localTracks.size === 0))) throw new Error('eve publishes');
+  });
+  await step('no camera or microphone at all: the lobby says so, and the page joins as a listener', async () => {
+    const fay = await newPage(browser, 'fay', { noDevices: true });
+    await fay.goto(room);
+    const note = await until('the lobby explains', () => fay.evaluate(() => document.getElementById('preview-note').textContent), 10000);
+    if (!/no camera or microphone was found/i.test(note)) throw new Error(`fay's lobby says: ${note}`);
+    await joinFromLobby(fay, 'fay');
+    await until('fay decodes alice', async () => (await inbound(fay)).framesDecoded > 20, 20000);
   });
   log(`alice ${aliceId}, dave ${daveId}`);
 } catch (err) {
