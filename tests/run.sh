@@ -79,7 +79,7 @@ step "deploy/: promtool, systemd-analyze, dashboard, Kubernetes and Helm manifes
 step "headless Chromium: two pages call each other through the relay"
 isolated node tests/browser/smoke.mjs
 
-step "headless Chromium: the web page, three people (media, mute, screen, chat, listener, resume, leave)"
+step "headless Chromium: the web page, three people (media, layout, stats panel, mute, screen share, chat, listener, resume, leave)"
 isolated node tests/browser/call.mjs
 
 step "headless Chromium: the lobby (preview, microphone meter, device pickers, join with the camera off, blocked devices) and switching cameras mid-call"
@@ -91,7 +91,7 @@ isolated node tests/browser/operator.mjs
 step "headless Firefox and Chromium in one call (Firefox in a network namespace)"
 isolated node tests/browser/firefox.mjs
 
-step "headless Chromium: VP9, 5 % loss in network namespaces, a killed browser, ICE-TCP with UDP blocked"
+step "headless Chromium: VP9 and AV1 SVC, dynacast, the active speaker, loss in network namespaces (NACK/RTX, the quality indicator), a killed browser, ICE-TCP to the second media worker with UDP blocked"
 isolated node tests/browser/media.mjs
 
 step "headless Chromium with three IPv4 networks and IPv6 stays in a call for a minute; its path dies midway and it moves to another"
