@@ -6,7 +6,7 @@
 use super::command::LegReport;
 use super::command::{AdminReply, AdminRequest};
 use super::placement::Placement;
-use super::relay::WorkerPlace;
+use super::placement::WorkerPlace;
 use super::resume::KnownResumeTokens;
 use crate::metrics::{NodeSnapshots, NodeStats};
 use std::sync::Arc;

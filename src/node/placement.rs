@@ -10,7 +10,7 @@
 //! two workers at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Where a room is, and whether its worker has confirmed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +130,37 @@ fn least_loaded(participants: &[u64], rooms: &[u64]) -> usize {
     (0..participants.len())
         .min_by_key(|&i| (participants[i] + rooms[i], i))
         .unwrap_or(0)
+}
+
+/// Which of the relay's media workers a node is, and the room map they share.
+#[derive(Debug, Clone)]
+pub struct WorkerPlace {
+    pub placement: Arc<Placement>,
+    pub index: usize,
+    pub workers: usize,
+}
+
+impl WorkerPlace {
+    /// The only worker of a relay (tests, simulations).
+    pub fn single(max_rooms: usize) -> Self {
+        WorkerPlace {
+            placement: Arc::new(Placement::new(max_rooms)),
+            index: 0,
+            workers: 1,
+        }
+    }
+
+    /// Makes `id` name a participant of this worker: signaling routes a session by its
+    /// participant id modulo the number of workers, so no table is needed.
+    pub fn participant_id(&self, random: u64) -> u64 {
+        let workers = self.workers.max(1) as u64;
+        random - random % workers + self.index as u64
+    }
+
+    /// The worker a participant id belongs to.
+    pub fn worker_of(participant: u64, workers: usize) -> usize {
+        (participant % workers.max(1) as u64) as usize
+    }
 }
 
 #[cfg(test)]

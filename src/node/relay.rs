@@ -16,7 +16,7 @@ use super::engine::EngineSettings;
 use super::guard::{self, Class, MAX_DATAGRAM_BYTES};
 use super::leg::{Leg, LegMedia, MAX_EARLY_CHECKS, sink_parts};
 use super::output::{Carrier, NodeEvent, Transmit};
-use super::placement::Placement;
+use super::placement::WorkerPlace;
 use super::resume::{KnownResumeTokens, ResumeTokens};
 use super::role::LegRole;
 use super::state::{Participant, RoomEntry, RoomKey};
@@ -171,37 +171,6 @@ pub struct NodeShared {
     pub metrics: Arc<MediaMetrics>,
     pub snapshot: Arc<NodeSnapshot>,
     pub place: WorkerPlace,
-}
-
-/// Which of the relay's media workers a node is, and the room map they share.
-#[derive(Clone)]
-pub struct WorkerPlace {
-    pub placement: Arc<Placement>,
-    pub index: usize,
-    pub workers: usize,
-}
-
-impl WorkerPlace {
-    /// The only worker of a relay (tests, simulations).
-    pub fn single(max_rooms: usize) -> Self {
-        WorkerPlace {
-            placement: Arc::new(Placement::new(max_rooms)),
-            index: 0,
-            workers: 1,
-        }
-    }
-
-    /// Makes `id` name a participant of this worker: signaling routes a session by its
-    /// participant id modulo the number of workers, so no table is needed.
-    pub fn participant_id(&self, random: u64) -> u64 {
-        let workers = self.workers.max(1) as u64;
-        random - random % workers + self.index as u64
-    }
-
-    /// The worker a participant id belongs to.
-    pub fn worker_of(participant: u64, workers: usize) -> usize {
-        (participant % workers.max(1) as u64) as usize
-    }
 }
 
 pub struct Node {

@@ -213,7 +213,7 @@ impl Sim {
         let shared = NodeShared {
             metrics: metrics.media.clone(),
             snapshot: snapshot.clone(),
-            place: super::relay::WorkerPlace::single(config.max_rooms),
+            place: super::placement::WorkerPlace::single(config.max_rooms),
         };
         Sim {
             node: Node::new(config, shared, now, wall),
