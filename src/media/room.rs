@@ -134,6 +134,12 @@ impl Subscription {
     pub fn wish(&self) -> Wish {
         self.wish
     }
+
+    /// Paused by bandwidth control (its budgets or the subscriber's estimate), not because the
+    /// subscriber asked for nothing of it.
+    pub fn held_back(&self) -> bool {
+        self.target == LayerTarget::Paused && !self.wish.paused
+    }
 }
 
 /// One packet for one subscriber: where it goes and its new numbering.

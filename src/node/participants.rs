@@ -12,7 +12,6 @@ use super::relay::Node;
 use super::state::{Participant, RoomEntry, RoomKey};
 use crate::media::codec::MediaKind;
 use crate::media::ids::{ParticipantId, RoomId, TrackId};
-use crate::media::room::LayerTarget;
 use crate::media::room::{MemberInfo, MemberState, RoomError, TrackSource, Wish};
 use crate::metrics::NodeStats;
 use crate::webhooks::EventKind;
@@ -125,7 +124,7 @@ impl Node {
                         stats.paused_subscriptions += publication
                             .subscriptions()
                             .iter()
-                            .filter(|s| s.target() == LayerTarget::Paused && !s.wish().paused)
+                            .filter(|s| s.held_back())
                             .count() as u64;
                     }
                 }

@@ -7,7 +7,7 @@ use super::state::RoomKey;
 use super::timers::Timer;
 use crate::media::ids::ParticipantId;
 use crate::media::quality::LinkSample;
-use crate::media::room::{LayerTarget, MemberState};
+use crate::media::room::MemberState;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
@@ -106,8 +106,6 @@ impl Node {
             connected: p.session.is_some(),
             ..LinkSample::default()
         };
-        // Without bandwidth estimation (or before its first feedback), the receiver reports say.
-        let mut downlink_from_reports = true;
         if let Some(entry) = self.rooms.get(&room) {
             if entry
                 .room
@@ -118,17 +116,15 @@ impl Node {
             }
             // The downlink as transport-cc feedback shows it: loss before any retransmission,
             // and the time from sending a packet to hearing of it.
-            let mut estimated = false;
             if let Some(estimator) = entry.room.bandwidth().estimator(id) {
                 sample.downlink_loss = Some(estimator.loss_fraction());
                 sample.rtt = estimator.feedback_rtt();
-                estimated = true;
             }
-            downlink_from_reports = !estimated;
             sample.held_back = entry.room.publications().any(|publication| {
-                publication.subscriptions().iter().any(|s| {
-                    s.subscriber == id && s.target() == LayerTarget::Paused && !s.wish().paused
-                })
+                publication
+                    .subscriptions()
+                    .iter()
+                    .any(|s| s.subscriber == id && s.held_back())
             });
         }
         let down = |state: RTCPeerConnectionState| {
@@ -162,31 +158,22 @@ impl Node {
         }
         if let Some(leg) = subscribe.and_then(|key| self.legs.get_mut(&key)) {
             sample.connected &= !down(leg.state);
-            if !downlink_from_reports {
-                return self.finish_sample(id, sample, counts);
-            }
-            let stats = leg.pc.get_stats(now, StatsSelector::None);
-            for entry in stats.iter_by_type(RTCStatsType::RemoteInboundRTP) {
-                let RTCStatsReportEntry::RemoteInboundRtp(s) = entry else {
-                    continue;
-                };
-                sample.downlink_loss =
-                    Some(sample.downlink_loss.unwrap_or(0.0).max(s.fraction_lost));
-                if s.round_trip_time_measurements > 0 && s.round_trip_time.is_finite() {
-                    let rtt = Duration::from_secs_f64(s.round_trip_time.clamp(0.0, 60.0));
-                    sample.rtt = Some(sample.rtt.map_or(rtt, |worst| worst.max(rtt)));
+            // Without bandwidth estimation, the subscriber's receiver reports say.
+            if sample.downlink_loss.is_none() {
+                let stats = leg.pc.get_stats(now, StatsSelector::None);
+                for entry in stats.iter_by_type(RTCStatsType::RemoteInboundRTP) {
+                    let RTCStatsReportEntry::RemoteInboundRtp(s) = entry else {
+                        continue;
+                    };
+                    sample.downlink_loss =
+                        Some(sample.downlink_loss.unwrap_or(0.0).max(s.fraction_lost));
+                    if s.round_trip_time_measurements > 0 && s.round_trip_time.is_finite() {
+                        let rtt = Duration::from_secs_f64(s.round_trip_time.clamp(0.0, 60.0));
+                        sample.rtt = Some(sample.rtt.map_or(rtt, |worst| worst.max(rtt)));
+                    }
                 }
             }
         }
-        self.finish_sample(id, sample, counts)
-    }
-
-    fn finish_sample(
-        &mut self,
-        id: ParticipantId,
-        sample: LinkSample,
-        counts: (u64, u64),
-    ) -> LinkSample {
         if let Some(p) = self.participants.get_mut(&id) {
             p.uplink_counts = counts;
         }
