@@ -20,13 +20,47 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tern::node::engine::{EngineSettings, host_candidate, new_peer_connection};
 use tern::node::pair::{End, Pair, client_peer_connection, datagram};
 use tern::node::role::LegRole;
 
 const PAYLOAD: usize = 1_200;
+
+/// Counts allocations (and reallocations), so each bench can say how many one packet costs.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Prints the allocations per packet of the last measured run of `name`.
+fn report_allocations(name: &str, allocations: u64, packets: u64) {
+    if packets > 0 {
+        eprintln!(
+            "rtc_leg/{name}: {:.2} allocations per packet",
+            allocations as f64 / packets as f64
+        );
+    }
+}
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, 1], port))
@@ -149,6 +183,7 @@ fn negotiated_pt(end: &mut End, sender: RTCRtpSenderId) -> u8 {
 fn bench_receive(c: &mut Criterion) {
     let (mut pair, sender, pt) = publish_setup();
     let mut seq: u16 = 1;
+    let last = &mut (0u64, 0u64);
     let mut group = c.benchmark_group("rtc_leg");
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::new("receive", PAYLOAD), |b| {
@@ -173,6 +208,7 @@ fn bench_receive(c: &mut Criterion) {
             }
             let relay = &mut pair.b.pc;
             let mut received = 0u64;
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed);
             let start = Instant::now();
             for msg in datagrams {
                 relay.handle_read(msg).unwrap();
@@ -185,11 +221,13 @@ fn bench_receive(c: &mut Criterion) {
                 while relay.poll_write().is_some() {}
             }
             let elapsed = start.elapsed();
+            *last = (ALLOCATIONS.load(Ordering::Relaxed) - allocations, received);
             assert_eq!(received, iters, "every datagram must come out as RTP");
             elapsed
         })
     });
     group.finish();
+    report_allocations("receive", last.0, last.1);
 }
 
 fn bench_send(c: &mut Criterion) {
@@ -201,12 +239,14 @@ fn bench_send(c: &mut Criterion) {
     let pt = negotiated_pt(&mut pair.a, sender);
     let template = vp8_packet(0x2222, 0, pt);
     let mut seq: u16 = 0;
+    let last = &mut (0u64, 0u64);
     let mut group = c.benchmark_group("rtc_leg");
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::new("send", PAYLOAD), |b| {
         b.iter_custom(|iters| {
             let relay = &mut pair.a.pc;
             let mut sent = 0u64;
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed);
             let start = Instant::now();
             for _ in 0..iters {
                 pair.now += Duration::from_micros(50);
@@ -225,11 +265,13 @@ fn bench_send(c: &mut Criterion) {
                 }
             }
             let elapsed = start.elapsed();
+            *last = (ALLOCATIONS.load(Ordering::Relaxed) - allocations, sent);
             assert_eq!(sent, iters, "every packet must leave as one datagram");
             elapsed
         })
     });
     group.finish();
+    report_allocations("send", last.0, last.1);
 }
 
 fn bench_bare_srtp(c: &mut Criterion) {

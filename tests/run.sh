@@ -70,6 +70,9 @@ isolated() {
 step "unit, simulation and end-to-end tests (real WebRTC peers on loopback)"
 isolated cargo test --locked --offline --workspace
 
+step "patched webrtc-rs crates (patches/): their own unit tests"
+bash tests/patches.sh
+
 step "admin API: schemathesis (property-based, from PyPI) against the relay's OpenAPI document"
 bash tests/api/schemathesis.sh target/debug/tern
 

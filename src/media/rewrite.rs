@@ -24,7 +24,10 @@ pub fn rewrite(
     sequence_number: u16,
     timestamp: u32,
 ) -> Packet {
-    let mut extensions = Vec::new();
+    // The one allocation of a forwarded copy: `rtc`'s `Header` owns its extensions in a `Vec`.
+    // Room for the mid and for the transport-wide sequence number `rtc` appends on the way out,
+    // so neither grows it again.
+    let mut extensions = Vec::with_capacity(packet.header.extensions.len() + 2);
     for ext in &packet.header.extensions {
         if let Some(id) = target.extensions.translate(ext.id, ext.payload.len()) {
             extensions.push(Extension {

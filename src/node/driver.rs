@@ -7,6 +7,7 @@
 //! The loop: run the node's due deadlines, send what it queued, then wait for the first of a
 //! command, a readable socket, an ICE-TCP event, a stop request or the node's next deadline.
 
+use super::arena::Arena;
 use super::command::{CommandReply, NodeCommand};
 use super::control::Command;
 use super::guard::{self, Class};
@@ -18,7 +19,6 @@ use super::socket::MediaSocket;
 use super::tcp::{TcpEvent, TcpWriter};
 use crate::metrics::{DropReason, LATENCY_SAMPLE, MediaMetrics};
 use crate::webhooks::Webhooks;
-use bytes::BytesMut;
 use rustc_hash::FxHashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -72,7 +72,7 @@ pub struct NodeDriver {
     outgoing: Vec<Transmit>,
     send_batch: SendBatch,
     recv_batch: RecvBatch,
-    recv_arena: BytesMut,
+    recv_arena: Arena,
     /// Forwarded RTP datagrams so far (picks the latency samples).
     forwarded: u64,
 }
@@ -140,7 +140,7 @@ pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::R
                     outgoing: Vec::with_capacity(BATCH),
                     send_batch: SendBatch::new(dual_stack),
                     recv_batch: RecvBatch::default(),
-                    recv_arena: BytesMut::with_capacity(RECV_ARENA_BYTES),
+                    recv_arena: Arena::new(RECV_ARENA_BYTES),
                     forwarded: 0,
                 }
                 .run(stop_rx)
@@ -213,11 +213,7 @@ impl NodeDriver {
                 };
                 let now = Instant::now();
                 bytes += datagram.len();
-                if self.recv_arena.capacity() - self.recv_arena.len() < datagram.len() {
-                    self.recv_arena.reserve(RECV_ARENA_BYTES);
-                }
-                self.recv_arena.extend_from_slice(datagram);
-                let datagram = self.recv_arena.split();
+                let datagram = self.recv_arena.copy(datagram);
                 let rtp = guard::classify(&datagram) == Class::Rtp;
                 self.node.handle_datagram(from, datagram, now);
                 // Each datagram's copies leave before the next is looked at: sending a whole

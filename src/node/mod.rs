@@ -2,6 +2,7 @@
 //! legs and rooms, and the driver (`driver.rs`), which is all its IO.
 
 mod admin;
+pub mod arena;
 pub mod command;
 pub mod control;
 mod data;

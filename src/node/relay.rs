@@ -10,6 +10,7 @@
 //! `participants.rs`, `publish.rs`, `subscribe.rs`, `admin.rs` and `data.rs` as further
 //! `impl Node` blocks.
 
+use super::arena::Arena;
 use super::command::{CommandReply, NodeCommand};
 use super::demux::{Demux, LegKey, Route, normalize};
 use super::engine::EngineSettings;
@@ -60,6 +61,8 @@ const FAULT_PANIC: &[u8] = b"TERN-FAULT-PANIC";
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 /// The least delay before a room's deadline is looked at again.
 const MIN_RETRY: Duration = Duration::from_millis(1);
+/// Chunk size of the arena renumbered VP8 payloads are copied into (about 50 packets).
+const PAYLOAD_ARENA_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -205,6 +208,8 @@ pub struct Node {
     pub(super) quality_armed: bool,
     inbound: Vec<Inbound>,
     fan_out: Vec<Forwarded>,
+    /// Where VP8 payloads renumbered for a subscriber are copied to.
+    payload_arena: Arena,
     feedback_buffer: Vec<SentPacket>,
 }
 
@@ -234,6 +239,7 @@ impl Node {
             quality_armed: false,
             inbound: Vec::new(),
             fan_out: Vec::new(),
+            payload_arena: Arena::new(PAYLOAD_ARENA_BYTES),
             feedback_buffer: Vec::new(),
         };
         node.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
@@ -913,14 +919,14 @@ impl Node {
             forwarded.sequence_number,
             forwarded.timestamp,
         );
+        let sender = slot.sender;
         if let Some(vp8) = forwarded.vp8 {
             // Copied only for a subscription whose picture numbering differs from the
             // publisher's (after a layer switch).
-            let mut payload = out.payload.to_vec();
+            let mut payload = self.payload_arena.copy(&out.payload);
             vp8::rewrite(&mut payload, vp8.picture_id, vp8.tl0_picture_index);
-            out.payload = payload.into();
+            out.payload = payload.freeze();
         }
-        let sender = slot.sender;
         self.pace_or_write(leg_key, sender, out, Some(kind), now);
     }
 
