@@ -174,6 +174,7 @@ fn worker_config(config: &Config, media_addr: SocketAddr) -> NodeConfig {
             max_egress_kbps: config.room.max_egress_kbps,
             max_subscriber_kbps: config.room.max_subscriber_kbps,
             max_publisher_kbps: config.room.max_publisher_kbps,
+            e2ee_required: config.room.e2ee_required,
         },
         bandwidth_estimation: config.media.bandwidth_estimation,
         max_rooms: config.room.max_rooms,

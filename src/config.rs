@@ -247,6 +247,8 @@ pub struct RoomConfig {
     pub max_egress_kbps: u32,
     pub max_subscriber_kbps: u32,
     pub max_publisher_kbps: u32,
+    /// Rooms admit only participants that encrypt their media end to end (`e2ee=1` at join).
+    pub e2ee_required: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -344,6 +346,7 @@ impl Default for RoomConfig {
             max_egress_kbps: 0,
             max_subscriber_kbps: 0,
             max_publisher_kbps: 0,
+            e2ee_required: false,
         }
     }
 }

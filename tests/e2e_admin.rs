@@ -125,7 +125,8 @@ async fn rooms_are_created_limited_changed_listed_and_deleted() {
     assert_eq!(
         room["policy"],
         json!({"max_participants": 2, "empty_timeout_s": 600, "departure_timeout_s": 20,
-               "max_egress_kbps": 5000, "max_subscriber_kbps": 0, "max_publisher_kbps": 0})
+               "max_egress_kbps": 5000, "max_subscriber_kbps": 0, "max_publisher_kbps": 0,
+               "e2ee_required": false})
     );
     assert_eq!(room["participants"], json!([]));
 

@@ -31,6 +31,9 @@ pub struct RoomPolicy {
     pub max_subscriber_kbps: u32,
     /// Bitrate one participant may publish (0: no limit).
     pub max_publisher_kbps: u32,
+    /// Only participants that join with `e2ee=1` (end-to-end encrypted media) are admitted.
+    #[serde(default)]
+    pub e2ee_required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +65,8 @@ pub struct ParticipantSummary {
     pub estimate_bps: Option<u64>,
     /// What the participant receives of each video track.
     pub subscriptions: Vec<SubscriptionSummary>,
+    /// The participant joined with `e2ee=1`: its media is end-to-end encrypted.
+    pub e2ee: bool,
 }
 
 /// One video subscription as bandwidth control left it.
@@ -113,6 +118,7 @@ pub struct CreateRoom {
     pub max_egress_kbps: Option<u32>,
     pub max_subscriber_kbps: Option<u32>,
     pub max_publisher_kbps: Option<u32>,
+    pub e2ee_required: Option<bool>,
 }
 
 /// `PATCH /api/rooms/{name}`: the policy fields to change.
@@ -125,6 +131,7 @@ pub struct PatchRoom {
     pub max_egress_kbps: Option<u32>,
     pub max_subscriber_kbps: Option<u32>,
     pub max_publisher_kbps: Option<u32>,
+    pub e2ee_required: Option<bool>,
 }
 
 impl CreateRoom {
@@ -137,6 +144,7 @@ impl CreateRoom {
             max_egress_kbps: self.max_egress_kbps,
             max_subscriber_kbps: self.max_subscriber_kbps,
             max_publisher_kbps: self.max_publisher_kbps,
+            e2ee_required: self.e2ee_required,
         }
     }
 }
@@ -151,6 +159,7 @@ impl PatchRoom {
             max_egress_kbps: self.max_egress_kbps.unwrap_or(base.max_egress_kbps),
             max_subscriber_kbps: self.max_subscriber_kbps.unwrap_or(base.max_subscriber_kbps),
             max_publisher_kbps: self.max_publisher_kbps.unwrap_or(base.max_publisher_kbps),
+            e2ee_required: self.e2ee_required.unwrap_or(base.e2ee_required),
         }
     }
 }
@@ -722,6 +731,7 @@ mod tests {
             max_egress_kbps: 4,
             max_subscriber_kbps: 5,
             max_publisher_kbps: 6,
+            e2ee_required: true,
         };
         let room = RoomSummary {
             name: "r".into(),
@@ -753,6 +763,7 @@ mod tests {
                     width: Some(640),
                     height: Some(360),
                 }],
+                e2ee: true,
             }],
             bandwidth: RoomBandwidthSummary {
                 video_bps: 3,

@@ -26,6 +26,8 @@ pub struct JoinRequest {
     pub grants: Grants,
     /// Set when the client asks to resume an earlier session.
     pub resume_token: Option<String>,
+    /// The client encrypts its media end to end (`e2ee=1`).
+    pub e2ee: bool,
 }
 
 /// What the relay sends down one connection.
@@ -56,6 +58,8 @@ pub enum JoinRefusal {
     TooManyRooms,
     /// The relay is draining or overloaded.
     Unavailable,
+    /// The room admits only end-to-end encrypted participants, and this join did not say `e2ee`.
+    E2eeRequired,
 }
 
 impl JoinRefusal {
@@ -65,6 +69,7 @@ impl JoinRefusal {
             JoinRefusal::RoomFull => ErrorCode::RoomFull,
             JoinRefusal::TooManyRooms => ErrorCode::LimitExceeded,
             JoinRefusal::Unavailable => ErrorCode::Unavailable,
+            JoinRefusal::E2eeRequired => ErrorCode::E2eeRequired,
         }
     }
 }

@@ -101,6 +101,7 @@ pub fn router<C: RoomControl>(signaling: Signaling<C>) -> Router {
         .route("/dev/token", get(dev_token::<C>))
         .route("/", get(web_page))
         .route("/tern.js", get(web_library))
+
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .with_state(signaling)
 }
@@ -110,6 +111,8 @@ struct RtcParams {
     access_token: Option<String>,
     resume_token: Option<String>,
     protocol: Option<u32>,
+    /// Added in 1.4: `1` (or `true`) when the client encrypts its media end to end.
+    e2ee: Option<String>,
 }
 
 async fn rtc<C: RoomControl>(
@@ -164,6 +167,17 @@ async fn rtc<C: RoomControl>(
             format!("this relay speaks protocol {PROTOCOL_VERSION}, not {version}"),
         );
     }
+    let e2ee = match params.e2ee.as_deref() {
+        None | Some("" | "0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "bad_parameter",
+                "e2ee is 1 (the client encrypts its media end to end) or 0",
+            );
+        }
+    };
     let resuming = params
         .resume_token
         .as_deref()
@@ -191,6 +205,7 @@ async fn rtc<C: RoomControl>(
         name: claims.name,
         grants: claims.grants,
         resume_token: params.resume_token.filter(|t| !t.is_empty()),
+        e2ee,
     };
     let limits = signaling.limits;
     // Frames up to 4x the message limit are read and refused with `message_too_large`; anything

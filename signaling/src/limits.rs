@@ -24,10 +24,11 @@ pub enum Limit {
     HttpConnectionsPerClient,
     SdpMediaSections,
     OfferRate,
+    E2eeRate,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::MessageSize,
         Limit::MessageRate,
         Limit::JoinRate,
@@ -41,6 +42,7 @@ impl Limit {
         Limit::HttpConnectionsPerClient,
         Limit::SdpMediaSections,
         Limit::OfferRate,
+        Limit::E2eeRate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Limit {
             Limit::HttpConnectionsPerClient => "http_connections_per_client",
             Limit::SdpMediaSections => "sdp_media_sections",
             Limit::OfferRate => "offer_rate",
+            Limit::E2eeRate => "e2ee_rate",
         }
     }
 }

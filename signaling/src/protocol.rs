@@ -87,6 +87,10 @@ pub struct ParticipantInfo {
     /// `active`, or `reconnecting` while the participant's signaling connection is being resumed.
     pub state: ParticipantState,
     pub tracks: Vec<TrackInfo>,
+    /// Added in 1.4: the participant joined with `e2ee=1` (it encrypts its media end to end and
+    /// takes part in the key exchange).
+    #[serde(default)]
+    pub e2ee: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +161,19 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_height: Option<u32>,
     },
+    /// Added in 1.4: an end-to-end encryption message (public key announcement, wrapped media
+    /// key), opaque to the relay. Delivered as `e2ee` to participant `to`, or to every other
+    /// participant of the room that joined with `e2ee` when `to` is absent. Only a participant
+    /// that joined with `e2ee` may send it; `data` is at most [`MAX_E2EE_DATA_BYTES`].
+    E2ee {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        data: String,
+    },
 }
+
+/// Largest `data` of an `e2ee` message, bytes.
+pub const MAX_E2EE_DATA_BYTES: usize = 4096;
 
 impl ClientMessage {
     /// The wire name of this message, for error replies.
@@ -170,6 +186,7 @@ impl ClientMessage {
             ClientMessage::Leave {} => ClientMessageKind::Leave,
             ClientMessage::Ping { .. } => ClientMessageKind::Ping,
             ClientMessage::UpdateSubscription { .. } => ClientMessageKind::UpdateSubscription,
+            ClientMessage::E2ee { .. } => ClientMessageKind::E2ee,
         }
     }
 }
@@ -186,10 +203,11 @@ pub enum ClientMessageKind {
     Leave,
     Ping,
     UpdateSubscription,
+    E2ee,
 }
 
 impl ClientMessageKind {
-    pub const ALL: [ClientMessageKind; 7] = [
+    pub const ALL: [ClientMessageKind; 8] = [
         ClientMessageKind::PublishOffer,
         ClientMessageKind::SubscribeAnswer,
         ClientMessageKind::Trickle,
@@ -197,6 +215,7 @@ impl ClientMessageKind {
         ClientMessageKind::Leave,
         ClientMessageKind::Ping,
         ClientMessageKind::UpdateSubscription,
+        ClientMessageKind::E2ee,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -208,6 +227,7 @@ impl ClientMessageKind {
             ClientMessageKind::Leave => "leave",
             ClientMessageKind::Ping => "ping",
             ClientMessageKind::UpdateSubscription => "update_subscription",
+            ClientMessageKind::E2ee => "e2ee",
         }
     }
 }
@@ -361,6 +381,13 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         layers: Option<u32>,
     },
+    /// Added in 1.4. An end-to-end encryption message another participant sent you (to you
+    /// alone or to everyone who joined with `e2ee`), passed on unchanged: the relay cannot read
+    /// it.
+    E2ee {
+        from: String,
+        data: String,
+    },
 }
 
 /// One participant's connection quality (`connection_quality`).
@@ -430,10 +457,15 @@ pub enum ErrorCode {
     CodecNotReceivable,
     /// More messages per second than the relay accepts from one session; this one was dropped.
     RateLimited,
+    /// Added in 1.4: the room admits only participants that join with `e2ee=1`.
+    E2eeRequired,
+    /// Added in 1.4: `to` of an `e2ee` message names nobody in your room who joined with
+    /// `e2ee` (they may just have left).
+    UnknownParticipant,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownMessageType,
         ErrorCode::MessageTooLarge,
@@ -450,6 +482,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::CodecNotReceivable,
         ErrorCode::RateLimited,
+        ErrorCode::E2eeRequired,
+        ErrorCode::UnknownParticipant,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -470,6 +504,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::CodecNotReceivable => "codec_not_receivable",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::E2eeRequired => "e2ee_required",
+            ErrorCode::UnknownParticipant => "unknown_participant",
         }
     }
 }
@@ -734,6 +770,29 @@ mod tests {
             },
             r#"{"type":"connection_quality","updates":[{"participant_id":"PA_1","quality":"poor"}]}"#,
         );
+    }
+
+    #[test]
+    fn e2ee_messages_round_trip() {
+        assert_server_wire(
+            ServerMessage::E2ee {
+                from: "PA_1".into(),
+                data: "{\"v\":1}".into(),
+            },
+            r#"{"type":"e2ee","from":"PA_1","data":"{\"v\":1}"}"#,
+        );
+        let to_all: ClientMessage = serde_json::from_str(r#"{"type":"e2ee","data":"x"}"#).unwrap();
+        assert_eq!(
+            to_all,
+            ClientMessage::E2ee {
+                to: None,
+                data: "x".into()
+            }
+        );
+        let to_one: ClientMessage =
+            serde_json::from_str(r#"{"type":"e2ee","to":"PA_2","data":"x"}"#).unwrap();
+        assert_eq!(to_one.kind().as_str(), "e2ee");
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"e2ee","to":"PA_2"}"#).is_err());
     }
 
     #[test]

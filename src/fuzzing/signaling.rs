@@ -70,6 +70,7 @@ impl Harness {
             name: String::new(),
             grants: Grants::participant(),
             resume_token: None,
+            e2ee: false,
         };
         let joined = match self.node.handle_command(NodeCommand::Join(request), now) {
             CommandReply::Joined(joined) => joined.ok(),

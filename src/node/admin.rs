@@ -231,6 +231,7 @@ impl Node {
                     tracks,
                     estimate_bps: entry.room.bandwidth().estimate_bps(p.id),
                     subscriptions,
+                    e2ee: p.e2ee,
                 })
             })
             .collect();

@@ -8,6 +8,7 @@ pub mod control;
 mod data;
 pub mod demux;
 pub mod driver;
+mod e2ee;
 pub mod engine;
 mod events;
 pub mod feedback;

@@ -151,6 +151,14 @@ impl Node {
             info!(identity = %request.identity, room = %room_name, "identity joined again; replacing");
             self.remove_participant(old, LeaveReason::Replaced, now);
         }
+        // An end-to-end encrypted room is refused before anything is made for the join.
+        let e2ee_required = match self.room_keys.get(&room_name) {
+            Some(key) => self.rooms.get(key).is_some_and(|e| e.policy.e2ee_required),
+            None => self.config.room_defaults.e2ee_required,
+        };
+        if e2ee_required && !request.e2ee {
+            return Err(JoinRefusal::E2eeRequired);
+        }
         let room_id = match self.room_keys.get(&room_name) {
             Some(key) => *key,
             None => {
@@ -217,6 +225,8 @@ impl Node {
                 unreceivable: Default::default(),
                 restart_subscribe_ice: false,
                 data_rate: super::data::data_rate(),
+                e2ee: request.e2ee,
+                e2ee_rate: super::e2ee::e2ee_rate(),
                 joined_at,
                 quality: Default::default(),
                 uplink_counts: (0, 0),
@@ -374,6 +384,7 @@ impl Node {
                 max_width,
                 max_height,
             } => self.update_subscription(id, &track_id, paused, max_width, max_height, now),
+            ClientMessage::E2ee { to, data } => self.e2ee_message(id, to.as_deref(), data, now),
         };
         if let Err(refusal) = result {
             let (code, text) = refusal.into_wire();
@@ -705,6 +716,7 @@ impl Node {
                 MemberState::Reconnecting { .. } => ParticipantState::Reconnecting,
             },
             tracks,
+            e2ee: p.e2ee,
         })
     }
 

@@ -122,6 +122,7 @@ impl Default for NodeConfig {
                 max_egress_kbps: 0,
                 max_subscriber_kbps: 0,
                 max_publisher_kbps: 0,
+                e2ee_required: false,
             },
             max_rooms: 1_000,
             renegotiation_debounce: Duration::from_millis(20),

@@ -298,6 +298,7 @@ impl Sim {
             name,
             grants: Grants::participant(),
             resume_token,
+            e2ee: false,
         };
         let reply = self
             .node

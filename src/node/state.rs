@@ -112,6 +112,10 @@ pub struct Participant {
     pub restart_subscribe_ice: bool,
     /// Messages this participant may send on its data channel (see `data.rs`).
     pub data_rate: RateLimit,
+    /// Joined with `e2ee=1`: takes part in the end-to-end key exchange (see `e2ee.rs`).
+    pub e2ee: bool,
+    /// End-to-end key exchange messages this participant may still send now.
+    pub e2ee_rate: RateLimit,
     pub joined_at: SystemTime,
     /// When the join was accepted, until the first peer connection connects (join duration).
     pub awaiting_media: Option<Instant>,
