@@ -79,6 +79,9 @@ bash tests/api/schemathesis.sh target/debug/tern
 step "deploy/: promtool, systemd-analyze, dashboard, Kubernetes and Helm manifests (static)"
 "${TERN_TEST_SCHEMATHESIS_VENV:-$HOME/.cache/tern/schemathesis-venv}/bin/python" tests/deploy/check.py target/debug/tern
 
+step "end-to-end encryption: the client's crypto under node's test runner (RFC 9605 vectors, frame format, key schedule, simulated calls, hostile messages)"
+node --test tests/e2ee/
+
 step "headless Chromium: two pages call each other through the relay"
 isolated node tests/browser/smoke.mjs
 
@@ -93,6 +96,12 @@ isolated node tests/browser/operator.mjs
 
 step "headless Firefox and Chromium in one call (Firefox in a network namespace)"
 isolated node tests/browser/firefox.mjs
+
+step "headless Chromium: end-to-end encrypted call (decoding, safety codes, a wrong passphrase, what the relay forwards, a leave and a late join rotate keys, a relay that swaps keys)"
+isolated node tests/browser/e2ee.mjs
+
+step "headless Firefox and Chromium in one end-to-end encrypted call"
+isolated node tests/browser/firefox.mjs e2ee
 
 step "headless Chromium: VP9 and AV1 SVC, dynacast, the active speaker, loss in network namespaces (NACK/RTX, the quality indicator), a killed browser, ICE-TCP to the second media worker with UDP blocked"
 isolated node tests/browser/media.mjs

@@ -101,7 +101,8 @@ pub fn router<C: RoomControl>(signaling: Signaling<C>) -> Router {
         .route("/dev/token", get(dev_token::<C>))
         .route("/", get(web_page))
         .route("/tern.js", get(web_library))
-
+        .route("/e2ee.js", get(web_e2ee))
+        .route("/e2ee-worker.js", get(web_e2ee_worker))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .with_state(signaling)
 }
@@ -320,6 +321,22 @@ async fn web_library() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("../web/tern.js"),
+    )
+}
+
+/// The end-to-end encryption of the bundled client: frame format and key exchange.
+async fn web_e2ee() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../web/e2ee.js"),
+    )
+}
+
+/// The worker that encrypts and decrypts frames (Encoded Transforms) with `e2ee.js`.
+async fn web_e2ee_worker() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../web/e2ee-worker.js"),
     )
 }
 

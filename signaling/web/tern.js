@@ -3,7 +3,10 @@
 // A plain ES module with no build step and no dependencies, served by every relay at /tern.js.
 // It speaks the protocol in signaling/PROTOCOL.md: one WebSocket, a publish peer connection (the
 // client offers) and a subscribe peer connection (the relay offers), plus the relay's `tern`
-// data channel for chat. See signaling/web/README.md for the API with an example.
+// data channel for chat. See signaling/web/README.md for the API with an example. End-to-end
+// encryption (useE2ee) lives in e2ee.js (keys, frame format) and e2ee-worker.js (the frames).
+
+import { E2eeSession } from './e2ee.js';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -124,6 +127,10 @@ export class TernError extends Error {
  *   receive; the encodings above are turned off (`videoDemand`)
  * - `data` ({ from, data }) and `chat` ({ from, text, name }) from the data channel
  * - `error` ({ code, message, track_id? })
+ * - with end-to-end encryption (useE2ee): `e2ee_state` ({ participant_id, state }: 'encrypted',
+ *   'waiting_for_key', 'cannot_decrypt' or 'not_encrypted'), `e2ee_safety_code` ({ code }: the
+ *   emoji everyone compares, a string), `e2ee_refused` ({ from, reason }: keys refused, e.g. `bad_mac` when
+ *   the passphrase differs or the relay substituted a key); state in `room.e2ee`
  */
 export class Room extends EventTarget {
   constructor() {
@@ -162,6 +169,28 @@ export class Room extends EventTarget {
     this._pingTimer = null;
     this._queue = Promise.resolve();
     this._closedReason = null;
+    this._e2eeOptions = null;
+    this.e2ee = null; // E2eeCall once joined with end-to-end encryption
+  }
+
+  /**
+   * Encrypts our media end to end and decrypts everybody's (call before connect): the relay
+   * forwards frames it cannot read. `passphrase` (optional, the same for everyone in the room,
+   * e.g. from the page's `#e2ee=` fragment) authenticates everyone's keys, so that a relay that
+   * substitutes one is detected; without it, compare the safety code (`room.e2ee.safetyCode`).
+   * Video is sent as VP8 (E2EE supports VP8 and Opus only). `transform`: 'auto' (the default:
+   * RTCRtpScriptTransform where the browser has it, else createEncodedStreams) or 'streams'.
+   */
+  useE2ee({ passphrase = '', transform = 'auto' } = {}) {
+    if (this.state !== 'new') throw new TernError('invalid_state', 'useE2ee comes before connect');
+    if (!globalThis.crypto || !globalThis.crypto.subtle) {
+      throw new TernError('e2ee_unavailable', 'end-to-end encryption needs WebCrypto, which browsers give only to secure pages (HTTPS or localhost)');
+    }
+    const streams = transform === 'streams' || typeof RTCRtpScriptTransform === 'undefined';
+    if (streams && !('createEncodedStreams' in RTCRtpSender.prototype)) {
+      throw new TernError('e2ee_unavailable', 'this browser has no encoded transforms, so it cannot encrypt end to end');
+    }
+    this._e2eeOptions = { passphrase, streams };
   }
 
   /** Connects and resolves with the `joined` message; rejects with a TernError. */
@@ -180,6 +209,7 @@ export class Room extends EventTarget {
   _open(resumeToken) {
     const query = new URLSearchParams({ access_token: this._token, protocol: String(PROTOCOL_VERSION) });
     if (resumeToken) query.set('resume_token', resumeToken);
+    if (this._e2eeOptions) query.set('e2ee', '1');
     const ws = new WebSocket(`${this._url}?${query}`);
     this.ws = ws;
     return new Promise((resolve, reject) => {
@@ -238,6 +268,10 @@ export class Room extends EventTarget {
     for (const t of (message.participant && message.participant.tracks) || []) {
       this._applyOperatorMute(t.id, !!t.admin_muted);
     }
+    if (this._e2eeOptions) {
+      if (!this.e2ee) this.e2ee = new E2eeCall(this, message, this._e2eeOptions);
+      else this.e2ee.resync(message.participants);
+    }
     clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._send({ type: 'ping', timestamp: Date.now() }), PING_INTERVAL_MS);
   }
@@ -277,6 +311,7 @@ export class Room extends EventTarget {
     this.state = 'closed';
     clearInterval(this._pingTimer);
     for (const pc of [this.publishPc, this.subscribePc]) if (pc) pc.close();
+    if (this.e2ee) this.e2ee.close();
     this._emit('closed', { reason });
   }
 
@@ -307,9 +342,15 @@ export class Room extends EventTarget {
         break;
       case 'participant_joined':
         this.participants.set(message.participant.id, message.participant);
+        // Before any of the newcomer's own e2ee messages (the relay sends this first).
+        if (this.e2ee) await this.e2ee.joined(message.participant);
         break;
       case 'participant_left':
         this.participants.delete(message.participant_id);
+        if (this.e2ee) await this.e2ee.left(message.participant_id);
+        break;
+      case 'e2ee':
+        if (this.e2ee) await this.e2ee.session.receive(message.from, message.data);
         break;
       case 'participant_reconnecting':
       case 'participant_resumed': {
@@ -379,7 +420,7 @@ export class Room extends EventTarget {
       default:
         break;
     }
-    if (!['joined', 'pong', 'publish_answer', 'subscribe_offer', 'closed'].includes(message.type)) {
+    if (!['joined', 'pong', 'publish_answer', 'subscribe_offer', 'closed', 'e2ee'].includes(message.type)) {
       this._emit(message.type, message);
     }
   }
@@ -402,7 +443,7 @@ export class Room extends EventTarget {
 
   _ensurePublishPc() {
     if (!this.publishPc) {
-      this.publishPc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+      this.publishPc = new RTCPeerConnection(this._pcConfig());
       this.publishPc.onicecandidate = (e) => this._trickle('publish', e.candidate);
     }
     return this.publishPc;
@@ -418,6 +459,12 @@ export class Room extends EventTarget {
    * those. Resolves with the relay's TrackInfo of the new track.
    */
   async publishTrack(track, source, { stream, videoCodec, simulcast = true } = {}) {
+    if (this.e2ee && track.kind === 'video') {
+      if (videoCodec && videoCodec.toLowerCase() !== 'video/vp8') {
+        throw new TernError('unsupported_codec', `end-to-end encryption supports VP8 and Opus only, not ${videoCodec}`);
+      }
+      videoCodec = 'video/VP8';
+    }
     const pc = this._ensurePublishPc();
     const init = { direction: 'sendonly', streams: [stream || new MediaStream([track])] };
     let layers = null;
@@ -442,6 +489,7 @@ export class Room extends EventTarget {
       delete init.sendEncodings;
       transceiver = pc.addTransceiver(track, init);
     }
+    if (this.e2ee) this.e2ee.attachSender(transceiver.sender, track.kind);
     if (videoCodec && track.kind === 'video' && RTCRtpSender.getCapabilities) {
       const codecs = RTCRtpSender.getCapabilities('video').codecs;
       const wanted = (c) => c.mimeType.toLowerCase() === videoCodec.toLowerCase();
@@ -557,6 +605,13 @@ export class Room extends EventTarget {
     }
   }
 
+  _pcConfig() {
+    const config = { iceServers: this.iceServers, bundlePolicy: 'max-bundle' };
+    // Chromium's createEncodedStreams works only on a connection made for it.
+    if (this._e2eeOptions && this._e2eeOptions.streams) config.encodedInsertableStreams = true;
+    return config;
+  }
+
   _trickle(leg, candidate) {
     const init = candidate ? candidate.toJSON() : { candidate: '' };
     this._send({ type: 'trickle', leg, candidate: init });
@@ -569,9 +624,10 @@ export class Room extends EventTarget {
       this.subscribePc = null;
     }
     if (!this.subscribePc) {
-      const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+      const pc = new RTCPeerConnection(this._pcConfig());
       pc.onicecandidate = (e) => this._trickle('subscribe', e.candidate);
       pc.ontrack = (e) => {
+        if (this.e2ee) this.e2ee.attachReceiver(e.receiver, e.track.kind, e.transceiver.mid);
         const info = this._subscribedByMid.get(e.transceiver.mid);
         if (info) this.remoteTracks.set(info.id, e.track);
         this._emit('track', { track: e.track, stream: e.streams[0], info });
@@ -584,6 +640,8 @@ export class Room extends EventTarget {
       this.subscribePc = pc;
     }
     this._subscribedByMid = new Map(message.tracks.filter((t) => t.mid).map((t) => [t.mid, t]));
+    // Before the new m-lines' first frames: whose frames each carries, to decrypt them.
+    if (this.e2ee) this.e2ee.setReceivers(this._subscribedByMid);
     await this.subscribePc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
     const answer = await this.subscribePc.createAnswer();
     await this.subscribePc.setLocalDescription(answer);
@@ -698,6 +756,147 @@ export class Room extends EventTarget {
     this._send({ type: 'leave' });
     this._finish('left');
     if (this.ws) this.ws.close();
+  }
+}
+
+/**
+ * The page's side of an end-to-end encrypted call: the key exchange (E2eeSession, through the
+ * relay's `e2ee` messages) and a worker (e2ee-worker.js) that encrypts every frame we send and
+ * decrypts every frame we receive with the keys the session posts to it.
+ */
+class E2eeCall {
+  constructor(room, joined, { passphrase, streams }) {
+    this.room = room;
+    this.selfId = joined.participant.id;
+    this.streams = streams;
+    this.passphrase = !!passphrase;
+    // Participant id -> 'encrypted' | 'waiting_for_key' | 'cannot_decrypt' | 'not_encrypted'.
+    this.states = new Map();
+    this.refused = new Map(); // participant id -> why its keys were refused
+    this.safetyCode = null; // the emoji everyone compares
+    this.counters = null; // the worker's: frames encrypted, decrypted, failed by reason
+    this._workerStates = new Map();
+    this._plain = new Set(); // participants who joined without e2ee
+    this.worker = new Worker(new URL('./e2ee-worker.js', import.meta.url), { type: 'module' });
+    this.worker.onmessage = ({ data: m }) => this._fromWorker(m);
+    this.worker.onerror = (e) => room._emit('error', { code: 'e2ee', message: `the encryption worker failed: ${e.message}` });
+    const post = (m) => this.worker.postMessage(m);
+    this.session = new E2eeSession({
+      selfId: this.selfId,
+      room: joined.room,
+      passphrase,
+      send: ({ to, data }) => room._send(to ? { type: 'e2ee', to, data } : { type: 'e2ee', data }),
+      onevent: (ev) => this._onEvent(ev),
+      // A new key after a leave: a keyframe lets everyone start clean on it.
+      onKeyChanged: () => post({ type: 'keyframe' }),
+      onSenderKey: (kid, raw) => post({ type: 'sender_key', kid, raw }),
+      onReceiverKey: (senderId, kid, raw) => post({ type: 'receiver_key', senderId, kid, raw }),
+      onReceiverRemoved: (senderId) => post({ type: 'receiver_removed', senderId }),
+    });
+    for (const p of joined.participants) this._note(p);
+    this.started = this.session.start().catch((err) => room._emit('error', { code: 'e2ee', message: String(err.message || err) }));
+  }
+
+  _note(p) {
+    if (p.e2ee) this._plain.delete(p.id);
+    else this._plain.add(p.id);
+    this._render(p.id);
+  }
+
+  /** A participant joined after us (before its own e2ee messages are handled). */
+  async joined(p) {
+    this._note(p);
+    if (p.e2ee) await this.session.participantJoined(p.id);
+  }
+
+  async left(id) {
+    this._plain.delete(id);
+    this.states.delete(id);
+    this.refused.delete(id);
+    this._workerStates.delete(id);
+    await this.session.participantLeft(id);
+  }
+
+  /** After a resume: whoever left or joined while we were away. */
+  async resync(participants) {
+    const now = new Set(participants.map((p) => p.id));
+    for (const id of this.session.peers) if (!now.has(id)) await this.left(id);
+    for (const p of participants) if (!this.session.peers.includes(p.id)) await this.joined(p);
+  }
+
+  attachSender(sender, kind) {
+    this._attach(sender, { side: 'send', kind });
+  }
+
+  attachReceiver(receiver, kind, mid) {
+    if (receiver._ternE2ee) return; // a reused m-line keeps its transform; setReceivers moves it
+    receiver._ternE2ee = true;
+    this._attach(receiver, { side: 'receive', kind, mid });
+  }
+
+  _attach(endpoint, options) {
+    if (this.streams) {
+      const { readable, writable } = endpoint.createEncodedStreams();
+      this.worker.postMessage({ type: 'streams', readable, writable, options }, [readable, writable]);
+    } else {
+      endpoint.transform = new RTCRtpScriptTransform(this.worker, options);
+    }
+  }
+
+  /** Whose frames each subscribe m-line carries (mid -> TrackInfo); plain senders pass as they are. */
+  setReceivers(byMid) {
+    const map = [...byMid].map(([mid, t]) => [mid, { senderId: t.participant_id, plain: this._plain.has(t.participant_id) }]);
+    this.worker.postMessage({ type: 'receivers', map });
+  }
+
+  _fromWorker(m) {
+    if (m.type === 'state') {
+      this._workerStates.set(m.senderId, m.state);
+      this._render(m.senderId);
+    } else if (m.type === 'sender_key_used') {
+      this.session.senderKeyUsed(m.kid);
+    } else if (m.type === 'counters') {
+      this.counters = m.counters;
+    } else if (m.type === 'error') {
+      this.room._emit('error', { code: 'e2ee', message: m.message });
+    }
+  }
+
+  _onEvent(ev) {
+    if (ev.type === 'safety_code') {
+      this.safetyCode = ev.code;
+      this.room._emit('e2ee_safety_code', { code: ev.code });
+    } else if (ev.type === 'refused' && ['bad_mac', 'missing_mac', 'bad_public_key'].includes(ev.reason)) {
+      this.refused.set(ev.from, ev.reason);
+      this.room._emit('e2ee_refused', { from: ev.from, reason: ev.reason });
+      this._render(ev.from);
+    } else if (ev.type === 'peer') {
+      this.refused.delete(ev.id);
+      this._render(ev.id);
+    } else if (ev.type === 'key') {
+      this._render(ev.from);
+    }
+  }
+
+  /** A participant's state as its tile shows it. */
+  state(id) {
+    if (this._plain.has(id)) return 'not_encrypted';
+    if (this.refused.has(id)) return 'cannot_decrypt';
+    // Before any of their frames: whether we hold a key of theirs.
+    return this._workerStates.get(id) || this.session.state(id);
+  }
+
+  _render(id) {
+    if (!id || id === this.selfId) return;
+    const state = this.state(id);
+    if (this.states.get(id) === state) return;
+    this.states.set(id, state);
+    this.room._emit('e2ee_state', { participant_id: id, state });
+  }
+
+  close() {
+    this.session.close();
+    this.worker.terminate();
   }
 }
 

@@ -35,7 +35,8 @@ try {
   await page.goto(url);
   const stats = () => page.evaluate(async () => {
     await window.ternJoined;
-    return { ...(await window.ternStats()), banner: document.getElementById('banner').textContent };
+    const e2ee = window.tern.e2ee ? { code: window.tern.e2ee.safetyCode, counters: window.tern.e2ee.counters } : null;
+    return { ...(await window.ternStats()), banner: document.getElementById('banner').textContent, e2ee };
   });
   const frameCount = (s) => (s.inbound || []).filter((x) => x.kind === 'video').reduce((a, x) => a + (x.framesDecoded || 0), 0);
   const audioCount = (s) => (s.inbound || []).filter((x) => x.kind === 'audio').reduce((a, x) => a + (x.packetsReceived || 0), 0);

@@ -4,8 +4,10 @@
 //
 // What it guards: Firefox nominates a candidate pair in its first check to an ICE-lite peer, and
 // offers every m-line after the first as port 0 with a=bundle-only; the relay must take both.
+// With `e2ee`, both pages encrypt end to end (the same passphrase): each decodes the other's
+// frames through its own encoded-transform worker, and both show the same safety code.
 //
-// Run as root (network namespaces): node tests/browser/firefox.mjs
+// Run as root (network namespaces): node tests/browser/firefox.mjs [e2ee]
 
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -16,7 +18,9 @@ import { createHosts, mintToken, RELAY_IP } from './netns.mjs';
 const GCM = 'SRTP_AEAD_AES_128_GCM';
 const kid = 'mixed';
 const secret = 'mixed-browsers-0123456789abcdef0123';
-const room = 'mixed';
+const e2ee = process.argv.includes('e2ee');
+const room = e2ee ? 'mixed-e2ee' : 'mixed';
+const fragment = e2ee ? '#e2ee=firefox%20and%20chromium' : '';
 const token = (identity) => mintToken({ kid, secret, room, identity });
 const videoFrames = (s) => s.inbound.filter((x) => x.kind === 'video').reduce((a, x) => a + (x.framesDecoded || 0), 0);
 const audioPackets = (s) => s.inbound.filter((x) => x.kind === 'audio').reduce((a, x) => a + (x.packetsReceived || 0), 0);
@@ -29,9 +33,9 @@ const hosts = createHosts(1);
 try {
   relay = await startRelay(['--advertise-ip', RELAY_IP, '--api-key', kid, '--api-secret', secret], '0.0.0.0');
   chromium = await launchBrowser();
-  const page = await openParticipant(chromium, `http://127.0.0.1:${relay.httpPort}/?room=${room}&name=chromium&token=${token('chromium')}`, 'chromium');
+  const page = await openParticipant(chromium, `http://127.0.0.1:${relay.httpPort}/?room=${room}&name=chromium&token=${token('chromium')}${fragment}`, 'chromium');
 
-  const firefoxUrl = `http://${RELAY_IP}:${relay.httpPort}/?room=${room}&name=firefox&token=${token('firefox')}`;
+  const firefoxUrl = `http://${RELAY_IP}:${relay.httpPort}/?room=${room}&name=firefox&token=${token('firefox')}${fragment}`;
   firefox = spawn('ip', ['netns', 'exec', hosts.clients[0].ns, process.execPath, path.join(repo, 'tests', 'browser', 'firefox-page.mjs'), firefoxUrl],
     { stdio: ['pipe', 'pipe', 'inherit'] });
   const reports = {};
@@ -69,7 +73,14 @@ try {
   if (audioPackets(final) < audioPackets(ready) + 50) throw new Error('firefox stopped receiving chromium\'s audio');
   if (!final.inbound.some((s) => s.kind === 'video' && s.frameWidth > 0)) throw new Error('firefox decoded no frame size');
   if (!(ciphers.length === 2 && final.transports.every((t) => t.srtpCipher === GCM))) throw new Error(`firefox's legs: ${ciphers}`);
-  log('PASS firefox and chromium see and hear each other through the relay');
+  if (e2ee) {
+    const mine = await page.evaluate(() => ({ code: window.tern.e2ee.safetyCode, counters: window.tern.e2ee.counters }));
+    log(`e2ee: chromium's code ${mine.code}, firefox's ${final.e2ee && final.e2ee.code}; chromium decrypted ${mine.counters.decrypted} frames, firefox ${final.e2ee && final.e2ee.counters && final.e2ee.counters.decrypted}`);
+    if (!final.e2ee || !mine.code || final.e2ee.code !== mine.code) throw new Error('the safety codes differ');
+    if (!(mine.counters.decrypted > 100 && final.e2ee.counters.decrypted > 100)) throw new Error('too few frames decrypted');
+    if (!(final.e2ee.counters.encrypted > 100)) throw new Error('firefox encrypted too few frames');
+  }
+  log(`PASS firefox and chromium see and hear each other through the relay${e2ee ? ', end to end encrypted' : ''}`);
 } catch (err) {
   failed = true;
   log('FAIL firefox:', err && err.stack ? err.stack : err);
