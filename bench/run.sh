@@ -20,6 +20,7 @@
 #   BENCH_RELAY=PATH      run this relay binary under the load of the built (or BENCH_TERN) one's
 #                         loadtest, e.g. an older relay to compare with
 #   BENCH_RELAY_ARGS="..."  more flags for the relay (e.g. "--media-bandwidth-estimation false")
+#   BENCH_LOADTEST_ARGS="..."  more flags for the loadtest (e.g. "--e2ee")
 #   BENCH_KEEP=1          keep the working directory (relay logs, all samples, loadtest output)
 #   BENCH_HOOK=CMD        run CMD in the background (bash -c, inside the namespace, RELAY_PID and
 #                         LOADTEST_PID exported) right after the loadtest starts; bench/profile.sh
@@ -119,7 +120,7 @@ inner() {
   sleep 1.5 # a few samples of the idle relay
 
   # shellcheck disable=SC2207
-  local lt_args=($(scenario_args "$name") --duration "${BENCH_DURATION:-30s}" --local-ip 127.0.0.1,127.0.0.2)
+  local lt_args=($(scenario_args "$name") ${BENCH_LOADTEST_ARGS:-} --duration "${BENCH_DURATION:-30s}" --local-ip 127.0.0.1,127.0.0.2)
   local t_launch
   t_launch=$(date +%s.%N)
   "${pin_load[@]}" "$tern" loadtest --url "http://$HTTP" "${lt_args[@]}" --json \

@@ -74,6 +74,8 @@ pub fn opus_payload(stamp: &Stamp) -> Vec<u8> {
 pub struct Vp8Packetizer {
     delta_frame_bytes: usize,
     picture_id: u16,
+    /// Fill frames with pseudo-random bytes instead of zeros (xorshift state; 0: zeros).
+    noise: u64,
 }
 
 impl Vp8Packetizer {
@@ -83,7 +85,15 @@ impl Vp8Packetizer {
         Vp8Packetizer {
             delta_frame_bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
             picture_id: 0,
+            noise: 0,
         }
+    }
+
+    /// Frames that look end-to-end encrypted: behind the clear VP8 header and the stamp, bytes
+    /// as random as ciphertext (the relay must not care).
+    pub fn encrypted(mut self, on: bool) -> Self {
+        self.noise = if on { 0x9e37_79b9_7f4a_7c15 } else { 0 };
+        self
     }
 
     /// The payloads of one frame, in order; packet `i` carries `counter + i` in its stamp. The
@@ -147,7 +157,18 @@ impl Vp8Packetizer {
                     sent_ns,
                 }
                 .write(&mut out);
-                out.resize(size, 0);
+                if self.noise == 0 {
+                    out.resize(size, 0);
+                } else {
+                    while out.len() < size {
+                        self.noise ^= self.noise << 13;
+                        self.noise ^= self.noise >> 7;
+                        self.noise ^= self.noise << 17;
+                        let word = self.noise.to_le_bytes();
+                        let take = (size - out.len()).min(word.len());
+                        out.extend_from_slice(&word[..take]);
+                    }
+                }
                 out
             })
             .collect()
@@ -206,6 +227,27 @@ mod tests {
         assert_eq!(payload.len(), OPUS_PAYLOAD_BYTES);
         assert_eq!(payload[0], OPUS_TOC);
         assert_eq!(Stamp::read(&payload), Some(stamp));
+    }
+
+    #[test]
+    fn encrypted_looking_frames_keep_their_clear_bytes_and_stamps() {
+        let mut plain = Vp8Packetizer::new(500_000, 30);
+        let mut sealed = Vp8Packetizer::new(500_000, 30).encrypted(true);
+        let (a, b) = (
+            plain.frame(true, 3, 100, 42),
+            sealed.frame(true, 3, 100, 42),
+        );
+        assert_eq!(a.len(), b.len());
+        for (p, s) in a.iter().zip(&b) {
+            assert_eq!(p.len(), s.len());
+            let clear = VP8_DESCRIPTOR_BYTES + STAMP_BYTES;
+            assert_eq!(Stamp::read(p), Stamp::read(s));
+            assert!(s[clear + 16..].iter().any(|byte| *byte != 0));
+            assert!(p[p.len() - 16..].iter().all(|byte| *byte == 0));
+        }
+        assert!(is_vp8_keyframe_start(&b[0]));
+        let delta = sealed.frame(false, 3, 108, 43);
+        assert!(!is_vp8_keyframe_start(&delta[0]));
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct LoadtestArgs {
     /// Publish Opus only.
     #[arg(long)]
     pub audio_only: bool,
+    /// Join as end-to-end encrypting participants (`e2ee=1`), with every frame behind its clear
+    /// codec bytes pseudo-random, as encrypted frames look to the relay.
+    #[arg(long)]
+    pub e2ee: bool,
     /// A keyframe this often (and whenever the relay sends a PLI), e.g. 3s.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub keyframe_interval: Duration,
@@ -198,6 +202,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
         video_bps: u64::from(args.video_kbps) * 1000,
         audio_only: args.audio_only,
         keyframe_interval: args.keyframe_interval,
+        e2ee: args.e2ee,
     };
     let mut drivers = Vec::new();
     let mut counters = Vec::new();
@@ -208,6 +213,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
     }
     let ctx = Arc::new(signaling::Context {
         authority: authority.clone(),
+        e2ee: args.e2ee,
         local_ips: args.local_ips.clone(),
         tokens,
         shared: shared.clone(),
@@ -306,6 +312,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
         shape,
         participants: specs.len(),
         video_kbps: args.video_kbps,
+        e2ee: args.e2ee,
         threads,
         ramp_up,
         window: window_end - window_start,

@@ -33,6 +33,8 @@ pub struct MediaSettings {
     pub video_bps: u64,
     pub audio_only: bool,
     pub keyframe_interval: Duration,
+    /// Frames look encrypted end to end (pseudo-random behind the clear codec bytes).
+    pub e2ee: bool,
 }
 
 /// One outgoing stream on a fixed media clock.
@@ -120,7 +122,8 @@ impl Publisher {
             None
         } else {
             let track = add_track(pc, RtpCodecKind::Video, ssrc | 1, video_stream(number), now)?;
-            Some((track, Vp8Packetizer::new(media.video_bps, VIDEO_FPS)))
+            let vp8 = Vp8Packetizer::new(media.video_bps, VIDEO_FPS).encrypted(media.e2ee);
+            Some((track, vp8))
         };
         let offer = pc.create_offer(None)?;
         pc.set_local_description(now, offer.clone())?;
@@ -304,6 +307,7 @@ mod tests {
             video_bps: 500_000,
             audio_only,
             keyframe_interval: Duration::from_secs(3),
+            e2ee: false,
         };
         let (publisher, offer) = Publisher::create(&mut pc, &spec, &media, now).unwrap();
         let ClientMessage::PublishOffer { sdp, tracks } = offer else {

@@ -85,6 +85,8 @@ pub struct Report {
     pub participants_ready: usize,
     pub audio_only: bool,
     pub video_kbps: u32,
+    /// Joined with `e2ee=1`, frames looking encrypted.
+    pub e2ee: bool,
     /// (receiver, stream) pairs that should have flowed, and those that delivered at least one
     /// packet sent inside the window.
     pub streams_expected: u64,
@@ -138,6 +140,7 @@ pub struct RunFacts {
     pub shape: super::scenario::Shape,
     pub participants: usize,
     pub video_kbps: u32,
+    pub e2ee: bool,
     pub threads: usize,
     pub ramp_up: Duration,
     pub window: Duration,
@@ -168,6 +171,7 @@ impl Report {
             participants_ready: facts.participants_ready,
             audio_only: facts.shape.audio_only,
             video_kbps: facts.video_kbps,
+            e2ee: facts.e2ee,
             streams_expected: facts.shape.streams_expected(),
             streams_received: totals.streams_received,
             packets_sent: counters.sent_in_window,
@@ -211,6 +215,11 @@ impl Report {
             "Opus only".to_owned()
         } else {
             format!("Opus + VP8 {} kbit/s", self.video_kbps)
+        };
+        let media = if self.e2ee {
+            format!("{media}, end-to-end encrypted")
+        } else {
+            media
         };
         let rows: Vec<(&str, String)> = vec![
             ("relay", self.url.clone()),

@@ -29,6 +29,8 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 pub struct Context {
     /// `host:port` of the relay's HTTP listener.
     pub authority: String,
+    /// Join with `e2ee=1`.
+    pub e2ee: bool,
     /// Local addresses participants are spread over, round-robin (empty: the system's choice).
     pub local_ips: Vec<IpAddr>,
     pub tokens: TokenSource,
@@ -158,7 +160,8 @@ async fn connect(
             .tokens
             .token(&spec.room, &spec.identity, grants, local)
             .await?;
-        let url = format!("ws://{}/rtc?access_token={token}", ctx.authority);
+        let e2ee = if ctx.e2ee { "&e2ee=1" } else { "" };
+        let url = format!("ws://{}/rtc?access_token={token}{e2ee}", ctx.authority);
         let stream = net::connect(&ctx.authority, local)
             .await
             .context("cannot reach the relay")?;

@@ -7,6 +7,8 @@
 // - eve joins without encryption and captures every encoded frame the relay forwards her: what
 //   bob decrypts from alice's frames never appears in them, while the codec bytes the relay
 //   needs are there in the clear (a VP8 keyframe's start code);
+// - bob's window shrinks and grows: the relay moves him between alice's simulcast layers at
+//   keyframes it finds in the clear bytes of encrypted frames, and he decodes every layer;
 // - carol leaves: alice and bob go on decoding each other on new keys and their safety code
 //   changes (equal on both); the keys carol held do not decrypt alice's frames captured after
 //   she left, though they decrypt one captured before;
@@ -15,11 +17,16 @@
 //   before he joined;
 // - a tampering relay (here: a WebSocket wrapper in victor's page that swaps the public keys
 //   frank announces for its own): with a passphrase victor refuses frank's keys and says so;
-//   without one victor's safety code differs from frank's.
+//   without one victor's safety code differs from frank's. (Walter, who joins through the
+//   lobby's switch and passphrase field, is decoded by victor.)
 //
-// Run: node tests/browser/e2ee.mjs   (after `cargo build`; inside `unshare -n` in CI)
+// Run: node tests/browser/e2ee.mjs [--screenshot]   (after `cargo build`; inside `unshare -n` in
+// CI). --screenshot saves docs/screenshot-e2ee.png (alice's page once everyone is in).
 
-import { startRelay, launchBrowser, until, inbound, log } from './lib.mjs';
+import path from 'node:path';
+import { startRelay, launchBrowser, until, inbound, log, repo } from './lib.mjs';
+
+const screenshot = process.argv.includes('--screenshot');
 
 const ROOM = 'secret';
 const PASSPHRASE = 'correct horse battery staple';
@@ -104,18 +111,27 @@ const TAMPER = (target) => {
   Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
 };
 
-async function open(name, fragment, { query = '', capture = false, room = ROOM, tamper = null } = {}) {
+async function open(name, fragment, { query = '', capture = false, room = ROOM, tamper = null, lobby = false } = {}) {
   const context = await browser.newContext();
   const page = await context.newPage();
   if (capture) await page.addInitScript(CAPTURE);
   if (tamper) await page.addInitScript(TAMPER, tamper);
   page.on('console', (m) => { if (m.type() === 'error') log(`[${name} console]`, m.text()); });
   page.on('pageerror', (e) => log(`[${name} pageerror]`, e.message));
-  // `fragment`: the passphrase; '' encrypts without one (`?e2ee=1`), null not at all.
-  const e2ee = fragment ? `#e2ee=${encodeURIComponent(fragment)}` : '';
-  const plain = fragment === '' ? '&e2ee=1' : '';
-  await page.goto(`${relay.base}/?room=${room}&name=${name}${query}${plain}${e2ee}`);
-  await until(`${name} joined`, () => page.evaluate(() => window.ternJoined.then(() => true)), 30000);
+  if (lobby) {
+    // The lobby's switch and passphrase field, as a person would use them.
+    await page.goto(`${relay.base}/?room=${room}`);
+    await page.fill('#name', name);
+    await page.check('#join-e2ee');
+    await page.fill('#e2ee-passphrase', fragment);
+    await page.click('#join-form button');
+  } else {
+    // `fragment`: the passphrase; '' encrypts without one (`?e2ee=1`), null not at all.
+    const e2ee = fragment ? `#e2ee=${encodeURIComponent(fragment)}` : '';
+    const plain = fragment === '' ? '&e2ee=1' : '';
+    await page.goto(`${relay.base}/?room=${room}&name=${name}${query}${plain}${e2ee}`);
+  }
+  await until(`${name} joined`, () => page.evaluate(() => window.ternJoined && window.ternJoined.then(() => true)), 30000);
   const id = await page.evaluate(() => window.tern.participant.id);
   return { name, page, id };
 }
@@ -130,7 +146,7 @@ async function decodedBySender(p) {
     report.forEach((s) => {
       if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
       const info = room._subscribedByMid.get(s.mid);
-      if (info) out[info.participant_id] = { frames: s.framesDecoded || 0, packets: s.packetsReceived || 0 };
+      if (info) out[info.participant_id] = { frames: s.framesDecoded || 0, packets: s.packetsReceived || 0, width: s.frameWidth || 0 };
     });
     return out;
   });
@@ -219,6 +235,11 @@ try {
     if (v.tiles[mallory.id] !== 'cannot_decrypt') throw new Error(`${p.name}'s tile of mallory: ${v.tiles[mallory.id]}`);
   }
   if (malloryView.code === views[0].code) throw new Error('mallory shows the others\' safety code');
+  if (screenshot) {
+    const file = path.join(repo, 'docs', 'screenshot-e2ee.png');
+    await alice.page.screenshot({ path: file });
+    log(`saved ${file}`);
+  }
   log(`mallory: ${JSON.stringify(malloryDecoded)} (packets, no frames); her safety code ${malloryView.code}`);
 
   // 3. What the relay forwards (eve's capture) never contains what the frames say.
@@ -240,6 +261,17 @@ try {
   if (checked < 5) throw new Error(`only ${checked} large frames to check`);
   log(`eve captured ${sample.length} frames of alice (${keyframes.length} keyframes with a clear VP8 header); none holds 16 plaintext bytes of the ${checked} frames bob decrypted`);
   const beforeLeave = sample.find((f) => f.data.length > 200);
+
+  // Layer switches: a small window asks for alice's lowest layer, a large one for more.
+  for (const [viewport, fits] of [[{ width: 480, height: 320 }, (w) => w > 0 && w <= 320], [{ width: 1600, height: 900 }, (w) => w >= 640]]) {
+    await bob.page.setViewportSize(viewport);
+    const got = await until(`bob receives alice at a width for ${viewport.width}x${viewport.height}`, async () => {
+      const d = await decodedBySender(bob);
+      return d[alice.id] && fits(d[alice.id].width) && d[alice.id];
+    }, 30000);
+    await keepsDecoding(bob, [alice], 20);
+    log(`bob's window ${viewport.width}x${viewport.height}: alice's video decoded at ${got.width} px wide`);
+  }
 
   // 4. Carol leaves: alice and bob rotate their keys and go on; carol's keys open nothing new.
   const kidBefore = (await e2eeView(alice)).kid;
@@ -279,7 +311,8 @@ try {
   for (const passphrase of ['tamper-proof passphrase', null]) {
     const room = passphrase ? 'tamper-passphrase' : 'tamper-open';
     const frank = await open('frank', passphrase || '', { room });
-    const walter = await open('walter', passphrase || '', { room });
+    // Walter joins through the lobby (switch ticked, passphrase typed).
+    const walter = await open('walter', passphrase || '', { room, lobby: true });
     const victor = await open('victor', passphrase || '', { room, tamper: frank.id });
     if (passphrase) {
       const v = await until('victor refuses frank\'s substituted keys', async () => {
