@@ -32,15 +32,6 @@ fn received_from(client: &mut Client, from: &str) -> Vec<String> {
         .collect()
 }
 
-async fn expect_error(client: &mut Client, code: ErrorCode) {
-    client
-        .wait_for(&format!("error {code:?}"), |e| match e {
-            Event::Signal(ServerMessage::Error { code: c, .. }) if *c == code => Some(()),
-            _ => None,
-        })
-        .await;
-}
-
 async fn wait_e2ee(client: &mut Client, from: &str, data: &str) {
     let (from, data) = (from.to_owned(), data.to_owned());
     client
@@ -236,36 +227,31 @@ async fn key_messages_are_rate_limited_and_counted() {
     assert_eq!(got[0], "m0");
 }
 
+/// A join without `e2ee=1` to `room` is refused with `e2ee_required`, the only message.
+async fn refused_as_plain(relay: &tern::app::Running, room: &str, identity: &str) {
+    let first = first_message(relay, room, identity).await;
+    assert!(
+        matches!(
+            first,
+            ServerMessage::Error {
+                code: ErrorCode::E2eeRequired,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_room_that_requires_e2ee_refuses_plain_joins_before_making_anything() {
     let relay = start_relay(|config| config.room.e2ee_required = true).await;
     let operator = admin_token(&relay, "*");
     // The relay's default: a plain join is refused and no room is left behind.
-    let first = first_message(&relay, "secret", "mallory").await;
-    assert!(
-        matches!(
-            first,
-            ServerMessage::Error {
-                code: ErrorCode::E2eeRequired,
-                ..
-            }
-        ),
-        "{first:?}"
-    );
+    refused_as_plain(&relay, "secret", "mallory").await;
     let (_, rooms) = api(&relay, "GET", "/api/rooms", Some(&operator), None).await;
     assert_eq!(rooms.as_array().map(Vec::len), Some(0), "{rooms}");
     let _alice = connect_e2ee(&relay, "secret", "alice").await;
-    let first = first_message(&relay, "secret", "mallory").await;
-    assert!(
-        matches!(
-            first,
-            ServerMessage::Error {
-                code: ErrorCode::E2eeRequired,
-                ..
-            }
-        ),
-        "{first:?}"
-    );
+    refused_as_plain(&relay, "secret", "mallory").await;
 
     // Per room through the admin API: a room that does not require it admits plain joins.
     let (status, body) = api(
@@ -290,15 +276,5 @@ async fn a_room_that_requires_e2ee_refuses_plain_joins_before_making_anything() 
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let first = first_message(&relay, "open", "carol").await;
-    assert!(
-        matches!(
-            first,
-            ServerMessage::Error {
-                code: ErrorCode::E2eeRequired,
-                ..
-            }
-        ),
-        "{first:?}"
-    );
+    refused_as_plain(&relay, "open", "carol").await;
 }

@@ -18,15 +18,6 @@ async fn breaches(relay: &tern::app::Running, limit: &str) -> f64 {
     .await
 }
 
-async fn expect_error(client: &mut Client, code: ErrorCode) {
-    client
-        .wait_for(&format!("error {code:?}"), |e| match e {
-            Event::Signal(ServerMessage::Error { code: c, .. }) if *c == code => Some(()),
-            _ => None,
-        })
-        .await;
-}
-
 /// Alice publishes to Bob in `room`; returns once media flows.
 async fn call(relay: &tern::app::Running, room: &str) -> (Client, Client, MediaPump) {
     let alice = Client::connect(relay, room, "alice").await;

@@ -1408,6 +1408,16 @@ pub async fn api(
     (status, json)
 }
 
+/// Waits for an `error` with `code` on `client`.
+pub async fn expect_error(client: &mut Client, code: tern_signaling::protocol::ErrorCode) {
+    client
+        .wait_for(&format!("error {code:?}"), |e| match e {
+            Event::Signal(ServerMessage::Error { code: c, .. }) if *c == code => Some(()),
+            _ => None,
+        })
+        .await;
+}
+
 /// Opens `/rtc` with a token and returns the relay's first message (for refused joins, whose
 /// first message is an error).
 pub async fn first_message(relay: &Running, room: &str, identity: &str) -> ServerMessage {
