@@ -388,6 +388,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         trusted_proxies: trusted_proxies.clone(),
         draining: draining.clone(),
         metrics: metrics.signaling.clone(),
+        whip: Arc::new(tern_signaling::whip::WhipState::new(
+            config.room.max_sdp_bytes,
+            metrics.signaling.whip_sessions.clone(),
+        )),
     };
     let admin = AdminApi {
         admin: control.clone(),

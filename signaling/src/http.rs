@@ -45,6 +45,8 @@ pub struct Signaling<C> {
     /// so calls in progress survive a dropped connection).
     pub draining: Arc<AtomicBool>,
     pub metrics: Arc<SignalingMetrics>,
+    /// WHIP sessions (`whip.rs`).
+    pub whip: Arc<crate::whip::WhipState>,
 }
 
 /// The address of the client at the other end of an HTTP connection (plain or TLS).
@@ -68,6 +70,7 @@ impl<C: Clone> Clone for Signaling<C> {
             trusted_proxies: self.trusted_proxies.clone(),
             draining: self.draining.clone(),
             metrics: self.metrics.clone(),
+            whip: self.whip.clone(),
         }
     }
 }
@@ -97,6 +100,16 @@ pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>
 pub fn router<C: RoomControl>(signaling: Signaling<C>) -> Router {
     Router::new()
         .route("/rtc", get(rtc::<C>))
+        .route(
+            "/whip/{room}",
+            axum::routing::post(crate::whip::post::<C>).options(crate::whip::options),
+        )
+        .route(
+            "/whip/resource/{id}",
+            axum::routing::patch(crate::whip::patch::<C>)
+                .delete(crate::whip::delete::<C>)
+                .options(crate::whip::resource_options),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/dev/token", get(dev_token::<C>))
         .route("/", get(web_page))

@@ -15,3 +15,4 @@ pub mod protocol;
 pub mod serve;
 pub mod session;
 pub mod tls;
+pub mod whip;

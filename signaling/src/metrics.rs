@@ -17,6 +17,10 @@ pub struct SignalingMetrics {
     token_rejections: HashMap<&'static str, IntCounter>,
     pub limits: LimitCounters,
     origin_refusals: IntCounter,
+    /// WHIP requests answered, by method and HTTP status (`whip_request`).
+    whip_requests: IntCounterVec,
+    /// Open WHIP sessions.
+    pub whip_sessions: IntGauge,
 }
 
 impl SignalingMetrics {
@@ -60,6 +64,16 @@ impl SignalingMetrics {
             "HTTP requests refused because their Origin is not allowed.",
         )?;
         registry.register(Box::new(origin_refusals.clone()))?;
+        let whip_requests = IntCounterVec::new(
+            Opts::new(
+                "tern_whip_requests_total",
+                "WHIP requests answered, by method (post, patch, delete) and HTTP status.",
+            ),
+            &["method", "status"],
+        )?;
+        registry.register(Box::new(whip_requests.clone()))?;
+        let whip_sessions = IntGauge::new("tern_whip_sessions", "Open WHIP sessions.")?;
+        registry.register(Box::new(whip_sessions.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(messages_vec.clone()))?;
@@ -83,6 +97,8 @@ impl SignalingMetrics {
                 .collect(),
             limits: LimitCounters::register(registry)?,
             origin_refusals,
+            whip_requests,
+            whip_sessions,
         })
     }
 
@@ -108,5 +124,13 @@ impl SignalingMetrics {
 impl SignalingMetrics {
     pub fn origin_refused(&self) {
         self.origin_refusals.inc();
+    }
+
+    /// One WHIP request answered with `status` (a three-digit code: a bounded label).
+    pub fn whip_request(&self, method: &'static str, status: u16) {
+        let status = status.to_string();
+        self.whip_requests
+            .with_label_values(&[method, status.as_str()])
+            .inc();
     }
 }

@@ -110,7 +110,7 @@ pub async fn check(State(check): State<OriginCheck>, request: Request, next: Nex
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type"),
+            HeaderValue::from_static("authorization, content-type, if-match"),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,
@@ -128,6 +128,11 @@ fn allow_origin(headers: &mut HeaderMap, origin: &str) {
     if let Ok(value) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        // WHIP clients in a browser read these from a session's answer.
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("location, etag, link, accept-patch, accept-post"),
+        );
     }
 }
 

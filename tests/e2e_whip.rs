@@ -1,0 +1,355 @@
+//! WHIP (RFC 9725) over real HTTP: every refusal with its status and code, in the order that
+//! keeps work away from the unauthenticated (join rate, token, content type, size, SDP), and
+//! nothing left behind by any of them: no participant, no session. Publishing itself, trickle,
+//! ICE restart and DELETE with real clients (Chromium, GStreamer, aiortc) are in
+//! tests/browser/whip.mjs.
+
+mod common;
+
+use common::*;
+use tern_signaling::auth::Grants;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A syntactically complete offer the relay cannot take: PCMU is not forwarded.
+const PCMU_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\na=msid-semantic: WMS\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
+a=setup:actpass\r\na=mid:0\r\na=sendonly\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\na=ssrc:1 cname:whip\r\n";
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        let wanted = format!("{}:", name.to_ascii_lowercase());
+        self.head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with(&wanted))
+            .map(|l| l[wanted.len()..].trim().to_owned())
+    }
+
+    fn code(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.1 request, read to the end (`Connection: close`).
+async fn request(
+    relay: &tern::app::Running,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        relay.http_addr,
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(relay.http_addr)
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("the relay answers")
+    .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+async fn post(
+    relay: &tern::app::Running,
+    room: &str,
+    token: Option<&str>,
+    kind: &str,
+    body: &[u8],
+) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", kind)];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth.as_str()));
+    }
+    request(relay, "POST", &format!("/whip/{room}"), &headers, body).await
+}
+
+fn publisher(relay: &tern::app::Running, room: &str, identity: &str) -> String {
+    let grants = Grants {
+        publish: true,
+        ..Grants::default()
+    };
+    token(relay, room, identity, grants)
+}
+
+/// Nobody is in any room and no WHIP session is open.
+async fn nothing_left(relay: &tern::app::Running) {
+    assert_eq!(metric(relay, "tern_participants").await, 0.0);
+    assert_eq!(metric(relay, "tern_whip_sessions").await, 0.0);
+}
+
+#[tokio::test]
+async fn refusals_come_before_any_work_and_leave_nothing_behind() {
+    let relay = start_relay(|_| {}).await;
+    let garbage = b"\x00\xffnot sdp";
+    let good = publisher(&relay, "stage", "obs");
+
+    // The token first: nothing about the body is looked at without one.
+    let r = post(&relay, "stage", None, "application/sdp", garbage).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "token_missing"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("Bearer"));
+    let r = post(
+        &relay,
+        "stage",
+        Some("not.a.jwt"),
+        "application/sdp",
+        garbage,
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (401, "token_malformed"));
+    let viewer = token(
+        &relay,
+        "stage",
+        "viewer",
+        Grants {
+            subscribe: true,
+            ..Grants::default()
+        },
+    );
+    let r = post(&relay, "stage", Some(&viewer), "application/sdp", garbage).await;
+    assert_eq!((r.status, r.code().as_str()), (403, "not_allowed"));
+    let elsewhere = publisher(&relay, "backstage", "obs");
+    let r = post(
+        &relay,
+        "stage",
+        Some(&elsewhere),
+        "application/sdp",
+        garbage,
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (403, "wrong_room"));
+
+    // Then the content type and size, then whether it is an offer at all.
+    let r = post(
+        &relay,
+        "stage",
+        Some(&good),
+        "text/plain",
+        PCMU_OFFER.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (415, "unsupported_media_type")
+    );
+    let huge = format!("{PCMU_OFFER}{}", "a=x-filler\r\n".repeat(4_000));
+    let r = post(
+        &relay,
+        "stage",
+        Some(&good),
+        "application/sdp",
+        huge.as_bytes(),
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (413, "body_too_large"));
+    let r = post(&relay, "stage", Some(&good), "application/sdp", garbage).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_sdp"));
+    nothing_left(&relay).await;
+
+    // An offer the relay cannot take: the participant it made for it is gone again.
+    let r = post(
+        &relay,
+        "stage",
+        Some(&good),
+        "application/sdp; charset=utf-8",
+        PCMU_OFFER.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        ["unsupported_codec", "invalid_sdp"].contains(&r.code().as_str()),
+        "{}",
+        r.body
+    );
+    eventually("the refused publisher gone", || {
+        (relay.snapshot.read().participants == 0).then_some(())
+    })
+    .await;
+    nothing_left(&relay).await;
+
+    // Counted by method and status.
+    let counted = metric(
+        &relay,
+        "tern_whip_requests_total{method=\"post\",status=\"401\"}",
+    )
+    .await;
+    assert_eq!(counted, 2.0);
+    assert_eq!(
+        metric(
+            &relay,
+            "tern_whip_requests_total{method=\"post\",status=\"422\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn resources_methods_and_cors() {
+    let relay = start_relay(|_| {}).await;
+    let good = publisher(&relay, "stage", "obs");
+    let auth = format!("Bearer {good}");
+    let frag = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/trickle-ice-sdpfrag"),
+    ];
+    // Unknown resources, with or without a token.
+    let r = request(
+        &relay,
+        "PATCH",
+        "/whip/resource/0123",
+        &frag,
+        b"a=end-of-candidates\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_resource"));
+    let r = request(&relay, "DELETE", "/whip/resource/0123", &frag[..1], b"").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_resource"));
+    let r = request(&relay, "DELETE", "/whip/resource/0123", &[], b"").await;
+    assert_eq!(r.status, 401);
+    // What each address takes.
+    let r = request(&relay, "GET", "/whip/stage", &[], b"").await;
+    assert_eq!(r.status, 405);
+    assert!(
+        r.header("allow").is_some_and(|a| a.contains("POST")),
+        "{}",
+        r.head
+    );
+    let r = request(&relay, "OPTIONS", "/whip/stage", &[], b"").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("accept-post").as_deref(), Some("application/sdp"));
+    let r = request(&relay, "OPTIONS", "/whip/resource/0123", &[], b"").await;
+    assert_eq!(
+        r.header("accept-patch").as_deref(),
+        Some("application/trickle-ice-sdpfrag")
+    );
+    // A browser-based client on the relay's own origin: a preflight, then what it may read.
+    let origin = format!("http://{}", relay.http_addr);
+    let r = request(
+        &relay,
+        "OPTIONS",
+        "/whip/stage",
+        &[
+            ("Origin", origin.as_str()),
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            ),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some(origin.clone())
+    );
+    assert!(
+        r.header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("if-match"))
+    );
+    let r = post(&relay, "stage", None, "application/sdp", b"").await;
+    assert_eq!(r.status, 401);
+    let r = request(
+        &relay,
+        "POST",
+        "/whip/stage",
+        &[
+            ("Origin", origin.as_str()),
+            ("Content-Type", "application/sdp"),
+        ],
+        b"",
+    )
+    .await;
+    assert!(
+        r.header("access-control-expose-headers")
+            .is_some_and(|h| h.contains("location") && h.contains("link")),
+        "{}",
+        r.head
+    );
+    // Another site is refused, as on the WebSocket.
+    let r = request(
+        &relay,
+        "POST",
+        "/whip/stage",
+        &[("Origin", "https://evil.example")],
+        b"",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (403, "origin_not_allowed"));
+}
+
+#[tokio::test]
+async fn the_limits_of_websocket_joins_hold() {
+    let relay = start_relay(|config| {
+        config.http.max_joins_per_ip_per_minute = 3;
+        config.room.max_participants = 1;
+    })
+    .await;
+    // The room is full: the one place goes to a WebSocket participant.
+    let _alice = Client::connect(&relay, "stage", "alice").await;
+    let good = publisher(&relay, "stage", "obs");
+    let r = post(
+        &relay,
+        "stage",
+        Some(&good),
+        "application/sdp",
+        PCMU_OFFER.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "room_full"),
+        "{}",
+        r.body
+    );
+    // Join attempts per address count WHIP too (alice's join was the first).
+    let r = post(&relay, "stage", Some(&good), "application/sdp", b"").await;
+    assert_eq!(r.status, 400);
+    let r = post(&relay, "stage", Some(&good), "application/sdp", b"").await;
+    assert_eq!((r.status, r.code().as_str()), (429, "too_many_joins"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(metric(&relay, "tern_whip_sessions").await, 0.0);
+    assert_eq!(metric(&relay, "tern_participants").await, 1.0);
+}
