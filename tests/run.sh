@@ -112,6 +112,9 @@ isolated node tests/browser/multihome.mjs
 step "headless Chromium and Firefox: bandwidth control (simulcast layer by downlink under tc limits, drop and recovery, a room budget through the admin API, Firefox receiving simulcast)"
 isolated node tests/browser/bandwidth.mjs
 
+step "WHIP: a browser (fetch + RTCPeerConnection: trickle, ICE restart, DELETE), GStreamer webrtcbin and aiortc publish over HTTP; a Chromium viewer decodes each"
+isolated node tests/browser/whip.mjs
+
 step "interop: Chromium, aiortc and GStreamer webrtcbin in one call (three Opus parameter sets; aiortc leaves and rejoins)"
 isolated node tests/browser/interop.mjs
 
