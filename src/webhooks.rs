@@ -34,6 +34,8 @@ pub struct EventParticipant {
     pub id: String,
     pub identity: String,
     pub name: String,
+    /// How it came: `websocket` or `whip`.
+    pub via: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -67,6 +67,8 @@ pub struct ParticipantSummary {
     pub subscriptions: Vec<SubscriptionSummary>,
     /// The participant joined with `e2ee=1`: its media is end-to-end encrypted.
     pub e2ee: bool,
+    /// How it came: `websocket` or `whip`.
+    pub via: String,
 }
 
 /// One video subscription as bandwidth control left it.
@@ -764,6 +766,7 @@ mod tests {
                     height: Some(360),
                 }],
                 e2ee: true,
+                via: "whip".into(),
             }],
             bandwidth: RoomBandwidthSummary {
                 video_bps: 3,

@@ -28,6 +28,27 @@ pub struct JoinRequest {
     pub resume_token: Option<String>,
     /// The client encrypts its media end to end (`e2ee=1`).
     pub e2ee: bool,
+    /// How the client came: the WebSocket protocol or WHIP.
+    pub via: JoinVia,
+}
+
+/// How a participant reached the relay (shown in the admin API and webhooks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JoinVia {
+    /// The WebSocket protocol of PROTOCOL.md (browsers, SDKs).
+    #[default]
+    WebSocket,
+    /// WHIP (RFC 9725): a publisher over plain HTTP.
+    Whip,
+}
+
+impl JoinVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinVia::WebSocket => "websocket",
+            JoinVia::Whip => "whip",
+        }
+    }
 }
 
 /// What the relay sends down one connection.

@@ -220,6 +220,7 @@ async fn rtc<C: RoomControl>(
         grants: claims.grants,
         resume_token: params.resume_token.filter(|t| !t.is_empty()),
         e2ee,
+        via: crate::control::JoinVia::WebSocket,
     };
     let limits = signaling.limits;
     // Frames up to 4x the message limit are read and refused with `message_too_large`; anything

@@ -72,6 +72,10 @@ impl SignalingMetrics {
             &["method", "status"],
         )?;
         registry.register(Box::new(whip_requests.clone()))?;
+        // The successful answers exist from the start, so the family is there before any request.
+        for (method, status) in [("post", "201"), ("patch", "204"), ("delete", "200")] {
+            whip_requests.with_label_values(&[method, status]);
+        }
         let whip_sessions = IntGauge::new("tern_whip_sessions", "Open WHIP sessions.")?;
         registry.register(Box::new(whip_sessions.clone()))?;
         registry.register(Box::new(connections.clone()))?;

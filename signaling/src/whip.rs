@@ -214,6 +214,7 @@ async fn create<C: RoomControl>(
         },
         resume_token: None,
         e2ee: false,
+        via: crate::control::JoinVia::Whip,
     };
     let admission = match signaling.control.join(request).await {
         Ok(admission) => admission,

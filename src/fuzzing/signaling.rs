@@ -71,6 +71,7 @@ impl Harness {
             grants: Grants::participant(),
             resume_token: None,
             e2ee: false,
+            via: Default::default(),
         };
         let joined = match self.node.handle_command(NodeCommand::Join(request), now) {
             CommandReply::Joined(joined) => joined.ok(),

@@ -232,6 +232,7 @@ impl Node {
                     estimate_bps: entry.room.bandwidth().estimate_bps(p.id),
                     subscriptions,
                     e2ee: p.e2ee,
+                    via: p.via.as_str().to_owned(),
                 })
             })
             .collect();

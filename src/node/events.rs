@@ -37,6 +37,7 @@ impl Node {
             id: id.to_string(),
             identity: p.identity.clone(),
             name: p.name.clone(),
+            via: p.via.as_str(),
         });
         Some(event)
     }

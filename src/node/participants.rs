@@ -226,6 +226,7 @@ impl Node {
                 restart_subscribe_ice: false,
                 data_rate: super::data::data_rate(),
                 e2ee: request.e2ee,
+                via: request.via,
                 e2ee_rate: super::e2ee::e2ee_rate(),
                 joined_at,
                 quality: Default::default(),

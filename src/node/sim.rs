@@ -299,6 +299,7 @@ impl Sim {
             grants: Grants::participant(),
             resume_token,
             e2ee: false,
+            via: Default::default(),
         };
         let reply = self
             .node

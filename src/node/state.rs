@@ -114,6 +114,8 @@ pub struct Participant {
     pub data_rate: RateLimit,
     /// Joined with `e2ee=1`: takes part in the end-to-end key exchange (see `e2ee.rs`).
     pub e2ee: bool,
+    /// The WebSocket protocol or WHIP.
+    pub via: tern_signaling::control::JoinVia,
     /// End-to-end key exchange messages this participant may still send now.
     pub e2ee_rate: RateLimit,
     pub joined_at: SystemTime,

@@ -9,7 +9,9 @@
 //  b. GStreamer webrtcbin (tests/interop/gst_whip_client.py; Debian 12's simple-whip-client
 //     aborts at start, see there): it trickles each candidate in its own PATCH (204 each) and
 //     publishes VP8 and Opus; the viewer decodes both; DELETE, and the viewer sees it leave;
-//  c. aiortc (tests/interop/whip_client.py): the same, then DELETE.
+//  c. aiortc (tests/interop/whip_client.py): the same, then DELETE; and one that is killed
+//     (no DELETE) leaves once ICE consent runs out. The admin API tells WHIP participants
+//     (`via: whip`) from WebSocket ones.
 //
 // The GStreamer and aiortc clients run in network namespaces of their own (libnice and aioice
 // ignore loopback); the relay listens on the bridge. Needs root, Debian's GStreamer packages and
@@ -129,6 +131,11 @@ try {
   if (!(created.trickled > 0 && created.patch === 204)) throw new Error(`trickle PATCH: ${created.patch} with ${created.trickled} candidates`);
   const first = await flows(viewer, 'chromium-whip');
   log(`viewer decodes the WHIP page: ${first.frames} frames at ${first.width} px, ${first.audio} audio packets`);
+  // The admin API says how each participant came.
+  const admin = mintToken({ kid: 'whip', secret, room: ROOM, identity: 'ops', admin: true });
+  const listed = await (await fetch(`${origin}/api/rooms/${ROOM}`, { headers: { Authorization: `Bearer ${admin}` } })).json();
+  const via = Object.fromEntries(listed.participants.map((p) => [p.identity, p.via]));
+  if (via['chromium-whip'] !== 'whip' || via.viewer !== 'websocket') throw new Error(`admin API via: ${JSON.stringify(via)}`);
 
   // ICE restart: a stale ETag is refused; with If-Match: * the relay answers with new credentials.
   const restart = await pub.evaluate(async () => {
@@ -199,6 +206,13 @@ try {
   aiortc.proc.stdin.write('stop\n');
   await until('aiortc deleted its session', () => aiortc.lines.some((l) => l.includes('"deleted"') && l.includes('200')), 15000);
   await until('the viewer sees aiortc leave', () => left(viewer, aioFlow.id), 15000);
+  // A publisher that just dies (no DELETE): its media stops, ICE consent runs out, it leaves.
+  const doomed = child('aiortc-killed', aiortcHost.ns, path.join(VENV, 'bin', 'python'), [path.join(repo, 'tests', 'interop', 'whip_client.py'), '--url', whipUrl, '--token', token('aiortc-killed')]);
+  const doomedFlow = await flows(viewer, 'aiortc-killed', 40000).catch((err) => { doomed.dump(); throw err; });
+  doomed.proc.kill('SIGKILL');
+  const killedAt = Date.now();
+  await until('the viewer sees the killed publisher leave', () => left(viewer, doomedFlow.id), 40000);
+  log(`a killed WHIP publisher left after ${Date.now() - killedAt} ms (ICE consent)`);
   const sessions = await (await fetch(`${origin}/metrics`)).text();
   const open = Number((sessions.match(/^tern_whip_sessions (\d+)/m) || [])[1]);
   if (open !== 0) throw new Error(`${open} WHIP sessions still open`);
