@@ -324,8 +324,20 @@ async fn resources_methods_and_cors() {
 async fn a_room_that_requires_e2ee_refuses_whip() {
     let relay = start_relay(|config| config.room.e2ee_required = true).await;
     let good = publisher(&relay, "secret", "obs");
-    let r = post(&relay, "secret", Some(&good), "application/sdp", PCMU_OFFER.as_bytes()).await;
-    assert_eq!((r.status, r.code().as_str()), (403, "e2ee_required"), "{}", r.body);
+    let r = post(
+        &relay,
+        "secret",
+        Some(&good),
+        "application/sdp",
+        PCMU_OFFER.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "e2ee_required"),
+        "{}",
+        r.body
+    );
     nothing_left(&relay).await;
 }
 
