@@ -348,6 +348,9 @@ async fn drive<C: RoomControl>(
     whip.metrics_sessions(1);
     loop {
         tokio::select! {
+            // Asked first: `ask` queues its reply slot before it sends the offer, so by the time
+            // the relay's answer is here the slot is too, and must be taken before the answer.
+            biased;
             asked = pending.recv(), if asking && waiting.is_none() => match asked {
                 Some(tx) => waiting = Some(tx),
                 None => asking = false,
