@@ -17,6 +17,14 @@ a=rtcp:9 IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvw
 a=fingerprint:sha-256 6B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08\r\n\
 a=setup:actpass\r\na=mid:0\r\na=sendonly\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\na=ssrc:1 cname:whip\r\n";
 
+/// An offer the relay takes: Opus, send only. Nobody answers its checks, which is fine for
+/// everything but media.
+fn opus_offer() -> String {
+    PCMU_OFFER
+        .replace("SAVPF 0", "SAVPF 111")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
+}
+
 struct Reply {
     status: u16,
     head: String,
@@ -318,6 +326,99 @@ async fn resources_methods_and_cors() {
     )
     .await;
     assert_eq!((r.status, r.code().as_str()), (403, "origin_not_allowed"));
+}
+
+/// One trickle PATCH (a candidate, the offer's own credentials) with `If-Match`.
+async fn trickle(relay: &tern::app::Running, location: &str, auth: &str, if_match: &str) -> Reply {
+    let headers = [
+        ("Authorization", auth),
+        ("Content-Type", "application/trickle-ice-sdpfrag"),
+        ("If-Match", if_match),
+    ];
+    let frag = b"a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=mid:0\r\n\
+        a=candidate:1 1 udp 2130706431 192.0.2.7 5000 typ host\r\n";
+    request(relay, "PATCH", location, &headers, frag).await
+}
+
+#[tokio::test]
+async fn a_session_is_patched_only_by_its_owner_at_a_bounded_rate_and_deleted() {
+    let relay = start_relay(|_| {}).await;
+    let good = publisher(&relay, "stage", "obs");
+    let r = post(
+        &relay,
+        "stage",
+        Some(&good),
+        "application/sdp",
+        opus_offer().as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.starts_with("v=0"), "{}", r.body);
+    let location = r.header("location").unwrap();
+    let etag = r.header("etag").unwrap();
+    assert!(location.starts_with("/whip/resource/"), "{location}");
+    assert_eq!(metric(&relay, "tern_whip_sessions").await, 1.0);
+    assert_eq!(metric(&relay, "tern_participants").await, 1.0);
+    let auth = format!("Bearer {good}");
+    assert_eq!(trickle(&relay, &location, &auth, "*").await.status, 204);
+    let stale = trickle(&relay, &location, &auth, "\"0000\"").await;
+    assert_eq!(
+        (stale.status, stale.code().as_str()),
+        (412, "etag_mismatch")
+    );
+    assert_eq!(trickle(&relay, &location, &auth, &etag).await.status, 204);
+    // Somebody else's token: no such session for them.
+    let other = format!("Bearer {}", publisher(&relay, "stage", "mallory"));
+    let r = request(
+        &relay,
+        "DELETE",
+        &location,
+        &[("Authorization", other.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_resource"));
+    // A flood of PATCHes: the bucket runs dry.
+    let mut limited = 0;
+    for _ in 0..40 {
+        let r = trickle(&relay, &location, &auth, "*").await;
+        if r.status == 429 {
+            assert_eq!(r.code(), "rate_limited");
+            assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "40 PATCHes at once, none refused");
+    // DELETE: the participant leaves, the resource is gone.
+    let r = request(
+        &relay,
+        "DELETE",
+        &location,
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    eventually("the WHIP participant gone", || {
+        (relay.snapshot.read().participants == 0).then_some(())
+    })
+    .await;
+    let r = request(
+        &relay,
+        "DELETE",
+        &location,
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    wait_metric(
+        &relay,
+        "tern_whip_sessions",
+        "the session's task to end",
+        |v| v == 0.0,
+    )
+    .await;
 }
 
 #[tokio::test]

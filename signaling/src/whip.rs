@@ -32,6 +32,9 @@ use tracing::{Instrument, debug, info, info_span};
 
 /// Largest `PATCH` body (candidates and ICE credentials), bytes.
 const MAX_PATCH_BYTES: usize = 16 * 1024;
+/// `PATCH`es one session may send a second (bursts of twice as many): a client trickles a few
+/// candidates, and each one becomes work for the relay.
+const PATCHES_PER_S: u32 = 10;
 /// How long the relay may take to answer an offer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const SDP: &str = "application/sdp";
@@ -52,6 +55,7 @@ struct Resource {
     offer: String,
     /// Where the session's task delivers the relay's next answer (or refusal).
     answers: mpsc::Sender<oneshot::Sender<AnswerResult>>,
+    patches: crate::limits::TokenBucket,
 }
 
 type AnswerResult = Result<String, (ErrorCode, String)>;
@@ -275,6 +279,11 @@ async fn start<C: RoomControl>(
             etag: etag.clone(),
             offer,
             answers,
+            patches: crate::limits::TokenBucket::new(
+                PATCHES_PER_S,
+                2 * PATCHES_PER_S,
+                Instant::now(),
+            ),
         },
     );
     info!(resource = %id, "WHIP session started");
@@ -448,6 +457,24 @@ async fn update<C: RoomControl>(
         Ok(found) => found,
         Err(response) => return response,
     };
+    let allowed = signaling
+        .whip
+        .sessions
+        .resources()
+        .get_mut(id)
+        .is_some_and(|r| r.patches.take(Instant::now()));
+    if !allowed {
+        signaling.metrics.limits.breached(Limit::MessageRate);
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("at most {PATCHES_PER_S} PATCHes a second on one session"),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
     if !content_type_is(headers, SDPFRAG) {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
