@@ -100,7 +100,7 @@ isolated node tests/browser/firefox.mjs
 step "headless Chromium: end-to-end encrypted call (decoding, safety codes, a wrong passphrase, what the relay forwards, a leave and a late join rotate keys, a relay that swaps keys)"
 isolated node tests/browser/e2ee.mjs
 
-step "headless Firefox and Chromium in one end-to-end encrypted call"
+step "headless Firefox and three Chromium pages in one end-to-end encrypted call (one safety code on all four)"
 isolated node tests/browser/firefox.mjs e2ee
 
 step "headless Chromium: VP9 and AV1 SVC, dynacast, the active speaker, loss in network namespaces (NACK/RTX, the quality indicator), a killed browser, ICE-TCP to the second media worker with UDP blocked"

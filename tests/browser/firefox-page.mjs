@@ -3,8 +3,9 @@
 // puppeteer reaches Firefox's WebDriver BiDi endpoint on that namespace's loopback).
 //
 // Opens the page at argv[2], and once it decodes remote video and publishes over a connected
-// leg, prints `READY <stats>`; then keeps the call going until a line arrives on stdin, waits
-// for 20 more frames and 50 more audio packets (10 s at most), prints `FINAL <stats>` and leaves.
+// leg, prints `READY <stats>`; then keeps the call going until `done` arrives on stdin (`code`
+// prints `CODE {code}`, its end-to-end safety code), waits for 20 more frames and 50 more audio
+// packets (10 s at most), prints `FINAL <stats>` and leaves.
 //
 // Run: ip netns exec NS node tests/browser/firefox-page.mjs URL
 
@@ -58,7 +59,12 @@ try {
     await new Promise((r) => setTimeout(r, 250));
   }
   if (exitCode === 0) {
-    await new Promise((resolve) => readline.createInterface({ input: process.stdin }).once('line', resolve));
+    // `code` asks for the end-to-end safety code (CODE); `done` ends the call (FINAL).
+    const lines = readline.createInterface({ input: process.stdin });
+    for await (const line of lines) {
+      if (line === 'code') say('CODE', { code: await page.evaluate(() => window.tern.e2ee && window.tern.e2ee.safetyCode) });
+      if (line === 'done') break;
+    }
     const until = Date.now() + 10000;
     let s = await stats();
     while (Date.now() < until && (frameCount(s) < frameCount(ready) + 20 || audioCount(s) < audioCount(ready) + 50)) {

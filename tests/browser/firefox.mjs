@@ -4,8 +4,9 @@
 //
 // What it guards: Firefox nominates a candidate pair in its first check to an ICE-lite peer, and
 // offers every m-line after the first as port 0 with a=bundle-only; the relay must take both.
-// With `e2ee`, both pages encrypt end to end (the same passphrase): each decodes the other's
-// frames through its own encoded-transform worker, and both show the same safety code.
+// With `e2ee`, the pages encrypt end to end (the same passphrase): each decodes the other's
+// frames through its own encoded-transform worker; two more Chromium pages (listeners) decode
+// both, and all four show the same safety code.
 //
 // Run as root (network namespaces): node tests/browser/firefox.mjs [e2ee]
 
@@ -64,6 +65,32 @@ try {
   }, 10000);
   log(`chromium: +${later.framesDecoded - first.framesDecoded} frames of firefox's ${later.stats.inbound.map((s) => s.codec).join(', ')} in ${Date.now() - start} ms (${later.minFrameWidth} px wide); ciphers ${later.ciphers.join(', ')}`);
   if (!(later.ciphers.length === 2 && later.ciphers.every((c) => c.endsWith(GCM)))) throw new Error(`chromium's legs: ${later.ciphers}`);
+
+  if (e2ee) {
+    // Two more Chromium participants, listening: they decode both publishers.
+    const listeners = [];
+    for (const name of ['chromium-2', 'chromium-3']) {
+      listeners.push(await openParticipant(chromium, `http://127.0.0.1:${relay.httpPort}/?room=${room}&name=${name}&token=${token(name)}${fragment}`, name, { listener: true }));
+    }
+    for (const [i, listener] of listeners.entries()) {
+      await until(`listener ${i + 2} decodes chromium and firefox`, async () => {
+        const s = await inbound(listener);
+        return s.videoStreams === 2 && s.minVideoFrames > 10 && s;
+      }, 30000);
+    }
+    const codes = await until('all four show one safety code', async () => {
+      const mineNow = await page.evaluate(() => window.tern.e2ee.safetyCode);
+      const theirs = await Promise.all(listeners.map((l) => l.evaluate(() => window.tern.e2ee.safetyCode)));
+      return theirs.every((c) => c && c === mineNow) && [mineNow, ...theirs];
+    }, 20000);
+    await until('firefox shows the same code', async () => {
+      delete reports.CODE;
+      firefox.stdin.write('code\n');
+      const answer = await until('firefox answers', () => reports.CODE, 5000);
+      return answer.code === codes[0];
+    }, 20000);
+    log(`four participants (three Chromium, one Firefox) show ${codes[0]}`);
+  }
 
   firefox.stdin.write('done\n');
   const final = await until('firefox reports', () => reports.FINAL, 20000);
