@@ -56,6 +56,8 @@ struct Resource {
     /// Where the session's task delivers the relay's next answer (or refusal).
     answers: mpsc::Sender<oneshot::Sender<AnswerResult>>,
     patches: crate::limits::TokenBucket,
+    /// An ICE restart is waiting for the relay's answer (a second one is refused meanwhile).
+    restarting: bool,
 }
 
 type AnswerResult = Result<String, (ErrorCode, String)>;
@@ -130,8 +132,19 @@ pub async fn post<C: RoomControl>(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let headers = &parts.headers;
-    let response = create(&signaling, peer, room, headers, body).await;
+    // To the end even if the client goes away meanwhile: a join cut off half-way would leave a
+    // participant behind, or a session nobody reads.
+    let task = {
+        let signaling = signaling.clone();
+        tokio::spawn(async move { create(&signaling, peer, room, &parts.headers, body).await })
+    };
+    let response = task.await.unwrap_or_else(|_| {
+        refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the session could not be made",
+        )
+    });
     signaling
         .metrics
         .whip_request("post", response.status().as_u16());
@@ -246,6 +259,25 @@ async fn start<C: RoomControl>(
     };
     let (answers, pending) = mpsc::channel(1);
     let id = random_hex(16);
+    let etag = format!("\"{}\"", random_hex(8));
+    // In the map before the session's task runs, so that its end always finds it to remove.
+    signaling.whip.sessions.resources().insert(
+        id.clone(),
+        Resource {
+            session,
+            room: room.clone(),
+            identity: identity.clone(),
+            etag: etag.clone(),
+            offer: offer.clone(),
+            answers: answers.clone(),
+            patches: crate::limits::TokenBucket::new(
+                PATCHES_PER_S,
+                2 * PATCHES_PER_S,
+                Instant::now(),
+            ),
+            restarting: false,
+        },
+    );
     let span = info_span!("whip", room = %room, identity = %identity, resource = %id);
     tokio::spawn(
         drive(
@@ -258,34 +290,26 @@ async fn start<C: RoomControl>(
         )
         .instrument(span),
     );
-    let answer = match ask(&signaling.control, session, &answers, &offer).await {
-        Ok(answer) => answer,
-        Err(response) => {
-            // Nothing stays behind: the participant leaves, and the task ends with it.
+    let answered = ask(&signaling.control, session, &answers, &offer).await;
+    let alive = signaling.whip.sessions.resources().contains_key(&id);
+    let answer = match answered {
+        Ok(answer) if alive => answer,
+        failed => {
+            // Nothing stays behind: the participant leaves, and its task ends with it.
+            signaling.whip.sessions.resources().remove(&id);
             signaling
                 .control
                 .message(session, ClientMessage::Leave {})
                 .await;
-            return response;
+            return failed.err().unwrap_or_else(|| {
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "session_ended",
+                    "the relay ended the session as it started",
+                )
+            });
         }
     };
-    let etag = format!("\"{}\"", random_hex(8));
-    signaling.whip.sessions.resources().insert(
-        id.clone(),
-        Resource {
-            session,
-            room,
-            identity,
-            etag: etag.clone(),
-            offer,
-            answers,
-            patches: crate::limits::TokenBucket::new(
-                PATCHES_PER_S,
-                2 * PATCHES_PER_S,
-                Instant::now(),
-            ),
-        },
-    );
     info!(resource = %id, "WHIP session started");
     let mut response = (StatusCode::CREATED, answer).into_response();
     let headers = response.headers_mut();
@@ -320,20 +344,23 @@ async fn ask<C: RoomControl>(
             "the relay ended the session",
         )
     };
-    answers.send(tx).await.map_err(|_| gone())?;
-    control
-        .message(
-            session,
-            ClientMessage::PublishOffer {
-                sdp: offer.to_owned(),
-                tracks: Vec::new(),
-            },
-        )
-        .await;
-    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+    let asked = async {
+        answers.send(tx).await.map_err(|_| ())?;
+        control
+            .message(
+                session,
+                ClientMessage::PublishOffer {
+                    sdp: offer.to_owned(),
+                    tracks: Vec::new(),
+                },
+            )
+            .await;
+        rx.await.map_err(|_| ())
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, asked).await {
         Ok(Ok(Ok(answer))) => Ok(answer),
         Ok(Ok(Err((code, message)))) => Err(offer_refusal(code, message)),
-        Ok(Err(_)) => Err(gone()),
+        Ok(Err(())) => Err(gone()),
         Err(_) => Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "relay_busy",
@@ -364,6 +391,10 @@ async fn drive<C: RoomControl>(
                 Some(tx) => waiting = Some(tx),
                 None => asking = false,
             },
+            // The asker gave up (timed out): its slot must not hold up the next request.
+            () = async { waiting.as_mut().expect("guarded").closed().await }, if waiting.is_some() => {
+                waiting = None;
+            }
             event = events.recv() => match event {
                 Some(SessionEvent::Message(ServerMessage::PublishAnswer { sdp, .. })) => {
                     if let Some(tx) = waiting.take() {
@@ -422,9 +453,11 @@ struct Owned {
 // The refusal is the response itself, made once per request.
 #[allow(clippy::result_large_err)]
 fn owned<C>(signaling: &Signaling<C>, id: &str, headers: &HeaderMap) -> Result<Owned, Response> {
+    // The token that opened the session still acts on it after it expires (RFC 9725 clients
+    // end a stream hours later with the token they started it with).
     let claims = signaling
         .keys
-        .verify(bearer(headers), SystemTime::now())
+        .verify_signed(bearer(headers))
         .map_err(token_refusal)?;
     let resources = signaling.whip.sessions.resources();
     match resources.get(id) {
@@ -505,17 +538,34 @@ async fn update<C: RoomControl>(
         .as_ref()
         .is_some_and(|(ufrag, _)| ice_credentials(&offer).is_none_or(|(old, _)| old != *ufrag));
     if restart {
+        let started = signaling
+            .whip
+            .sessions
+            .resources()
+            .get_mut(id)
+            .is_some_and(|r| !std::mem::replace(&mut r.restarting, true));
+        if !started {
+            return refuse(
+                StatusCode::CONFLICT,
+                "restart_in_progress",
+                "an ICE restart of this session is waiting for the relay; send one at a time",
+            );
+        }
         let (ufrag, pwd) = frag.credentials.clone().expect("checked above");
         let new_offer = with_credentials(&offer, &ufrag, &pwd);
-        let answer = match ask(&signaling.control, session, &answers, &new_offer).await {
+        let asked = ask(&signaling.control, session, &answers, &new_offer).await;
+        let new_etag = format!("\"{}\"", random_hex(8));
+        if let Some(r) = signaling.whip.sessions.resources().get_mut(id) {
+            r.restarting = false;
+            if asked.is_ok() {
+                r.offer = new_offer;
+                r.etag = new_etag.clone();
+            }
+        }
+        let answer = match asked {
             Ok(answer) => answer,
             Err(response) => return response,
         };
-        let new_etag = format!("\"{}\"", random_hex(8));
-        if let Some(r) = signaling.whip.sessions.resources().get_mut(id) {
-            r.offer = new_offer;
-            r.etag = new_etag.clone();
-        }
         let mut response = (StatusCode::OK, answer_fragment(&answer)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));

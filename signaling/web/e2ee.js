@@ -22,6 +22,8 @@ export const MAX_RATCHET_STEPS = 16;
 const MAX_STEPS_KEPT = 8;
 // Wrapped-key IVs remembered per peer, to refuse a relay replaying a key message.
 const IVS_KEPT = 64;
+// Key messages held for senders not announced yet.
+const MAX_EARLY_KEYS = 256;
 const MAX_ID_LENGTH = 256;
 const TAG_BYTES = 16;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
@@ -533,6 +535,11 @@ export class E2eeSession {
   #hmacKey = null;
   #self = null;
   #started = false;
+  // Participants we sent our announcement to directly (so an unknown one is answered once).
+  #announcedTo = new Set();
+  // The last key message of each sender whose announcement has not come yet (it can overtake
+  // it: paced queues, a resume), applied once it does. Bounded like the peers.
+  #early = new Map();
   #peers = new Map();
   #joined = new Set();
   #active = null;
@@ -627,7 +634,21 @@ export class E2eeSession {
       this.#joined.add(id);
       if (!this.#started) return;
       await this.#ratchetIfUsed();
+      this.#announcedTo.add(id);
       this.#post(id, this.#self.announce, 'announce');
+    });
+  }
+
+  /**
+   * After our signaling connection was down (messages to and from us were lost): announce
+   * ourselves to everyone again, so that each answers with its current key, and send every
+   * known peer our current key.
+   */
+  reannounce() {
+    return this.#serial(async () => {
+      if (!this.#started) return;
+      this.#post(undefined, this.#self.announce, 'announce');
+      for (const id of this.#peers.keys()) await this.#sendKey(id);
     });
   }
 
@@ -635,6 +656,7 @@ export class E2eeSession {
   participantLeft(id) {
     return this.#serial(async () => {
       const wasJoined = this.#joined.delete(id);
+      this.#announcedTo.delete(id);
       const known = this.#peers.delete(id) || wasJoined;
       this.#outbox = this.#outbox.filter((m) => m.to !== id);
       this.frameCrypto.removeReceiver(id);
@@ -754,8 +776,19 @@ export class E2eeSession {
       await this.#updateCode();
     }
     this.#counters.accepted++;
+    const early = this.#early.get(from);
+    if (early) {
+      this.#early.delete(from);
+      await this.#onKey(from, early);
+    }
     // Learning (or re-learning) a peer's keys is when it gets our current key.
     if (this.#started) await this.#sendKey(from);
+    // A peer that never heard of us (it joined while our signaling was down, so neither side saw
+    // the other's broadcast) gets our announcement too, once.
+    if (this.#started && !known && !this.#announcedTo.has(from)) {
+      this.#announcedTo.add(from);
+      this.#post(from, this.#self.announce, 'announce');
+    }
     return true;
   }
 
@@ -764,7 +797,12 @@ export class E2eeSession {
     if (typeof msg.to !== 'string') return this.#refuse(from, 'malformed');
     if (msg.to !== this.selfId) return this.#refuse(from, 'not_for_me');
     const peer = this.#peers.get(from);
-    if (!peer) return this.#refuse(from, 'unknown_peer');
+    if (!peer) {
+      this.#early.delete(from);
+      this.#early.set(from, msg);
+      if (this.#early.size > MAX_EARLY_KEYS) this.#early.delete(this.#early.keys().next().value);
+      return this.#refuse(from, 'unknown_peer');
+    }
     const iv = fromBase64(msg.iv, 12);
     const wrapped = fromBase64(msg.wrapped, 8 + MEDIA_KEY_BYTES + TAG_BYTES);
     if (!iv || !wrapped) return this.#refuse(from, 'malformed');

@@ -270,7 +270,8 @@ export class Room extends EventTarget {
     }
     if (this._e2eeOptions) {
       if (!this.e2ee) this.e2ee = new E2eeCall(this, message, this._e2eeOptions);
-      else this.e2ee.resync(message.participants);
+      // In order with the messages that came before the drop.
+      else this._queue = this._queue.then(() => this.e2ee.resync(message.participants));
     }
     clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._send({ type: 'ping', timestamp: Date.now() }), PING_INTERVAL_MS);
@@ -817,11 +818,15 @@ class E2eeCall {
     await this.session.participantLeft(id);
   }
 
-  /** After a resume: whoever left or joined while we were away. */
+  /**
+   * After a resume: whoever left or joined while we were away, and the key messages lost while
+   * the connection was down (everyone re-sends us its key, we re-send ours).
+   */
   async resync(participants) {
     const now = new Set(participants.map((p) => p.id));
     for (const id of this.session.peers) if (!now.has(id)) await this.left(id);
     for (const p of participants) if (!this.session.peers.includes(p.id)) await this.joined(p);
+    await this.session.reannounce();
   }
 
   attachSender(sender, kind) {
@@ -851,6 +856,8 @@ class E2eeCall {
 
   _fromWorker(m) {
     if (m.type === 'state') {
+      // A late report about somebody who has left.
+      if (!this.room.participants.has(m.senderId)) return;
       this._workerStates.set(m.senderId, m.state);
       this._render(m.senderId);
     } else if (m.type === 'sender_key_used') {

@@ -6,16 +6,25 @@
 
 use bytes::BytesMut;
 
+#[derive(Debug)]
 pub struct Arena {
     buffer: BytesMut,
     chunk: usize,
 }
 
+/// A clone is a fresh arena of the same chunk size: buffers are not shared between owners.
+impl Clone for Arena {
+    fn clone(&self) -> Self {
+        Arena::new(self.chunk)
+    }
+}
+
 impl Arena {
-    /// An arena that allocates `chunk` bytes at a time (more for a copy larger than that).
+    /// An arena that allocates `chunk` bytes at a time (more for a copy larger than that),
+    /// the first on its first copy.
     pub fn new(chunk: usize) -> Self {
         Arena {
-            buffer: BytesMut::with_capacity(chunk),
+            buffer: BytesMut::new(),
             chunk,
         }
     }

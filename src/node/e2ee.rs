@@ -24,6 +24,16 @@ pub(super) fn e2ee_rate() -> RateLimit {
     RateLimit::new(E2EE_MESSAGES_PER_S, E2EE_BURST)
 }
 
+/// Messages to everyone (announcements: one at the start, one after a resume) a participant may
+/// send a second, and in a burst: the relay copies each to every encrypting participant, so
+/// their rate is what bounds the fan-out one participant can cause.
+pub const E2EE_BROADCASTS_PER_S: u32 = 2;
+const E2EE_BROADCAST_BURST: u32 = 5;
+
+pub(super) fn e2ee_broadcast_rate() -> RateLimit {
+    RateLimit::new(E2EE_BROADCASTS_PER_S, E2EE_BROADCAST_BURST)
+}
+
 impl Node {
     /// An `e2ee` message from `from`, for `to` or for every other encrypting participant.
     pub(super) fn e2ee_message(
@@ -48,13 +58,15 @@ impl Node {
                 format!("e2ee data is at most {MAX_E2EE_DATA_BYTES} bytes"),
             ));
         }
-        if !sender.e2ee_rate.allow(now) {
+        let broadcast_refused = to.is_none() && !sender.e2ee_broadcast_rate.allow(now);
+        if broadcast_refused || !sender.e2ee_rate.allow(now) {
             self.metrics.limits.breached(Limit::E2eeRate);
             return Err(refuse(
                 ErrorCode::RateLimited,
                 format!(
                     "too many e2ee messages; at most {E2EE_MESSAGES_PER_S} a second (bursts of \
-                     {E2EE_BURST})"
+                     {E2EE_BURST}), {E2EE_BROADCASTS_PER_S} of them to everyone (bursts of \
+                     {E2EE_BROADCAST_BURST})"
                 ),
             ));
         }

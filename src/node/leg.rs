@@ -99,6 +99,11 @@ pub struct OutboundSlot {
     /// The track left the room; the slot keeps its m-line (`sendonly`, carrying nothing) until
     /// a new track of its kind takes it over.
     pub retired: bool,
+    /// Where this stream's VP8 payloads renumbered after a layer switch are copied to. One per
+    /// slot: a chunk then holds only this stream's consecutive packets, so what the leg's
+    /// retransmission buffer keeps pins about as much as it holds (a chunk shared by every
+    /// stream of the worker would be pinned by any slow or paused one).
+    pub renumbered: super::arena::Arena,
 }
 
 #[derive(Default)]

@@ -138,6 +138,15 @@ impl Node {
         if let Some(token) = &request.resume_token {
             return self.resume(token, &room_name, &request, now);
         }
+        // An end-to-end encrypted room is refused before anything is made or replaced
+        // for the join (a plain join with an encrypting participant's identity must not kick it).
+        let e2ee_required = match self.room_keys.get(&room_name) {
+            Some(key) => self.rooms.get(key).is_some_and(|e| e.policy.e2ee_required),
+            None => self.config.room_defaults.e2ee_required,
+        };
+        if e2ee_required && !request.e2ee {
+            return Err(JoinRefusal::E2eeRequired);
+        }
         // A second join with the same identity replaces the first.
         let existing = self
             .room_keys
@@ -150,14 +159,6 @@ impl Node {
         if let Some(old) = existing {
             info!(identity = %request.identity, room = %room_name, "identity joined again; replacing");
             self.remove_participant(old, LeaveReason::Replaced, now);
-        }
-        // An end-to-end encrypted room is refused before anything is made for the join.
-        let e2ee_required = match self.room_keys.get(&room_name) {
-            Some(key) => self.rooms.get(key).is_some_and(|e| e.policy.e2ee_required),
-            None => self.config.room_defaults.e2ee_required,
-        };
-        if e2ee_required && !request.e2ee {
-            return Err(JoinRefusal::E2eeRequired);
         }
         let room_id = match self.room_keys.get(&room_name) {
             Some(key) => *key,
@@ -228,6 +229,7 @@ impl Node {
                 e2ee: request.e2ee,
                 via: request.via,
                 e2ee_rate: super::e2ee::e2ee_rate(),
+                e2ee_broadcast_rate: super::e2ee::e2ee_broadcast_rate(),
                 joined_at,
                 quality: Default::default(),
                 uplink_counts: (0, 0),

@@ -10,7 +10,6 @@
 //! `participants.rs`, `publish.rs`, `subscribe.rs`, `admin.rs` and `data.rs` as further
 //! `impl Node` blocks.
 
-use super::arena::Arena;
 use super::command::{CommandReply, NodeCommand};
 use super::demux::{Demux, LegKey, Route, normalize};
 use super::engine::EngineSettings;
@@ -61,8 +60,6 @@ const FAULT_PANIC: &[u8] = b"TERN-FAULT-PANIC";
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 /// The least delay before a room's deadline is looked at again.
 const MIN_RETRY: Duration = Duration::from_millis(1);
-/// Chunk size of the arena renumbered VP8 payloads are copied into (about 50 packets).
-const PAYLOAD_ARENA_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -209,8 +206,6 @@ pub struct Node {
     pub(super) quality_armed: bool,
     inbound: Vec<Inbound>,
     fan_out: Vec<Forwarded>,
-    /// Where VP8 payloads renumbered for a subscriber are copied to.
-    payload_arena: Arena,
     feedback_buffer: Vec<SentPacket>,
 }
 
@@ -240,7 +235,6 @@ impl Node {
             quality_armed: false,
             inbound: Vec::new(),
             fan_out: Vec::new(),
-            payload_arena: Arena::new(PAYLOAD_ARENA_BYTES),
             feedback_buffer: Vec::new(),
         };
         node.timers.arm(now + SNAPSHOT_INTERVAL, Timer::Snapshot);
@@ -924,7 +918,7 @@ impl Node {
         if let Some(vp8) = forwarded.vp8 {
             // Copied only for a subscription whose picture numbering differs from the
             // publisher's (after a layer switch).
-            let mut payload = self.payload_arena.copy(&out.payload);
+            let mut payload = slot.renumbered.copy(&out.payload);
             vp8::rewrite(&mut payload, vp8.picture_id, vp8.tl0_picture_index);
             out.payload = payload.freeze();
         }

@@ -118,6 +118,8 @@ pub struct Participant {
     pub via: tern_signaling::control::JoinVia,
     /// End-to-end key exchange messages this participant may still send now.
     pub e2ee_rate: RateLimit,
+    /// Of those, messages to everyone (each costs the relay one per recipient).
+    pub e2ee_broadcast_rate: RateLimit,
     pub joined_at: SystemTime,
     /// When the join was accepted, until the first peer connection connects (join duration).
     pub awaiting_media: Option<Instant>,

@@ -24,6 +24,9 @@ use tern_signaling::limits::Limit;
 use tern_signaling::protocol::{ErrorCode, ServerMessage, TrackInfo};
 use tracing::{debug, warn};
 
+/// Chunk size of a slot's arena for renumbered VP8 payloads (about a dozen packets).
+const RENUMBERED_CHUNK_BYTES: usize = 16 * 1024;
+
 impl Node {
     /// Brings the subscribe leg in line with the tracks the participant should receive and
     /// sends a new offer if anything changed. Does nothing while an offer is in flight (the
@@ -330,6 +333,7 @@ impl Node {
                 octets_sent: 0,
                 attached: false,
                 retired: false,
+                renumbered: super::arena::Arena::new(RENUMBERED_CHUNK_BYTES),
             })
             .ok_or_else(|| refuse(ErrorCode::LimitExceeded, "subscribe leg is full"))?;
         Ok(())

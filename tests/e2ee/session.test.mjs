@@ -395,3 +395,25 @@ test('a join at step 255 rotates instead of ratcheting', async () => {
   assert.equal(sent.length, 1 + 256); // the first announcement, then one to each newcomer
   s.close();
 });
+
+test('a participant whose signaling was down catches up when it resumes', async () => {
+  const relay = await call(['alice', 'bob', 'carol']);
+  const alice = relay.sessions.get('alice');
+  // Alice's connection drops: she hears nothing while dave joins and carol leaves.
+  relay.sessions.delete('alice');
+  await relay.join('dave');
+  await relay.leave('carol');
+  await relay.idle();
+  const bob = relay.sessions.get('bob');
+  await waitFor(() => bob.pendingKeyId === null, 'bob switches to his new key');
+  // She resumes (what tern.js's resync does): the leave and the join she missed, then her
+  // announcement again.
+  relay.sessions.set('alice', alice);
+  await alice.participantLeft('carol');
+  await alice.participantJoined('dave');
+  await alice.reannounce();
+  await relay.idle();
+  await waitFor(async () => (await crossDecrypt(relay)).length === 0, 'everyone decrypts everyone', 3000);
+  assert.equal(new Set(codes(relay)).size, 1);
+  relay.close();
+});

@@ -105,6 +105,15 @@ impl History {
     fn index_twcc(&mut self, sequence_number: u16, id: u64) {
         if !self.twcc_ids.is_empty() {
             let expected = self.twcc_first.wrapping_add(self.twcc_ids.len() as u16);
+            // A step back into the ring (a reordered send) fills its empty place; the index is
+            // not started again for it.
+            let place = usize::from(sequence_number.wrapping_sub(self.twcc_first));
+            if place < self.twcc_ids.len() {
+                if self.twcc_ids[place] == NO_ID {
+                    self.twcc_ids[place] = id;
+                }
+                return;
+            }
             let gap = sequence_number.wrapping_sub(expected);
             // Half the sequence space at most, so a lookup is never ambiguous.
             if gap <= MAX_TWCC_GAP && self.twcc_ids.len() + usize::from(gap) < 0x8000 {
@@ -605,6 +614,26 @@ mod tests {
             None,
             history.on_ccfb_feedback(now, 1, ack(12)),
             "reported once"
+        );
+    }
+
+    /// A transport-wide number sent out of order (behind the last one) is matched, and the
+    /// packets already in the index stay matchable.
+    #[test]
+    fn a_step_back_does_not_forget_the_index() {
+        let now = Instant::now();
+        let mut history = History::new();
+        history.add_outgoing(1, 1, true, 100, 1200, now);
+        history.add_outgoing(1, 2, true, 102, 1200, now); // 101 skipped, comes next
+        history.add_outgoing(1, 3, true, 101, 1200, now);
+        history.add_outgoing(1, 4, true, 100, 1200, now); // a duplicate number: ignored
+        let ack = |seq| Acknowledgement::received(seq, None, Ecn::NotEct);
+        for seq in [100, 101, 102] {
+            assert!(history.on_twcc_feedback(now, ack(seq)).is_some(), "{seq}");
+        }
+        assert_eq!(
+            3,
+            history.take_reports().iter().filter(|r| r.arrived).count()
         );
     }
 }
