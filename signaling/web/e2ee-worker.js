@@ -6,8 +6,8 @@
 //
 // Messages from the page: { type: 'sender_key', kid, raw }, { type: 'receiver_key', senderId,
 // kid, raw }, { type: 'receiver_removed', senderId }, { type: 'receivers', map: [[mid, {
-// senderId, plain }]] } (whose frames each subscribe m-line carries now; `plain`: a participant
-// who does not encrypt, passed as it is), { type: 'keyframe' } (our key changed), { type:
+// senderId, plain, ssrc }]] } (whose frames each subscribe m-line carries now, under which
+// SSRC; `plain`: a participant who does not encrypt, passed as it is), { type: 'keyframe' } (our key changed), { type:
 // 'streams', readable, writable, options }. To the page: { type: 'state', senderId, state },
 // { type: 'sender_key_used', kid }, { type: 'counters', counters } (every second while frames
 // flow), { type: 'error', message }.
@@ -107,6 +107,10 @@ function transform(readable, writable, { side, kind, mid }, transformer = null) 
       } else {
         const from = receivers.get(mid);
         if (!from) return;
+        // A frame of the participant this m-line carried before (its old SSRC): not theirs to
+        // decode as the new one's, least of all as plain.
+        const { synchronizationSource } = frame.getMetadata ? frame.getMetadata() : {};
+        if (from.ssrc !== null && synchronizationSource !== undefined && synchronizationSource !== from.ssrc) return;
         if (from.plain) {
           controller.enqueue(frame);
           return;

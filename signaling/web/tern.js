@@ -642,7 +642,7 @@ export class Room extends EventTarget {
     }
     this._subscribedByMid = new Map(message.tracks.filter((t) => t.mid).map((t) => [t.mid, t]));
     // Before the new m-lines' first frames: whose frames each carries, to decrypt them.
-    if (this.e2ee) this.e2ee.setReceivers(this._subscribedByMid);
+    if (this.e2ee) this.e2ee.setReceivers(this._subscribedByMid, ssrcsByMid(message.sdp));
     await this.subscribePc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
     const answer = await this.subscribePc.createAnswer();
     await this.subscribePc.setLocalDescription(answer);
@@ -849,8 +849,10 @@ class E2eeCall {
   }
 
   /** Whose frames each subscribe m-line carries (mid -> TrackInfo); plain senders pass as they are. */
-  setReceivers(byMid) {
-    const map = [...byMid].map(([mid, t]) => [mid, { senderId: t.participant_id, plain: this._plain.has(t.participant_id) }]);
+  setReceivers(byMid, ssrcs = new Map()) {
+    // The SSRC too: an m-line the relay reuses for another participant's track can still bring
+    // frames of the one before (under its old SSRC) until the relay switches; those are dropped.
+    const map = [...byMid].map(([mid, t]) => [mid, { senderId: t.participant_id, plain: this._plain.has(t.participant_id), ssrc: ssrcs.get(mid) ?? null }]);
     this.worker.postMessage({ type: 'receivers', map });
   }
 
@@ -905,6 +907,18 @@ class E2eeCall {
     this.session.close();
     this.worker.terminate();
   }
+}
+
+/** mid -> the first `a=ssrc` of its m-section, from an SDP. */
+function ssrcsByMid(sdp) {
+  const out = new Map();
+  for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+    const lines = section.split(/\r?\n/);
+    const mid = lines.find((l) => l.startsWith('a=mid:'));
+    const ssrc = lines.find((l) => l.startsWith('a=ssrc:'));
+    if (mid && ssrc) out.set(mid.slice(6).trim(), Number(ssrc.slice(7).split(' ')[0]));
+  }
+  return out;
 }
 
 /**
