@@ -392,6 +392,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.room.max_sdp_bytes,
             metrics.signaling.whip_sessions.clone(),
         )),
+        whep: Arc::new(tern_signaling::whip::WhipState::new(
+            config.room.max_sdp_bytes,
+            metrics.signaling.whep_sessions.clone(),
+        )),
     };
     let admin = AdminApi {
         admin: control.clone(),

@@ -6,9 +6,9 @@
 
 mod common;
 
+use common::http_media::*;
 use common::*;
 use tern_signaling::auth::Grants;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A syntactically complete offer the relay cannot take: PCMU is not forwarded.
 const PCMU_OFFER: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -23,73 +23,6 @@ fn opus_offer() -> String {
     PCMU_OFFER
         .replace("SAVPF 0", "SAVPF 111")
         .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2")
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
-        let wanted = format!("{}:", name.to_ascii_lowercase());
-        self.head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with(&wanted))
-            .map(|l| l[wanted.len()..].trim().to_owned())
-    }
-
-    fn code(&self) -> String {
-        serde_json::from_str::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["code"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-}
-
-/// One HTTP/1.1 request, read to the end (`Connection: close`).
-async fn request(
-    relay: &tern::app::Running,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        relay.http_addr,
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(relay.http_addr)
-        .await
-        .unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(15),
-        stream.read_to_end(&mut raw),
-    )
-    .await
-    .expect("the relay answers")
-    .unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Reply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
 }
 
 async fn post(

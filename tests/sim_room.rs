@@ -429,3 +429,90 @@ fn the_active_speakers_follow_the_audio_levels() {
     r.handle_timeout(now + Duration::from_millis(20));
     assert!(r.active_speakers().is_empty());
 }
+
+/// A WHEP viewer's m-line follows a new publisher: the sink goes on from where the first track
+/// left off (no jump in numbering, across a wrap), starting the new track at its keyframe, and
+/// a continuation is never put on a track of the other kind.
+#[test]
+fn a_sink_continues_its_numbering_from_one_track_to_another() {
+    let t0 = Instant::now();
+    let mut r = room();
+    for (id, name) in [(A, "a"), (B, "b"), (C, "c")] {
+        r.join(id, member(name)).unwrap();
+    }
+    r.publish(TrackId(10), camera(A)).unwrap();
+    r.publish(TrackId(20), camera(B)).unwrap();
+    r.publish(TrackId(21), microphone(B)).unwrap();
+    r.attach(TrackId(10), C, SinkId(300), 65_534, 1_000, t0)
+        .unwrap();
+    let mut sent = Vec::new();
+    for seq in 1..=3 {
+        r.forward(TrackId(10), &packet(seq, seq == 1), t0, |f| {
+            sent.push((f.sink, f.sequence_number))
+        });
+    }
+    assert_eq!(
+        sent,
+        vec![
+            (SinkId(300), 65_534),
+            (SinkId(300), 65_535),
+            (SinkId(300), 0)
+        ]
+    );
+
+    let continuation = r.detach_continuation(TrackId(10), C).expect("was attached");
+    assert!(
+        r.detach_continuation(TrackId(10), C).is_none(),
+        "detached once"
+    );
+    let continued = r.attach_continuing(TrackId(20), C, SinkId(300), continuation, t0);
+    assert_eq!(continued, Ok(()));
+    sent.clear();
+    let other = |seq: u16, key: bool| InboundPacket {
+        ssrc: 99,
+        ..packet(seq, key)
+    };
+    // A's track no longer reaches the sink; B's starts at its keyframe.
+    r.forward(TrackId(10), &packet(4, false), t0, |f| {
+        sent.push((f.sink, f.sequence_number))
+    });
+    r.forward(TrackId(20), &other(500, false), t0, |f| {
+        sent.push((f.sink, f.sequence_number))
+    });
+    assert!(sent.is_empty(), "{sent:?}");
+    for seq in 501..=502 {
+        r.forward(TrackId(20), &other(seq, seq == 501), t0, |f| {
+            sent.push((f.sink, f.sequence_number))
+        });
+    }
+    assert_eq!(sent, vec![(SinkId(300), 1), (SinkId(300), 2)]);
+
+    // Video numbering cannot go on as audio.
+    let video = r.detach_continuation(TrackId(20), C).unwrap();
+    assert_eq!(
+        r.attach_continuing(TrackId(21), C, SinkId(301), video, t0),
+        Err(RoomError::NotAllowed)
+    );
+
+    // A track that is unpublished leaves its numbering to the sink of a member that keeps it
+    // (and to nobody else's), until that member leaves.
+    r.publish(TrackId(30), camera(A)).unwrap();
+    r.attach(TrackId(30), B, SinkId(400), 10, 0, t0).unwrap();
+    r.attach(TrackId(30), C, SinkId(300), 10, 0, t0).unwrap();
+    r.keep_numbering(C);
+    r.unpublish(TrackId(30)).unwrap();
+    assert!(
+        r.take_continuation(SinkId(400)).is_none(),
+        "B does not keep numbering"
+    );
+    r.publish(TrackId(31), camera(A)).unwrap();
+    r.attach(TrackId(31), C, SinkId(301), 10, 0, t0).unwrap();
+    r.unpublish(TrackId(31)).unwrap();
+    assert!(r.take_continuation(SinkId(300)).is_some());
+    assert!(r.take_continuation(SinkId(300)).is_none(), "taken once");
+    r.leave(C).unwrap();
+    assert!(
+        r.take_continuation(SinkId(301)).is_none(),
+        "forgotten with its member"
+    );
+}

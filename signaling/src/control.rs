@@ -28,7 +28,7 @@ pub struct JoinRequest {
     pub resume_token: Option<String>,
     /// The client encrypts its media end to end (`e2ee=1`).
     pub e2ee: bool,
-    /// How the client came: the WebSocket protocol or WHIP.
+    /// How the client came: the WebSocket protocol, WHIP or WHEP.
     pub via: JoinVia,
 }
 
@@ -40,6 +40,9 @@ pub enum JoinVia {
     WebSocket,
     /// WHIP (RFC 9725): a publisher over plain HTTP.
     Whip,
+    /// WHEP: a viewer over plain HTTP. Its subscribe leg is negotiated once, from the viewer's
+    /// offer ([`RoomControl::view`]), and never by the relay's offers.
+    Whep,
 }
 
 impl JoinVia {
@@ -47,8 +50,21 @@ impl JoinVia {
         match self {
             JoinVia::WebSocket => "websocket",
             JoinVia::Whip => "whip",
+            JoinVia::Whep => "whep",
         }
     }
+}
+
+/// Whom a WHEP viewer watches (`POST /whep/{room}?participant=` or `?track=`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ViewFollow {
+    /// The room's longest-present publisher, then the next one.
+    #[default]
+    Room,
+    /// The participant with this identity, whenever it is in the room.
+    Identity(String),
+    /// This track (and its publisher's track of the other kind).
+    Track(String),
 }
 
 /// What the relay sends down one connection.
@@ -118,6 +134,15 @@ pub trait RoomControl: Clone + Send + Sync + 'static {
         session: SessionKey,
         message: ClientMessage,
     ) -> impl Future<Output = ()> + Send;
+
+    /// A WHEP viewer's offer (receive-only m-lines): answered with the relay's answer, or
+    /// refused with a code. A second offer on the same session is an ICE restart.
+    fn view(
+        &self,
+        session: SessionKey,
+        offer: String,
+        follow: ViewFollow,
+    ) -> impl Future<Output = Result<String, (ErrorCode, String)>> + Send;
 
     /// The connection is gone. Must be called exactly once per admission, after the last
     /// `message`.

@@ -45,8 +45,9 @@ pub struct Signaling<C> {
     /// so calls in progress survive a dropped connection).
     pub draining: Arc<AtomicBool>,
     pub metrics: Arc<SignalingMetrics>,
-    /// WHIP sessions (`whip.rs`).
+    /// WHIP and WHEP sessions (`whip.rs`).
     pub whip: Arc<crate::whip::WhipState>,
+    pub whep: Arc<crate::whip::WhipState>,
 }
 
 /// The address of the client at the other end of an HTTP connection (plain or TLS).
@@ -71,6 +72,7 @@ impl<C: Clone> Clone for Signaling<C> {
             draining: self.draining.clone(),
             metrics: self.metrics.clone(),
             whip: self.whip.clone(),
+            whep: self.whep.clone(),
         }
     }
 }
@@ -108,6 +110,16 @@ pub fn router<C: RoomControl>(signaling: Signaling<C>) -> Router {
             "/whip/resource/{id}",
             axum::routing::patch(crate::whip::patch::<C>)
                 .delete(crate::whip::delete::<C>)
+                .options(crate::whip::resource_options),
+        )
+        .route(
+            "/whep/{room}",
+            axum::routing::post(crate::whip::whep_post::<C>).options(crate::whip::options),
+        )
+        .route(
+            "/whep/resource/{id}",
+            axum::routing::patch(crate::whip::whep_patch::<C>)
+                .delete(crate::whip::whep_delete::<C>)
                 .options(crate::whip::resource_options),
         )
         .route("/healthz", get(|| async { "ok\n" }))

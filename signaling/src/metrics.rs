@@ -17,10 +17,12 @@ pub struct SignalingMetrics {
     token_rejections: HashMap<&'static str, IntCounter>,
     pub limits: LimitCounters,
     origin_refusals: IntCounter,
-    /// WHIP requests answered, by method and HTTP status (`whip_request`).
+    /// WHIP and WHEP requests answered, by method and HTTP status (`http_media_request`).
     whip_requests: IntCounterVec,
-    /// Open WHIP sessions.
+    whep_requests: IntCounterVec,
+    /// Open WHIP and WHEP sessions.
     pub whip_sessions: IntGauge,
+    pub whep_sessions: IntGauge,
 }
 
 impl SignalingMetrics {
@@ -64,20 +66,30 @@ impl SignalingMetrics {
             "HTTP requests refused because their Origin is not allowed.",
         )?;
         registry.register(Box::new(origin_refusals.clone()))?;
-        let whip_requests = IntCounterVec::new(
-            Opts::new(
-                "tern_whip_requests_total",
-                "WHIP requests answered, by method (post, patch, delete) and HTTP status.",
-            ),
-            &["method", "status"],
-        )?;
-        registry.register(Box::new(whip_requests.clone()))?;
-        // The successful answers exist from the start, so the family is there before any request.
-        for (method, status) in [("post", "201"), ("patch", "204"), ("delete", "200")] {
-            whip_requests.with_label_values(&[method, status]);
-        }
+        let requests = |name: &str, what: &str| -> prometheus::Result<IntCounterVec> {
+            let family = IntCounterVec::new(
+                Opts::new(
+                    name,
+                    format!(
+                        "{what} requests answered, by method (post, patch, delete) and HTTP status."
+                    ),
+                ),
+                &["method", "status"],
+            )?;
+            registry.register(Box::new(family.clone()))?;
+            // The successful answers exist from the start, so the family is there before any
+            // request.
+            for (method, status) in [("post", "201"), ("patch", "204"), ("delete", "200")] {
+                family.with_label_values(&[method, status]);
+            }
+            Ok(family)
+        };
+        let whip_requests = requests("tern_whip_requests_total", "WHIP")?;
+        let whep_requests = requests("tern_whep_requests_total", "WHEP")?;
         let whip_sessions = IntGauge::new("tern_whip_sessions", "Open WHIP sessions.")?;
         registry.register(Box::new(whip_sessions.clone()))?;
+        let whep_sessions = IntGauge::new("tern_whep_sessions", "Open WHEP sessions.")?;
+        registry.register(Box::new(whep_sessions.clone()))?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         registry.register(Box::new(messages_vec.clone()))?;
@@ -102,7 +114,9 @@ impl SignalingMetrics {
             limits: LimitCounters::register(registry)?,
             origin_refusals,
             whip_requests,
+            whep_requests,
             whip_sessions,
+            whep_sessions,
         })
     }
 
@@ -130,11 +144,15 @@ impl SignalingMetrics {
         self.origin_refusals.inc();
     }
 
-    /// One WHIP request answered with `status` (a three-digit code: a bounded label).
-    pub fn whip_request(&self, method: &'static str, status: u16) {
+    /// One WHIP (`whep`: WHEP) request answered with `status` (a three-digit code: a bounded
+    /// label).
+    pub fn http_media_request(&self, whep: bool, method: &'static str, status: u16) {
         let status = status.to_string();
-        self.whip_requests
-            .with_label_values(&[method, status.as_str()])
-            .inc();
+        let family = if whep {
+            &self.whep_requests
+        } else {
+            &self.whip_requests
+        };
+        family.with_label_values(&[method, status.as_str()]).inc();
     }
 }

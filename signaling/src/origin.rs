@@ -128,7 +128,7 @@ fn allow_origin(headers: &mut HeaderMap, origin: &str) {
     if let Ok(value) = HeaderValue::from_str(origin) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
-        // WHIP clients in a browser read these from a session's answer.
+        // WHIP and WHEP clients in a browser read these from a session's answer.
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             HeaderValue::from_static("location, etag, link, accept-patch, accept-post"),

@@ -1,19 +1,23 @@
-//! WHIP ingest (RFC 9725): broadcast tools (OBS, GStreamer, ffmpeg, encoders) publish into a
-//! room over plain HTTP, without the WebSocket protocol.
+//! WHIP ingest (RFC 9725) and WHEP playback: broadcast tools (OBS, GStreamer, ffmpeg, encoders)
+//! publish into a room, and players watch one, over plain HTTP, without the WebSocket protocol.
 //!
-//! A WHIP session is a participant like any other, made through the same [`RoomControl`]: the
-//! `POST` joins with the token's identity and the publish grant only (no subscribe leg, no data
-//! channel), hands the offer to the relay as a `publish_offer` and answers with the relay's
-//! `publish_answer`. A task per session then reads the relay's events for it, as a WebSocket
-//! session would, until the participant leaves: `DELETE`, or the relay ending it (its media
-//! stopped: no ICE consent). `PATCH` carries trickled candidates and ICE restarts.
+//! A session is a participant like any other, made through the same [`RoomControl`]: the `POST`
+//! joins with the token's identity and one grant only. WHIP: publish (no subscribe leg, no data
+//! channel); the offer goes to the relay as a `publish_offer` and is answered with its
+//! `publish_answer`. WHEP: subscribe; the viewer's receive-only offer goes to
+//! [`RoomControl::view`], which answers it and keeps the m-lines pointed at the followed
+//! publisher's tracks (`?participant=<identity>` or `?track=<id>`; by default the room's
+//! longest-present publisher). A task per session then reads the relay's events for it, as a
+//! WebSocket session would, until the participant leaves: `DELETE`, or the relay ending it (its
+//! media stopped: no ICE consent). `PATCH` carries trickled candidates and ICE restarts.
 //!
 //! Hostile-input order: join rate per address, then the token (401/403), then the content type
 //! (415) and size (413), then the SDP (400), and only then anything is made.
 
 use crate::auth::TokenError;
 use crate::control::{
-    Admission, Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionEvent, SessionKey,
+    Admission, Disconnect, JoinRefusal, JoinRequest, JoinVia, RoomControl, SessionEvent,
+    SessionKey, ViewFollow,
 };
 use crate::http::{PeerAddr, Signaling, error_response};
 use crate::limits::Limit;
@@ -22,6 +26,7 @@ use crate::protocol::{
 };
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::Uri;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
@@ -40,7 +45,47 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
-/// The WHIP sessions of this relay, by resource id.
+/// Which of the two protocols an endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Ingest: the client publishes.
+    Whip,
+    /// Playback: the client views.
+    Whep,
+}
+
+impl Endpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Whip => "WHIP",
+            Endpoint::Whep => "WHEP",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Whip => "whip",
+            Endpoint::Whep => "whep",
+        }
+    }
+
+    fn state<C>(self, signaling: &Signaling<C>) -> &Arc<WhipState> {
+        match self {
+            Endpoint::Whip => &signaling.whip,
+            Endpoint::Whep => &signaling.whep,
+        }
+    }
+
+    fn count<C>(self, signaling: &Signaling<C>, method: &'static str, response: &Response) {
+        signaling.metrics.http_media_request(
+            self == Endpoint::Whep,
+            method,
+            response.status().as_u16(),
+        );
+    }
+}
+
+/// The sessions of one endpoint of this relay, by resource id.
 #[derive(Default)]
 pub struct WhipSessions {
     resources: Mutex<HashMap<String, Resource>>,
@@ -58,6 +103,8 @@ struct Resource {
     patches: crate::limits::TokenBucket,
     /// An ICE restart is waiting for the relay's answer (a second one is refused meanwhile).
     restarting: bool,
+    /// WHEP: whom the viewer follows (given again with an ICE restart's offer).
+    follow: ViewFollow,
 }
 
 type AnswerResult = Result<String, (ErrorCode, String)>;
@@ -124,11 +171,32 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
     })
 }
 
-/// `POST /whip/{room}`: an offer in, a session and its answer out.
+/// `POST /whip/{room}`: an offer in, a publishing session and its answer out.
 pub async fn post<C: RoomControl>(
     State(signaling): State<Signaling<C>>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     Path(room): Path<String>,
+    request: Request,
+) -> Response {
+    post_on(Endpoint::Whip, signaling, peer, room, request).await
+}
+
+/// `POST /whep/{room}[?participant=<identity>|?track=<id>]`: a receive-only offer in, a viewing
+/// session and its answer out.
+pub async fn whep_post<C: RoomControl>(
+    State(signaling): State<Signaling<C>>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    Path(room): Path<String>,
+    request: Request,
+) -> Response {
+    post_on(Endpoint::Whep, signaling, peer, room, request).await
+}
+
+async fn post_on<C: RoomControl>(
+    endpoint: Endpoint,
+    signaling: Signaling<C>,
+    peer: std::net::SocketAddr,
+    room: String,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -136,7 +204,16 @@ pub async fn post<C: RoomControl>(
     // participant behind, or a session nobody reads.
     let task = {
         let signaling = signaling.clone();
-        tokio::spawn(async move { create(&signaling, peer, room, &parts.headers, body).await })
+        tokio::spawn(async move {
+            let asked = Asked {
+                endpoint,
+                peer,
+                room,
+                uri: &parts.uri,
+                headers: &parts.headers,
+            };
+            create(&signaling, asked, body).await
+        })
     };
     let response = task.await.unwrap_or_else(|_| {
         refuse(
@@ -145,19 +222,48 @@ pub async fn post<C: RoomControl>(
             "the session could not be made",
         )
     });
-    signaling
-        .metrics
-        .whip_request("post", response.status().as_u16());
+    endpoint.count(&signaling, "post", &response);
     response
+}
+
+/// A `POST` as received.
+struct Asked<'a> {
+    endpoint: Endpoint,
+    peer: std::net::SocketAddr,
+    room: String,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+}
+
+/// Whom a WHEP viewer follows, from the query: `participant=<identity>` or `track=<id>`;
+/// `None` for anything else.
+fn follow_of(uri: &Uri) -> Option<ViewFollow> {
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    let mut follow = ViewFollow::Room;
+    for (name, value) in pairs {
+        let valid = !value.is_empty() && value.len() <= 256 && !value.chars().any(char::is_control);
+        follow = match name.as_str() {
+            "participant" if valid => ViewFollow::Identity(value),
+            "track" if valid => ViewFollow::Track(value),
+            _ => return None,
+        };
+    }
+    Some(follow)
 }
 
 async fn create<C: RoomControl>(
     signaling: &Signaling<C>,
-    peer: std::net::SocketAddr,
-    room: String,
-    headers: &HeaderMap,
+    asked: Asked<'_>,
     body: Body,
 ) -> Response {
+    let Asked {
+        endpoint,
+        peer,
+        room,
+        uri,
+        headers,
+    } = asked;
     let client = signaling.trusted_proxies.client(peer.ip(), headers).ip;
     if let Err(wait) = signaling.join_limiter.attempt(client, Instant::now()) {
         signaling.metrics.limits.breached(Limit::JoinRate);
@@ -185,21 +291,49 @@ async fn create<C: RoomControl>(
             "the token is for another room than the one in the URL",
         );
     }
-    if !claims.grants.publish {
+    let granted = match endpoint {
+        Endpoint::Whip => claims.grants.publish,
+        Endpoint::Whep => claims.grants.subscribe,
+    };
+    if !granted {
+        let grant = match endpoint {
+            Endpoint::Whip => "publish",
+            Endpoint::Whep => "subscribe",
+        };
         return refuse(
             StatusCode::FORBIDDEN,
             "not_allowed",
-            "the token does not grant publish; WHIP needs it",
+            format!(
+                "the token does not grant {grant}; {} needs it",
+                endpoint.name()
+            ),
         );
     }
+    let follow = match endpoint {
+        Endpoint::Whep => match follow_of(uri) {
+            Some(follow) => follow,
+            None => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "bad_parameter",
+                    "the query may name `participant` (an identity) or `track` (a track id), up \
+                     to 256 characters",
+                );
+            }
+        },
+        Endpoint::Whip => ViewFollow::Room,
+    };
     if !content_type_is(headers, SDP) {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "a WHIP offer is Content-Type: application/sdp",
+            format!(
+                "a {} offer is Content-Type: application/sdp",
+                endpoint.name()
+            ),
         );
     }
-    let body = match read_body(body, signaling.whip.max_sdp_bytes).await {
+    let body = match read_body(body, endpoint.state(signaling).max_sdp_bytes).await {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -217,37 +351,73 @@ async fn create<C: RoomControl>(
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
-            "this relay node is draining and takes no new sessions; publish through another node",
+            "this relay node is draining and takes no new sessions; connect to another node",
         );
     }
+    // One grant each: a WHIP publisher has no way to receive (no subscribe leg, no data
+    // channel), a WHEP viewer none to send.
+    let (grants, via) = match endpoint {
+        Endpoint::Whip => (
+            crate::auth::Grants {
+                publish: true,
+                ..Default::default()
+            },
+            JoinVia::Whip,
+        ),
+        Endpoint::Whep => (
+            crate::auth::Grants {
+                subscribe: true,
+                ..Default::default()
+            },
+            JoinVia::Whep,
+        ),
+    };
     let request = JoinRequest {
         room: room.clone(),
         identity: claims.sub.clone(),
         name: claims.name.clone(),
-        // A publisher only: no subscribe leg (WHIP has no way to receive), no data channel.
-        grants: crate::auth::Grants {
-            publish: true,
-            ..Default::default()
-        },
+        grants,
         resume_token: None,
         e2ee: false,
-        via: crate::control::JoinVia::Whip,
+        via,
     };
     let admission = match signaling.control.join(request).await {
         Ok(admission) => admission,
-        Err(refusal) => return join_refusal(refusal),
+        Err(refusal) => return join_refusal(endpoint, refusal),
     };
-    start(signaling, admission, room, claims.sub, offer).await
+    let session = Session {
+        endpoint,
+        room,
+        identity: claims.sub,
+        offer,
+        follow,
+    };
+    start(signaling, admission, session).await
+}
+
+/// What a new session is made of.
+struct Session {
+    endpoint: Endpoint,
+    room: String,
+    identity: String,
+    offer: String,
+    follow: ViewFollow,
 }
 
 /// The relay admitted the participant: offer, answer, and a task for the session's life.
 async fn start<C: RoomControl>(
     signaling: &Signaling<C>,
     admission: Admission,
-    room: String,
-    identity: String,
-    offer: String,
+    new: Session,
 ) -> Response {
+    let Session {
+        endpoint,
+        room,
+        identity,
+        offer,
+        follow,
+    } = new;
+    let state = endpoint.state(signaling);
     let Admission {
         session,
         mut events,
@@ -261,7 +431,7 @@ async fn start<C: RoomControl>(
     let id = random_hex(16);
     let etag = format!("\"{}\"", random_hex(8));
     // In the map before the session's task runs, so that its end always finds it to remove.
-    signaling.whip.sessions.resources().insert(
+    state.sessions.resources().insert(
         id.clone(),
         Resource {
             session,
@@ -276,13 +446,14 @@ async fn start<C: RoomControl>(
                 Instant::now(),
             ),
             restarting: false,
+            follow: follow.clone(),
         },
     );
-    let span = info_span!("whip", room = %room, identity = %identity, resource = %id);
+    let span = info_span!("http_media", protocol = endpoint.path(), room = %room, identity = %identity, resource = %id);
     tokio::spawn(
         drive(
             signaling.control.clone(),
-            signaling.whip.clone(),
+            state.clone(),
             id.clone(),
             session,
             events,
@@ -290,13 +461,20 @@ async fn start<C: RoomControl>(
         )
         .instrument(span),
     );
-    let answered = ask(&signaling.control, session, &answers, &offer).await;
-    let alive = signaling.whip.sessions.resources().contains_key(&id);
+    let asking = Ask {
+        endpoint,
+        session,
+        answers: &answers,
+        offer: &offer,
+        follow: &follow,
+    };
+    let answered = ask(&signaling.control, asking).await;
+    let alive = state.sessions.resources().contains_key(&id);
     let answer = match answered {
         Ok(answer) if alive => answer,
         failed => {
             // Nothing stays behind: the participant leaves, and its task ends with it.
-            signaling.whip.sessions.resources().remove(&id);
+            state.sessions.resources().remove(&id);
             signaling
                 .control
                 .message(session, ClientMessage::Leave {})
@@ -310,11 +488,11 @@ async fn start<C: RoomControl>(
             });
         }
     };
-    info!(resource = %id, "WHIP session started");
+    info!(resource = %id, protocol = endpoint.name(), "session started");
     let mut response = (StatusCode::CREATED, answer).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    if let Ok(location) = HeaderValue::from_str(&format!("/whip/resource/{id}")) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/{}/resource/{id}", endpoint.path())) {
         headers.insert(header::LOCATION, location);
     }
     if let Ok(etag) = HeaderValue::from_str(&etag) {
@@ -329,13 +507,36 @@ async fn start<C: RoomControl>(
     response
 }
 
-/// Hands `offer` to the relay and waits for its answer; a refusal comes back as the response.
-async fn ask<C: RoomControl>(
-    control: &C,
+/// An offer for the relay.
+struct Ask<'a> {
+    endpoint: Endpoint,
     session: SessionKey,
-    answers: &mpsc::Sender<oneshot::Sender<AnswerResult>>,
-    offer: &str,
-) -> Result<String, Response> {
+    answers: &'a mpsc::Sender<oneshot::Sender<AnswerResult>>,
+    offer: &'a str,
+    follow: &'a ViewFollow,
+}
+
+/// Hands an offer to the relay and waits for its answer; a refusal comes back as the response.
+async fn ask<C: RoomControl>(control: &C, asking: Ask<'_>) -> Result<String, Response> {
+    let Ask {
+        endpoint,
+        session,
+        answers,
+        offer,
+        follow,
+    } = asking;
+    if endpoint == Endpoint::Whep {
+        let viewed = control.view(session, offer.to_owned(), follow.clone());
+        return match tokio::time::timeout(ANSWER_TIMEOUT, viewed).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err((code, message))) => Err(offer_refusal(code, message)),
+            Err(_) => Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "relay_busy",
+                "the relay did not answer in time; retry",
+            )),
+        };
+    }
     let (tx, rx) = oneshot::channel();
     let gone = || {
         refuse(
@@ -423,7 +624,7 @@ async fn drive<C: RoomControl>(
     whip.sessions.resources().remove(&id);
     whip.metrics_sessions(-1);
     control.disconnected(session, Disconnect::Dropped).await;
-    info!("WHIP session ended");
+    info!("session ended");
 }
 
 /// `PATCH /whip/resource/{id}`: trickled candidates, or an ICE restart.
@@ -432,11 +633,27 @@ pub async fn patch<C: RoomControl>(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
+    patch_on(Endpoint::Whip, signaling, id, request).await
+}
+
+/// `PATCH /whep/resource/{id}`: trickled candidates, or an ICE restart.
+pub async fn whep_patch<C: RoomControl>(
+    State(signaling): State<Signaling<C>>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    patch_on(Endpoint::Whep, signaling, id, request).await
+}
+
+async fn patch_on<C: RoomControl>(
+    endpoint: Endpoint,
+    signaling: Signaling<C>,
+    id: String,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
-    let response = update(&signaling, &id, &parts.headers, body).await;
-    signaling
-        .metrics
-        .whip_request("patch", response.status().as_u16());
+    let response = update(&signaling, endpoint, &id, &parts.headers, body).await;
+    endpoint.count(&signaling, "patch", &response);
     response
 }
 
@@ -446,37 +663,45 @@ struct Owned {
     etag: String,
     offer: String,
     answers: mpsc::Sender<oneshot::Sender<AnswerResult>>,
+    follow: ViewFollow,
 }
 
 /// The resource `id` if the bearer owns it (401 without a valid token, 404 for no such
 /// resource or another's: a resource id is not proof of anything).
 // The refusal is the response itself, made once per request.
 #[allow(clippy::result_large_err)]
-fn owned<C>(signaling: &Signaling<C>, id: &str, headers: &HeaderMap) -> Result<Owned, Response> {
+fn owned<C>(
+    signaling: &Signaling<C>,
+    endpoint: Endpoint,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Owned, Response> {
     // The token that opened the session still acts on it after it expires (RFC 9725 clients
     // end a stream hours later with the token they started it with).
     let claims = signaling
         .keys
         .verify_signed(bearer(headers))
         .map_err(token_refusal)?;
-    let resources = signaling.whip.sessions.resources();
+    let resources = endpoint.state(signaling).sessions.resources();
     match resources.get(id) {
         Some(r) if r.identity == claims.sub && r.room == claims.room => Ok(Owned {
             session: r.session,
             etag: r.etag.clone(),
             offer: r.offer.clone(),
             answers: r.answers.clone(),
+            follow: r.follow.clone(),
         }),
         _ => Err(refuse(
             StatusCode::NOT_FOUND,
             "unknown_resource",
-            "no WHIP session of yours at this address",
+            format!("no {} session of yours at this address", endpoint.name()),
         )),
     }
 }
 
 async fn update<C: RoomControl>(
     signaling: &Signaling<C>,
+    endpoint: Endpoint,
     id: &str,
     headers: &HeaderMap,
     body: Body,
@@ -486,12 +711,13 @@ async fn update<C: RoomControl>(
         etag,
         offer,
         answers,
-    } = match owned(signaling, id, headers) {
+        follow,
+    } = match owned(signaling, endpoint, id, headers) {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let allowed = signaling
-        .whip
+    let state = endpoint.state(signaling);
+    let allowed = state
         .sessions
         .resources()
         .get_mut(id)
@@ -512,7 +738,10 @@ async fn update<C: RoomControl>(
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "a WHIP PATCH is Content-Type: application/trickle-ice-sdpfrag",
+            format!(
+                "a {} PATCH is Content-Type: application/trickle-ice-sdpfrag",
+                endpoint.name()
+            ),
         );
     }
     if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
@@ -538,8 +767,7 @@ async fn update<C: RoomControl>(
         .as_ref()
         .is_some_and(|(ufrag, _)| ice_credentials(&offer).is_none_or(|(old, _)| old != *ufrag));
     if restart {
-        let started = signaling
-            .whip
+        let started = state
             .sessions
             .resources()
             .get_mut(id)
@@ -553,9 +781,16 @@ async fn update<C: RoomControl>(
         }
         let (ufrag, pwd) = frag.credentials.clone().expect("checked above");
         let new_offer = with_credentials(&offer, &ufrag, &pwd);
-        let asked = ask(&signaling.control, session, &answers, &new_offer).await;
+        let asking = Ask {
+            endpoint,
+            session,
+            answers: &answers,
+            offer: &new_offer,
+            follow: &follow,
+        };
+        let asked = ask(&signaling.control, asking).await;
         let new_etag = format!("\"{}\"", random_hex(8));
-        if let Some(r) = signaling.whip.sessions.resources().get_mut(id) {
+        if let Some(r) = state.sessions.resources().get_mut(id) {
             r.restarting = false;
             if asked.is_ok() {
                 r.offer = new_offer;
@@ -582,7 +817,10 @@ async fn update<C: RoomControl>(
             .message(
                 session,
                 ClientMessage::Trickle {
-                    leg: Leg::Publish,
+                    leg: match endpoint {
+                        Endpoint::Whip => Leg::Publish,
+                        Endpoint::Whep => Leg::Subscribe,
+                    },
                     candidate: IceCandidate {
                         candidate,
                         sdp_mid: frag.mid.clone(),
@@ -602,25 +840,41 @@ pub async fn delete<C: RoomControl>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let response = match owned(&signaling, &id, &headers) {
+    delete_on(Endpoint::Whip, signaling, id, headers).await
+}
+
+/// `DELETE /whep/resource/{id}`: the viewer leaves.
+pub async fn whep_delete<C: RoomControl>(
+    State(signaling): State<Signaling<C>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    delete_on(Endpoint::Whep, signaling, id, headers).await
+}
+
+async fn delete_on<C: RoomControl>(
+    endpoint: Endpoint,
+    signaling: Signaling<C>,
+    id: String,
+    headers: HeaderMap,
+) -> Response {
+    let response = match owned(&signaling, endpoint, &id, &headers) {
         Ok(Owned { session, .. }) => {
-            signaling.whip.sessions.resources().remove(&id);
+            endpoint.state(&signaling).sessions.resources().remove(&id);
             signaling
                 .control
                 .message(session, ClientMessage::Leave {})
                 .await;
-            info!(resource = %id, "WHIP session deleted");
+            info!(resource = %id, protocol = endpoint.name(), "session deleted");
             StatusCode::OK.into_response()
         }
         Err(response) => response,
     };
-    signaling
-        .metrics
-        .whip_request("delete", response.status().as_u16());
+    endpoint.count(&signaling, "delete", &response);
     response
 }
 
-/// `OPTIONS /whip/{room}` without CORS: what the endpoint takes.
+/// `OPTIONS /whip/{room}` and `/whep/{room}` without CORS: what the endpoint takes.
 pub async fn options() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -629,7 +883,7 @@ pub async fn options() -> Response {
     response
 }
 
-/// `OPTIONS /whip/resource/{id}` without CORS.
+/// `OPTIONS /whip/resource/{id}` and `/whep/resource/{id}` without CORS.
 pub async fn resource_options() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
@@ -641,20 +895,23 @@ pub async fn resource_options() -> Response {
     response
 }
 
-fn join_refusal(refusal: JoinRefusal) -> Response {
+fn join_refusal(endpoint: Endpoint, refusal: JoinRefusal) -> Response {
     let (status, text) = match refusal {
-        JoinRefusal::RoomFull => (StatusCode::SERVICE_UNAVAILABLE, "the room is full"),
+        JoinRefusal::RoomFull => (StatusCode::SERVICE_UNAVAILABLE, "the room is full".into()),
         JoinRefusal::TooManyRooms => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the relay holds its maximum number of rooms; publish through another node",
+            "the relay holds its maximum number of rooms; connect to another node".into(),
         ),
         JoinRefusal::Unavailable | JoinRefusal::ResumeFailed => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the relay takes no sessions right now; retry later",
+            "the relay takes no sessions right now; retry later".into(),
         ),
         JoinRefusal::E2eeRequired => (
             StatusCode::FORBIDDEN,
-            "this room admits only end-to-end encrypted participants, which WHIP clients are not",
+            format!(
+                "this room admits only end-to-end encrypted participants, which {} clients are not",
+                endpoint.name()
+            ),
         ),
     };
     refuse(status, refusal.code().as_str(), text)
@@ -792,7 +1049,7 @@ pub fn ice_server_links(servers: &[IceServer]) -> Vec<String> {
     links
 }
 
-/// The WHIP endpoint's state in [`Signaling`].
+/// The state of one endpoint (WHIP or WHEP) in [`Signaling`].
 pub struct WhipState {
     pub sessions: WhipSessions,
     /// Largest offer taken, bytes (413 beyond).

@@ -198,6 +198,11 @@ impl Forwarder {
         }
     }
 
+    /// Video: starts, and restarts, only at a keyframe.
+    pub fn starts_at_keyframe(&self) -> bool {
+        self.config.starts_at_keyframe
+    }
+
     /// True until the first packet has been forwarded after a start or restart.
     pub fn is_awaiting_start(&self) -> bool {
         self.source.is_none()

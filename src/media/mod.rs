@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod bwe;
 pub mod codec;
 pub mod extmap;
+pub mod follow;
 pub mod forwarder;
 pub mod ids;
 pub mod keyframe;

@@ -56,6 +56,8 @@ pub struct Member {
     pub id: ParticipantId,
     pub info: MemberInfo,
     pub state: MemberState,
+    /// Its sinks go on from one track to the next (see [`Room::keep_numbering`]).
+    keeps_numbering: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -352,6 +354,9 @@ pub struct Room {
     bandwidth: RoomBandwidth,
     padding_due: Vec<(ParticipantId, u32)>,
     speakers: SpeakerDetector,
+    /// Where the numbering of sinks of members that keep it stood when their track went away,
+    /// until the sink takes another track (at most one per such sink).
+    continuations: HashMap<SinkId, (ParticipantId, Forwarder)>,
 }
 
 impl Room {
@@ -373,7 +378,23 @@ impl Room {
             bandwidth: RoomBandwidth::new(config),
             padding_due: Vec::new(),
             speakers: SpeakerDetector::new(SpeakerConfig::default()),
+            continuations: HashMap::new(),
         }
+    }
+
+    /// `id`'s sinks go on from one track to the next (a WHEP viewer's m-lines): when a track it
+    /// receives is unpublished, where its sink's numbering stood is kept for
+    /// [`Room::take_continuation`].
+    pub fn keep_numbering(&mut self, id: ParticipantId) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.keeps_numbering = true;
+        }
+    }
+
+    /// Where `sink`'s numbering stood when its track was unpublished, for
+    /// [`Room::attach_continuing`].
+    pub fn take_continuation(&mut self, sink: SinkId) -> Option<Forwarder> {
+        self.continuations.remove(&sink).map(|(_, f)| f)
     }
 
     /// The audio level (RFC 6464: 0 loudest, 127 silence) of one packet of an audio track, for
@@ -474,6 +495,7 @@ impl Room {
                 id,
                 info,
                 state: MemberState::Active,
+                keeps_numbering: false,
             },
         );
         if can_subscribe {
@@ -504,6 +526,8 @@ impl Room {
             publication.subscriptions.retain(|s| s.subscriber != id);
         }
         self.bandwidth.remove_subscriber(id);
+        self.continuations
+            .retain(|_, (subscriber, _)| *subscriber != id);
         self.outputs.retain(|o| match o {
             RoomOutput::SubscriptionsChanged(p) | RoomOutput::GraceExpired(p) => *p != id,
             RoomOutput::SubscriptionState { subscriber, .. }
@@ -564,13 +588,24 @@ impl Room {
     }
 
     pub fn unpublish(&mut self, id: TrackId) -> Result<Publication, RoomError> {
-        let publication = self
+        let mut publication = self
             .publications
             .remove(&id)
             .ok_or(RoomError::UnknownTrack)?;
-        for subscription in &publication.subscriptions {
+        for subscription in &mut publication.subscriptions {
             self.outputs
                 .push_back(RoomOutput::SubscriptionsChanged(subscription.subscriber));
+            let keeps = self
+                .members
+                .get(&subscription.subscriber)
+                .is_some_and(|m| m.keeps_numbering);
+            if keeps
+                && let Some(sink) = subscription.sink
+                && let Some(forwarder) = subscription.forwarder.take()
+            {
+                self.continuations
+                    .insert(sink, (subscription.subscriber, forwarder));
+            }
         }
         Ok(publication)
     }
@@ -657,6 +692,52 @@ impl Room {
         initial_timestamp: u32,
         now: Instant,
     ) -> Result<(), RoomError> {
+        self.attach_forwarder(track, subscriber, sink, now, |codec| {
+            Forwarder::new(ForwarderConfig {
+                clock_rate: codec.clock_rate(),
+                starts_at_keyframe: codec.kind() == MediaKind::Video,
+                initial_sequence_number,
+                initial_timestamp,
+            })
+        })
+    }
+
+    /// Like [`Room::attach`], but the sink goes on from where `continuation` (taken from another
+    /// track by [`Room::detach_continuation`]) left off: the subscriber sees one stream whose
+    /// numbering never jumps, switching to `track` at its first keyframe (a WHEP viewer's m-line
+    /// following a new publisher). The tracks must be of one kind.
+    pub fn attach_continuing(
+        &mut self,
+        track: TrackId,
+        subscriber: ParticipantId,
+        sink: SinkId,
+        continuation: Forwarder,
+        now: Instant,
+    ) -> Result<(), RoomError> {
+        let kind = self
+            .publications
+            .get(&track)
+            .ok_or(RoomError::UnknownTrack)?
+            .kind();
+        if continuation.starts_at_keyframe() != (kind == MediaKind::Video) {
+            return Err(RoomError::NotAllowed);
+        }
+        let mut continuation = Some(continuation);
+        self.attach_forwarder(track, subscriber, sink, now, |_| {
+            let mut forwarder = continuation.take().expect("called once");
+            forwarder.reset_source();
+            forwarder
+        })
+    }
+
+    fn attach_forwarder(
+        &mut self,
+        track: TrackId,
+        subscriber: ParticipantId,
+        sink: SinkId,
+        now: Instant,
+        forwarder: impl FnOnce(Codec) -> Forwarder,
+    ) -> Result<(), RoomError> {
         let publication = self
             .publications
             .get_mut(&track)
@@ -669,12 +750,7 @@ impl Room {
             .ok_or(RoomError::NotMember)?;
         subscription.sink = Some(sink);
         subscription.current = None;
-        subscription.forwarder = Some(Forwarder::new(ForwarderConfig {
-            clock_rate: codec.clock_rate(),
-            starts_at_keyframe: codec.kind() == MediaKind::Video,
-            initial_sequence_number,
-            initial_timestamp,
-        }));
+        subscription.forwarder = Some(forwarder(codec));
         let target = subscription.target;
         let wanted = publication.resolve(target);
         if codec.kind() == MediaKind::Video {
@@ -691,16 +767,24 @@ impl Room {
     /// Stops forwarding to a subscriber without removing the subscription (its leg is being
     /// renegotiated or rebuilt).
     pub fn detach(&mut self, track: TrackId, subscriber: ParticipantId) {
-        if let Some(publication) = self.publications.get_mut(&track)
-            && let Some(subscription) = publication
-                .subscriptions
-                .iter_mut()
-                .find(|s| s.subscriber == subscriber)
-        {
-            subscription.sink = None;
-            subscription.forwarder = None;
-            subscription.current = None;
-        }
+        self.detach_continuation(track, subscriber);
+    }
+
+    /// Stops forwarding `track` to `subscriber` and hands back where its numbering stands, for
+    /// [`Room::attach_continuing`].
+    pub fn detach_continuation(
+        &mut self,
+        track: TrackId,
+        subscriber: ParticipantId,
+    ) -> Option<Forwarder> {
+        let publication = self.publications.get_mut(&track)?;
+        let subscription = publication
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.subscriber == subscriber)?;
+        subscription.sink = None;
+        subscription.current = None;
+        subscription.forwarder.take()
     }
 
     /// Binds a publisher's SSRC to a layer of its track by rid (when the publisher simulcasts).

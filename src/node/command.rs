@@ -3,8 +3,8 @@
 
 use crate::metrics::{CommandKind, NodeStats};
 use tern_signaling::admin::{AdminError, CreateRoom, MuteTrack, PatchRoom, RoomSummary};
-use tern_signaling::control::{Disconnect, JoinRefusal, JoinRequest, SessionKey};
-use tern_signaling::protocol::ClientMessage;
+use tern_signaling::control::{Disconnect, JoinRefusal, JoinRequest, SessionKey, ViewFollow};
+use tern_signaling::protocol::{ClientMessage, ErrorCode};
 
 #[derive(Debug)]
 pub enum NodeCommand {
@@ -14,6 +14,12 @@ pub enum NodeCommand {
     Message {
         session: SessionKey,
         message: ClientMessage,
+    },
+    /// A WHEP viewer's offer; answered with the relay's answer SDP.
+    View {
+        session: SessionKey,
+        offer: String,
+        follow: ViewFollow,
     },
     Disconnected {
         session: SessionKey,
@@ -40,6 +46,7 @@ impl NodeCommand {
                 ClientMessage::Trickle { .. } => CommandKind::Trickle,
                 _ => CommandKind::OtherMessage,
             },
+            NodeCommand::View { .. } => CommandKind::PublishOffer,
             NodeCommand::Disconnected { .. } | NodeCommand::SessionLost(_) => {
                 CommandKind::Disconnected
             }
@@ -53,6 +60,7 @@ pub enum CommandReply {
     Joined(Result<SessionKey, JoinRefusal>),
     Admin(Result<AdminReply, AdminError>),
     Stats(NodeStats),
+    Viewed(Result<String, (ErrorCode, String)>),
     #[cfg(feature = "fault-injection")]
     LegReports(Vec<LegReport>),
     /// Nothing to answer (messages and disconnects answer through session events).

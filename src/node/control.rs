@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tern_signaling::admin::{AdminError, CreateRoom, MuteTrack, PatchRoom, RoomAdmin, RoomSummary};
 use tern_signaling::control::{
-    Admission, Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionKey,
+    Admission, Disconnect, JoinRefusal, JoinRequest, RoomControl, SessionKey, ViewFollow,
 };
 use tern_signaling::limits::{Limit, LimitCounters};
-use tern_signaling::protocol::ClientMessage;
+use tern_signaling::protocol::{ClientMessage, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
 pub enum Command {
@@ -27,6 +27,13 @@ pub enum Command {
     Message {
         session: SessionKey,
         message: ClientMessage,
+    },
+    /// A WHEP viewer's offer, answered on `reply`.
+    View {
+        session: SessionKey,
+        offer: String,
+        follow: ViewFollow,
+        reply: oneshot::Sender<Result<String, (ErrorCode, String)>>,
     },
     Disconnected {
         session: SessionKey,
@@ -180,6 +187,32 @@ impl RoomControl for RelayControl {
             .worker_of_session(session)
             .send(Command::Message { session, message })
             .await;
+    }
+
+    async fn view(
+        &self,
+        session: SessionKey,
+        offer: String,
+        follow: ViewFollow,
+    ) -> Result<String, (ErrorCode, String)> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::View {
+            session,
+            offer,
+            follow,
+            reply,
+        };
+        let gone = || {
+            (
+                ErrorCode::Unavailable,
+                "the relay is not running".to_owned(),
+            )
+        };
+        self.worker_of_session(session)
+            .send(command)
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn disconnected(&self, session: SessionKey, how: Disconnect) {

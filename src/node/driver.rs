@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tern_signaling::control::{Admission, Disconnect, JoinRefusal, SessionEvent, SessionKey};
 use tern_signaling::limits::Limit;
+use tern_signaling::protocol::ErrorCode;
 use tokio::io::Interest;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, info, warn};
@@ -279,6 +280,22 @@ impl NodeDriver {
             }
             Command::Message { session, message } => {
                 self.execute(NodeCommand::Message { session, message });
+            }
+            Command::View {
+                session,
+                offer,
+                follow,
+                reply,
+            } => {
+                let answered = match self.execute(NodeCommand::View {
+                    session,
+                    offer,
+                    follow,
+                }) {
+                    CommandReply::Viewed(result) => result,
+                    _ => Err((ErrorCode::Internal, "not answered".to_owned())),
+                };
+                let _ = reply.send(answered);
             }
             Command::Disconnected { session, how } => {
                 self.execute(NodeCommand::Disconnected { session, how });

@@ -39,3 +39,4 @@ pub mod state;
 mod subscribe;
 pub mod tcp;
 pub mod timers;
+mod view;

@@ -17,7 +17,9 @@ use crate::metrics::NodeStats;
 use crate::webhooks::EventKind;
 use std::time::Instant;
 use tern_signaling::admin::RoomPolicy;
-use tern_signaling::control::{Disconnect, JoinRefusal, JoinRequest, SessionEvent, SessionKey};
+use tern_signaling::control::{
+    Disconnect, JoinRefusal, JoinRequest, JoinVia, SessionEvent, SessionKey,
+};
 use tern_signaling::limits::{Limit, TokenBucket};
 use tern_signaling::protocol::{
     ClientMessage, ErrorCode, LeaveReason, PROTOCOL_VERSION, ParticipantInfo, ParticipantState,
@@ -61,6 +63,14 @@ impl Node {
                 self.message(session, message, now);
                 CommandReply::Done
             }
+            NodeCommand::View {
+                session,
+                offer,
+                follow,
+            } => CommandReply::Viewed(
+                self.view(session, offer, follow, now)
+                    .map_err(|refusal| refusal.into_wire()),
+            ),
             NodeCommand::Disconnected { session, how } => {
                 self.disconnected(session, how, now);
                 CommandReply::Done
@@ -228,6 +238,7 @@ impl Node {
                 data_rate: super::data::data_rate(),
                 e2ee: request.e2ee,
                 via: request.via,
+                view: None,
                 e2ee_rate: super::e2ee::e2ee_rate(),
                 e2ee_broadcast_rate: super::e2ee::e2ee_broadcast_rate(),
                 joined_at,
@@ -244,7 +255,8 @@ impl Node {
         // The subscribe leg (with the data channel) is set up right away: data and the first
         // media then need no further round trip. Without the subscribe grant there is none (and
         // so no data channel either: data rides the subscribe leg).
-        if request.grants.subscribe {
+        // A WHEP viewer's leg waits for its own offer.
+        if request.grants.subscribe && request.via != JoinVia::Whep {
             self.schedule_renegotiation(id, now);
         }
         self.send_joined(id, false, now);
@@ -340,7 +352,7 @@ impl Node {
     }
 
     /// The participant this session currently speaks for, if it is still the live one.
-    fn current(&self, session: SessionKey) -> Option<ParticipantId> {
+    pub(super) fn current(&self, session: SessionKey) -> Option<ParticipantId> {
         let id = ParticipantId(session.participant);
         let p = self.participants.get(&id)?;
         (p.session? == session).then_some(id)

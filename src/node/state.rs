@@ -114,8 +114,10 @@ pub struct Participant {
     pub data_rate: RateLimit,
     /// Joined with `e2ee=1`: takes part in the end-to-end key exchange (see `e2ee.rs`).
     pub e2ee: bool,
-    /// The WebSocket protocol or WHIP.
+    /// The WebSocket protocol, WHIP or WHEP.
     pub via: tern_signaling::control::JoinVia,
+    /// A WHEP viewer's m-lines, once its offer is answered.
+    pub view: Option<Box<super::view::ViewState>>,
     /// End-to-end key exchange messages this participant may still send now.
     pub e2ee_rate: RateLimit,
     /// Of those, messages to everyone (each costs the relay one per recipient).

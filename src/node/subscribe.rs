@@ -36,6 +36,11 @@ impl Node {
         let Some(participant) = self.participants.get_mut(&id) else {
             return;
         };
+        // A WHEP viewer is never offered anything: its m-lines are re-pointed instead.
+        if participant.via == tern_signaling::control::JoinVia::Whep {
+            self.refollow_view(id, now);
+            return;
+        }
         participant.renegotiate_at = None;
         // Offers are spaced: another participant's churn cannot renegotiate this one more often.
         if let Some(last) = participant.last_offer_at {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod call;
+pub mod http_media;
 pub mod stun;
 
 use bytes::Bytes;
