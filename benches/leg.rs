@@ -129,6 +129,7 @@ fn relay_leg(role: LegRole, now: Instant) -> End {
     let mut pc = new_peer_connection(
         role,
         &EngineSettings::default(),
+        None,
         metrics,
         Default::default(),
         Default::default(),

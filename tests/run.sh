@@ -115,6 +115,9 @@ isolated node tests/browser/bandwidth.mjs
 step "WHIP: a browser (fetch + RTCPeerConnection: trickle, ICE restart, DELETE), GStreamer webrtcbin and aiortc publish over HTTP; a Chromium viewer decodes each"
 isolated node tests/browser/whip.mjs
 
+step "WHEP: a fetch-only Chromium player and aiortc watch a Chromium participant; a player behind a 400 kbit/s tbf gets a lower layer; following a named participant and the next publisher"
+isolated node tests/browser/whep.mjs
+
 step "interop: Chromium, aiortc and GStreamer webrtcbin in one call (three Opus parameter sets; aiortc leaves and rejoins)"
 isolated node tests/browser/interop.mjs
 

@@ -100,10 +100,16 @@ fn header_extensions(
     list
 }
 
-fn media_engine(role: LegRole, settings: &EngineSettings) -> Result<MediaEngine, RtcError> {
+fn media_engine(
+    role: LegRole,
+    settings: &EngineSettings,
+    codecs: Option<&[formats::CatalogueFormat]>,
+) -> Result<MediaEngine, RtcError> {
     let mut engine = MediaEngine::default();
     let rtx = role == LegRole::Subscribe || settings.publish_rtx;
-    formats::register(&mut engine, role, settings.subscriber_feedback, rtx)?;
+    let catalogue = formats::catalogue();
+    let codecs = codecs.unwrap_or(&catalogue);
+    formats::register_formats(&mut engine, codecs, role, settings.subscriber_feedback, rtx)?;
     for (ext, kind) in header_extensions(role, settings) {
         engine.register_header_extension(
             RTCRtpHeaderExtensionCapability {
@@ -216,15 +222,19 @@ pub struct LegTaps {
     pub probe: Arc<ProbeTap>,
 }
 
+///
+/// `codecs`: the formats to register instead of the catalogue (a WHEP viewer's leg sends with
+/// the payload types of the viewer's offer: `rtc` sends only its own).
 pub fn new_peer_connection(
     role: LegRole,
     settings: &EngineSettings,
+    codecs: Option<&[formats::CatalogueFormat]>,
     metrics: Arc<MediaMetrics>,
     decrypted: Arc<AtomicU64>,
     taps: LegTaps,
     now: Instant,
 ) -> Result<RTCPeerConnection, RtcError> {
-    let engine = media_engine(role, settings)?;
+    let engine = media_engine(role, settings, codecs)?;
     let registry = interceptors(role, settings, metrics, decrypted, taps);
     // The relay is the DTLS server on every leg, so that it chooses the SRTP profile, by its
     // own order (patches/rtc-dtls): a publish answer says `a=setup:passive`; on subscribe legs

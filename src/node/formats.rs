@@ -165,10 +165,21 @@ pub fn register(
     subscriber_feedback: bool,
     rtx: bool,
 ) -> Result<(), RtcError> {
-    for format in catalogue() {
+    register_formats(engine, &catalogue(), role, subscriber_feedback, rtx)
+}
+
+/// Registers `formats` (the catalogue's, or a WHEP viewer's with the viewer's payload types).
+pub fn register_formats(
+    engine: &mut MediaEngine,
+    formats: &[CatalogueFormat],
+    role: LegRole,
+    subscriber_feedback: bool,
+    rtx: bool,
+) -> Result<(), RtcError> {
+    for format in formats {
         let kind = rtp_kind(format.codec.kind());
-        engine.register_codec(parameters(&format, role, subscriber_feedback), kind)?;
-        if let Some(rtx) = rtx_parameters(&format).filter(|_| rtx) {
+        engine.register_codec(parameters(format, role, subscriber_feedback), kind)?;
+        if let Some(rtx) = rtx_parameters(format).filter(|_| rtx) {
             engine.register_codec(rtx, kind)?;
         }
     }

@@ -108,10 +108,22 @@ impl Node {
         role: LegRole,
         now: Instant,
     ) -> Result<LegKey, Refusal> {
+        self.new_leg_with(participant, role, None, now)
+    }
+
+    /// [`Node::new_leg`] with `codecs` registered instead of the catalogue.
+    pub(super) fn new_leg_with(
+        &mut self,
+        participant: ParticipantId,
+        role: LegRole,
+        codecs: Option<&[super::formats::CatalogueFormat]>,
+        now: Instant,
+    ) -> Result<LegKey, Refusal> {
         let taps = super::engine::LegTaps::default();
         let mut pc = new_peer_connection(
             role,
             &self.config.engine,
+            codecs,
             self.metrics.clone(),
             self.decrypted.clone(),
             taps.clone(),

@@ -44,6 +44,8 @@ pub struct Section {
     pub payload_types: Vec<u8>,
     /// Port 0 without `a=bundle-only`: the m-line is rejected or removed.
     pub rejected: bool,
+    /// RTX payload types and the payload type each repairs (`apt`).
+    pub rtx: Vec<(u8, u8)>,
 }
 
 impl Section {
@@ -51,6 +53,14 @@ impl Section {
     /// ones it forwards and that `accepts` (the relay's own capabilities).
     pub fn first_format(&self, accepts: impl Fn(&Format) -> bool) -> Option<&Format> {
         self.formats.iter().find(|f| accepts(f))
+    }
+
+    /// The RTX payload type that repairs `payload_type` here, if any.
+    pub fn rtx_for(&self, payload_type: u8) -> Option<u8> {
+        self.rtx
+            .iter()
+            .find(|(_, apt)| *apt == payload_type)
+            .map(|(rtx, _)| *rtx)
     }
 }
 
@@ -74,6 +84,14 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                 Direction::SendRecv
             };
             let by_pt = media.codecs();
+            let rtx = by_pt
+                .values()
+                .filter(|c| c.name.eq_ignore_ascii_case("rtx"))
+                .filter_map(|c| {
+                    let apt = fmtp_parameters(&c.fmtp).get("apt")?.parse().ok()?;
+                    Some((c.payload_type, apt))
+                })
+                .collect();
             let payload_types = media
                 .media_name
                 .formats
@@ -118,6 +136,7 @@ pub fn sections(description: &SessionDescription) -> Vec<Section> {
                 // Port 0 with `a=bundle-only` (RFC 8843 §7.2.1) is an m-line that only exists
                 // inside the bundle: Firefox offers every m-line after the first that way.
                 rejected: media.media_name.port.value == 0 && !media.has_attribute("bundle-only"),
+                rtx,
             }
         })
         .collect()
@@ -348,13 +367,15 @@ a=sendonly\r\n\
 a=rtpmap:111 opus/48000/2\r\n\
 a=fmtp:111 minptime=10;useinbandfec=1;sprop-stereo=1\r\n\
 a=rtpmap:0 PCMU/8000\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102 96 97\r\n\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:1\r\n\
 a=sendrecv\r\n\
 a=rtpmap:102 H264/90000\r\n\
 a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
 a=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:97 rtx/90000\r\n\
+a=fmtp:97 apt=96\r\n\
 m=video 0 UDP/TLS/RTP/SAVPF 98\r\n\
 c=IN IP4 0.0.0.0\r\n\
 a=mid:2\r\n\
@@ -385,6 +406,7 @@ a=rtpmap:120 VP8/90000\r\n";
         assert_eq!(s[1].direction, Direction::SendRecv);
         let codecs: Vec<Codec> = s[1].formats.iter().map(|f| f.codec).collect();
         assert_eq!(codecs, vec![Codec::H264, Codec::Vp8], "client order kept");
+        assert_eq!((s[1].rtx_for(96), s[1].rtx_for(102)), (Some(97), None));
         assert!(s[2].rejected);
         assert_eq!(
             s[2].formats[0].codec,

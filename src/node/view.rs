@@ -17,7 +17,7 @@ use super::relay::{Node, flush_leg};
 use super::role::LegRole;
 use super::sdp::{self, Direction, Format, Section};
 use super::state::RoomKey;
-use crate::media::codec::MediaKind;
+use crate::media::codec::{Codec, MediaKind};
 use crate::media::extmap::{ExtensionIds, ExtensionTranslator};
 use crate::media::follow::{Candidate, Follow, pick};
 use crate::media::forwarder::Forwarder;
@@ -70,6 +70,20 @@ struct LinePlan {
     mid: String,
     kind: MediaKind,
     format: Format,
+    /// The viewer's RTX payload type for `format`, if it offered one.
+    rtx: Option<u8>,
+}
+
+impl LinePlan {
+    /// The catalogue's format for this m-line under the viewer's payload types.
+    fn leg_format(&self) -> Option<formats::CatalogueFormat> {
+        let catalogued = formats::find(self.format.codec, &self.format.fmtp)?;
+        Some(formats::CatalogueFormat {
+            payload_type: self.format.payload_type,
+            rtx_payload_type: self.rtx.filter(|_| catalogued.rtx_payload_type.is_some()),
+            ..catalogued
+        })
+    }
 }
 
 /// A room track as the view sees it: owned data for [`Candidate`].
@@ -105,8 +119,12 @@ fn follow_of(follow: ViewFollow) -> Follow {
     }
 }
 
+/// Whether an m-line answered with `format` can carry a track published as `other`. Any Opus
+/// carries any Opus: its parameters are receiver preferences (see `formats`).
 fn carries(format: &Format, other: &Format) -> bool {
-    format.codec == other.codec && sdp::same_format(format.codec, &format.fmtp, &other.fmtp)
+    format.codec == other.codec
+        && (format.codec == Codec::Opus
+            || sdp::same_format(format.codec, &format.fmtp, &other.fmtp))
 }
 
 fn receiving(section: &Section) -> bool {
@@ -171,7 +189,11 @@ impl Node {
                  forwards (Opus; VP8, VP9 profile 0, H.264, AV1)",
             ));
         }
-        let key = self.new_leg(id, LegRole::Subscribe, now)?;
+        // The leg's codecs are the planned formats under the viewer's payload types: `rtc` sends
+        // only payload types of its own catalogue, and answers with the offer's.
+        let codecs: Vec<formats::CatalogueFormat> =
+            plans.iter().filter_map(LinePlan::leg_format).collect();
+        let key = self.new_leg_with(id, LegRole::Subscribe, Some(&codecs), now)?;
         let answered = self.answer_view(key, offer, &plans, now);
         let (answer, lines) = match answered {
             Ok(done) => done,
@@ -236,6 +258,7 @@ impl Node {
                     mid: section.mid.clone(),
                     kind: section.kind?,
                     format: format.clone(),
+                    rtx: section.rtx_for(format.payload_type),
                 })
             })
             .collect()
@@ -269,9 +292,8 @@ impl Node {
                 let plan = mid
                     .as_ref()
                     .and_then(|mid| plans.iter().find(|p| &p.mid == mid));
-                // The catalogue's parameters: `rtc` answers them with the viewer's payload
-                // types (read back from the answer below).
-                let catalogued = plan.and_then(|p| formats::find(p.format.codec, &p.format.fmtp));
+                // The leg's own parameters, which carry the viewer's payload types.
+                let catalogued = plan.and_then(LinePlan::leg_format);
                 let (Some(plan), Some(catalogued)) = (plan, catalogued) else {
                     // Nothing the relay can send there: the answer rejects it, and no later
                     // track can land on it.
