@@ -67,7 +67,7 @@ pub struct ParticipantSummary {
     pub subscriptions: Vec<SubscriptionSummary>,
     /// The participant joined with `e2ee=1`: its media is end-to-end encrypted.
     pub e2ee: bool,
-    /// How it came: `websocket` or `whip`.
+    /// How it came: `websocket`, `whip` or `whep`.
     pub via: String,
 }
 
