@@ -304,13 +304,23 @@ async fn refusals_leave_nothing_behind() {
             "unsupported_codec",
         ),
     ];
+    let auth = format!("Bearer {good}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", sdp),
+        ("Accept", "application/json"),
+    ];
+    let not_acceptable = request(&relay, "POST", "/whep/r", &headers, offer.as_bytes()).await;
+    assert_eq!(
+        (not_acceptable.status, not_acceptable.code().as_str()),
+        (406, "not_acceptable")
+    );
     for (reply, status, code) in &cases {
         assert_eq!(reply.status, *status, "{code}: {}", reply.body);
         if !["missing", "malformed"].contains(code) {
             assert_eq!(reply.code(), *code, "{}", reply.body);
         }
     }
-    let auth = format!("Bearer {good}");
     let unknown = request(
         &relay,
         "DELETE",
@@ -329,6 +339,16 @@ async fn refusals_leave_nothing_behind() {
     assert_eq!(get.status, 405);
     wait_metric(&relay, "tern_participants", "nobody", |v| v == 0.0).await;
     assert_eq!(metric(&relay, "tern_whep_sessions").await, 0.0);
+
+    // A full room: 503 before any leg is made.
+    let small = start_relay(|c| c.room.max_participants = 1).await;
+    let _inside = Client::connect(&small, "full", "inside").await;
+    let player = Player::start(&small, "full", &viewer(&small, "full", "late")).await;
+    assert_eq!(
+        (player.reply.status, player.reply.code().as_str()),
+        (503, "room_full")
+    );
+    assert_eq!(metric(&small, "tern_participants").await, 1.0);
     assert_eq!(
         metric(
             &relay,

@@ -138,6 +138,23 @@ fn bearer(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
+/// Whether the client takes an SDP answer: no `Accept`, or one that names `application/sdp`,
+/// `application/*` or `*/*` (RFC 9110 section 12.5.1) without `q=0`.
+fn accepts_sdp(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0))
+        });
+        !refused && matches!(media.as_str(), SDP | "application/*" | "*/*")
+    })
+}
+
 fn content_type_is(headers: &HeaderMap, wanted: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -331,6 +348,13 @@ async fn create<C: RoomControl>(
                 "a {} offer is Content-Type: application/sdp",
                 endpoint.name()
             ),
+        );
+    }
+    if !accepts_sdp(headers) {
+        return refuse(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "the answer is application/sdp, which the Accept header refuses",
         );
     }
     let body = match read_body(body, endpoint.state(signaling).max_sdp_bytes).await {
@@ -1078,6 +1102,21 @@ mod tests {
     const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
         a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijkl\r\na=sendonly\r\n";
+
+    #[test]
+    fn an_accept_header_must_allow_sdp() {
+        let with = |accept: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_str(accept).unwrap());
+            accepts_sdp(&headers)
+        };
+        assert!(accepts_sdp(&HeaderMap::new()));
+        assert!(with("application/sdp"));
+        assert!(with("text/html, */*;q=0.1"));
+        assert!(with("application/*"));
+        assert!(!with("application/json"));
+        assert!(!with("application/sdp;q=0, application/json"));
+    }
 
     #[test]
     fn offers_are_recognised_before_anything_is_made() {
