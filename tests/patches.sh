@@ -12,5 +12,9 @@ for crate in rtc-rtp rtc-interceptor; do
   cp -r "$root/patches/$crate" "$scratch/$crate"
   printf '\n[workspace]\n' >>"$scratch/$crate/Cargo.toml"
   echo "== $crate"
-  (cd "$scratch/$crate" && CARGO_TARGET_DIR="$root/target/patches" cargo test --offline --lib --quiet)
+  # Offline when the registry cache already has their dev-dependencies (Tern's build does not
+  # fetch those), else from crates.io.
+  (cd "$scratch/$crate" && export CARGO_TARGET_DIR="$root/target/patches" &&
+    { cargo generate-lockfile --offline >/dev/null 2>&1 || cargo generate-lockfile --quiet; } &&
+    cargo test --lib --quiet)
 done
