@@ -250,6 +250,7 @@ pub enum CommandKind {
     Join,
     PublishOffer,
     SubscribeAnswer,
+    ViewOffer,
     Trickle,
     OtherMessage,
     Disconnected,
@@ -257,10 +258,11 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 7] = [
+    pub const ALL: [CommandKind; 8] = [
         CommandKind::Join,
         CommandKind::PublishOffer,
         CommandKind::SubscribeAnswer,
+        CommandKind::ViewOffer,
         CommandKind::Trickle,
         CommandKind::OtherMessage,
         CommandKind::Disconnected,
@@ -272,6 +274,7 @@ impl CommandKind {
             CommandKind::Join => "join",
             CommandKind::PublishOffer => "publish_offer",
             CommandKind::SubscribeAnswer => "subscribe_answer",
+            CommandKind::ViewOffer => "view_offer",
             CommandKind::Trickle => "trickle",
             CommandKind::OtherMessage => "other_message",
             CommandKind::Disconnected => "disconnected",

@@ -99,7 +99,9 @@ async fn a_viewer_watches_the_room_and_follows_the_next_publisher_on_one_stream(
         audio: true,
         video: true,
     });
-    let _bob_pump = MediaPump::start(&bob);
+    // Keyframes only when asked (PLI), so that the relay passes on a viewer's request (it
+    // ignores one right after a keyframe).
+    let _bob_pump = MediaPump::start_with(&bob, None);
     wait_more(&mut bob, "alice", "video", 10).await;
     let seen_of_bob = player.from("bob", "video").len();
     assert_eq!(
@@ -136,6 +138,24 @@ async fn a_viewer_watches_the_room_and_follows_the_next_publisher_on_one_stream(
         is_keyframe(&bob_first.payload),
         "bob's video starts at a keyframe"
     );
+
+    // The player's keyframe requests reach the publisher it watches now.
+    let plis = |c: &Client| c.log.iter().filter(|e| matches!(e, Event::Pli)).count();
+    bob.pump();
+    let before = plis(&bob);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        player.request_keyframe();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        bob.pump();
+        if plis(&bob) > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the player's PLI never reached bob"
+        );
+    }
     let video_ssrcs: std::collections::HashSet<u32> = player
         .received()
         .iter()
@@ -293,7 +313,7 @@ async fn refusals_leave_nothing_behind() {
             "invalid_sdp",
         ),
         (
-            post(Some(good.clone()), sdp, "/whep/r?colour=blue", offer).await,
+            post(Some(good.clone()), sdp, "/whep/r?participant=", offer).await,
             400,
             "bad_parameter",
         ),

@@ -11,8 +11,9 @@
 //! WebSocket session would, until the participant leaves: `DELETE`, or the relay ending it (its
 //! media stopped: no ICE consent). `PATCH` carries trickled candidates and ICE restarts.
 //!
-//! Hostile-input order: join rate per address, then the token (401/403), then the content type
-//! (415) and size (413), then the SDP (400), and only then anything is made.
+//! Hostile-input order: join rate per address, then the token (401/403), then WHEP's query
+//! (400), the content type (415), `Accept` (406) and size (413), then the SDP (400), and only
+//! then anything is made.
 
 use crate::auth::TokenError;
 use crate::control::{
@@ -252,8 +253,9 @@ struct Asked<'a> {
     headers: &'a HeaderMap,
 }
 
-/// Whom a WHEP viewer follows, from the query: `participant=<identity>` or `track=<id>`;
-/// `None` for anything else.
+/// Whom a WHEP viewer follows, from the query: `participant=<identity>` or `track=<id>`
+/// (other parameters, such as a player's cache-buster, are ignored); `None` for a value that
+/// cannot name anything.
 fn follow_of(uri: &Uri) -> Option<ViewFollow> {
     let axum::extract::Query(pairs) =
         axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
@@ -263,7 +265,8 @@ fn follow_of(uri: &Uri) -> Option<ViewFollow> {
         follow = match name.as_str() {
             "participant" if valid => ViewFollow::Identity(value),
             "track" if valid => ViewFollow::Track(value),
-            _ => return None,
+            "participant" | "track" => return None,
+            _ => follow,
         };
     }
     Some(follow)

@@ -46,7 +46,7 @@ impl NodeCommand {
                 ClientMessage::Trickle { .. } => CommandKind::Trickle,
                 _ => CommandKind::OtherMessage,
             },
-            NodeCommand::View { .. } => CommandKind::PublishOffer,
+            NodeCommand::View { .. } => CommandKind::ViewOffer,
             NodeCommand::Disconnected { .. } | NodeCommand::SessionLost(_) => {
                 CommandKind::Disconnected
             }

@@ -1056,7 +1056,8 @@ impl Node {
 
     /// A panic inside the WebRTC stack closes that leg only: the participant stays, a lost
     /// publish leg unpublishes its tracks (the client is told and may publish again), a lost
-    /// subscribe leg is rebuilt with a fresh offer.
+    /// subscribe leg is rebuilt with a fresh offer. A WHIP or WHEP session, which cannot be
+    /// offered anything, ends instead.
     pub(super) fn leg_panicked(&mut self, key: LegKey, now: Instant) {
         self.metrics.leg_panics.inc();
         self.metrics.count_drop(DropReason::LegPanic);
@@ -1069,6 +1070,19 @@ impl Node {
         drop(leg);
         warn!(leg = key.0, %participant, role = role.as_str(),
             "WebRTC stack panicked on this leg's input; closed the leg");
+        // WHIP and WHEP have no way to take a new leg (no offer can reach them): they end.
+        if self
+            .participants
+            .get(&participant)
+            .is_some_and(|p| p.via != tern_signaling::control::JoinVia::WebSocket)
+        {
+            self.remove_participant(
+                participant,
+                tern_signaling::protocol::LeaveReason::TransportFailed,
+                now,
+            );
+            return;
+        }
         let Some(p) = self.participants.get_mut(&participant) else {
             return;
         };
@@ -1304,7 +1318,19 @@ fn collect_leg_output(
                         }
                         continue;
                     }
-                    if let Some(track) = TrackId::parse(&track_id)
+                    // By the sender's track id; a WHEP view's senders carry whichever track
+                    // their m-line shows now, so there by the SSRC the request names.
+                    let track = TrackId::parse(&track_id).or_else(|| {
+                        let LegMedia::Subscribe(state) = &leg.media else {
+                            return None;
+                        };
+                        let ssrcs = packet.destination_ssrc();
+                        state
+                            .tracks()
+                            .find(|slot| ssrcs.contains(&slot.ssrc))
+                            .map(|slot| slot.track)
+                    });
+                    if let Some(track) = track
                         && !findings.keyframe_requests.contains(&track)
                     {
                         findings.keyframe_requests.push(track);

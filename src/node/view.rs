@@ -475,7 +475,8 @@ impl Node {
             .publications()
             .filter_map(|publication| {
                 let owner = publication.info.owner;
-                let p = self.participants.get(&owner)?;
+                // A WHEP player cannot decrypt end-to-end encrypted media.
+                let p = self.participants.get(&owner).filter(|p| !p.e2ee)?;
                 let format = self.publication_format(owner, publication.id)?;
                 let joined = p
                     .joined_at
@@ -591,7 +592,9 @@ impl Node {
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
         };
-        let connected = leg.is_connected();
+        // Once the leg has connected, a slot is attached at once (as a WebSocket subscriber's
+        // stay attached through a short disconnection), so the numbering carries over.
+        let connected = leg.connected_once;
         let Some(state) = leg.subscribe() else {
             return;
         };

@@ -75,6 +75,8 @@ pub struct Player {
     /// `201` and the relay's answer, or the refusal.
     pub reply: Reply,
     received: std::sync::Arc<std::sync::Mutex<Vec<(String, super::Received)>>>,
+    /// Set to have the player send a PLI for its video.
+    pli: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -127,9 +129,11 @@ impl Player {
         )
         .await;
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pli = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut player = Player {
             reply,
             received: received.clone(),
+            pli: pli.clone(),
             task: None,
         };
         if player.reply.status != 201 {
@@ -138,8 +142,13 @@ impl Player {
         let answer = RTCSessionDescription::answer(player.reply.body.clone()).unwrap();
         pc.set_remote_description(std::time::Instant::now(), answer)
             .unwrap();
-        player.task = Some(tokio::spawn(play(pc, socket, addr, received)));
+        player.task = Some(tokio::spawn(play(pc, socket, addr, received, pli)));
         player
+    }
+
+    /// Sends a PLI (picture loss indication) for the video it receives.
+    pub fn request_keyframe(&self) {
+        self.pli.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The resource path from `Location`.
@@ -172,11 +181,34 @@ async fn play(
     socket: tokio::net::UdpSocket,
     addr: std::net::SocketAddr,
     received: std::sync::Arc<std::sync::Mutex<Vec<(String, super::Received)>>>,
+    pli: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use rtc::peer_connection::message::RTCMessage;
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
     use rtc::sansio::Protocol;
     let mut buf = vec![0u8; 2048];
     loop {
+        if pli.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let video = received
+                .lock()
+                .unwrap()
+                .iter()
+                .rev()
+                .find(|(_, r)| super::tag(&r.payload).contains("/video/"))
+                .map(|(_, r)| r.ssrc);
+            let receivers: Vec<_> = pc.get_receivers().collect();
+            for id in receivers {
+                if let (Some(ssrc), Some(mut r)) = (video, pc.rtp_receiver(id))
+                    && r.track().ssrcs().any(|s| s == ssrc)
+                {
+                    let request = PictureLossIndication {
+                        sender_ssrc: 0,
+                        media_ssrc: ssrc,
+                    };
+                    let _ = r.write_rtcp(std::time::Instant::now(), vec![Box::new(request)]);
+                }
+            }
+        }
         while let Some(message) = pc.poll_read() {
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 let mid = pc
