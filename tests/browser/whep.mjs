@@ -3,7 +3,8 @@
 //
 //  a. a Chromium page that speaks WHEP with `fetch` and RTCPeerConnection only: 201 with the
 //     answer, Location, ETag and Accept-Patch; it decodes alice's video at 1280 px and receives
-//     her audio; alice's page lists the viewer; DELETE, and alice sees it leave;
+//     her audio; alice's page lists the viewer; an ICE restart through PATCH, after which it
+//     goes on decoding; DELETE, and alice sees it leave;
 //  b. aiortc (tests/interop/whep_player.py) decodes her video and audio, then DELETEs;
 //  c. bandwidth control: the same fetch-only player in a network namespace whose downlink a tbf
 //     holds to 400 kbit/s gets a layer of 640 px or less and keeps decoding;
@@ -115,6 +116,28 @@ try {
   const full = await decodes(player, 'decodes alice at 1280 px', 30, (s) => s.width === 1280, 60000);
   log(`player decodes alice: ${full.frames} frames at ${full.width} px, ${full.audio} audio packets`);
   const listed = await until('alice lists the player', () => alice.evaluate(() => [...window.tern.participants.values()].find((p) => p.identity === 'player')), 10000);
+
+  // An ICE restart through PATCH: the relay's new credentials come back, and the player goes on.
+  const restart = await player.page.evaluate(async () => {
+    const { pc, resource, auth } = window.whep;
+    const answer = pc.remoteDescription.sdp;
+    pc.restartIce();
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const line = (sdp, prefix) => sdp.split('\r\n').find((l) => l.startsWith(prefix));
+    const frag = `${line(offer.sdp, 'a=ice-ufrag:')}\r\n${line(offer.sdp, 'a=ice-pwd:')}\r\n`;
+    const r = await fetch(resource, { method: 'PATCH', headers: { ...auth, 'Content-Type': 'application/trickle-ice-sdpfrag', 'If-Match': '*' }, body: frag });
+    const body = await r.text();
+    if (r.status !== 200) return { status: r.status, body };
+    const ufrag = line(body, 'a=ice-ufrag:');
+    const pwd = line(body, 'a=ice-pwd:');
+    const renewed = answer.split('\r\n').map((l) => (l.startsWith('a=ice-ufrag:') ? ufrag : l.startsWith('a=ice-pwd:') ? pwd : l)).join('\r\n');
+    await pc.setRemoteDescription({ type: 'answer', sdp: renewed });
+    return { status: r.status, oldUfrag: line(answer, 'a=ice-ufrag:'), ufrag };
+  });
+  if (restart.status !== 200 || !restart.ufrag || restart.ufrag === restart.oldUfrag) throw new Error(`ICE restart: ${JSON.stringify(restart)}`);
+  await decodes(player, 'decodes alice after an ICE restart', 30);
+  log(`ICE restart: the relay's ufrag ${restart.oldUfrag} -> ${restart.ufrag}; the player goes on decoding`);
 
   log('--- b. aiortc');
   const aiortc = child('aiortc', aiortcHost.ns, path.join(VENV, 'bin', 'python'), [path.join(repo, 'tests', 'interop', 'whep_player.py'), '--url', whepUrl, '--token', token('aiortc')]);
