@@ -179,6 +179,30 @@ impl Node {
         Ok(())
     }
 
+    /// A client's offer, parsed, with its m-lines: bounded in sections, one set of ICE
+    /// credentials, and leaving the DTLS server role to the relay.
+    pub(super) fn read_offer(
+        &self,
+        sdp: String,
+    ) -> Result<(RTCSessionDescription, Vec<Section>), Refusal> {
+        self.check_media_sections(&sdp)?;
+        let sdp = sdp::unify_bundle_credentials(&sdp).unwrap_or(sdp);
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
+        let parsed = offer
+            .unmarshal()
+            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
+        if sdp::offers_passive_dtls(&parsed) {
+            return Err(refuse(
+                ErrorCode::InvalidSdp,
+                "the offer says a=setup:passive; offer a=setup:actpass (RFC 8842): the relay is \
+                 the DTLS server",
+            ));
+        }
+        let sections = sdp::sections(&parsed);
+        Ok((offer, sections))
+    }
+
     /// Keeps the demux table on the leg's current ICE credentials (new after every ICE restart).
     pub(super) fn sync_ufrag(&mut self, key: LegKey) {
         let Some(leg) = self.legs.get_mut(&key) else {
@@ -232,23 +256,9 @@ impl Node {
                 ),
             ));
         }
-        self.check_media_sections(&sdp)?;
-        let sdp = sdp::unify_bundle_credentials(&sdp).unwrap_or(sdp);
         let room_id = participant.room;
         let existing_leg = participant.publish_leg;
-        let offer = RTCSessionDescription::offer(sdp)
-            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
-        let parsed = offer
-            .unmarshal()
-            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
-        if sdp::offers_passive_dtls(&parsed) {
-            return Err(refuse(
-                ErrorCode::InvalidSdp,
-                "the offer says a=setup:passive; offer a=setup:actpass (RFC 8842): the relay is \
-                 the DTLS server",
-            ));
-        }
-        let sections = sdp::sections(&parsed);
+        let (offer, sections) = self.read_offer(sdp)?;
         let mut plan = plan_publish(&sections, &announcements)?;
 
         // Which published mids stay, which are new, which went away.
@@ -527,14 +537,7 @@ impl Node {
                     })?;
                 }
             }
-            let answer = pc
-                .create_answer(None)
-                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot answer: {e}")))?;
-            pc.set_local_description(now, answer)
-                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}")))?;
-            pc.local_description()
-                .map(|d| d.sdp)
-                .ok_or_else(|| Refusal::internal("answering the offer", "no local description"))
+            answer_applied(pc, now, "answering the offer")
         }))
         .unwrap_or_else(|_| {
             Err(refuse(
@@ -622,6 +625,23 @@ impl Node {
             super::leg::LegMedia::Subscribe(_) => None,
         }
     }
+}
+
+/// Creates the answer to the applied offer and applies it; its SDP. (`doing` names the work for
+/// an internal failure's log line.)
+pub(super) fn answer_applied(
+    pc: &mut rtc::peer_connection::RTCPeerConnection,
+    now: Instant,
+    doing: &'static str,
+) -> Result<String, Refusal> {
+    let answer = pc
+        .create_answer(None)
+        .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot answer: {e}")))?;
+    pc.set_local_description(now, answer)
+        .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}")))?;
+    pc.local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| Refusal::internal(doing, "no local description"))
 }
 
 /// From an m-line's negotiated codecs (the offer's payload types), the primary format with

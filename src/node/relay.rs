@@ -26,7 +26,7 @@ use crate::media::allocator::{PauseReason, Target};
 use crate::media::bandwidth::{PADDING_PACKET_BYTES, SentPacket};
 use crate::media::codec::Codec;
 use crate::media::codec::vp8;
-use crate::media::extmap::HeaderExtension;
+use crate::media::extmap::{ExtensionIds, HeaderExtension};
 use crate::media::forwarder::InboundPacket;
 use crate::media::ids::{ParticipantId, TrackId};
 use crate::media::rewrite::{RewriteTarget, rewrite};
@@ -338,6 +338,24 @@ impl Node {
                 self.arm_quality(now);
             }
         }
+    }
+
+    /// Who publishes `track` in `room`.
+    pub(super) fn owner_of(&self, room: RoomKey, track: TrackId) -> Option<ParticipantId> {
+        self.rooms
+            .get(&room)
+            .and_then(|e| e.room.publication(track))
+            .map(|p| p.info.owner)
+    }
+
+    /// The header extension ids negotiated on `publisher`'s publish leg (what its packets carry).
+    pub(super) fn publisher_extensions(&mut self, publisher: ParticipantId) -> ExtensionIds {
+        self.participants
+            .get(&publisher)
+            .and_then(|p| p.publish_leg)
+            .and_then(|k| self.legs.get_mut(&k))
+            .and_then(|l| l.publish().map(|s| s.extensions.clone()))
+            .unwrap_or_default()
     }
 
     /// Renegotiates `id`'s subscribe leg at `at` (or earlier, if it already was to be).
@@ -997,12 +1015,7 @@ impl Node {
         ssrc: Option<u32>,
         now: Instant,
     ) {
-        let Some(owner) = self
-            .rooms
-            .get(&room)
-            .and_then(|e| e.room.publication(track))
-            .map(|p| p.info.owner)
-        else {
+        let Some(owner) = self.owner_of(room, track) else {
             return;
         };
         let Some(leg_key) = self.participants.get(&owner).and_then(|p| p.publish_leg) else {

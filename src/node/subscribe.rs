@@ -131,12 +131,7 @@ impl Node {
             if on_leg.iter().any(|(_, t)| t == track) {
                 continue;
             }
-            let Some(publisher) = self
-                .rooms
-                .get(&room_id)
-                .and_then(|e| e.room.publication(*track))
-                .map(|p| p.info.owner)
-            else {
+            let Some(publisher) = self.owner_of(room_id, *track) else {
                 continue;
             };
             changed = true;
@@ -565,16 +560,7 @@ impl Node {
             .unwrap_or_default();
         let publisher_extensions: Vec<(TrackId, ExtensionIds)> = tracks
             .into_iter()
-            .map(|(track, publisher)| {
-                let ids = self
-                    .participants
-                    .get(&publisher)
-                    .and_then(|p| p.publish_leg)
-                    .and_then(|k| self.legs.get_mut(&k))
-                    .and_then(|l| l.publish().map(|s| s.extensions.clone()))
-                    .unwrap_or_default();
-                (track, ids)
-            })
+            .map(|(track, publisher)| (track, self.publisher_extensions(publisher)))
             .collect();
         let Some(leg) = self.legs.get_mut(&key) else {
             return;

@@ -12,6 +12,7 @@
 use super::demux::LegKey;
 use super::formats;
 use super::leg::{OutboundSlot, mid_extension, negotiated_extensions, sink_id};
+use super::publish::answer_applied;
 use super::refusal::{Refusal, refuse};
 use super::relay::{Node, flush_leg};
 use super::role::LegRole;
@@ -160,23 +161,9 @@ impl Node {
             self.metrics.limits.breached(Limit::SdpSize);
             return Err(refuse(ErrorCode::LimitExceeded, "SDP too large"));
         }
-        self.check_media_sections(&offer)?;
-        let offer = sdp::unify_bundle_credentials(&offer).unwrap_or(offer);
         let existing = participant.subscribe_leg;
         let room = participant.room;
-        let offer = RTCSessionDescription::offer(offer)
-            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
-        let parsed = offer
-            .unmarshal()
-            .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot parse offer: {e}")))?;
-        if sdp::offers_passive_dtls(&parsed) {
-            return Err(refuse(
-                ErrorCode::InvalidSdp,
-                "the offer says a=setup:passive; offer a=setup:actpass: the relay is the DTLS \
-                 server",
-            ));
-        }
-        let sections = sdp::sections(&parsed);
+        let (offer, sections) = self.read_offer(offer)?;
         if let Some(key) = existing {
             return self.restart_view(id, key, offer, &sections, now);
         }
@@ -352,15 +339,7 @@ impl Node {
                     sent: (0, 0),
                 });
             }
-            let answer = pc
-                .create_answer(None)
-                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot answer: {e}")))?;
-            pc.set_local_description(now, answer)
-                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}")))?;
-            let sdp = pc
-                .local_description()
-                .map(|d| d.sdp)
-                .ok_or_else(|| Refusal::internal("answering the viewer", "no local description"))?;
+            let sdp = answer_applied(pc, now, "answering the viewer")?;
             Ok::<_, Refusal>((sdp, lines))
         }))
         .unwrap_or_else(|_| {
@@ -442,14 +421,7 @@ impl Node {
         let answered = catch_unwind(AssertUnwindSafe(|| {
             pc.set_remote_description(now, offer)
                 .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("offer refused: {e}")))?;
-            let answer = pc
-                .create_answer(None)
-                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot answer: {e}")))?;
-            pc.set_local_description(now, answer)
-                .map_err(|e| refuse(ErrorCode::InvalidSdp, format!("cannot apply answer: {e}")))?;
-            pc.local_description()
-                .map(|d| d.sdp)
-                .ok_or_else(|| Refusal::internal("restarting the viewer", "no local description"))
+            answer_applied(pc, now, "restarting the viewer")
         }))
         .unwrap_or_else(|_| {
             Err(refuse(
@@ -574,21 +546,10 @@ impl Node {
             debug!(participant = %id, mid = %line.mid, "WHEP m-line carries nothing now");
             return;
         };
-        let Some(publisher) = self
-            .rooms
-            .get(&room)
-            .and_then(|e| e.room.publication(track))
-            .map(|p| p.info.owner)
-        else {
+        let Some(publisher) = self.owner_of(room, track) else {
             return;
         };
-        let publisher_ids = self
-            .participants
-            .get(&publisher)
-            .and_then(|p| p.publish_leg)
-            .and_then(|k| self.legs.get_mut(&k))
-            .and_then(|l| l.publish().map(|s| s.extensions.clone()))
-            .unwrap_or_default();
+        let publisher_ids = self.publisher_extensions(publisher);
         let Some(leg) = self.legs.get_mut(&key) else {
             return;
         };

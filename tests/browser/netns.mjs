@@ -2,7 +2,8 @@
 // namespace per browser, joined by veth pairs, with optional random loss from nftables (this
 // kernel has no netem). Needs root (CI runs as root inside `unshare -n`).
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import readline from 'node:readline';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -141,4 +142,18 @@ export function mintToken({ kid, secret, room, identity, ttlSeconds = 3600, admi
   }));
   const signature = crypto.createHmac('sha256', secret).update(`${header}.${claims}`).digest('base64url');
   return `${header}.${claims}.${signature}`;
+}
+
+/**
+ * A child process in network namespace `ns` whose output lines are kept (`lines`, and the last
+ * 200 of `stderr`); `dump()` logs the tail of both. The caller kills it when done (`proc`).
+ */
+export function spawnInNetns(name, ns, command, args) {
+  const proc = spawn('ip', ['netns', 'exec', ns, command, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const c = { proc, lines: [], stderr: [] };
+  readline.createInterface({ input: proc.stdout }).on('line', (l) => { c.lines.push(l); });
+  readline.createInterface({ input: proc.stderr }).on('line', (l) => { c.stderr.push(l); if (c.stderr.length > 200) c.stderr.shift(); });
+  c.dump = (lines = 30) => console.log(`[${name}] stdout:\n${c.lines.slice(-lines).join('\n')}\n[${name}] stderr:\n${c.stderr.slice(-40).join('\n')}`);
+  c.kill = () => { if (proc.exitCode === null) proc.kill('SIGKILL'); };
+  return c;
 }

@@ -17,12 +17,10 @@
 // ignore loopback); the relay listens on the bridge. Needs root, Debian's GStreamer packages and
 // the aiortc venv (tests/run.sh installs both). Run: node tests/browser/whip.mjs   (inside `unshare -n`)
 
-import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { startRelay, launchBrowser, openParticipant, until, log, repo } from './lib.mjs';
-import { createHosts, mintToken, RELAY_IP } from './netns.mjs';
+import { createHosts, mintToken, spawnInNetns, RELAY_IP } from './netns.mjs';
 
 const VENV = process.env.TERN_TEST_INTEROP_VENV || path.join(os.homedir(), '.cache', 'tern', 'interop-venv');
 const ROOM = 'broadcast';
@@ -61,14 +59,10 @@ async function flows(viewer, identity, ms = 30000) {
 
 const left = (viewer, id) => viewer.evaluate((pid) => window.ternLog.some((e) => e.type === 'participant_left' && e.participant_id === pid), id);
 
-/** A line-reading child process in network namespace `ns`. */
+/** `spawnInNetns`, killed at the end of the test. */
 function child(name, ns, command, args) {
-  const proc = spawn('ip', ['netns', 'exec', ns, command, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const c = { proc, lines: [], stderr: [] };
-  readline.createInterface({ input: proc.stdout }).on('line', (l) => { c.lines.push(l); });
-  readline.createInterface({ input: proc.stderr }).on('line', (l) => { c.stderr.push(l); if (c.stderr.length > 200) c.stderr.shift(); });
-  cleanups.push(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
-  c.dump = () => log(`[${name}] stdout:\n${c.lines.slice(-30).join('\n')}\n[${name}] stderr:\n${c.stderr.slice(-40).join('\n')}`);
+  const c = spawnInNetns(name, ns, command, args);
+  cleanups.push(c.kill);
   return c;
 }
 
