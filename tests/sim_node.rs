@@ -184,6 +184,30 @@ fn a_participant_that_never_resumes_is_removed_when_its_grace_ends() {
     assert_eq!(sim.metric("tern_participants"), 1.0);
 }
 
+/// A WHIP (or WHEP) session cannot resume: when its HTTP side lets go of it, the participant
+/// leaves at once instead of waiting out the grace.
+#[test]
+fn a_whip_session_that_ends_leaves_at_once() {
+    let mut sim = Sim::new(NodeConfig {
+        resume_grace: Duration::from_secs(10),
+        ..NodeConfig::default()
+    });
+    let alice = sim.join(ROOM, "alice").unwrap();
+    let obs = sim
+        .join_via(ROOM, "obs", tern_signaling::control::JoinVia::Whip)
+        .unwrap();
+    sim.run(Duration::from_secs(1), None);
+    sim.drop_signaling(obs);
+    assert!(sim.client(alice).was_told(|m| matches!(
+        m,
+        ServerMessage::ParticipantLeft {
+            reason: LeaveReason::Left,
+            ..
+        }
+    )));
+    assert_eq!(sim.metric("tern_participants"), 1.0);
+}
+
 #[test]
 fn an_empty_room_closes_after_its_departure_timeout() {
     let mut sim = Sim::new(NodeConfig::default());

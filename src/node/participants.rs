@@ -77,8 +77,13 @@ impl Node {
             }
             NodeCommand::SessionLost(session) => {
                 if let Some(id) = self.current(session) {
-                    warn!(participant = %id, "signaling session could not take its events; waiting for resume");
-                    self.session_lost(id, now);
+                    if self.over_http(id) {
+                        warn!(participant = %id, "WHIP/WHEP session could not take its events; it ends");
+                        self.remove_participant(id, LeaveReason::SlowConsumer, now);
+                    } else {
+                        warn!(participant = %id, "signaling session could not take its events; waiting for resume");
+                        self.session_lost(id, now);
+                    }
                 }
                 CommandReply::Done
             }
@@ -505,8 +510,21 @@ impl Node {
         let Some(id) = self.current(session) else {
             return;
         };
+        // A WHIP or WHEP session cannot resume: its end is the participant's.
+        if self.over_http(id) {
+            info!(participant = %id, ?how, "WHIP/WHEP session ended");
+            self.remove_participant(id, LeaveReason::Left, now);
+            return;
+        }
         info!(participant = %id, ?how, "signaling dropped; waiting for resume");
         self.session_lost(id, now);
+    }
+
+    /// Whether `id` came over WHIP or WHEP (no WebSocket, no resume).
+    fn over_http(&self, id: ParticipantId) -> bool {
+        self.participants
+            .get(&id)
+            .is_some_and(|p| p.via != JoinVia::WebSocket)
     }
 
     /// The participant's signaling connection is gone: it stays in the room, reconnecting, until

@@ -85,6 +85,8 @@ pub struct Received {
 
 pub struct SimClient {
     pub name: String,
+    /// How it joins (the WebSocket protocol unless `join_via` said otherwise).
+    pub via: tern_signaling::control::JoinVia,
     pub session: Option<SessionKey>,
     /// Every signaling message the node sent this client, oldest first.
     pub told: Vec<ServerMessage>,
@@ -257,6 +259,17 @@ impl Sim {
 
     /// A client with its own host (two addresses, one per peer connection) joins `room`.
     pub fn join(&mut self, room: &str, name: &str) -> Result<ClientId, JoinRefusal> {
+        self.join_via(room, name, Default::default())
+    }
+
+    /// [`Sim::join`] as a client that came `via` WHIP or WHEP (its signaling is a task of the
+    /// relay's HTTP side, dropped as that task would be).
+    pub fn join_via(
+        &mut self,
+        room: &str,
+        name: &str,
+        via: tern_signaling::control::JoinVia,
+    ) -> Result<ClientId, JoinRefusal> {
         let host = 10 + self.clients.len() as u8;
         let ip = std::net::Ipv4Addr::new(10, 0, 1, host);
         let publish = SimPeer::new(SocketAddr::from((ip, 4_000)), self.now);
@@ -264,6 +277,7 @@ impl Sim {
         let id = ClientId(self.clients.len());
         self.clients.push(SimClient {
             name: name.to_owned(),
+            via,
             session: None,
             told: Vec::new(),
             closed: None,
@@ -299,7 +313,7 @@ impl Sim {
             grants: Grants::participant(),
             resume_token,
             e2ee: false,
-            via: Default::default(),
+            via: self.clients[id.0].via,
         };
         let reply = self
             .node
