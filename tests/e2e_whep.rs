@@ -360,6 +360,27 @@ async fn refusals_leave_nothing_behind() {
     wait_metric(&relay, "tern_participants", "nobody", |v| v == 0.0).await;
     assert_eq!(metric(&relay, "tern_whep_sessions").await, 0.0);
 
+    // A viewer that offers only to send (nothing to answer), and one with more m-lines than
+    // `room.max_media_sections` (32): both 422, nothing made.
+    let vp8 = offer
+        .replace("SAVPF 0", "SAVPF 96")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:96 VP8/90000");
+    let sending = vp8.replace("a=recvonly", "a=sendonly");
+    let media = vp8.find("m=video").unwrap();
+    let many = format!("{}{}", &vp8[..media], vp8[media..].repeat(33));
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", sdp)];
+    for (body, code) in [(sending, "unsupported_codec"), (many, "limit_exceeded")] {
+        let reply = request(&relay, "POST", "/whep/r", &headers, body.as_bytes()).await;
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (422, code),
+            "{}",
+            reply.body
+        );
+    }
+    wait_metric(&relay, "tern_participants", "nobody", |v| v == 0.0).await;
+    assert_eq!(metric(&relay, "tern_whep_sessions").await, 0.0);
+
     // A full room: 503 before any leg is made.
     let small = start_relay(|c| c.room.max_participants = 1).await;
     let _inside = Client::connect(&small, "full", "inside").await;
@@ -375,6 +396,6 @@ async fn refusals_leave_nothing_behind() {
             "tern_whep_requests_total{method=\"post\",status=\"422\"}"
         )
         .await,
-        1.0
+        3.0
     );
 }
