@@ -66,6 +66,7 @@ try {
   log(`chromium: +${later.framesDecoded - first.framesDecoded} frames of firefox's ${later.stats.inbound.map((s) => s.codec).join(', ')} in ${Date.now() - start} ms (${later.minFrameWidth} px wide); ciphers ${later.ciphers.join(', ')}`);
   if (!(later.ciphers.length === 2 && later.ciphers.every((c) => c.endsWith(GCM)))) throw new Error(`chromium's legs: ${later.ciphers}`);
 
+  let agreed = null;
   if (e2ee) {
     // Two more Chromium participants, listening: they decode both publishers.
     const listeners = [];
@@ -89,6 +90,7 @@ try {
       const answer = await until('firefox answers', () => reports.CODE, 5000);
       return answer.code === codes[0];
     }, 20000);
+    agreed = codes[0];
     log(`four participants (three Chromium, one Firefox) show ${codes[0]}`);
   }
 
@@ -103,7 +105,9 @@ try {
   if (e2ee) {
     const mine = await page.evaluate(() => ({ code: window.tern.e2ee.safetyCode, counters: window.tern.e2ee.counters }));
     log(`e2ee: chromium's code ${mine.code}, firefox's ${final.e2ee && final.e2ee.code}; chromium decrypted ${mine.counters.decrypted} frames, firefox ${final.e2ee && final.e2ee.counters && final.e2ee.counters.decrypted}`);
-    if (!final.e2ee || !mine.code || final.e2ee.code !== mine.code) throw new Error('the safety codes differ');
+    // Against the code all four agreed on: once firefox has reported it leaves, and chromium's
+    // code changes with it (it may already have when we ask).
+    if (!final.e2ee || final.e2ee.code !== agreed) throw new Error(`firefox's final safety code ${final.e2ee && final.e2ee.code} is not the one all four agreed on (${agreed})`);
     // The pages drop what they cannot decrypt, so the frames decoded above went through the
     // crypto; the counters (posted by the workers once a second) say it did work at all.
     if (!(mine.counters.decrypted >= 20 && final.e2ee.counters.decrypted >= 20)) throw new Error('too few frames decrypted');
