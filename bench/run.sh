@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The one benchmark command:
 #
-#   bash bench/run.sh [fanout|two-rooms|mesh|audio ...]      (all four by default)
+#   bash bench/run.sh [fanout|two-rooms|mesh|audio|saturate ...]      (the first four by default)
+#
+# `saturate` offers more than two cores can forward (10 rooms of 1 publisher at 8 Mbit/s and 25
+# subscribers that count RTP without decrypting it): what the relay forwards then is its
+# ceiling. Compare BENCH_RELAY_ARGS="--media-workers 1" (BENCH_PIN=1) with "--media-workers 2"
+# (BENCH_PIN=0) for the scaling figure.
 #
 # Builds the release relay, then for each scenario, inside a fresh network namespace that has only
 # loopback: starts `tern` (API key, limits raised for load, log to a file), waits for /readyz,
@@ -44,7 +49,16 @@ scenario_args() {
     two-rooms) echo "--rooms 2 --publishers 1 --subscribers 25 --video-kbps 2000" ;;
     mesh) echo "--rooms 10 --publishers 5 --subscribers 0" ;;
     audio) echo "--rooms 1 --publishers 5 --subscribers 200 --audio-only" ;;
+    saturate) echo "--rooms 10 --publishers 1 --subscribers 25 --video-kbps 8000 --count-only --ramp-per-s 40" ;;
     *) return 1 ;;
+  esac
+}
+
+# Relay flags a scenario needs: counting receivers send no transport-cc feedback.
+scenario_relay_args() {
+  case "$1" in
+    saturate) echo "--media-bandwidth-estimation false" ;;
+    *) echo "" ;;
   esac
 }
 
@@ -96,6 +110,8 @@ inner() {
     --http-max-connections-per-client 4096
     --room-max-participants 1000
   )
+  # shellcheck disable=SC2207
+  relay_args+=($(scenario_relay_args "$name"))
   # BENCH_RELAY_ARGS: more relay flags for a comparison (e.g. "--media-bandwidth-estimation false").
   # shellcheck disable=SC2206
   relay_args+=(${BENCH_RELAY_ARGS:-})
@@ -206,7 +222,7 @@ done
 scenarios=("$@")
 (( ${#scenarios[@]} )) || scenarios=("${ALL_SCENARIOS[@]}")
 for s in "${scenarios[@]}"; do
-  scenario_args "$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+  scenario_args "$s" >/dev/null || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]} saturate)"
 done
 
 WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)

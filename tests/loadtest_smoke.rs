@@ -98,3 +98,58 @@ async fn a_small_run_delivers_every_stream() {
         assert!(!json[field].is_null(), "{field} in {json}");
     }
 }
+
+/// `--count-only`, the mode that saturates a relay: once ready, subscribers count the relay's
+/// RTP without decrypting it, and the counts still add up to what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_receivers_count_what_the_relay_forwards() {
+    let secret = "loadtest-smoke-secret-of-at-least-32-bytes";
+    let relay = common::start_relay(|config| {
+        config.auth.keys.insert("smoke".into(), secret.into());
+        // Counting receivers send no transport-cc feedback once ready.
+        config.media.bandwidth_estimation = false;
+    })
+    .await;
+    let url = format!("http://{}", relay.http_addr);
+    let args = LoadtestArgs::try_parse_from([
+        "loadtest",
+        "--url",
+        &url,
+        "--rooms",
+        "1",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "3",
+        "--duration",
+        "3s",
+        "--api-key",
+        "smoke",
+        "--api-secret",
+        secret,
+        "--threads",
+        "1",
+        "--count-only",
+    ])
+    .unwrap();
+    let report = run(&args).await.expect("the load test runs");
+    let text = report.table();
+    println!("{text}");
+
+    assert!(report.count_only);
+    assert_eq!(report.participants_ready, 4, "{text}");
+    assert_eq!(report.packets_expected, 3 * report.packets_sent, "{text}");
+    assert!(report.packets_sent >= 3 * 80, "{text}");
+    // Counted by arrival, so packets in flight at either edge of the window may shift the
+    // count a little either way; a receiver that counted nothing (or everything twice) fails.
+    let expected = report.packets_expected as f64;
+    let received = report.packets_received as f64;
+    assert!(
+        (0.95 * expected..=1.05 * expected).contains(&received),
+        "{received} of {expected} counted\n{text}"
+    );
+    // Sealed packets carry no readable stamp: no latency is claimed for them.
+    assert_eq!(report.latency_p50_ms, None, "{text}");
+    assert_eq!(report.packets_foreign, 0, "{text}");
+    assert!(report.errors.is_empty(), "{text}");
+}

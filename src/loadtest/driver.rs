@@ -15,6 +15,7 @@ use super::report::Totals;
 use super::scenario::ParticipantSpec;
 use super::shared::{Counters, Shared};
 use crate::node::pair::datagram;
+use crate::node::recv_batch::{RECV_BATCH, RecvBatch};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -37,8 +38,8 @@ const IDLE: Duration = Duration::from_millis(200);
 /// A protocol deadline is never armed closer than this to now, so a deadline that stays in the
 /// past cannot spin the loop.
 const MIN_TIMER_GAP: Duration = Duration::from_millis(1);
-/// Datagrams read from one socket per turn, so one busy peer cannot starve the others.
-const READ_BURST: usize = 64;
+/// `recvmmsg` calls on one socket per turn, so one busy peer cannot starve the others.
+const READ_BATCHES: usize = 2;
 
 pub enum Command {
     Join(Box<Join>),
@@ -115,7 +116,7 @@ pub fn spawn(
                 by_index: FxHashMap::default(),
                 timers: BinaryHeap::new(),
                 samples: Samples::default(),
-                buf: vec![0; 2048],
+                batch: RecvBatch::default(),
             }
             .run()
         })?;
@@ -149,7 +150,7 @@ struct Driver {
     by_index: FxHashMap<usize, usize>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     samples: Samples,
-    buf: Vec<u8>,
+    batch: RecvBatch,
 }
 
 impl Driver {
@@ -330,22 +331,35 @@ impl Driver {
         }
     }
 
-    /// Feeds the peer connection what its socket holds, then drains it once. Each datagram is
-    /// tagged with its own arrival time, which `poll_read` hands back with the packet.
+    /// Feeds the peer connection what its socket holds, then drains it once. Each `recvmmsg`
+    /// batch is tagged with its arrival time, which `poll_read` hands back with each packet.
+    /// With `--count-only`, a ready subscriber's RTP is counted here and never reaches `rtc`.
     fn read_peer(&mut self, key: usize) {
         let Some(peer) = self.peers.get_mut(key).and_then(Option::as_mut) else {
             return;
         };
-        for _ in 0..READ_BURST {
-            match peer.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    let _ = peer
-                        .pc
-                        .handle_read(datagram(now, from, peer.local, &self.buf[..n]));
+        let participant = &self.participants[peer.participant];
+        let counting =
+            self.media.count_only && peer.kind == LegKind::Subscribe && participant.is_ready();
+        let fd = peer.socket.as_raw_fd();
+        for _ in 0..READ_BATCHES {
+            // WouldBlock: drained. Anything else (an ICMP error) has nothing to read either.
+            let Ok(received) = self.batch.receive(fd) else {
+                break;
+            };
+            let now = Instant::now();
+            for index in 0..received {
+                let Some((from, bytes)) = self.batch.datagram(index) else {
+                    continue;
+                };
+                if counting && is_rtp(bytes) {
+                    participant.on_sealed_rtp(now, &self.shared, &self.counters, &mut self.samples);
+                } else {
+                    let _ = peer.pc.handle_read(datagram(now, from, peer.local, bytes));
                 }
-                // WouldBlock: drained. Anything else (an ICMP error) has nothing to read either.
-                Err(_) => break,
+            }
+            if received < RECV_BATCH {
+                break;
             }
         }
         self.after_input(key, Instant::now());
@@ -477,5 +491,26 @@ impl Driver {
         }
         totals.add_samples(std::mem::take(&mut self.samples));
         totals
+    }
+}
+
+/// An RTP packet, not RTCP, STUN or DTLS (RFC 7983's first byte, RFC 5761's payload types).
+fn is_rtp(datagram: &[u8]) -> bool {
+    matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_rtp;
+
+    #[test]
+    fn rtp_is_told_from_rtcp_stun_and_dtls() {
+        assert!(is_rtp(&[0x80, 96, 0, 1]));
+        assert!(is_rtp(&[0x90, 96 | 0x80, 0, 1])); // marker bit, extension
+        assert!(!is_rtp(&[0x80, 200, 0, 6])); // sender report
+        assert!(!is_rtp(&[0x81, 205, 0, 4])); // transport-cc feedback
+        assert!(!is_rtp(&[0x00, 0x01, 0, 0])); // STUN binding request
+        assert!(!is_rtp(&[22, 254, 253])); // DTLS handshake
+        assert!(!is_rtp(&[0x80]));
     }
 }

@@ -90,6 +90,12 @@ pub struct LoadtestArgs {
     /// codec bytes pseudo-random, as encrypted frames look to the relay.
     #[arg(long)]
     pub e2ee: bool,
+    /// Subscribers count the relay's RTP without decrypting it once they receive every stream,
+    /// so that the generator costs far less than the relay and can saturate it (run the relay
+    /// with --media-bandwidth-estimation false: such receivers send no transport-cc feedback).
+    /// Loss is then counted by arrival time; latency and jitter are not measured.
+    #[arg(long)]
+    pub count_only: bool,
     /// A keyframe this often (and whenever the relay sends a PLI), e.g. 3s.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub keyframe_interval: Duration,
@@ -203,6 +209,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
         audio_only: args.audio_only,
         keyframe_interval: args.keyframe_interval,
         e2ee: args.e2ee,
+        count_only: args.count_only,
     };
     let mut drivers = Vec::new();
     let mut counters = Vec::new();
@@ -313,6 +320,7 @@ pub async fn run(args: &LoadtestArgs) -> anyhow::Result<Report> {
         participants: specs.len(),
         video_kbps: args.video_kbps,
         e2ee: args.e2ee,
+        count_only: args.count_only,
         threads,
         ramp_up,
         window: window_end - window_start,

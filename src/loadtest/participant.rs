@@ -27,6 +27,8 @@ pub struct Samples {
     pub keyframes: u64,
     pub unstamped: u64,
     pub unexpected: u64,
+    /// RTP counted without decrypting it (`--count-only`), arrived inside the window.
+    pub sealed_in_window: u64,
 }
 
 /// A participant: its legs (peer keys in the driver), its publisher, its receive stats.
@@ -110,6 +112,27 @@ impl Participant {
                 }
             }
             self.check_ready(shared);
+        }
+    }
+
+    /// Whether it is connected and receives every stream it expects.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// An RTP packet counted without decrypting it (`--count-only`): its stamp is sealed, so it
+    /// counts by arrival time and has no latency.
+    pub fn on_sealed_rtp(
+        &self,
+        now: Instant,
+        shared: &Shared,
+        counters: &Counters,
+        samples: &mut Samples,
+    ) {
+        Counters::add(&counters.received, 1);
+        if shared.in_window(clock_ns(now)) {
+            Counters::add(&counters.received_in_window, 1);
+            samples.sealed_in_window += 1;
         }
     }
 

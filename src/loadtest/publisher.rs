@@ -35,6 +35,8 @@ pub struct MediaSettings {
     pub keyframe_interval: Duration,
     /// Frames look encrypted end to end (pseudo-random behind the clear codec bytes).
     pub e2ee: bool,
+    /// Subscribers count RTP without decrypting it once they are ready (`--count-only`).
+    pub count_only: bool,
 }
 
 /// One outgoing stream on a fixed media clock.
@@ -308,6 +310,7 @@ mod tests {
             audio_only,
             keyframe_interval: Duration::from_secs(3),
             e2ee: false,
+            count_only: false,
         };
         let (publisher, offer) = Publisher::create(&mut pc, &spec, &media, now).unwrap();
         let ClientMessage::PublishOffer { sdp, tracks } = offer else {

@@ -27,6 +27,7 @@ pub struct Totals {
     pub keyframes: u64,
     pub unstamped: u64,
     pub unexpected: u64,
+    pub sealed_in_window: u64,
 }
 
 impl Totals {
@@ -49,6 +50,7 @@ impl Totals {
         self.keyframes += samples.keyframes;
         self.unstamped += samples.unstamped;
         self.unexpected += samples.unexpected;
+        self.sealed_in_window += samples.sealed_in_window;
     }
 
     pub fn merge(&mut self, other: Totals) {
@@ -66,6 +68,7 @@ impl Totals {
             keyframes: other.keyframes,
             unstamped: other.unstamped,
             unexpected: other.unexpected,
+            sealed_in_window: other.sealed_in_window,
         });
     }
 }
@@ -87,6 +90,9 @@ pub struct Report {
     pub video_kbps: u32,
     /// Joined with `e2ee=1`, frames looking encrypted.
     pub e2ee: bool,
+    /// Subscribers counted RTP without decrypting it (`--count-only`): loss by arrival time,
+    /// no latency or jitter for those packets.
+    pub count_only: bool,
     /// (receiver, stream) pairs that should have flowed, and those that delivered at least one
     /// packet sent inside the window.
     pub streams_expected: u64,
@@ -141,6 +147,7 @@ pub struct RunFacts {
     pub participants: usize,
     pub video_kbps: u32,
     pub e2ee: bool,
+    pub count_only: bool,
     pub threads: usize,
     pub ramp_up: Duration,
     pub window: Duration,
@@ -160,7 +167,8 @@ impl Report {
         join_times.sort_unstable();
         let window_s = facts.window.as_secs_f64().max(1e-9);
         let expected = counters.expected_in_window;
-        let lost = expected.saturating_sub(totals.packets_received);
+        let received = totals.packets_received + totals.sealed_in_window;
+        let lost = expected.saturating_sub(received);
         Report {
             url: facts.url,
             rooms: facts.shape.rooms,
@@ -172,11 +180,12 @@ impl Report {
             audio_only: facts.shape.audio_only,
             video_kbps: facts.video_kbps,
             e2ee: facts.e2ee,
+            count_only: facts.count_only,
             streams_expected: facts.shape.streams_expected(),
             streams_received: totals.streams_received,
             packets_sent: counters.sent_in_window,
             packets_expected: expected,
-            packets_received: totals.packets_received,
+            packets_received: received,
             loss_percent: (expected > 0).then(|| 100.0 * lost as f64 / expected as f64),
             duplicates: totals.duplicates,
             reordered: totals.reordered,
@@ -221,6 +230,11 @@ impl Report {
         } else {
             media
         };
+        let receiving = if self.count_only {
+            "per room, counting without decrypting (no latency)"
+        } else {
+            "per room"
+        };
         let rows: Vec<(&str, String)> = vec![
             ("relay", self.url.clone()),
             ("rooms", self.rooms.to_string()),
@@ -230,7 +244,7 @@ impl Report {
             ),
             (
                 "subscribers",
-                format!("{} per room", self.subscribers_per_room),
+                format!("{} {receiving}", self.subscribers_per_room),
             ),
             (
                 "participants",
@@ -243,10 +257,17 @@ impl Report {
             ("duration", format!("{:.1} s measured", self.duration_s)),
             (
                 "streams",
-                format!(
-                    "{} expected, {} received",
-                    self.streams_expected, self.streams_received
-                ),
+                if self.count_only {
+                    format!(
+                        "{} expected (counted packets are sealed: streams not told apart)",
+                        self.streams_expected
+                    )
+                } else {
+                    format!(
+                        "{} expected, {} received",
+                        self.streams_expected, self.streams_received
+                    )
+                },
             ),
             ("packets sent", self.packets_sent.to_string()),
             ("packets expected", self.packets_expected.to_string()),
