@@ -183,6 +183,14 @@ impl<S: Subscriber> Filter<S> for &'static CallsiteLimit {
         true
     }
 
+    /// Every level may pass, so the env filter alone bounds the level. Without a hint the
+    /// combined filter had none either: `log`'s max level stayed at TRACE, and every `debug!`
+    /// inside `rtc` (several per forwarded packet) went through the whole filter before being
+    /// dropped, 2.8 % of the relay's time in the `two-rooms` profile.
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+
     fn event_enabled(&self, event: &tracing::Event<'_>, _cx: &Context<'_, S>) -> bool {
         self.allow(event.metadata())
     }
@@ -204,6 +212,22 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn the_env_filter_alone_bounds_the_level() {
+        use tracing::level_filters::LevelFilter;
+        let limit: &'static CallsiteLimit = Box::leak(Box::new(CallsiteLimit::new(10)));
+        for (directives, level) in [
+            ("info", LevelFilter::INFO),
+            ("warn,tern::node=debug", LevelFilter::DEBUG),
+            ("error", LevelFilter::ERROR),
+        ] {
+            let filter =
+                tracing_subscriber::filter::FilterExt::and(EnvFilter::new(directives), limit);
+            let hint = Filter::<tracing_subscriber::Registry>::max_level_hint(&filter);
+            assert_eq!(hint, Some(level), "{directives}");
         }
     }
 

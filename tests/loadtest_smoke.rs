@@ -8,35 +8,44 @@ use clap::Parser;
 use tern::loadtest::{LoadtestArgs, run};
 use tern::media::codec::MediaKind;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_run_delivers_every_stream() {
-    let secret = "loadtest-smoke-secret-of-at-least-32-bytes";
-    let relay = common::start_relay(|config| {
-        config.auth.keys.insert("smoke".into(), secret.into());
-        config.media.workers = 2;
-    })
-    .await;
+const SECRET: &str = "loadtest-smoke-secret-of-at-least-32-bytes";
+
+/// A 3 s run of `rooms` rooms of 1 publisher and `subscribers` subscribers against `relay`, with
+/// tokens minted from [`SECRET`], on one driver thread; `more` are further flags.
+fn args(relay: &tern::app::Running, rooms: u32, subscribers: u32, more: &[&str]) -> LoadtestArgs {
     let url = format!("http://{}", relay.http_addr);
-    let args = LoadtestArgs::try_parse_from([
+    let (rooms, subscribers) = (rooms.to_string(), subscribers.to_string());
+    let mut argv = vec![
         "loadtest",
         "--url",
         &url,
         "--rooms",
-        "2",
+        &rooms,
         "--publishers",
         "1",
         "--subscribers",
-        "2",
+        &subscribers,
         "--duration",
         "3s",
         "--api-key",
         "smoke",
         "--api-secret",
-        secret,
+        SECRET,
         "--threads",
         "1",
-    ])
-    .unwrap();
+    ];
+    argv.extend_from_slice(more);
+    LoadtestArgs::try_parse_from(argv).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_delivers_every_stream() {
+    let relay = common::start_relay(|config| {
+        config.auth.keys.insert("smoke".into(), SECRET.into());
+        config.media.workers = 2;
+    })
+    .await;
+    let args = args(&relay, 2, 2, &[]);
     let report = run(&args).await.expect("the load test runs");
     let text = report.table();
     println!("{text}");
@@ -103,35 +112,13 @@ async fn a_small_run_delivers_every_stream() {
 /// RTP without decrypting it, and the counts still add up to what was sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counting_receivers_count_what_the_relay_forwards() {
-    let secret = "loadtest-smoke-secret-of-at-least-32-bytes";
     let relay = common::start_relay(|config| {
-        config.auth.keys.insert("smoke".into(), secret.into());
+        config.auth.keys.insert("smoke".into(), SECRET.into());
         // Counting receivers send no transport-cc feedback once ready.
         config.media.bandwidth_estimation = false;
     })
     .await;
-    let url = format!("http://{}", relay.http_addr);
-    let args = LoadtestArgs::try_parse_from([
-        "loadtest",
-        "--url",
-        &url,
-        "--rooms",
-        "1",
-        "--publishers",
-        "1",
-        "--subscribers",
-        "3",
-        "--duration",
-        "3s",
-        "--api-key",
-        "smoke",
-        "--api-secret",
-        secret,
-        "--threads",
-        "1",
-        "--count-only",
-    ])
-    .unwrap();
+    let args = args(&relay, 1, 3, &["--count-only"]);
     let report = run(&args).await.expect("the load test runs");
     let text = report.table();
     println!("{text}");

@@ -34,6 +34,8 @@ const PASSPHRASE = 'correct horse battery staple';
 let relay;
 let browser;
 let failed = false;
+/** The pages whose E2EE state and decoding a failure prints. */
+const pages = [];
 
 // A capture of every encoded frame a page receives, by m-line: a script transform of the test's
 // own (from a blob), installed on each receiver before the page's code sees the track.
@@ -191,7 +193,11 @@ function contains(haystack, needle) {
 }
 
 try {
-  relay = await startRelay();
+  // Without bandwidth estimation: this test is about encryption (bandwidth.mjs tests the
+  // estimator). Up to six Chromium pages encoding simulcast on two cores starve each other, their
+  // late transport-cc feedback reads as congestion, and on a slow machine the estimator paused
+  // 13 of the 16 video subscriptions (estimates of 100-500 kbit/s), so nobody decoded.
+  relay = await startRelay(['--media-bandwidth-estimation', 'false']);
   browser = await launchBrowser();
   log(`relay on ${relay.base}, chromium ${browser.version()}`);
 
@@ -201,6 +207,7 @@ try {
   const carol = await open('carol', PASSPHRASE);
   const mallory = await open('mallory', 'not the passphrase');
   const members = [alice, bob, carol];
+  pages.push(eve, alice, bob, carol, mallory);
 
   // 1. The three decode each other, and agree on the safety code.
   for (const p of members) {
@@ -311,7 +318,10 @@ try {
   if (!(await decrypts(dave, alice, daveFrame))) throw new Error('dave cannot decrypt a frame alice sent after he joined');
   log(`dave (createEncodedStreams) decodes alice and bob; code ${withDave[0].code}; a frame from before his join stays closed to him`);
 
-  // 6. A relay that swaps frank's public keys on their way to victor.
+  // 6. A relay that swaps frank's public keys on their way to victor. The first room's pages
+  // are closed first: nine pages encoding at once starved a two-core machine.
+  for (const p of [eve, alice, bob, carol, dave, mallory]) await p.page.context().close();
+  pages.length = 0;
   for (const passphrase of ['tamper-proof passphrase', null]) {
     const room = passphrase ? 'tamper-passphrase' : 'tamper-open';
     const frank = await open('frank', passphrase || '', { room });
@@ -343,6 +353,10 @@ try {
 } catch (err) {
   failed = true;
   log('FAIL', err && err.stack ? err.stack : err);
+  for (const p of pages) {
+    const state = await Promise.all([e2eeView(p), decodedBySender(p)]).catch((e) => e.message);
+    log(`${p.name} (${p.id}): e2ee and decoding at the failure:`, JSON.stringify(state));
+  }
   if (relay) log('relay output (tail):\n' + relay.output().split('\n').slice(-40).join('\n'));
 } finally {
   if (browser) await browser.close().catch(() => {});

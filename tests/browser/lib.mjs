@@ -126,17 +126,26 @@ export async function metric(base, series) {
   return line ? Number(line.split(' ').pop()) : NaN;
 }
 
-/** Polls `check` until it returns a truthy value; throws `what` after `ms`. */
+/** Polls `check` until it returns a truthy value; throws `what` after `ms`. A check that never
+ * settles (a page too starved of CPU to answer `evaluate`) counts as a failed one once the time
+ * is up, so a test fails with its reason instead of hanging the whole suite. */
 export async function until(what, check, ms = 30000, every = 200) {
   const end = Date.now() + ms;
   let last;
   for (;;) {
+    let timer;
+    const stalled = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(new Error('a check did not settle before the deadline')), Math.max(end - Date.now(), 0) + 5000);
+    });
     try {
-      last = await check();
+      last = await Promise.race([check(), stalled]);
+      if (last instanceof Error) throw last;
       if (last) return last;
     } catch (err) {
       last = err;
       if (err && err.fatal) throw err;
+    } finally {
+      clearTimeout(timer);
     }
     if (Date.now() > end) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
     await new Promise((r) => setTimeout(r, every));
