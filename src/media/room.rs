@@ -398,13 +398,14 @@ impl Room {
     }
 
     /// The audio level (RFC 6464: 0 loudest, 127 silence) of one packet of an audio track, for
-    /// the active speakers. A muted track counts as silent.
-    pub fn observe_audio_level(&mut self, track: TrackId, level: u8, now: Instant) {
-        if let Some(p) = self.publications.get(&track)
-            && p.kind() == MediaKind::Audio
-            && !p.muted()
-        {
-            self.speakers.observe(p.info.owner, level, now);
+    /// the active speakers. A muted track counts as silent. True when it is the room's first
+    /// level, which gives [`Room::poll_timeout`] a deadline to arm a timer for.
+    pub fn observe_audio_level(&mut self, track: TrackId, level: u8, now: Instant) -> bool {
+        match self.publications.get(&track) {
+            Some(p) if p.kind() == MediaKind::Audio && !p.muted() => {
+                self.speakers.observe(p.info.owner, level, now)
+            }
+            _ => false,
         }
     }
 

@@ -84,10 +84,12 @@ impl SpeakerDetector {
         self.updated_at.map(|at| at + UPDATE_INTERVAL)
     }
 
-    /// One audio packet of `id`'s with its RFC 6464 level (0 = loudest, 127 = silence).
-    pub fn observe(&mut self, id: ParticipantId, level: u8, now: Instant) {
+    /// One audio packet of `id`'s with its RFC 6464 level (0 = loudest, 127 = silence). True
+    /// when it is the first level ever heard, which starts the updates: [`Self::poll_timeout`]
+    /// has a deadline from then on, and the caller must arm a timer for it.
+    pub fn observe(&mut self, id: ParticipantId, level: u8, now: Instant) -> bool {
         let level = level.min(127);
-        // The first level ever heard starts the updates.
+        let started = self.updated_at.is_none();
         self.updated_at.get_or_insert(now);
         let voice = self.voices.entry(id).or_insert(Voice {
             activity: 0.0,
@@ -105,6 +107,7 @@ impl SpeakerDetector {
         let loud = level <= self.config.voice_level;
         voice.activity += (f64::from(u8::from(loud)) - voice.activity) * weight;
         voice.loudness += (f64::from(127 - level) - voice.loudness) * weight;
+        started
     }
 
     /// A participant that left or stopped publishing audio.
@@ -273,6 +276,21 @@ mod tests {
         s.detector.forget(BOB);
         s.play(100, &[(ALICE, Some(45))]);
         assert_eq!(s.detector.speakers(), &[ALICE]);
+    }
+
+    #[test]
+    fn the_first_level_heard_starts_the_updates_once() {
+        let mut detector = SpeakerDetector::new(SpeakerConfig::default());
+        let t0 = Instant::now();
+        assert_eq!(detector.poll_timeout(), None);
+        assert!(
+            detector.observe(ALICE, 30, t0),
+            "the first level starts them"
+        );
+        assert_eq!(detector.poll_timeout(), Some(t0 + UPDATE_INTERVAL));
+        assert!(!detector.observe(BOB, 127, t0 + Duration::from_millis(20)));
+        detector.update(t0 + UPDATE_INTERVAL);
+        assert!(!detector.observe(ALICE, 30, t0 + UPDATE_INTERVAL * 2));
     }
 
     #[test]

@@ -818,6 +818,27 @@ impl Node {
                 },
             );
         }
+        // Who speaks already: the room tells only changes, so a newcomer would otherwise see
+        // nobody speaking until the list next changed.
+        let speakers: Vec<String> = self
+            .rooms
+            .get(&room)
+            .map(|e| {
+                e.room
+                    .active_speakers()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !speakers.is_empty() {
+            self.notify(
+                id,
+                ServerMessage::ActiveSpeakers {
+                    participant_ids: speakers,
+                },
+            );
+        }
     }
 
     /// Tells every publisher of a room the room's cap on its video (after a change).

@@ -712,8 +712,14 @@ impl Node {
             let Some(entry) = self.rooms.get_mut(&room) else {
                 continue;
             };
-            if let Some(level) = audio_level {
-                entry.room.observe_audio_level(track, level, now);
+            // The first level a room hears gives it a deadline (its speaker updates) that no
+            // timer is armed for yet: without this, the updates waited for whatever next
+            // re-armed the room's timer.
+            if let Some(level) = audio_level
+                && entry.room.observe_audio_level(track, level, now)
+                && !rooms_touched.contains(&room)
+            {
+                rooms_touched.push(room);
             }
             let info = codec.inspect(&packet.payload);
             let meta = InboundPacket {
