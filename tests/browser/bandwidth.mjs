@@ -297,12 +297,14 @@ try {
   // the starting point of the budget test, so it may take its time on a loaded machine).
   const freedAt = Date.now();
   let seenWidths = {};
-  await until('bob, carol and dave at 1280 px', async () => {
+  // Alice's top layer, at whatever width her encoder gives it: on a loaded machine it scales
+  // that layer down (960 px in one full run), which is not what this scenario tests.
+  await until('bob, carol and dave on alice\'s top layer', async () => {
     const all = await Promise.all(subscribers.map((n) => videoOf(pages[n], alice)));
     seenWidths = Object.fromEntries(subscribers.map((n, i) => [n, all[i].frameWidth]));
-    return all.every((s) => s.frameWidth === FULL);
+    return all.every((s) => s.frameWidth > 640 && s.relay && s.relay.layer === 2);
   }, 30000).catch((err) => { throw new Error(`${err.message}; widths ${JSON.stringify(seenWidths)}`); });
-  log(`3: everyone at 1280 px ${Date.now() - freedAt} ms after carol's link was freed`);
+  log(`3: everyone on the top layer (${JSON.stringify(seenWidths)}) ${Date.now() - freedAt} ms after carol's link was freed`);
   const budgetKbps = 900;
   const demandKbps = await roomVideoKbps(relay, () => sleep(3000));
   log(`3: without a budget the room's video is ${demandKbps.toFixed(0)} kbit/s`);
