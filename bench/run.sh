@@ -7,7 +7,8 @@
 # 8 Mbit/s and 25 subscribers that count RTP without decrypting it, about 19,000 copies a second
 # per room. What the relay forwards then is its ceiling. For the scaling figure compare
 # BENCH_ROOMS=5 BENCH_RELAY_ARGS="--media-workers 1" (BENCH_PIN=1) with BENCH_ROOMS=10
-# BENCH_RELAY_ARGS="--media-workers 2" BENCH_PIN=0 (five rooms per worker).
+# BENCH_RELAY_ARGS="--media-workers 2" BENCH_PIN=0 (five rooms per worker). It runs the relay
+# without its load limit (media.max_worker_load_percent 0) unless BENCH_WORKER_LOAD_LIMIT says.
 #
 # Builds the release relay, then for each scenario, inside a fresh network namespace that has only
 # loopback: starts `tern` (API key, limits raised for load, log to a file), waits for /readyz,
@@ -27,6 +28,7 @@
 #                         loadtest, e.g. an older relay to compare with
 #   BENCH_RELAY_ARGS="..."  more flags for the relay (e.g. "--media-bandwidth-estimation false")
 #   BENCH_LOADTEST_ARGS="..."  more flags for the loadtest (e.g. "--e2ee")
+#   BENCH_WORKER_LOAD_LIMIT=0  the relay's media.max_worker_load_percent in `saturate` (0: off)
 #   BENCH_KEEP=1          keep the working directory (relay logs, all samples, loadtest output)
 #   BENCH_HOOK=CMD        run CMD in the background (bash -c, inside the namespace, RELAY_PID and
 #                         LOADTEST_PID exported) right after the loadtest starts; bench/profile.sh
@@ -55,10 +57,12 @@ scenario_args() {
   esac
 }
 
-# Relay flags a scenario needs: counting receivers send no transport-cc feedback.
+# Relay flags a scenario needs: counting receivers send no transport-cc feedback, and a relay
+# measured at its ceiling must not refuse joins for load (BENCH_WORKER_LOAD_LIMIT=95 shows what
+# the default admission limit does there instead).
 scenario_relay_args() {
   case "$1" in
-    saturate) echo "--media-bandwidth-estimation false" ;;
+    saturate) echo "--media-bandwidth-estimation false --media-max-worker-load-percent ${BENCH_WORKER_LOAD_LIMIT:-0}" ;;
     *) echo "" ;;
   esac
 }

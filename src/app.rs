@@ -366,6 +366,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         snapshot.clone(),
         draining.clone(),
         metrics.signaling.limits.clone(),
+        config.max_worker_load(),
     );
 
     // Checked by `validate`.

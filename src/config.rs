@@ -183,6 +183,11 @@ pub struct MediaConfig {
     /// Negotiate RTX with publishers (retransmissions on a stream of their own); off, they
     /// retransmit on the media stream.
     pub publish_rtx: bool,
+    /// A media worker whose thread used more than this share of a core (percent, averaged over
+    /// about 2 s) takes no new participants: their joins are refused with `unavailable` (WHIP
+    /// and WHEP: 503) rather than left to time out, and new rooms go to other workers. Resumes
+    /// are always taken. 0: no limit.
+    pub max_worker_load_percent: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -302,6 +307,7 @@ impl Default for MediaConfig {
             tcp_stun_deadline_s: 5,
             bandwidth_estimation: true,
             publish_rtx: true,
+            max_worker_load_percent: 95,
         }
     }
 }
@@ -631,6 +637,12 @@ impl Config {
         if self.room.max_rooms == 0 {
             return Err(invalid("room.max_rooms", "must be at least 1"));
         }
+        if self.media.max_worker_load_percent > 100 {
+            return Err(invalid(
+                "media.max_worker_load_percent",
+                "a worker is one thread, at most 100 % of a core; 0 turns the limit off",
+            ));
+        }
         if self.session.max_messages_per_s < 5 {
             return Err(invalid(
                 "session.max_messages_per_s",
@@ -649,6 +661,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The load limit of each media worker as a share of a core, `None` when off.
+    pub fn max_worker_load(&self) -> Option<f64> {
+        let percent = self.media.max_worker_load_percent;
+        (percent > 0).then(|| f64::from(percent) / 100.0)
     }
 
     /// The key (id, secret) that signs webhooks.

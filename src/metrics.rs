@@ -10,8 +10,8 @@ use crate::process_metrics::ProcessMetrics;
 use crate::webhooks::WebhookMetrics;
 use prometheus::proto::{Metric, MetricFamily};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -209,6 +209,8 @@ pub struct MediaMetrics {
     command_duration: Vec<Histogram>,
     /// Limits the worker enforces (room size, tracks, rooms, SDP size); shared with signaling.
     pub limits: LimitCounters,
+    /// The worker thread's measured load (`node::load`), labelled with the worker's index.
+    pub worker_load: Gauge,
 }
 
 impl MediaMetrics {
@@ -346,9 +348,22 @@ pub struct NodeSnapshot {
     legs: AtomicU64,
     paused_subscriptions: AtomicU64,
     rooms_at_budget: AtomicU64,
+    /// The worker thread's measured load, in millionths of a core (`node::load`); not part of
+    /// [`NodeStats`], which add up over workers where loads do not.
+    load_millionths: AtomicU64,
 }
 
 impl NodeSnapshot {
+    /// The worker's measured load: 1.0 is a whole core.
+    pub fn set_load(&self, load: f64) {
+        let millionths = (load.clamp(0.0, 1.0) * 1e6).round() as u64;
+        self.load_millionths.store(millionths, Ordering::Relaxed);
+    }
+
+    pub fn load(&self) -> f64 {
+        self.load_millionths.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     pub fn publish(&self, stats: NodeStats) {
         let set = |field: &AtomicU64, value: u64| field.store(value, Ordering::Relaxed);
         set(&self.rooms, stats.rooms);
@@ -420,6 +435,11 @@ impl NodeSnapshots {
     pub fn per_worker(&self) -> impl Iterator<Item = NodeStats> + '_ {
         self.0.iter().map(|snapshot| snapshot.read())
     }
+
+    /// Each worker's measured load (1.0: a whole core), in worker order.
+    pub fn loads(&self) -> impl Iterator<Item = f64> + '_ {
+        self.0.iter().map(|snapshot| snapshot.load())
+    }
 }
 
 pub struct Metrics {
@@ -488,9 +508,9 @@ struct WorkerMetrics {
 }
 
 impl WorkerMetrics {
-    fn new(limits: LimitCounters, tcp: TcpCounters) -> Self {
+    fn new(worker: usize, limits: LimitCounters, tcp: TcpCounters) -> Self {
         let registry = Registry::new();
-        let media = Arc::new(MediaMetrics::register(&registry, limits, tcp));
+        let media = Arc::new(MediaMetrics::register(&registry, worker, limits, tcp));
         WorkerMetrics { registry, media }
     }
 }
@@ -528,7 +548,7 @@ impl Metrics {
             }
         };
         let workers: Vec<WorkerMetrics> = (0..workers.max(1))
-            .map(|_| WorkerMetrics::new(signaling.limits.clone(), tcp.clone()))
+            .map(|worker| WorkerMetrics::new(worker, signaling.limits.clone(), tcp.clone()))
             .collect();
         let gauges = StateGauges {
             rooms: gauge(&registry, "tern_rooms", "Open rooms."),
@@ -687,8 +707,26 @@ impl Default for Metrics {
 impl MediaMetrics {
     /// The packet-path counters, registered in `registry` (a worker's own); `limits` and
     /// `tcp` are shared with the rest of the relay (they count rare events).
-    fn register(registry: &Registry, limits: LimitCounters, tcp: TcpCounters) -> Self {
+    fn register(
+        registry: &Registry,
+        worker: usize,
+        limits: LimitCounters,
+        tcp: TcpCounters,
+    ) -> Self {
         let kind = "kind";
+        let worker_load = Gauge::with_opts(
+            Opts::new(
+                "tern_media_worker_load",
+                "Share of one CPU core the media worker's thread used, averaged over about 2 s \
+                 (1 = saturated), by worker. Over media.max_worker_load_percent, the worker \
+                 takes no new participants.",
+            )
+            .const_label("worker", worker.to_string()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(worker_load.clone()))
+            .expect("metric registered once");
         let rtp_received = counter_vec(
             registry,
             "tern_rtp_packets_received_total",
@@ -762,6 +800,7 @@ impl MediaMetrics {
                 .iter()
                 .map(|f| feedback_vec.with_label_values(&[f.as_str()]))
                 .collect(),
+            worker_load,
             keyframe_requests_sent: counter(
                 registry,
                 "tern_keyframe_requests_sent_total",

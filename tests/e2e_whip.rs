@@ -408,3 +408,47 @@ async fn the_limits_of_websocket_joins_hold() {
     assert_eq!(metric(&relay, "tern_whip_sessions").await, 0.0);
     assert_eq!(metric(&relay, "tern_participants").await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_over_its_load_limit_answers_503_with_retry_after() {
+    // 3 % of a core: a fast stream puts the only worker well over it (see e2e_workers.rs).
+    let relay = start_relay(|config| {
+        config.media.max_worker_load_percent = 3;
+        config.media.max_packets_per_second_per_leg = 100_000;
+    })
+    .await;
+    let alice = Client::connect(&relay, "stage", "alice").await;
+    alice.send(Command::Publish {
+        audio: true,
+        video: true,
+    });
+    let mut bob = Client::connect(&relay, "stage", "bob").await;
+    let pump = MediaPump::start_fast(&alice, 10);
+    wait_more(&mut bob, "alice", "video", 50).await;
+    wait_metric(
+        &relay,
+        "tern_media_worker_load{worker=\"0\"}",
+        "the worker over 3 % of a core",
+        |load| load > 0.03,
+    )
+    .await;
+    let r = post(
+        &relay,
+        "stage",
+        Some(&publisher(&relay, "stage", "obs")),
+        "application/sdp",
+        opus_offer().as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "unavailable"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("retry-after").as_deref(), Some("5"));
+    assert!(r.body.contains("CPU limit"), "{}", r.body);
+    assert_eq!(metric(&relay, "tern_whip_sessions").await, 0.0);
+    assert_eq!(metric(&relay, "tern_participants").await, 2.0);
+    drop(pump);
+}

@@ -216,3 +216,86 @@ async fn a_closed_room_is_placed_again_and_the_room_limit_counts_every_worker() 
     assert!(third.participant_id.is_some());
     assert_eq!(relay.control.worker_of_room("three"), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_over_its_load_limit_takes_no_new_participants_but_resumes() {
+    // A limit of 3 % of a core: the worker forwarding a fast stream (2,000 packets a second in a
+    // debug build) is well over it, an idle one well under (its thread wakes a few times a
+    // second for timers).
+    let relay = start_relay(|c| {
+        c.media.workers = 2;
+        c.media.max_worker_load_percent = 3;
+        c.media.max_packets_per_second_per_leg = 100_000;
+        c.session.resume_grace_s = 10;
+    })
+    .await;
+    // The busy room takes worker 0; the quiet one, worker 1, has more participants.
+    let (alice, mut bob, pump) = call_in(&relay, "busy").await;
+    let mut quiet_ones = Vec::new();
+    for name in ["carol", "dave", "erin"] {
+        quiet_ones.push(Client::connect(&relay, "quiet", name).await);
+    }
+    assert_eq!(relay.control.worker_of_room("busy"), Some(0));
+    assert_eq!(relay.control.worker_of_room("quiet"), Some(1));
+    drop(pump);
+    let fast = MediaPump::start_fast(&alice, 10);
+    wait_metric(
+        &relay,
+        "tern_media_worker_load{worker=\"0\"}",
+        "worker 0 over 3 % of a core",
+        |load| load > 0.03,
+    )
+    .await;
+    // The quiet room's joins (their DTLS handshakes) weigh on worker 1 for a moment.
+    wait_metric(
+        &relay,
+        "tern_media_worker_load{worker=\"1\"}",
+        "worker 1, without media, under 3 %",
+        |load| load < 0.03,
+    )
+    .await;
+
+    // A newcomer to the busy room is refused at once, with nothing left behind.
+    let refused = first_message(&relay, "busy", "frank").await;
+    assert!(
+        matches!(&refused, ServerMessage::Error { code, message, .. }
+            if code.as_str() == "unavailable" && message.contains("CPU limit")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        metric(&relay, "tern_limit_breaches_total{limit=\"worker_load\"}").await,
+        1.0
+    );
+    // A new room goes to the worker under its limit, though it has more participants.
+    let grace = Client::connect(&relay, "third", "grace").await;
+    assert!(grace.participant_id.is_some());
+    assert_eq!(relay.control.worker_of_room("third"), Some(1));
+
+    // Bob, already in the busy room, resumes there: the worker carries him already.
+    let resume = bob.resume_token();
+    bob.send(Command::DropSignaling);
+    let url = format!(
+        "{}&resume_token={resume}",
+        ws_url(&relay, &token(&relay, "busy", "bob", Grants::participant()))
+    );
+    bob.send(Command::Reconnect(url));
+    bob.wait_for("bob resumed on the busy worker", |e| match e {
+        Event::Signal(ServerMessage::Joined { resumed, .. }) if *resumed => Some(()),
+        _ => None,
+    })
+    .await;
+    wait_more(&mut bob, "alice", "video", 50).await;
+
+    // The stream stops: the worker's load falls under the limit and it takes joins again.
+    drop(fast);
+    wait_metric(
+        &relay,
+        "tern_media_worker_load{worker=\"0\"}",
+        "worker 0 back under 3 %",
+        |load| load < 0.03,
+    )
+    .await;
+    let frank = Client::connect(&relay, "busy", "frank").await;
+    assert!(frank.participant_id.is_some());
+    assert_eq!(relay.control.worker_of_room("busy"), Some(0));
+}

@@ -93,8 +93,10 @@ pub enum JoinRefusal {
     RoomFull,
     /// The room does not exist and the node holds its maximum number of rooms.
     TooManyRooms,
-    /// The relay is draining or overloaded.
+    /// The relay is draining.
     Unavailable,
+    /// The media worker that holds (or would hold) the room is over its load limit.
+    Overloaded,
     /// The room admits only end-to-end encrypted participants, and this join did not say `e2ee`.
     E2eeRequired,
 }
@@ -105,7 +107,7 @@ impl JoinRefusal {
             JoinRefusal::ResumeFailed => ErrorCode::ResumeFailed,
             JoinRefusal::RoomFull => ErrorCode::RoomFull,
             JoinRefusal::TooManyRooms => ErrorCode::LimitExceeded,
-            JoinRefusal::Unavailable => ErrorCode::Unavailable,
+            JoinRefusal::Unavailable | JoinRefusal::Overloaded => ErrorCode::Unavailable,
             JoinRefusal::E2eeRequired => ErrorCode::E2eeRequired,
         }
     }

@@ -25,10 +25,12 @@ pub enum Limit {
     SdpMediaSections,
     OfferRate,
     E2eeRate,
+    /// A join refused because its media worker is over `media.max_worker_load_percent`.
+    WorkerLoad,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 14] = [
+    pub const ALL: [Limit; 15] = [
         Limit::MessageSize,
         Limit::MessageRate,
         Limit::JoinRate,
@@ -43,6 +45,7 @@ impl Limit {
         Limit::SdpMediaSections,
         Limit::OfferRate,
         Limit::E2eeRate,
+        Limit::WorkerLoad,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Limit {
             Limit::SdpMediaSections => "sdp_media_sections",
             Limit::OfferRate => "offer_rate",
             Limit::E2eeRate => "e2ee_rate",
+            Limit::WorkerLoad => "worker_load",
         }
     }
 }

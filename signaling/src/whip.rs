@@ -923,13 +923,25 @@ pub async fn resource_options() -> Response {
 }
 
 fn join_refusal(endpoint: Endpoint, refusal: JoinRefusal) -> Response {
+    if refusal == JoinRefusal::Overloaded {
+        let mut response = refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            refusal.code().as_str(),
+            "the relay's media worker for this room is at its CPU limit; retry after the time in \
+             Retry-After or use another node",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    }
     let (status, text) = match refusal {
         JoinRefusal::RoomFull => (StatusCode::SERVICE_UNAVAILABLE, "the room is full".into()),
         JoinRefusal::TooManyRooms => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the relay holds its maximum number of rooms; connect to another node".into(),
         ),
-        JoinRefusal::Unavailable | JoinRefusal::ResumeFailed => (
+        JoinRefusal::Unavailable | JoinRefusal::ResumeFailed | JoinRefusal::Overloaded => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the relay takes no sessions right now; retry later".into(),
         ),

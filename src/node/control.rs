@@ -5,6 +5,7 @@
 #[cfg(feature = "fault-injection")]
 use super::command::LegReport;
 use super::command::{AdminReply, AdminRequest};
+use super::load::over_limit;
 use super::placement::Placement;
 use super::placement::WorkerPlace;
 use super::resume::KnownResumeTokens;
@@ -64,6 +65,9 @@ pub struct RelayControl {
     draining: Arc<AtomicBool>,
     resume_tokens: Arc<[KnownResumeTokens]>,
     limits: LimitCounters,
+    /// A worker over this load (a share of a core, `media.max_worker_load_percent`) takes no
+    /// new participants; `None`: no limit.
+    max_worker_load: Option<f64>,
 }
 
 /// How often a join is routed again after its worker found the room had moved (it closed there
@@ -78,13 +82,15 @@ pub struct WorkerHandle {
 }
 
 impl RelayControl {
-    /// `draining`: while set, joins other than resumes are refused with `unavailable`.
+    /// `draining`: while set, joins other than resumes are refused with `unavailable`;
+    /// `max_worker_load`: joins other than resumes to a worker over it are refused too.
     pub fn new(
         workers: Vec<WorkerHandle>,
         placement: Arc<Placement>,
         snapshots: NodeSnapshots,
         draining: Arc<AtomicBool>,
         limits: LimitCounters,
+        max_worker_load: Option<f64>,
     ) -> Self {
         RelayControl {
             resume_tokens: workers.iter().map(|w| w.resume_tokens.clone()).collect(),
@@ -93,6 +99,7 @@ impl RelayControl {
             snapshots,
             draining,
             limits,
+            max_worker_load,
         }
     }
 
@@ -140,6 +147,14 @@ impl RelayControl {
             .map(|s| s.participants)
             .collect()
     }
+
+    /// Which workers are over their load limit (all false without one).
+    fn busy(&self) -> Vec<bool> {
+        self.snapshots
+            .loads()
+            .map(|load| over_limit(load, self.max_worker_load))
+            .collect()
+    }
 }
 
 impl RoomControl for RelayControl {
@@ -147,11 +162,21 @@ impl RoomControl for RelayControl {
         if self.draining.load(Ordering::Relaxed) && request.resume_token.is_none() {
             return Err(JoinRefusal::Unavailable);
         }
+        let resume = request.resume_token.is_some();
         for _ in 0..JOIN_ROUTES {
-            let Ok(worker) = self.placement.route(&request.room, &self.load()) else {
+            let busy = self.busy();
+            let Ok(worker) = self.placement.route(&request.room, &self.load(), &busy) else {
                 self.limits.breached(Limit::NodeRooms);
                 return Err(JoinRefusal::TooManyRooms);
             };
+            // A saturated worker would take the join and then fail it (its socket overflows,
+            // ICE and DTLS time out): refused now, the client can retry or go elsewhere. A
+            // resume is a participant the worker already carries.
+            if busy.get(worker).copied().unwrap_or(false) && !resume {
+                self.placement.forget_unclaimed(&request.room, worker);
+                self.limits.breached(Limit::WorkerLoad);
+                return Err(JoinRefusal::Overloaded);
+            }
             let (reply, answer) = oneshot::channel();
             let command = Command::Join {
                 request: request.clone(),
@@ -285,7 +310,8 @@ impl RoomAdmin for RelayControl {
 
     async fn create_room(&self, room: CreateRoom) -> Result<RoomSummary, AdminError> {
         let name = room.name.clone();
-        let Ok(worker) = self.placement.route(&name, &self.load()) else {
+        // An empty room costs no worker anything: placed by participants alone.
+        let Ok(worker) = self.placement.route(&name, &self.load(), &[]) else {
             self.limits.breached(Limit::NodeRooms);
             return Err(AdminError::TooManyRooms);
         };

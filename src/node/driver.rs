@@ -11,6 +11,7 @@ use super::arena::Arena;
 use super::command::{CommandReply, NodeCommand};
 use super::control::Command;
 use super::guard::{self, Class};
+use super::load::{LoadMeter, SAMPLE_EVERY};
 use super::output::{Carrier, NodeEvent, Transmit};
 use super::recv_batch::RecvBatch;
 use super::relay::Node;
@@ -76,6 +77,9 @@ pub struct NodeDriver {
     recv_arena: Arena,
     /// Forwarded RTP datagrams so far (picks the latency samples).
     forwarded: u64,
+    /// How busy this thread is, for admission and placement (`node::load`).
+    load: LoadMeter,
+    next_load_sample: Instant,
 }
 
 /// The node's thread, as the rest of the relay holds it.
@@ -143,6 +147,8 @@ pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::R
                     recv_batch: RecvBatch::default(),
                     recv_arena: Arena::new(RECV_ARENA_BYTES),
                     forwarded: 0,
+                    load: LoadMeter::default(),
+                    next_load_sample: Instant::now(),
                 }
                 .run(stop_rx)
                 .await;
@@ -156,8 +162,12 @@ impl NodeDriver {
     async fn run(mut self, stop: Arc<Notify>) {
         info!(addr = ?self.socket.local_addr(), "media node running");
         loop {
-            self.node.handle_timeout(Instant::now());
+            let now = Instant::now();
+            self.node.handle_timeout(now);
             self.flush();
+            if now >= self.next_load_sample {
+                self.measure_load(now);
+            }
             let wake = self
                 .node
                 .poll_timeout()
@@ -181,6 +191,18 @@ impl NodeDriver {
             }
         }
         info!("media node stopped");
+    }
+
+    /// Publishes the thread's load to signaling (the worker's snapshot) and to `/metrics`.
+    fn measure_load(&mut self, now: Instant) {
+        self.next_load_sample = now + SAMPLE_EVERY;
+        let Some(cpu) = thread_cpu_time() else {
+            return;
+        };
+        if let Some(load) = self.load.sample(now, cpu) {
+            self.node.publish_load(load);
+            self.metrics.worker_load.set(load);
+        }
     }
 
     /// Takes what waits on the socket, a `recvmmsg` batch at a time, and hands each datagram to
@@ -419,4 +441,20 @@ async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option
         Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`); `None` if the clock is missing.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    (rc == 0).then(|| {
+        Duration::new(
+            now.tv_sec.max(0) as u64,
+            now.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    })
 }

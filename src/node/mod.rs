@@ -15,6 +15,7 @@ pub mod feedback;
 pub mod formats;
 pub mod guard;
 pub mod leg;
+pub mod load;
 pub mod output;
 mod pacing;
 pub mod pair;

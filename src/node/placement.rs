@@ -48,10 +48,12 @@ impl Placement {
         self.rooms().get(room).map(|entry| entry.worker)
     }
 
-    /// The worker for `room`: the one holding it, else the least loaded (`load` per worker,
-    /// lowest wins, ties to the lowest index), which is remembered until it claims the room
-    /// or [`forget_unclaimed`](Self::forget_unclaimed) is called.
-    pub fn route(&self, room: &str, load: &[u64]) -> Result<usize, NodeFull> {
+    /// The worker for `room`: the one holding it, else the least loaded of those not `busy`
+    /// (`load` per worker, lowest wins, ties to the lowest index; a busy worker only when all
+    /// are), which is remembered until it claims the room or
+    /// [`forget_unclaimed`](Self::forget_unclaimed) is called. Whether a busy worker still
+    /// takes the join is the caller's decision (a resume, say, is never turned away).
+    pub fn route(&self, room: &str, load: &[u64], busy: &[bool]) -> Result<usize, NodeFull> {
         let mut rooms = self.rooms();
         if let Some(entry) = rooms.get(room) {
             return Ok(entry.worker);
@@ -65,7 +67,7 @@ impl Placement {
                 *count += 1;
             }
         }
-        let worker = least_loaded(load, &placed);
+        let worker = least_loaded(load, &placed, busy);
         rooms.insert(
             room.to_owned(),
             Entry {
@@ -123,12 +125,16 @@ impl Placement {
     }
 }
 
-/// The worker with the fewest participants plus rooms: participants are what costs CPU, and
-/// the room count is current where the participant counts (published every 250 ms) lag, so a
-/// burst of new rooms is spread rather than piled on one worker.
-fn least_loaded(participants: &[u64], rooms: &[u64]) -> usize {
+/// The worker with the fewest participants plus rooms among those not busy: participants are
+/// what costs CPU, and the room count is current where the participant counts (published every
+/// 250 ms) lag, so a burst of new rooms is spread rather than piled on one worker. A busy worker
+/// (over its measured load limit) is chosen only when every worker is.
+fn least_loaded(participants: &[u64], rooms: &[u64], busy: &[bool]) -> usize {
     (0..participants.len())
-        .min_by_key(|&i| (participants[i] + rooms[i], i))
+        .min_by_key(|&i| {
+            let busy = busy.get(i).copied().unwrap_or(false);
+            (busy, participants[i] + rooms[i], i)
+        })
         .unwrap_or(0)
 }
 
@@ -170,12 +176,12 @@ mod tests {
     #[test]
     fn new_rooms_go_to_the_least_loaded_worker_and_stay_there() {
         let placement = Placement::new(10);
-        assert_eq!(placement.route("a", &[5, 0, 3]), Ok(1));
+        assert_eq!(placement.route("a", &[5, 0, 3], &[]), Ok(1));
         // Worker 1 now has a room: with equal participants the next room goes elsewhere.
-        assert_eq!(placement.route("b", &[0, 0, 0]), Ok(0));
-        assert_eq!(placement.route("c", &[0, 0, 0]), Ok(2));
+        assert_eq!(placement.route("b", &[0, 0, 0], &[]), Ok(0));
+        assert_eq!(placement.route("c", &[0, 0, 0], &[]), Ok(2));
         // A known room is routed to its worker whatever the load.
-        assert_eq!(placement.route("a", &[0, 100, 0]), Ok(1));
+        assert_eq!(placement.route("a", &[0, 100, 0], &[]), Ok(1));
         assert_eq!(placement.find("a"), Some(1));
         assert_eq!(placement.rooms_per_worker(3), vec![1, 1, 1]);
     }
@@ -183,16 +189,16 @@ mod tests {
     #[test]
     fn a_room_closed_while_a_join_was_on_its_way_never_lives_on_two_workers() {
         let placement = Placement::new(10);
-        assert_eq!(placement.route("r", &[0, 1]), Ok(0));
+        assert_eq!(placement.route("r", &[0, 1], &[]), Ok(0));
         assert!(placement.claim("r", 0));
         // A join is routed to worker 0; worker 0 closes the room before handling it.
         placement.release("r", 0);
         // Meanwhile another join places the room anew, on worker 1.
-        assert_eq!(placement.route("r", &[5, 0]), Ok(1));
+        assert_eq!(placement.route("r", &[5, 0], &[]), Ok(1));
         // Worker 0 handles the first join: its claim is refused, so it refuses the join, and
         // signaling routes it again, to worker 1.
         assert!(!placement.claim("r", 0));
-        assert_eq!(placement.route("r", &[5, 0]), Ok(1));
+        assert_eq!(placement.route("r", &[5, 0], &[]), Ok(1));
         assert!(placement.claim("r", 1));
         // A stale release by worker 0 does not remove worker 1's room.
         placement.release("r", 0);
@@ -202,10 +208,10 @@ mod tests {
     #[test]
     fn a_failed_first_join_leaves_nothing_behind_but_a_claimed_room_stays() {
         let placement = Placement::new(10);
-        assert_eq!(placement.route("r", &[0]), Ok(0));
+        assert_eq!(placement.route("r", &[0], &[]), Ok(0));
         placement.forget_unclaimed("r", 0);
         assert_eq!(placement.find("r"), None);
-        assert_eq!(placement.route("r", &[0]), Ok(0));
+        assert_eq!(placement.route("r", &[0], &[]), Ok(0));
         assert!(placement.claim("r", 0));
         placement.forget_unclaimed("r", 0);
         assert_eq!(placement.find("r"), Some(0));
@@ -214,14 +220,33 @@ mod tests {
     #[test]
     fn the_node_wide_room_limit_counts_every_worker() {
         let placement = Placement::new(2);
-        assert!(placement.route("a", &[0, 0]).is_ok());
-        assert!(placement.route("b", &[0, 0]).is_ok());
-        assert_eq!(placement.route("c", &[0, 0]), Err(NodeFull));
+        assert!(placement.route("a", &[0, 0], &[]).is_ok());
+        assert!(placement.route("b", &[0, 0], &[]).is_ok());
+        assert_eq!(placement.route("c", &[0, 0], &[]), Err(NodeFull));
         assert!(
-            placement.route("a", &[0, 0]).is_ok(),
+            placement.route("a", &[0, 0], &[]).is_ok(),
             "a known room is still routed"
         );
         placement.release("a", placement.find("a").unwrap());
-        assert!(placement.route("c", &[0, 0]).is_ok());
+        assert!(placement.route("c", &[0, 0], &[]).is_ok());
+    }
+
+    #[test]
+    fn new_rooms_avoid_busy_workers_unless_every_worker_is_busy() {
+        let placement = Placement::new(10);
+        // Worker 0 has the fewest participants but is over its load limit.
+        assert_eq!(
+            placement.route("a", &[1, 4, 3], &[true, false, false]),
+            Ok(2)
+        );
+        // A known room stays where it is, busy or not: the caller decides about the join.
+        assert_eq!(
+            placement.route("a", &[0, 0, 0], &[false, false, true]),
+            Ok(2)
+        );
+        // All busy: the least loaded of them, and the caller refuses.
+        assert_eq!(placement.route("b", &[1, 4, 3], &[true, true, true]), Ok(0));
+        placement.forget_unclaimed("b", 0);
+        assert_eq!(placement.find("b"), None);
     }
 }

@@ -286,6 +286,11 @@ impl Node {
         self.snapshot.publish(self.stats());
     }
 
+    /// The driver's measure of how busy this worker's thread is (1.0: a whole core).
+    pub(super) fn publish_load(&self, load: f64) {
+        self.snapshot.set_load(load);
+    }
+
     fn fire(&mut self, timer: Timer, at: Instant, now: Instant) {
         match timer {
             Timer::Leg(key) => {

@@ -100,6 +100,23 @@ function checkGrid(who, boxes, { aspect = true } = {}) {
   }
 }
 
+/**
+ * What a page's streams did between two `inbound` samples, what the relay told the page about
+ * its subscriptions, and the relay's drop and keyframe counters: enough to tell a publisher
+ * that stopped from a forwarder waiting for a keyframe or a paused subscription.
+ */
+async function stalled(page, first, last) {
+  const streams = last.stats.inbound.map((s) => {
+    const before = first.stats.inbound.find((b) => b.kind === s.kind && b.mid === s.mid) || {};
+    const fields = ['packetsReceived', 'framesDecoded', 'packetsLost', 'nackCount'];
+    return `${s.kind} mid ${s.mid}: ${fields.filter((f) => s[f] !== undefined).map((f) => `${f} ${before[f] ?? '?'} -> ${s[f]}`).join(', ')}, ${s.frameWidth || 0} px`;
+  });
+  const states = await page.evaluate(() => JSON.stringify([...window.tern.subscriptions.entries()]));
+  const body = await (await fetch(`${relay.base}/metrics`)).text();
+  const counters = body.split('\n').filter((l) => /^tern_(packets_dropped_total|keyframe_requests_sent_total|rtcp_feedback_received_total|paused_subscriptions|layer_switches_total)/.test(l));
+  return `streams:\n  ${streams.join('\n  ')}\nsubscription states: ${states}\nrelay: ${counters.join('; ')}`;
+}
+
 const settle = (page) => page.evaluate(() => new Promise((r) => setTimeout(r, 400))); // the tiles' 0.2 s move
 const log_ = (page) => page.evaluate(() => window.ternLog);
 
@@ -128,10 +145,12 @@ try {
       // Both streams keep going: about 1 s of video and audio at their usual rates, within 10 s
       // (slack for a loaded machine; a stream that stalls or crawls still fails).
       const start = Date.now();
+      let last = first;
       const later = await until(`${n} keeps decoding both streams`, async () => {
         const s = await inbound(pages[n]);
+        last = s;
         return s.minVideoFrames >= first.minVideoFrames + 20 && s.minAudioPackets >= first.minAudioPackets + 50 && s;
-      }, 10000);
+      }, 10000).catch(async (err) => { throw new Error(`${err.message}\n${await stalled(pages[n], first, last)}`); });
       const frames = later.stats.inbound.filter((s) => s.kind === 'video').map((s) => s.framesDecoded);
       log(`${n}: +20 frames and +50 audio packets on every stream within ${Date.now() - start} ms; decoded per stream ${frames.join(', ')}; ciphers ${later.ciphers.join(', ')}`);
       if (!(later.ciphers.length === 2 && later.ciphers.every((c) => c.endsWith(GCM)))) throw new Error(`${n}: ${later.ciphers}`);
