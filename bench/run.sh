@@ -29,6 +29,7 @@
 #   BENCH_RELAY_ARGS="..."  more flags for the relay (e.g. "--media-bandwidth-estimation false")
 #   BENCH_LOADTEST_ARGS="..."  more flags for the loadtest (e.g. "--e2ee")
 #   BENCH_WORKER_LOAD_LIMIT=0  the relay's media.max_worker_load_percent in `saturate` (0: off)
+#   BENCH_RAMP_PER_S=40   joins per second in `saturate`
 #   BENCH_KEEP=1          keep the working directory (relay logs, all samples, loadtest output)
 #   BENCH_HOOK=CMD        run CMD in the background (bash -c, inside the namespace, RELAY_PID and
 #                         LOADTEST_PID exported) right after the loadtest starts; bench/profile.sh
@@ -52,7 +53,7 @@ scenario_args() {
     two-rooms) echo "--rooms 2 --publishers 1 --subscribers 25 --video-kbps 2000" ;;
     mesh) echo "--rooms 10 --publishers 5 --subscribers 0" ;;
     audio) echo "--rooms 1 --publishers 5 --subscribers 200 --audio-only" ;;
-    saturate) echo "--rooms ${BENCH_ROOMS:-10} --publishers 1 --subscribers 25 --video-kbps 8000 --count-only --ramp-per-s 40" ;;
+    saturate) echo "--rooms ${BENCH_ROOMS:-10} --publishers 1 --subscribers 25 --video-kbps 8000 --count-only --ramp-per-s ${BENCH_RAMP_PER_S:-40}" ;;
     *) return 1 ;;
   esac
 }

@@ -183,10 +183,10 @@ pub struct MediaConfig {
     /// Negotiate RTX with publishers (retransmissions on a stream of their own); off, they
     /// retransmit on the media stream.
     pub publish_rtx: bool,
-    /// A media worker whose thread used more than this share of a core (percent, averaged over
-    /// about 2 s) takes no new participants: their joins are refused with `unavailable` (WHIP
-    /// and WHEP: 503) rather than left to time out, and new rooms go to other workers. Resumes
-    /// are always taken. 0: no limit.
+    /// A media worker whose thread was busy (not waiting for input) more than this share of the
+    /// time (percent, averaged over about 2 s) takes no new participants: their joins are
+    /// refused with `unavailable` (WHIP and WHEP: 503) rather than left to time out, and new
+    /// rooms go to other workers. Resumes are always taken. 0: no limit.
     pub max_worker_load_percent: u32,
 }
 
@@ -663,7 +663,7 @@ impl Config {
         Ok(())
     }
 
-    /// The load limit of each media worker as a share of a core, `None` when off.
+    /// The load limit of each media worker as the busy share of its time, `None` when off.
     pub fn max_worker_load(&self) -> Option<f64> {
         let percent = self.media.max_worker_load_percent;
         (percent > 0).then(|| f64::from(percent) / 100.0)

@@ -717,9 +717,10 @@ impl MediaMetrics {
         let worker_load = Gauge::with_opts(
             Opts::new(
                 "tern_media_worker_load",
-                "Share of one CPU core the media worker's thread used, averaged over about 2 s \
-                 (1 = saturated), by worker. Over media.max_worker_load_percent, the worker \
-                 takes no new participants.",
+                "Share of time the media worker's thread was busy rather than waiting for \
+                 datagrams, commands or timers, averaged over about 2 s (1 = saturated), by \
+                 worker. Over media.max_worker_load_percent, the worker takes no new \
+                 participants.",
             )
             .const_label("worker", worker.to_string()),
         )

@@ -243,7 +243,7 @@ async fn refuse<S: Sink<Message> + Unpin>(
         JoinRefusal::TooManyRooms => "the relay holds its maximum number of rooms; try another",
         JoinRefusal::Unavailable => "the relay takes no joins right now; retry later",
         JoinRefusal::Overloaded => {
-            "the relay's media worker for this room is at its CPU limit; retry in a few seconds or use another node"
+            "the relay's media worker for this room is at its load limit; retry in a few seconds or use another node"
         }
         JoinRefusal::E2eeRequired => {
             "this room is end-to-end encrypted only; join with e2ee=1 from a client that encrypts"

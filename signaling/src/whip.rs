@@ -927,7 +927,7 @@ fn join_refusal(endpoint: Endpoint, refusal: JoinRefusal) -> Response {
         let mut response = refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             refusal.code().as_str(),
-            "the relay's media worker for this room is at its CPU limit; retry after the time in \
+            "the relay's media worker for this room is at its load limit; retry after the time in \
              Retry-After or use another node",
         );
         response

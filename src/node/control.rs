@@ -65,7 +65,7 @@ pub struct RelayControl {
     draining: Arc<AtomicBool>,
     resume_tokens: Arc<[KnownResumeTokens]>,
     limits: LimitCounters,
-    /// A worker over this load (a share of a core, `media.max_worker_load_percent`) takes no
+    /// A worker over this load (the busy share of its time, `media.max_worker_load_percent`) takes no
     /// new participants; `None`: no limit.
     max_worker_load: Option<f64>,
 }

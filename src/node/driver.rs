@@ -77,9 +77,20 @@ pub struct NodeDriver {
     recv_arena: Arena,
     /// Forwarded RTP datagrams so far (picks the latency samples).
     forwarded: u64,
-    /// How busy this thread is, for admission and placement (`node::load`).
+    /// How busy this thread is, for admission and placement (`node::load`): the time it did not
+    /// spend waiting for a datagram, a command or a deadline.
     load: LoadMeter,
     next_load_sample: Instant,
+    started: Instant,
+    idle: Duration,
+}
+
+/// What woke the driver.
+enum Woken {
+    Command(Option<Command>),
+    Readable(bool),
+    Tcp(Option<TcpEvent>),
+    Deadline,
 }
 
 /// The node's thread, as the rest of the relay holds it.
@@ -149,6 +160,8 @@ pub fn spawn(node: Node, io: DriverIo, metrics: Arc<MediaMetrics>) -> std::io::R
                     forwarded: 0,
                     load: LoadMeter::default(),
                     next_load_sample: Instant::now(),
+                    started: Instant::now(),
+                    idle: Duration::ZERO,
                 }
                 .run(stop_rx)
                 .await;
@@ -172,34 +185,34 @@ impl NodeDriver {
                 .node
                 .poll_timeout()
                 .map_or(Instant::now() + IDLE_WAKE, |(at, _)| at);
-            tokio::select! {
+            let waiting_since = Instant::now();
+            let woken = tokio::select! {
                 _ = stop.notified() => break,
-                command = self.commands.recv() => match command {
-                    Some(command) => self.command(command),
-                    None => break,
-                },
-                ready = self.socket.socket.readable() => {
-                    if ready.is_ok() {
-                        self.receive_batch();
-                    }
-                }
-                event = next_tcp_event(&mut self.tcp_events) => match event {
-                    Some(event) => self.tcp_event(event),
-                    None => self.tcp_events = None,
-                },
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                command = self.commands.recv() => Woken::Command(command),
+                ready = self.socket.socket.readable() => Woken::Readable(ready.is_ok()),
+                event = next_tcp_event(&mut self.tcp_events) => Woken::Tcp(event),
+                _ = tokio::time::sleep_until(wake.into()) => Woken::Deadline,
+            };
+            self.idle += waiting_since.elapsed();
+            match woken {
+                Woken::Command(Some(command)) => self.command(command),
+                Woken::Command(None) => break,
+                Woken::Readable(true) => self.receive_batch(),
+                Woken::Readable(false) | Woken::Deadline => {}
+                Woken::Tcp(Some(event)) => self.tcp_event(event),
+                Woken::Tcp(None) => self.tcp_events = None,
             }
         }
         info!("media node stopped");
     }
 
-    /// Publishes the thread's load to signaling (the worker's snapshot) and to `/metrics`.
+    /// Publishes how busy the thread was to signaling (the worker's snapshot) and `/metrics`.
     fn measure_load(&mut self, now: Instant) {
         self.next_load_sample = now + SAMPLE_EVERY;
-        let Some(cpu) = thread_cpu_time() else {
-            return;
-        };
-        if let Some(load) = self.load.sample(now, cpu) {
+        let busy = now
+            .saturating_duration_since(self.started)
+            .saturating_sub(self.idle);
+        if let Some(load) = self.load.sample(now, busy) {
             self.node.publish_load(load);
             self.metrics.worker_load.set(load);
         }
@@ -441,20 +454,4 @@ async fn next_tcp_event(events: &mut Option<mpsc::Receiver<TcpEvent>>) -> Option
         Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`); `None` if the clock is missing.
-fn thread_cpu_time() -> Option<Duration> {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec for the duration of the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    (rc == 0).then(|| {
-        Duration::new(
-            now.tv_sec.max(0) as u64,
-            now.tv_nsec.clamp(0, 999_999_999) as u32,
-        )
-    })
 }

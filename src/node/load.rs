@@ -1,13 +1,18 @@
-//! How busy a media worker is: the share of one core its thread used, smoothed over a couple of
-//! seconds.
+//! How busy a media worker is: the share of wall time its thread spent working rather than
+//! waiting for a datagram, a command or a deadline, smoothed over a couple of seconds.
 //!
-//! A worker past its core keeps forwarding at its ceiling, but what it cannot read overflows its
-//! socket: publishers' packets are lost, and new participants' ICE and DTLS time out (5-20 % of
-//! the joins in the saturation benchmark, BENCHMARKS.md). Signaling reads this load to refuse
+//! A worker past its capacity keeps forwarding at its ceiling, but what it cannot read overflows
+//! its socket: publishers' packets are lost, and new participants' ICE and DTLS time out (5-20 %
+//! of the joins in the saturation benchmark, BENCHMARKS.md). Signaling reads this load to refuse
 //! such joins at once with a clear error instead, and to place new rooms on a worker with room
 //! to spare.
 //!
-//! Pure: the driver feeds the thread's CPU clock and the wall clock.
+//! Busy time rather than the thread's CPU time: a worker that shares its core with other threads
+//! or processes (or loses it to the hypervisor) is saturated once it never waits for input,
+//! though its CPU time may stay well under a whole core (a relay pinned to one core measured
+//! 99 % of it in all, and its worker thread alone too little to cross 95 %).
+//!
+//! Pure: the driver feeds its busy time and the wall clock.
 
 use std::time::{Duration, Instant};
 
@@ -20,28 +25,28 @@ const SMOOTHING: f64 = 0.25;
 
 #[derive(Debug, Default)]
 pub struct LoadMeter {
-    /// The previous sample: when, and the thread's CPU time then.
+    /// The previous sample: when, and the thread's busy time then.
     last: Option<(Instant, Duration)>,
     smoothed: Option<f64>,
 }
 
 impl LoadMeter {
-    /// Takes the thread's CPU time `cpu` at `now` and returns the smoothed load (1.0: a whole
-    /// core), `None` until two samples at least half of [`SAMPLE_EVERY`] apart were taken.
-    /// Samples closer than that change nothing: the share of a few milliseconds is noise.
-    pub fn sample(&mut self, now: Instant, cpu: Duration) -> Option<f64> {
-        let Some((then, cpu_then)) = self.last else {
-            self.last = Some((now, cpu));
+    /// Takes the thread's total busy time `busy` at `now` and returns the smoothed load (1.0:
+    /// never waiting), `None` until two samples at least half of [`SAMPLE_EVERY`] apart were
+    /// taken. Samples closer than that change nothing: the share of a few milliseconds is noise.
+    pub fn sample(&mut self, now: Instant, busy: Duration) -> Option<f64> {
+        let Some((then, busy_then)) = self.last else {
+            self.last = Some((now, busy));
             return None;
         };
         let wall = now.saturating_duration_since(then);
         if wall < SAMPLE_EVERY / 2 {
             return self.smoothed;
         }
-        self.last = Some((now, cpu));
-        // A thread's CPU clock never runs faster than the wall clock; the clamp only guards
-        // against the two being read a little apart.
-        let share = (cpu.saturating_sub(cpu_then).as_secs_f64() / wall.as_secs_f64()).min(1.0);
+        self.last = Some((now, busy));
+        // Busy time never grows faster than the wall clock; the clamp only guards against the
+        // two being read a little apart.
+        let share = (busy.saturating_sub(busy_then).as_secs_f64() / wall.as_secs_f64()).min(1.0);
         let smoothed = match self.smoothed {
             None => share,
             Some(previous) => previous + SMOOTHING * (share - previous),
@@ -51,8 +56,8 @@ impl LoadMeter {
     }
 }
 
-/// Whether a worker at `load` (0.0-1.0) takes new participants under `limit` (a share of a
-/// core; `None`: no limit).
+/// Whether a worker at `load` (0.0-1.0) is over `limit` (a share of its time; `None`: no
+/// limit), and so takes no new participants.
 pub fn over_limit(load: f64, limit: Option<f64>) -> bool {
     limit.is_some_and(|limit| load > limit)
 }
@@ -66,7 +71,7 @@ mod tests {
     }
 
     #[test]
-    fn the_load_is_the_share_of_a_core_smoothed_over_samples() {
+    fn the_load_is_the_busy_share_of_wall_time_smoothed_over_samples() {
         let start = Instant::now();
         let mut meter = LoadMeter::default();
         assert_eq!(
@@ -74,10 +79,10 @@ mod tests {
             None,
             "one sample says nothing"
         );
-        // 250 ms of CPU in 500 ms: half a core.
+        // 250 ms busy in 500 ms: half.
         let first = meter.sample(start + ms(500), ms(350)).unwrap();
         assert!((first - 0.5).abs() < 1e-9, "{first}");
-        // Then a whole core: the average moves a quarter of the way.
+        // Then never waiting: the average moves a quarter of the way.
         let second = meter.sample(start + ms(1000), ms(850)).unwrap();
         assert!((second - 0.625).abs() < 1e-9, "{second}");
         // Saturated for a few seconds: it converges on 1.
@@ -89,9 +94,9 @@ mod tests {
         }
         assert!(load > 0.99, "{load}");
         // Idle again: back under a tenth within about 4 s.
-        let busy_cpu = ms(850 + 500 * 17);
+        let busy_total = ms(850 + 500 * 17);
         for i in 20..28u64 {
-            load = meter.sample(start + ms(500 * i), busy_cpu).unwrap();
+            load = meter.sample(start + ms(500 * i), busy_total).unwrap();
         }
         assert!(load < 0.11, "{load}");
     }
@@ -101,12 +106,12 @@ mod tests {
         let start = Instant::now();
         let mut meter = LoadMeter::default();
         meter.sample(start, ms(0));
-        let mut cpu = ms(0);
+        let mut busy = ms(0);
         let mut load = 0.0;
         for i in 1..=10u64 {
-            // 10 % of a core, but one sample of 100 %.
-            cpu += if i == 6 { ms(500) } else { ms(50) };
-            load = meter.sample(start + ms(500 * i), cpu).unwrap();
+            // 10 % busy, but one sample of 100 %.
+            busy += if i == 6 { ms(500) } else { ms(50) };
+            load = meter.sample(start + ms(500 * i), busy).unwrap();
             if i == 6 {
                 assert!(load < 0.4, "one busy half-second moved the load to {load}");
             }
@@ -120,19 +125,19 @@ mod tests {
         let mut meter = LoadMeter::default();
         meter.sample(start, ms(10));
         let load = meter.sample(start + ms(500), ms(60)).unwrap();
-        // 10 ms later, with a CPU clock that jumped ahead: ignored, the last load stays.
+        // 10 ms later, with a busy time that jumped ahead: ignored, the last load stays.
         assert_eq!(meter.sample(start + ms(510), ms(5_000)), Some(load));
-        // A CPU clock that went backwards counts as idle, a wall clock that did is ignored.
+        // Busy time that went backwards counts as idle, a wall clock that did is ignored.
         let idle = meter.sample(start + ms(1000), ms(0)).unwrap();
         assert!((idle - load * 0.75).abs() < 1e-9, "{idle}");
         assert_eq!(meter.sample(start, ms(0)), Some(idle));
-        // More CPU than wall time (clocks read apart) counts as one core, not more.
+        // More busy than wall time (clocks read apart) counts as 1, not more.
         let capped = meter.sample(start + ms(1500), ms(10_000)).unwrap();
         assert!(capped <= 1.0, "{capped}");
     }
 
     #[test]
-    fn the_limit_is_a_share_of_a_core_and_none_means_no_limit() {
+    fn the_limit_is_a_share_of_time_and_none_means_no_limit() {
         assert!(over_limit(0.96, Some(0.95)));
         assert!(!over_limit(0.95, Some(0.95)));
         assert!(!over_limit(1.0, None));
