@@ -94,6 +94,9 @@ isolated node tests/browser/lobby.mjs
 step "headless Chromium: an operator mutes a participant through the admin API; the page shows it"
 isolated node tests/browser/operator.mjs
 
+step "headless Chromium: a media worker over its load limit refuses a join; the page tries again until it is taken"
+isolated node tests/browser/busy.mjs
+
 step "headless Firefox and Chromium in one call (Firefox in a network namespace)"
 isolated node tests/browser/firefox.mjs
 

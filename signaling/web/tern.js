@@ -12,6 +12,10 @@ export const PROTOCOL_VERSION = 1;
 
 const PING_INTERVAL_MS = 10000;
 const RESUME_DELAYS_MS = [250, 500, 1000, 2000];
+// A join refused with `unavailable` (the relay is draining, or the media worker that holds the
+// room is over its load limit) is tried again after these pauses, about 15 s in all; a busy
+// worker measures its load over about 2 s, so it can take the join a few seconds later.
+const UNAVAILABLE_RETRY_DELAYS_MS = [1000, 2000, 4000, 8000];
 
 const layer = (l) => Object.freeze(l);
 
@@ -193,16 +197,28 @@ export class Room extends EventTarget {
     this._e2eeOptions = { passphrase, streams };
   }
 
-  /** Connects and resolves with the `joined` message; rejects with a TernError. */
+  /**
+   * Connects and resolves with the `joined` message; rejects with a TernError. A refusal with
+   * `unavailable` is retried with growing pauses (a `retrying` event before each: attempt,
+   * delayMs, code, message) before it is given up; `leave()` meanwhile stops the retries.
+   */
   async connect(url, token) {
     this._url = url;
     this._token = token;
     this.state = 'connecting';
-    try {
-      return await this._open(null);
-    } catch (err) {
-      this.state = 'closed';
-      throw err;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this._open(null);
+      } catch (err) {
+        const delayMs = UNAVAILABLE_RETRY_DELAYS_MS[attempt];
+        if (err.code !== 'unavailable' || delayMs === undefined || this.state !== 'connecting') {
+          this.state = 'closed';
+          throw err;
+        }
+        this._emit('retrying', { attempt: attempt + 1, delayMs, code: err.code, message: err.message });
+        await new Promise((r) => setTimeout(r, delayMs));
+        if (this.state !== 'connecting') throw new TernError('left', 'left before the relay took the join');
+      }
     }
   }
 
