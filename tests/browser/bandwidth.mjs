@@ -1,4 +1,4 @@
-// Per-room bandwidth control with real browsers: Chromium alice publishes her fake 1280x720 camera
+// Per-room bandwidth control with real browsers: Chromium alice publishes her fake 1280x720 camera (15 fps)
 // as three simulcast layers (q/h/f: 320/640/1280 px wide) and the relay picks a layer per
 // subscriber from its downlink estimate and the room's budgets.
 //  1. bob (unlimited) gets 1280 px; carol, whose downlink a tbf on her veth holds to 400 kbit/s,
@@ -25,8 +25,14 @@ import { createHosts, mintToken, RELAY_IP } from './netns.mjs';
 const kid = 'bw';
 const secret = 'bandwidth-test-secret-0123456789abcdef';
 const room = 'bandwidth';
-const FULL = 1280; // layer f of a 1280x720 capture
+// Layer f is 1280 px wide, or less when alice's encoder scales it for CPU (960 px on a loaded
+// machine): "the top layer" is anything above layer h.
 const HALF = 640; // layer h
+// The fake camera at 15 frames a second rather than 30: six Chromium pages encoding and decoding
+// 720p at 30 fps starved this test's two cores, and the starved pages' late feedback reads as
+// congestion (CI failed on estimates, and alice's encoder scaled her top layer).
+const CAPTURE_FPS = 15;
+const CAPTURE_FLAGS = [`--use-fake-device-for-media-stream=fps=${CAPTURE_FPS}`];
 // Where scenario 2 cuts carol's downlink. The issue's benchmark figure is 300 kbit/s, where the
 // lowest layer and audio fill about 80 % of the link on the wire: the relay then kept her on it
 // in 2 runs of 3 and paused her in the third (its estimate settles about a third under such a
@@ -171,10 +177,10 @@ try {
   // `adaptive=0`: these pages receive what bandwidth allows whatever their tiles' size (scenario
   // 5 is the one that adapts).
   const url = (host, name, adaptive = false) => `http://${host}:${relay.httpPort}/?room=${room}&name=${name}${adaptive ? '' : '&adaptive=0'}&token=${mintToken({ kid, secret, room, identity: name })}`;
-  const local = await launchBrowser();
+  const local = await launchBrowser(undefined, CAPTURE_FLAGS);
   cleanups.push(() => local.close());
   limitDownlink(carolHost, 400);
-  const carolBrowser = await launchBrowser(carolHost.wrapper);
+  const carolBrowser = await launchBrowser(carolHost.wrapper, CAPTURE_FLAGS);
   cleanups.push(() => carolBrowser.close());
 
   const aliceJoinedAt = Date.now();
@@ -186,6 +192,10 @@ try {
   const pages = { bob: await openParticipant(local, url('127.0.0.1', 'bob'), 'bob', { listener: true }) };
   const carolJoinedAt = Date.now();
   pages.carol = await openParticipant(carolBrowser, url(RELAY_IP, 'carol'), 'carol', { listener: true });
+  // Dave, unlimited too, is for scenario 3. He joins now rather than there: a page joining
+  // (DTLS, a 1280 px decoder starting) right as carol's link is freed once cut her estimate
+  // from 150 kbit/s to 60 kbit/s, a pause she did not leave within 30 s.
+  pages.dave = await openParticipant(local, url('127.0.0.1', 'dave'), 'dave', { listener: true });
   carolId = await pages.carol.evaluate(() => window.tern.participant.id);
 
   // 1. Different downlinks, different layers.
@@ -193,7 +203,7 @@ try {
   const bobFull = await until('bob receives alice at 1280 px', async () => {
     const [bob, carol] = await Promise.all([videoOf(pages.bob, alice), videoOf(pages.carol, alice)]);
     carolWidest = Math.max(carolWidest, carol.frameWidth);
-    return bob.frameWidth === FULL && bob;
+    return bob.frameWidth > HALF && bob.relay && bob.relay.layer === 2 && bob;
   }, 40000, 250);
   log(`1: bob at ${bobFull.frameWidth} px ${((bobFull.at - aliceJoinedAt) / 1000).toFixed(1)} s after alice joined (relay layer ${bobFull.relay && bobFull.relay.layer}); alice sends ${await publisherLayers(alicePage)}`);
   // Carol joins before the relay knows her downlink: her first layer may be too high, and the
@@ -215,9 +225,9 @@ try {
     watchDecoding(pages.bob, alice, 'bob unlimited', 5000, (s) => bobWidths.push(s.frameWidth) && s.frameWidth >= HALF),
     watchDecoding(pages.carol, alice, 'carol at 400 kbit/s', 5000, (s) => (s.tilePaused ? ++carolPausedS <= 1 : s.frameWidth > 0 && s.frameWidth <= HALF), 1),
   ]);
-  const bobAtFull = bobWidths.filter((w) => w === FULL).length;
+  const bobAtFull = bobWidths.filter((w) => w > HALF).length;
   if (bobAtFull * 2 <= bobWidths.length) throw new Error(`bob, unlimited, was at 1280 px in ${bobAtFull} of ${bobWidths.length} seconds (widths ${bobWidths.join(' ')})`);
-  const bobBackMs = await timeUntil('bob at 1280 px at the end of the window', pages.bob, alice, Date.now(), (s) => s.frameWidth === FULL && s.relay && s.relay.layer === 2, 10000);
+  const bobBackMs = await timeUntil('bob on the top layer at the end of the window', pages.bob, alice, Date.now(), (s) => s.frameWidth > HALF && s.relay && s.relay.layer === 2, 10000);
   const carol1 = await videoOf(pages.carol, alice);
   carolWidest = Math.max(carolWidest, carol1.frameWidth);
   log(`1: bob widths per second ${bobWidths.join(' ')} (1280 px again after ${bobBackMs} ms), frames per second ${bobFrames.join(' ')}; carol at 400 kbit/s: ${carol1.frameWidth} px (widest seen ${carolWidest}), relay ${JSON.stringify(carol1.relay)}, tile layer ${carol1.tileLayer}, frames per second ${carolFrames.join(' ')}`);
@@ -226,17 +236,17 @@ try {
   // 2. Drop and recovery.
   limitDownlink(carolHost, 2500);
   const upAt = Date.now();
-  const upMs = await timeUntil('carol reaches 1280 px at 2.5 Mbit/s', pages.carol, alice, upAt, (s) => s.frameWidth === FULL && s.relay && s.relay.layer === 2, 20000);
+  const upMs = await timeUntil('carol reaches the top layer at 2.5 Mbit/s', pages.carol, alice, upAt, (s) => s.frameWidth > HALF && s.relay && s.relay.layer === 2, 20000);
   log(`2: carol at 2.5 Mbit/s: 1280 px after ${(upMs / 1000).toFixed(1)} s`);
   // A few seconds at the top, so the estimate reflects the wide link before the cut. Right after
   // the climb the estimate may still dip under the full layer once (its first keyframe's burst),
   // so what counts is decoding throughout and being on 1280 px again at the cut.
   await watchDecoding(pages.carol, alice, 'carol at 2.5 Mbit/s', 3000, (s) => s.frameWidth >= HALF);
-  await timeUntil('carol on 1280 px before the cut', pages.carol, alice, Date.now(), (s) => s.frameWidth === FULL && s.relay && s.relay.layer === 2, 15000);
+  await timeUntil('carol on the top layer before the cut', pages.carol, alice, Date.now(), (s) => s.frameWidth > HALF && s.relay && s.relay.layer === 2, 15000);
   const beforeCut = await videoOf(pages.carol, alice);
   const cutAt = Date.now();
   limitDownlink(carolHost, CUT_KBPS);
-  const widthDownMs = await timeUntil(`carol below 1280 px after the cut to ${CUT_KBPS} kbit/s`, pages.carol, alice, cutAt, (s) => s.frameWidth > 0 && s.frameWidth < FULL, 15000);
+  const widthDownMs = await timeUntil(`carol below the top layer after the cut to ${CUT_KBPS} kbit/s`, pages.carol, alice, cutAt, (s) => s.frameWidth > 0 && s.frameWidth <= HALF, 15000);
   // The notice may trail the frames by up to a second (notices are at most one a second, and a
   // step within layer 2 to fewer frames a second is told as layer 2).
   const down = await until('the relay tells carol of a lower layer', async () => (await statesSince(pages.carol, alice.track, cutAt)).find((e) => e.paused || e.layer < 2), 5000);
@@ -249,13 +259,13 @@ try {
   // it to drain (a freeze, bounded below with the rest), then decoding must go on every second.
   const stalled = await videoOf(pages.carol, alice);
   await until('carol decodes the lower layer', async () => (await videoOf(pages.carol, alice)).framesDecoded > stalled.framesDecoded + 5, 5000);
-  const lowFrames = await watchDecoding(pages.carol, alice, `carol at ${CUT_KBPS} kbit/s`, 4000, (s) => !s.tilePaused && s.frameWidth < FULL);
+  const lowFrames = await watchDecoding(pages.carol, alice, `carol at ${CUT_KBPS} kbit/s`, 4000, (s) => !s.tilePaused && s.frameWidth <= HALF);
   const low = await videoOf(pages.carol, alice);
   log(`2: carol at ${CUT_KBPS} kbit/s: ${low.frameWidth} px, relay ${JSON.stringify(low.relay)}, frames per second ${lowFrames.join(' ')}`);
   const liftAt = Date.now();
   limitDownlink(carolHost, 2500);
   const relayUpMs = await timeUntil('the relay moves carol back to layer 2', pages.carol, alice, liftAt, (s) => s.relay && s.relay.layer === 2, 10000);
-  const widthUpMs = await timeUntil('carol back at 1280 px within 10 s', pages.carol, alice, liftAt, (s) => s.frameWidth === FULL, 10000);
+  const widthUpMs = await timeUntil('carol back on the top layer within 10 s', pages.carol, alice, liftAt, (s) => s.frameWidth > HALF, 10000);
   const recovered = await videoOf(pages.carol, alice);
   const freezes = recovered.freezeCount - beforeCut.freezeCount;
   const freezeS = recovered.freezesS - beforeCut.freezesS;
@@ -293,18 +303,16 @@ try {
   // stalls the picture for one to three seconds before the estimate settles back. That happened
   // in about 1 run in 4 (one or two frameless seconds; in 2 full-suite runs of this stop a longer
   // stall), a known limit (docs/bandwidth.md). What must hold: no pause, frames in most seconds,
-  // and fewer frames a second than the full rate (a temporal layer dropped) but at least 3.
+  // and fewer frames a second than the full rate (a temporal layer dropped) but at least 2.
   const narrowFrames = await watchDecoding(pages.carol, alice, 'carol at 150 kbit/s', 10000, (s) => !s.tilePaused && s.frameWidth < HALF, 4);
   const narrowFps = narrowFrames.reduce((a, b) => a + (Number(b) || 0), 0) / narrowFrames.length;
-  if (!(narrowFps >= 3)) throw new Error(`carol at 150 kbit/s decodes ${narrowFps.toFixed(1)} frames a second`);
+  if (!(narrowFps >= 2)) throw new Error(`carol at 150 kbit/s decodes ${narrowFps.toFixed(1)} frames a second`);
   log(`2b: carol at 150 kbit/s: 320 px, frames per second ${narrowFrames.join(' ')} (mean ${narrowFps.toFixed(1)})`);
-  if (!(narrowFps < 24)) throw new Error(`carol at 150 kbit/s decodes ${narrowFps.toFixed(1)} frames a second: no temporal layer was dropped`);
+  if (!(narrowFps < CAPTURE_FPS * 0.8)) throw new Error(`carol at 150 kbit/s decodes ${narrowFps.toFixed(1)} frames a second: no temporal layer was dropped`);
   log('PASS 2b: temporal layers below the lowest layer');
 
-  // 3. A room budget. Dave joins only now: one 1280 px decoder less while scenarios 1 and 2
-  // measure estimates on a machine with two cores.
+  // 3. A room budget.
   unlimitDownlink(carolHost);
-  pages.dave = await openParticipant(local, url('127.0.0.1', 'dave'), 'dave', { listener: true });
   const subscribers = Object.keys(pages);
   // Carol's estimate climbs back from 150 kbit/s (scenario 2 measures recovery; this is only
   // the starting point of the budget test, so it may take its time on a loaded machine).
@@ -328,7 +336,7 @@ try {
   // frames of a lower layer.
   const settled = await until('everyone below the top layer', async () => {
     const all = await Promise.all(subscribers.map((n) => videoOf(pages[n], alice)));
-    return all.every((s) => s.relay && (s.relay.paused || (s.relay.layer < 2 && s.frameWidth > 0 && s.frameWidth < FULL))) && all;
+    return all.every((s) => s.relay && (s.relay.paused || (s.relay.layer < 2 && s.frameWidth > 0 && s.frameWidth <= HALF))) && all;
   }, 10000);
   log(`3: max_egress_kbps ${budgetKbps}: settled after ${Date.now() - patchedAt} ms: ${subscribers.map((n, i) => `${n} ${settled[i].relay.paused ? `paused (${settled[i].relay.reason})` : `layer ${settled[i].relay.layer} ${settled[i].frameWidth} px`}`).join(', ')}`);
   let watched;
@@ -340,7 +348,7 @@ try {
   if (!(kbps <= budgetKbps * 1.1)) throw new Error(`the room's video ${kbps.toFixed(0)} kbit/s exceeds its budget ${budgetKbps} by more than 10 %`);
   const raisedAt = Date.now();
   await api('PATCH', `/api/rooms/${room}`, { max_egress_kbps: 10000 });
-  const backMs = await Promise.all(subscribers.map((n) => timeUntil(`${n} back at 1280 px within 10 s of the raise`, pages[n], alice, raisedAt, (s) => s.frameWidth === FULL, 10000)));
+  const backMs = await Promise.all(subscribers.map((n) => timeUntil(`${n} back on the top layer within 10 s of the raise`, pages[n], alice, raisedAt, (s) => s.frameWidth > HALF, 10000)));
   log(`3: max_egress_kbps 10000: 1280 px again after ${subscribers.map((n, i) => `${n} ${backMs[i]} ms`).join(', ')}`);
   log('PASS 3: room budget');
 
@@ -364,6 +372,16 @@ try {
   log(`3b: max_publisher_kbps ${capKbps}: alice's encodings ${told} after ${Date.now() - cappedAt} ms; subscribers at ${capped.map((s) => `${s.frameWidth} px`).join(', ')}`);
   await api('PATCH', `/api/rooms/${room}`, { max_publisher_kbps: 0 });
   await until('the cap lifted: alice back to her three layers', () => alicePage.evaluate(() => window.tern.publishLimits.maxVideoKbps === null), 10000);
+  // Her browser turns the top layer back on only once its own uplink estimate has climbed
+  // again from the cap (17 s in one full run on a loaded machine); scenario 5 needs that layer.
+  const liftedAt = Date.now();
+  let sending = '';
+  await until('alice sends her top layer again', async () => {
+    sending = await publisherLayers(alicePage);
+    const top = /f:(\d+)px\/(\d+)fps/.exec(sending);
+    return top && Number(top[1]) > HALF && Number(top[2]) > 0;
+  }, 40000).catch((err) => { throw new Error(`${err.message}; alice sends ${sending}`); });
+  log(`3b: cap lifted: alice sends ${sending} after ${Date.now() - liftedAt} ms`);
   log('PASS 3b: publisher cap');
 
   // 5. Adaptive subscriptions: the page sizes its wishes from the tile (device pixels, rounded up
@@ -379,7 +397,7 @@ try {
   await watchDecoding(erin, alice, 'erin at 240x135', 3000, (s) => s.frameWidth === 320);
   await sizeTile({ width: '1280px', height: '720px' });
   const bigAt = Date.now();
-  const big = await timeUntil('erin receives 1280 px for a 1280x720 tile', erin, alice, bigAt, (s) => s.frameWidth === FULL, 15000);
+  const big = await timeUntil('erin receives the top layer for a 1280x720 tile', erin, alice, bigAt, (s) => s.frameWidth > HALF, 15000);
   // Off screen: paused at erin's request; back on screen: decoding again.
   await sizeTile({ position: 'fixed', top: '-3000px', left: '0' });
   const hiddenAt = Date.now();
