@@ -358,7 +358,11 @@ async fn refusals_leave_nothing_behind() {
     let get = request(&relay, "GET", "/whep/r", &[], b"").await;
     assert_eq!(get.status, 405);
     wait_metric(&relay, "tern_participants", "nobody", |v| v == 0.0).await;
-    assert_eq!(metric(&relay, "tern_whep_sessions").await, 0.0);
+    // A refused session's task ends just after the refusal is answered.
+    wait_metric(&relay, "tern_whep_sessions", "no WHEP session", |v| {
+        v == 0.0
+    })
+    .await;
 
     // A viewer that offers only to send (nothing to answer), and one with more m-lines than
     // `room.max_media_sections` (32): both 422, nothing made.
@@ -379,7 +383,11 @@ async fn refusals_leave_nothing_behind() {
         );
     }
     wait_metric(&relay, "tern_participants", "nobody", |v| v == 0.0).await;
-    assert_eq!(metric(&relay, "tern_whep_sessions").await, 0.0);
+    // A refused session's task ends just after the refusal is answered.
+    wait_metric(&relay, "tern_whep_sessions", "no WHEP session", |v| {
+        v == 0.0
+    })
+    .await;
 
     // A full room: 503 before any leg is made.
     let small = start_relay(|c| c.room.max_participants = 1).await;
