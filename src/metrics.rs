@@ -348,13 +348,13 @@ pub struct NodeSnapshot {
     legs: AtomicU64,
     paused_subscriptions: AtomicU64,
     rooms_at_budget: AtomicU64,
-    /// The worker thread's measured load, in millionths of a core (`node::load`); not part of
-    /// [`NodeStats`], which add up over workers where loads do not.
+    /// The worker thread's measured load (the busy share of its time), in millionths
+    /// (`node::load`); not part of [`NodeStats`], which add up over workers where loads do not.
     load_millionths: AtomicU64,
 }
 
 impl NodeSnapshot {
-    /// The worker's measured load: 1.0 is a whole core.
+    /// The worker's measured load: 1.0 is never waiting for input.
     pub fn set_load(&self, load: f64) {
         let millionths = (load.clamp(0.0, 1.0) * 1e6).round() as u64;
         self.load_millionths.store(millionths, Ordering::Relaxed);
@@ -436,7 +436,7 @@ impl NodeSnapshots {
         self.0.iter().map(|snapshot| snapshot.read())
     }
 
-    /// Each worker's measured load (1.0: a whole core), in worker order.
+    /// Each worker's measured load (1.0: never waiting for input), in worker order.
     pub fn loads(&self) -> impl Iterator<Item = f64> + '_ {
         self.0.iter().map(|snapshot| snapshot.load())
     }

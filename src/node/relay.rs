@@ -286,7 +286,7 @@ impl Node {
         self.snapshot.publish(self.stats());
     }
 
-    /// The driver's measure of how busy this worker's thread is (1.0: a whole core).
+    /// The driver's measure of how busy this worker's thread is (1.0: never waiting for input).
     pub(super) fn publish_load(&self, load: f64) {
         self.snapshot.set_load(load);
     }
