@@ -339,6 +339,11 @@ impl Interceptor for DeliverRtcp {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    /// Inbound only: the chain hands packets being sent past it (patches/README.md).
+    fn handles_writes(&self) -> bool {
+        false
+    }
 }
 
 /// Counts what crosses the SRTP boundary that `rtc` keeps to itself otherwise: packets that

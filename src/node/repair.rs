@@ -156,6 +156,11 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for RepairedRidUnwrap
 }
 
 impl Interceptor for RepairedRidUnwrap {
+    /// Inbound only: the chain hands packets being sent past it.
+    fn handles_writes(&self) -> bool {
+        false
+    }
+
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     /// The extension ids are the publisher's (the relay answers its offer): learned from any

@@ -130,6 +130,11 @@ impl Interceptor for RetransmissionGate {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    /// Outbound only: the chain hands received packets past it.
+    fn handles_reads(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

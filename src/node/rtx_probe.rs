@@ -212,6 +212,11 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for RtxProber {
 }
 
 impl Interceptor for RtxProber {
+    /// Outbound only: the chain hands received packets past it.
+    fn handles_reads(&self) -> bool {
+        false
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let (Some(ssrc), Some(payload_type)) = (info.ssrc_rtx, info.payload_type_rtx) {
             self.streams.retain(|s| s.primary != info.ssrc);
@@ -301,6 +306,14 @@ impl<I: Interceptor> rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for W
 }
 
 impl<I: Interceptor> Interceptor for WithRtxStreams<I> {
+    fn handles_writes(&self) -> bool {
+        self.0.handles_writes()
+    }
+
+    fn handles_reads(&self) -> bool {
+        self.0.handles_reads()
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         self.0.bind_local_stream(info);
         if let Some(rtx) = rtx_stream(info) {

@@ -59,8 +59,16 @@ use std::time::Instant;
 pub(crate) struct Chain {
     /// Ordered by distance from the wire: index 0 is closest to the network.
     interceptors: Vec<Box<dyn Interceptor>>,
+    /// Indices into `interceptors`, wire first, of those the read walk visits
+    /// ([`Interceptor::handles_reads`]).
+    readers: Vec<usize>,
+    /// The same for the write walk ([`Interceptor::handles_writes`]).
+    writers: Vec<usize>,
     read_outs: VecDeque<TaggedPacket>,
     write_outs: VecDeque<TaggedPacket>,
+    /// An empty belt kept between walks, so that walking one packet through allocates nothing
+    /// once the chain has warmed up.
+    spare_belt: VecDeque<TaggedPacket>,
 }
 
 impl Chain {
@@ -70,7 +78,17 @@ impl Chain {
     /// terminus that ends the inbound RTCP path. A caller assembling the vector directly could
     /// leave it out, and the omission would look like working code.
     pub(crate) fn new(interceptors: Vec<Box<dyn Interceptor>>) -> Self {
+        let indices_where = |keep: fn(&dyn Interceptor) -> bool| {
+            interceptors
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| keep(i.as_ref()))
+                .map(|(at, _)| at)
+                .collect()
+        };
         Self {
+            readers: indices_where(|i| i.handles_reads()),
+            writers: indices_where(|i| i.handles_writes()),
             interceptors,
             ..Self::default()
         }
@@ -86,54 +104,78 @@ impl Chain {
         self.interceptors.is_empty()
     }
 
-    /// One pass over `interceptors`, feeding each from the belt and collecting what it emits back onto
-    /// the belt.
+    /// One pass over the interceptors at `order`, feeding each from the belt and collecting what
+    /// it emits back onto the belt.
     ///
-    /// `handle` and `poll` pick the direction's method pair; the iterator picks the direction. A
-    /// packet an interceptor emits lands on the belt *behind* the ones it passed through, and is then
-    /// carried to every interceptor still ahead — which is what makes injected packets impossible to
-    /// bypass with.
-    fn walk<'a, T>(
-        interceptors: impl Iterator<Item = &'a mut Box<dyn Interceptor>>,
-        mut belt: VecDeque<T>,
+    /// `handle` and `poll` pick the direction's method pair; `order` picks the direction and
+    /// leaves out the interceptors that do not take part in it. A packet an interceptor emits
+    /// lands on the belt *behind* the ones it passed through, and is then carried to every
+    /// interceptor still ahead — which is what makes injected packets impossible to bypass with.
+    fn walk<T>(
+        interceptors: &mut [Box<dyn Interceptor>],
+        order: impl Iterator<Item = usize>,
+        belt: &mut VecDeque<T>,
         handle: fn(&mut dyn Interceptor, T) -> Result<(), Error>,
         poll: fn(&mut dyn Interceptor) -> Option<T>,
-    ) -> VecDeque<T> {
-        for interceptor in interceptors {
+    ) {
+        for at in order {
+            let interceptor = interceptors[at].as_mut();
             while let Some(next) = belt.pop_front() {
                 // An interceptor takes the packet and decides what becomes of it: hold it, drop
                 // it, or put it on its own queue to be collected below.
-                if let Err(err) = handle(interceptor.as_mut(), next) {
+                if let Err(err) = handle(interceptor, next) {
                     log::warn!("interceptor handle failed: {err}");
                 }
             }
             // Whatever it has ready — passed through, transformed, generated, or released — is
             // what the next interceptor in the walk receives.
-            while let Some(next) = poll(interceptor.as_mut()) {
+            while let Some(next) = poll(interceptor) {
                 belt.push_back(next);
             }
         }
-        belt
     }
 
-    fn drain_read(&mut self) {
-        let belt = Self::walk(
-            self.interceptors.iter_mut(),
-            VecDeque::new(),
+    /// Appends a walk's output to `outs` and keeps an empty belt for the next walk. Usually
+    /// `outs` is empty (the caller drained it), and the belt simply becomes it: no packet moves.
+    fn deliver(
+        outs: &mut VecDeque<TaggedPacket>,
+        mut belt: VecDeque<TaggedPacket>,
+        spare: &mut VecDeque<TaggedPacket>,
+    ) {
+        if outs.is_empty() {
+            std::mem::swap(outs, &mut belt);
+        } else {
+            outs.extend(belt.drain(..));
+        }
+        *spare = belt;
+    }
+
+    /// Walks the read path, starting with `first` if given.
+    fn read_walk(&mut self, first: Option<TaggedPacket>) {
+        let mut belt = std::mem::take(&mut self.spare_belt);
+        belt.extend(first);
+        Self::walk(
+            &mut self.interceptors,
+            self.readers.iter().copied(),
+            &mut belt,
             |s, p| s.handle_read(p),
             |s| s.poll_read(),
         );
-        self.read_outs.extend(belt);
+        Self::deliver(&mut self.read_outs, belt, &mut self.spare_belt);
     }
 
-    fn drain_write(&mut self) {
-        let belt = Self::walk(
-            self.interceptors.iter_mut().rev(),
-            VecDeque::new(),
+    /// Walks the write path, starting with `first` if given.
+    fn write_walk(&mut self, first: Option<TaggedPacket>) {
+        let mut belt = std::mem::take(&mut self.spare_belt);
+        belt.extend(first);
+        Self::walk(
+            &mut self.interceptors,
+            self.writers.iter().rev().copied(),
+            &mut belt,
             |s, p| s.handle_write(p),
             |s| s.poll_write(),
         );
-        self.write_outs.extend(belt);
+        Self::deliver(&mut self.write_outs, belt, &mut self.spare_belt);
     }
 }
 
@@ -145,41 +187,25 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_read(p),
-            |s| s.poll_read(),
-        );
-        self.read_outs.extend(belt);
+        self.read_walk(Some(msg));
         Ok(())
     }
 
-    /// Walks with an **empty belt** when nothing is pending, because a jitter buffer may have
-    /// released a packet on `handle_timeout` with no inbound packet since to carry it forward.
     fn poll_read(&mut self) -> Option<Self::Rout> {
         if self.read_outs.is_empty() {
-            self.drain_read();
+            self.read_walk(None);
         }
         self.read_outs.pop_front()
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut().rev(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_write(p),
-            |s| s.poll_write(),
-        );
-        self.write_outs.extend(belt);
+        self.write_walk(Some(msg));
         Ok(())
     }
 
-    /// Same reason as [`poll_read`](Self::poll_read): the pacer releases on a timeout, and
-    /// generated RTCP appears with no outbound packet to ride along with.
     fn poll_write(&mut self) -> Option<Self::Wout> {
         if self.write_outs.is_empty() {
-            self.drain_write();
+            self.write_walk(None);
         }
         self.write_outs.pop_front()
     }
@@ -235,5 +261,191 @@ impl Interceptor for Chain {
         for interceptor in self.interceptors.iter_mut() {
             interceptor.unbind_remote_stream(info);
         }
+    }
+
+    fn handles_writes(&self) -> bool {
+        !self.writers.is_empty()
+    }
+
+    fn handles_reads(&self) -> bool {
+        !self.readers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AttributedPacket, Packet};
+    use shared::TransportContext;
+    use std::sync::{Arc, Mutex};
+
+    /// Who saw which packet, in order: (interceptor, direction, sequence number).
+    type Log = Arc<Mutex<Vec<(&'static str, &'static str, u16)>>>;
+
+    fn packet(sequence_number: u16) -> TaggedPacket {
+        TaggedPacket {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtp(rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    sequence_number,
+                    ..Default::default()
+                },
+                payload: vec![0u8; 4].into(),
+            })),
+        }
+    }
+
+    fn sequence_number(msg: &TaggedPacket) -> u16 {
+        match &msg.message.packet {
+            Packet::Rtp(rtp) => rtp.header.sequence_number,
+            _ => panic!("not RTP"),
+        }
+    }
+
+    /// Records what passes; `echo` also emits a copy (sequence number + 1000) of each write;
+    /// `reads`/`writes` are its `handles_*` answers, and being called on a path it declined panics.
+    struct Probe {
+        name: &'static str,
+        log: Log,
+        reads: bool,
+        writes: bool,
+        echo: bool,
+        read_queue: VecDeque<TaggedPacket>,
+        write_queue: VecDeque<TaggedPacket>,
+    }
+
+    impl Probe {
+        fn boxed(name: &'static str, log: &Log, reads: bool, writes: bool) -> Box<Probe> {
+            Box::new(Probe {
+                name,
+                log: log.clone(),
+                reads,
+                writes,
+                echo: false,
+                read_queue: VecDeque::new(),
+                write_queue: VecDeque::new(),
+            })
+        }
+    }
+
+    impl Protocol<TaggedPacket, TaggedPacket, ()> for Probe {
+        type Rout = TaggedPacket;
+        type Wout = TaggedPacket;
+        type Eout = ();
+        type Error = Error;
+        type Time = Instant;
+
+        fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+            assert!(self.reads, "{} was walked on the read path", self.name);
+            let entry = (self.name, "read", sequence_number(&msg));
+            self.log.lock().unwrap().push(entry);
+            self.read_queue.push_back(msg);
+            Ok(())
+        }
+
+        fn poll_read(&mut self) -> Option<TaggedPacket> {
+            assert!(self.reads, "{} was polled on the read path", self.name);
+            self.read_queue.pop_front()
+        }
+
+        fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+            assert!(self.writes, "{} was walked on the write path", self.name);
+            let seq = sequence_number(&msg);
+            self.log.lock().unwrap().push((self.name, "write", seq));
+            self.write_queue.push_back(msg);
+            if self.echo {
+                self.write_queue.push_back(packet(seq + 1000));
+            }
+            Ok(())
+        }
+
+        fn poll_write(&mut self) -> Option<TaggedPacket> {
+            assert!(self.writes, "{} was polled on the write path", self.name);
+            self.write_queue.pop_front()
+        }
+    }
+
+    impl Interceptor for Probe {
+        fn bind_local_stream(&mut self, _: &StreamInfo) {}
+        fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+        fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+        fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+
+        fn handles_writes(&self) -> bool {
+            self.writes
+        }
+
+        fn handles_reads(&self) -> bool {
+            self.reads
+        }
+    }
+
+    fn drain_writes(chain: &mut Chain) -> Vec<u16> {
+        std::iter::from_fn(|| chain.poll_write())
+            .map(|m| sequence_number(&m))
+            .collect()
+    }
+
+    #[test]
+    fn an_interceptor_that_declines_a_path_is_skipped_on_it_and_walked_on_the_other() {
+        let log = Log::default();
+        // Wire first: `wire` sees everything, `reader` declines writes, `writer` declines reads.
+        let mut chain = Chain::new(vec![
+            Probe::boxed("wire", &log, true, true),
+            Probe::boxed("reader", &log, true, false),
+            Probe::boxed("writer", &log, false, true),
+        ]);
+        chain.handle_write(packet(1)).unwrap();
+        assert_eq!(vec![1], drain_writes(&mut chain));
+        chain.handle_read(packet(2)).unwrap();
+        assert_eq!(Some(2), chain.poll_read().map(|m| sequence_number(&m)));
+        assert_eq!(None, chain.poll_read().map(|m| sequence_number(&m)));
+        assert_eq!(
+            vec![
+                ("writer", "write", 1),
+                ("wire", "write", 1),
+                ("wire", "read", 2),
+                ("reader", "read", 2),
+            ],
+            *log.lock().unwrap()
+        );
+        assert!(chain.handles_reads() && chain.handles_writes());
+    }
+
+    #[test]
+    fn packets_emitted_mid_chain_still_pass_everything_ahead_in_order() {
+        let log = Log::default();
+        let mut echo = Probe::boxed("echo", &log, true, true);
+        echo.echo = true;
+        let mut chain = Chain::new(vec![
+            Probe::boxed("wire", &log, true, true),
+            Probe::boxed("skipped", &log, true, false),
+            echo,
+        ]);
+        // Two writes before a poll: the second walk appends behind the first's output.
+        chain.handle_write(packet(1)).unwrap();
+        chain.handle_write(packet(2)).unwrap();
+        assert_eq!(vec![1, 1001, 2, 1002], drain_writes(&mut chain));
+        let wire: Vec<u16> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(name, _, _)| *name == "wire")
+            .map(|(_, _, seq)| *seq)
+            .collect();
+        assert_eq!(vec![1, 1001, 2, 1002], wire);
+        // Drained, and the next write starts from an empty belt.
+        chain.handle_write(packet(3)).unwrap();
+        assert_eq!(vec![3, 1003], drain_writes(&mut chain));
+    }
+
+    #[test]
+    fn a_chain_where_no_interceptor_takes_a_path_declines_it() {
+        let log = Log::default();
+        let chain = Chain::new(vec![Probe::boxed("reader", &log, true, false)]);
+        assert!(chain.handles_reads());
+        assert!(!chain.handles_writes());
     }
 }

@@ -373,6 +373,22 @@ pub trait Interceptor:
 
     /// unbind_remote_stream is called when the Stream is removed. It can be used to clean up any data related to that track.
     fn unbind_remote_stream(&mut self, info: &StreamInfo);
+
+    /// Whether this interceptor takes part in the write path: inspects, changes, holds back,
+    /// drops or emits packets on their way to the network. One that only passes writes along
+    /// answers `false`, and a [`Registry`]-built chain then never calls its `handle_write` or
+    /// `poll_write`: every packet sent would otherwise be moved into its queue and out again.
+    ///
+    /// Asked once, when the chain is built, so the answer must not change afterwards.
+    fn handles_writes(&self) -> bool {
+        true
+    }
+
+    /// The same as [`handles_writes`](Interceptor::handles_writes) for the read path
+    /// (`handle_read` and `poll_read`).
+    fn handles_reads(&self) -> bool {
+        true
+    }
 }
 
 /// An interceptor whose concrete type has been erased.
@@ -396,6 +412,14 @@ impl<P: Interceptor + ?Sized> Interceptor for Box<P> {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn handles_writes(&self) -> bool {
+        (**self).handles_writes()
+    }
+
+    fn handles_reads(&self) -> bool {
+        (**self).handles_reads()
     }
 }
 
@@ -424,5 +448,13 @@ impl<P: Interceptor + ?Sized> Interceptor for &mut P {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn handles_writes(&self) -> bool {
+        (**self).handles_writes()
+    }
+
+    fn handles_reads(&self) -> bool {
+        (**self).handles_reads()
     }
 }

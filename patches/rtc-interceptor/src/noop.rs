@@ -116,6 +116,11 @@ impl Interceptor for NoopInterceptor {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    /// Writes pass untouched: the terminus only ends the inbound RTCP path.
+    fn handles_writes(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
