@@ -6,6 +6,7 @@
 //! NACKs, receiver reports and transport-cc feedback for the publisher; the subscribe leg keeps a
 //! bounded send history for video NACKs and sends sender reports.
 
+use super::egress::SubscribeEgress;
 use super::feedback::{FeedbackExport, FeedbackQueue};
 use super::formats;
 use super::role::LegRole;
@@ -129,24 +130,26 @@ fn interceptors(
     decrypted: Arc<AtomicU64>,
     taps: LegTaps,
 ) -> Registry {
-    let registry = Registry::new()
-        .with(Slot::from(14_000), DeliverRtcp::default())
-        // Below the NACK responder and generator on the way out, so it sees what they produce;
-        // below every interceptor on the way in, so it sees everything SRTP let through.
-        .with(
-            Slot::from(2_500),
-            Observe {
-                metrics: metrics.clone(),
-                decrypted,
-                reads: VecDeque::new(),
-                writes: VecDeque::new(),
-            },
-        );
+    let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
+    let counters = LegCounters {
+        metrics: metrics.clone(),
+        decrypted,
+    };
     match role {
         // The generator never learns of packets recovered by RTX (`rtc` unwraps RTX after the
         // interceptors), so without a cap it would NACK each loss every 100 ms until the packet
         // left its window, about 25 times, and the publisher would resend it as often.
         LegRole::Publish => registry
+            // Below the NACK generator on the way out, so it counts the NACKs; below every
+            // interceptor on the way in, so it sees everything SRTP let through.
+            .with(
+                Slot::from(2_500),
+                Observe {
+                    counters,
+                    reads: VecDeque::new(),
+                    writes: VecDeque::new(),
+                },
+            )
             // Wire-ward of everything that must see a repaired simulcast packet as itself.
             .with(Slot::from(600), super::repair::RepairedRidUnwrap::default())
             .with(
@@ -168,18 +171,20 @@ fn interceptors(
                     .with_size(settings.nack_history)
                     .build(),
             );
+            let steps = settings.subscriber_feedback.then(|| {
+                (
+                    RetransmissionGate::new(taps.retransmissions, metrics),
+                    RtxProber::new(taps.probe),
+                )
+            });
+            // Wire-ward of the NACK responder, app-ward of the numbering: a retransmission the
+            // gate holds back is never numbered, so it never reads as loss, and probe copies
+            // join the stream numbered.
+            let registry = registry.with(Slot::from(2_900), SubscribeEgress::new(counters, steps));
             if !settings.subscriber_feedback {
                 return registry;
             }
             registry
-                // Wire-ward of the NACK responder, app-ward of the numbering: a retransmission
-                // it holds back is never numbered, so it never reads as loss.
-                .with(
-                    Slot::from(3_000),
-                    RetransmissionGate::new(taps.retransmissions, metrics),
-                )
-                // Probe copies join the stream here, below the gate and above the numbering.
-                .with(Slot::from(2_900), RtxProber::new(taps.probe))
                 // Both bind the RTX SSRC too, or no retransmission would be numbered or recorded.
                 .with(
                     Slot::TwccSender,
@@ -349,32 +354,19 @@ impl Interceptor for DeliverRtcp {
 /// Counts what crosses the SRTP boundary that `rtc` keeps to itself otherwise: packets that
 /// decrypted (so the worker can tell a rejected datagram from one an interceptor consumed), and
 /// what the loss-recovery interceptors send (retransmissions to subscribers, NACKs to
-/// publishers).
-struct Observe {
-    metrics: Arc<MediaMetrics>,
-    decrypted: Arc<AtomicU64>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
+/// publishers). A publish leg counts in [`Observe`], a subscribe leg in its egress interceptor
+/// (`node/egress.rs`); both sit where every packet SRTP let in or will seal passes them.
+pub(super) struct LegCounters {
+    pub(super) metrics: Arc<MediaMetrics>,
+    pub(super) decrypted: Arc<AtomicU64>,
 }
 
-impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Observe {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+impl LegCounters {
+    pub(super) fn on_read(&self) {
         self.decrypted.fetch_add(1, Ordering::Relaxed);
-        self.reads.push_back(msg);
-        Ok(())
     }
 
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+    pub(super) fn on_write(&self, msg: &TaggedPacket) {
         match &msg.message.packet {
             Packet::Rtp(_) if msg.message.has(&Attribute::Retransmission) => {
                 self.metrics.retransmissions_sent.inc();
@@ -390,6 +382,35 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Observe {
             }
             _ => {}
         }
+    }
+}
+
+/// A publish leg's [`LegCounters`], as an interceptor of its own.
+struct Observe {
+    counters: LegCounters,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for Observe {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        self.counters.on_read();
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        self.counters.on_write(&msg);
         self.writes.push_back(msg);
         Ok(())
     }

@@ -9,6 +9,7 @@ mod data;
 pub mod demux;
 pub mod driver;
 mod e2ee;
+mod egress;
 pub mod engine;
 mod events;
 pub mod feedback;

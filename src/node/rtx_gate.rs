@@ -9,9 +9,7 @@
 //! through, for the allocator (retransmissions are part of a room's video budget).
 
 use crate::metrics::{DropReason, MediaMetrics};
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::shared::error::Error as RtcError;
-use std::collections::VecDeque;
+use rtc::interceptor::{Attribute, Packet, TaggedPacket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,13 +34,12 @@ impl Default for RetransmissionBudget {
     }
 }
 
+/// One step of a subscribe leg's outbound interceptor (`node/egress.rs`).
 pub struct RetransmissionGate {
     budget: Arc<RetransmissionBudget>,
     metrics: Arc<MediaMetrics>,
     tokens_bytes: f64,
     refilled_at: Option<Instant>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
 impl RetransmissionGate {
@@ -52,9 +49,27 @@ impl RetransmissionGate {
             metrics,
             tokens_bytes: 0.0,
             refilled_at: None,
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
         }
+    }
+
+    /// Whether `msg` goes on toward the wire: anything but a retransmission over the limit
+    /// (dropped and counted). What passes is counted against the budget.
+    pub fn pass(&mut self, msg: &TaggedPacket) -> bool {
+        let Packet::Rtp(packet) = &msg.message.packet else {
+            return true;
+        };
+        if !msg.message.has(&Attribute::Retransmission) {
+            return true;
+        }
+        let bytes = packet.payload.len() + 12;
+        if !self.admit(bytes, msg.now) {
+            self.metrics.count_drop(DropReason::RetransmissionLimit);
+            return false;
+        }
+        self.budget
+            .sent_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        true
     }
 
     /// Whether a retransmission of `bytes` may go at `now`.
@@ -76,64 +91,6 @@ impl RetransmissionGate {
         } else {
             false
         }
-    }
-}
-
-impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for RetransmissionGate {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
-        if let Packet::Rtp(packet) = &msg.message.packet
-            && msg.message.has(&Attribute::Retransmission)
-        {
-            let bytes = packet.payload.len() + 12;
-            if !self.admit(bytes, msg.now) {
-                self.metrics.count_drop(DropReason::RetransmissionLimit);
-                return Ok(());
-            }
-            self.budget
-                .sent_bytes
-                .fetch_add(bytes as u64, Ordering::Relaxed);
-        }
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.writes.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), RtcError> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for RetransmissionGate {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-
-    /// Outbound only: the chain hands received packets past it.
-    fn handles_reads(&self) -> bool {
-        false
     }
 }
 

@@ -7,8 +7,9 @@
 //! A copy on the media SSRC itself would not do: the receiver's SRTP replay check drops it before
 //! its feedback counts it.
 //!
-//! `rtc`'s `write_rtp` takes only a sender's primary SSRC, so [`RtxProber`] sits in the chain
-//! wire-ward of the NACK responder and the retransmission gate: it remembers the last media
+//! `rtc`'s `write_rtp` takes only a sender's primary SSRC, so [`RtxProber`] works in the chain,
+//! a step of the subscribe leg's outbound interceptor (`node/egress.rs`) wire-ward of the NACK
+//! responder and the retransmission gate: it remembers the last media
 //! packets of every stream that has RTX and, when the node orders bytes through its
 //! [`ProbeTap`], emits copies on the RTX SSRC during the next flush. One RTX stream carries both
 //! the responder's retransmissions and these copies, so the prober numbers both from one counter
@@ -83,8 +84,6 @@ pub struct RtxProber {
     recent: VecDeque<Recent>,
     /// Copies go newest first; this many of the newest were copied since the last media packet.
     copied: usize,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
 }
 
 impl RtxProber {
@@ -94,8 +93,23 @@ impl RtxProber {
             streams: Vec::new(),
             recent: VecDeque::with_capacity(RECENT),
             copied: 0,
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
+        }
+    }
+
+    /// A packet on its way out: a retransmission on an RTX stream takes the next number of that
+    /// stream's one numbering; new media is remembered for copies.
+    pub fn on_write(&mut self, msg: &mut TaggedPacket) {
+        let retransmission = msg.message.has(&Attribute::Retransmission);
+        let Packet::Rtp(packet) = &mut msg.message.packet else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
+            packet.header.sequence_number = stream.next_sequence_number;
+            stream.next_sequence_number = stream.next_sequence_number.wrapping_add(1);
+        } else if !packet.header.padding && !retransmission {
+            // (A retransmission without RTX repeats the media SSRC: not new media.)
+            self.remember(&packet.header, &packet.payload);
         }
     }
 
@@ -120,7 +134,7 @@ impl RtxProber {
     }
 
     /// The next copy for an order, if one is wanted and a packet is left to copy.
-    fn next_copy(&mut self) -> Option<TaggedPacket> {
+    pub fn next_copy(&mut self) -> Option<TaggedPacket> {
         // Only an order takes the lock: every walk of the chain comes through here.
         let wanted = self.tap.wanted_bytes.load(Ordering::Relaxed);
         if wanted == 0 {
@@ -163,61 +177,8 @@ impl RtxProber {
     }
 }
 
-impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for RtxProber {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), RtcError> {
-        let retransmission = msg.message.has(&Attribute::Retransmission);
-        if let Packet::Rtp(packet) = &mut msg.message.packet {
-            let ssrc = packet.header.ssrc;
-            if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
-                packet.header.sequence_number = stream.next_sequence_number;
-                stream.next_sequence_number = stream.next_sequence_number.wrapping_add(1);
-            } else if !packet.header.padding && !retransmission {
-                // (A retransmission without RTX repeats the media SSRC: not new media.)
-                self.remember(&packet.header, &packet.payload);
-            }
-        }
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        if let Some(msg) = self.writes.pop_front() {
-            return Some(msg);
-        }
-        self.next_copy()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), RtcError> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for RtxProber {
-    /// Outbound only: the chain hands received packets past it.
-    fn handles_reads(&self) -> bool {
-        false
-    }
-
-    fn bind_local_stream(&mut self, info: &StreamInfo) {
+impl RtxProber {
+    pub fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let (Some(ssrc), Some(payload_type)) = (info.ssrc_rtx, info.payload_type_rtx) {
             self.streams.retain(|s| s.primary != info.ssrc);
             self.streams.push(RtxStream {
@@ -231,7 +192,7 @@ impl Interceptor for RtxProber {
         }
     }
 
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+    pub fn unbind_local_stream(&mut self, info: &StreamInfo) {
         if self.streams.iter().any(|s| s.primary == info.ssrc) {
             self.streams.retain(|s| s.primary != info.ssrc);
             // Indices into `streams` moved.
@@ -239,9 +200,6 @@ impl Interceptor for RtxProber {
             self.copied = 0;
         }
     }
-
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// An interceptor that also sees each local stream's RTX SSRC as a stream of its own (with the
@@ -341,7 +299,6 @@ impl<I: Interceptor> Interceptor for WithRtxStreams<I> {
 mod tests {
     use super::*;
     use rtc::interceptor::AttributedPacket;
-    use rtc::sansio::Protocol;
 
     const MEDIA: u32 = 0x1000;
     const RTX: u32 = 0x2000;
@@ -367,8 +324,18 @@ mod tests {
         }
     }
 
-    fn written(prober: &mut RtxProber) -> Vec<rtc::rtp::packet::Packet> {
-        std::iter::from_fn(|| prober.poll_write())
+    /// What the prober lets out: `writes` as it numbered them, then the copies it is ordered to
+    /// make (the egress interceptor's order).
+    fn written(prober: &mut RtxProber, writes: Vec<TaggedPacket>) -> Vec<rtc::rtp::packet::Packet> {
+        let mut out: Vec<TaggedPacket> = writes
+            .into_iter()
+            .map(|mut msg| {
+                prober.on_write(&mut msg);
+                msg
+            })
+            .collect();
+        out.extend(std::iter::from_fn(|| prober.next_copy()));
+        out.into_iter()
             .filter_map(|m| match m.message.packet {
                 Packet::Rtp(p) => Some(p),
                 _ => None,
@@ -393,20 +360,27 @@ mod tests {
     fn copies_repeat_the_newest_packets_on_the_rtx_stream_in_one_numbering_with_retransmissions() {
         let (mut prober, tap) = prober();
         let now = Instant::now();
-        for (seq, payload) in [(10, &b"older"[..]), (11, &b"newest"[..])] {
-            prober
-                .handle_write(tagged(rtp(MEDIA, seq, payload), now))
-                .unwrap();
-        }
-        let media = written(&mut prober);
-        assert_eq!(media.len(), 2, "media passes unchanged");
+        let media = written(
+            &mut prober,
+            vec![
+                tagged(rtp(MEDIA, 10, b"older"), now),
+                tagged(rtp(MEDIA, 11, b"newest"), now),
+            ],
+        );
+        assert_eq!(
+            media
+                .iter()
+                .map(|p| p.header.sequence_number)
+                .collect::<Vec<_>>(),
+            vec![10, 11],
+            "media passes unchanged"
+        );
         // A retransmission from the NACK responder, numbered by its own counter.
         let mut resent = rtp(RTX, 0, b"\x00\x0aolder");
         resent.header.payload_type = 97;
-        prober.handle_write(tagged(resent, now)).unwrap();
         // A probe of a little more than the newest packet: two copies, newest first.
         tap.order(COPY_OVERHEAD_BYTES + 7, now);
-        let out = written(&mut prober);
+        let out = written(&mut prober, vec![tagged(resent, now)]);
         assert_eq!(out.len(), 3);
         let first = out[0].header.sequence_number;
         let numbers: Vec<u16> = out.iter().map(|p| p.header.sequence_number).collect();
@@ -424,9 +398,12 @@ mod tests {
         assert_eq!(tap.take_sent(), 2 * COPY_OVERHEAD_BYTES + 11);
         // Nothing more is sent until the next order, and never a packet twice in a row of orders
         // without new media.
-        assert!(written(&mut prober).is_empty());
+        assert!(written(&mut prober, Vec::new()).is_empty());
         tap.order(10_000, now);
-        assert!(written(&mut prober).is_empty(), "both were copied already");
+        assert!(
+            written(&mut prober, Vec::new()).is_empty(),
+            "both were copied already"
+        );
     }
 
     #[test]
@@ -435,13 +412,13 @@ mod tests {
         let now = Instant::now();
         let mut padding = rtp(MEDIA, 1, b"");
         padding.header.padding = true;
-        prober.handle_write(tagged(padding, now)).unwrap();
-        prober
-            .handle_write(tagged(rtp(0x3000, 1, b"audio"), now))
-            .unwrap();
-        written(&mut prober);
+        let audio = tagged(rtp(0x3000, 1, b"audio"), now);
+        assert_eq!(
+            written(&mut prober, vec![tagged(padding, now), audio]).len(),
+            2
+        );
         tap.order(10_000, now);
-        assert!(written(&mut prober).is_empty());
+        assert!(written(&mut prober, Vec::new()).is_empty());
         assert_eq!(tap.take_sent(), 0);
     }
 
